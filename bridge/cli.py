@@ -1,0 +1,124 @@
+"""Command line: ``bridge serve`` and ``bridge call``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+
+from .config import load_settings, parse_hostport
+
+log = logging.getLogger("bridge")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(coro) -> object:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides: dict = {"sip": {}, "media": {}, "observability": {}}
+    if args.sip_listen:
+        overrides["sip"]["listen"] = args.sip_listen
+    if args.public_host:
+        overrides["sip"]["public_host"] = args.public_host
+    if args.rtp_ports:
+        overrides["media"]["rtp_ports"] = args.rtp_ports
+    if args.metrics_listen:
+        overrides["observability"]["metrics_listen"] = args.metrics_listen
+    settings = load_settings(args.config, overrides)
+    _setup_logging(settings.observability.log_level)
+
+    from .app import BridgeServer
+    from .engines import load_engines
+    from .observability.metrics import Metrics
+
+    started = time.monotonic()
+    engines = load_engines(settings)
+    log.info("models loaded in %.1f s (device %s)", time.monotonic() - started, engines.device)
+    metrics = Metrics()
+    if settings.observability.metrics_listen:
+        host, port = parse_hostport(settings.observability.metrics_listen, 9090)
+        metrics.serve(host, port)
+        log.info("metrics: http://%s:%d/metrics", host, port)
+
+    async def main() -> None:
+        server = BridgeServer(settings, engines, metrics)
+        await server.start()
+        print("bridge: ready", flush=True)
+        await server.run_forever()
+
+    _run(main())
+    return 0
+
+
+def _call(args: argparse.Namespace) -> int:
+    _setup_logging("INFO" if args.verbose else "WARNING")
+    from .client import place_call
+
+    report = _run(
+        place_call(
+            args.uri,
+            args.play or [],
+            args.record,
+            args.duration,
+            local_host=args.local_host,
+            wait_greeting=not args.no_wait,
+        )
+    )
+    print(f"answered: {report.answered}")
+    print(f"ended: {report.end_reason} (hung up by {report.hung_up_by})")
+    print(f"recorded: {report.recorded_seconds:.2f} s of agent audio" + (f" -> {args.record}" if args.record else ""))
+    for i, latency in enumerate(report.latencies, 1):
+        print(f"turn {i}: end of caller speech -> first agent audio: {latency * 1000:.0f} ms")
+    if report.latencies:
+        print(f"latency p50: {report.p50 * 1000:.0f} ms over {len(report.latencies)} turns")
+    return 0 if report.answered else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bridge", description="Self-hosted voice-AI endpoint for phone calls.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="answer SIP calls with the configured agent")
+    serve.add_argument("--config", help="YAML file merged over config/default.yaml")
+    serve.add_argument("--sip-listen", metavar="HOST:PORT", help="SIP UDP address (default 0.0.0.0:5060)")
+    serve.add_argument("--public-host", metavar="IP", help="address for Via/Contact/SDP (behind NAT: the public IP)")
+    serve.add_argument("--rtp-ports", metavar="LOW-HIGH", help="RTP port range (default 10000-20000)")
+    serve.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address (default 127.0.0.1:9090)")
+    serve.set_defaults(func=_serve)
+
+    call = sub.add_parser("call", help="dial a SIP URI, speak WAV files, record the agent")
+    call.add_argument("uri", help="sip:user@host:port")
+    call.add_argument("--play", action="append", metavar="WAV", help="caller audio; repeat for several turns")
+    call.add_argument("--record", metavar="WAV", help="write the agent's audio here (PCM16 8 kHz)")
+    call.add_argument("--duration", type=float, metavar="S", help="hang up after S seconds (default: after the last reply)")
+    call.add_argument("--local-host", default="127.0.0.1", help="address to bind and advertise (default 127.0.0.1)")
+    call.add_argument("--no-wait", action="store_true", help="play the first file at once, over the greeting")
+    call.add_argument("-v", "--verbose", action="store_true")
+    call.set_defaults(func=_call)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``bridge`` console script."""
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

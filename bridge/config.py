@@ -1,0 +1,166 @@
+"""Typed settings (pydantic), loaded from YAML under ``config/``.
+
+Order of precedence: command-line options > environment (``BRIDGE_*``, nested
+with ``__``, e.g. ``BRIDGE_SIP__PUBLIC_HOST``) > the YAML file > defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+
+
+def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
+    """``"host:port"``, ``"host"`` or ``"[v6]:port"`` -> ``(host, port)``.
+
+    Raises:
+        ValueError: the port is not an integer 1..65535.
+    """
+    value = value.strip()
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+    elif value.count(":") == 1:
+        host, port_s = value.split(":")
+        port = int(port_s)
+    else:
+        host, port = value, default_port
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, port
+
+
+class SipSettings(BaseModel):
+    """SIP signalling (RFC 3261)."""
+
+    listen: str = "0.0.0.0:5060"
+    #: Address written in Via, Contact and SDP ``c=`` (the public IP behind NAT).
+    #: Empty: the listen address, or 127.0.0.1 when listening on 0.0.0.0.
+    public_host: str = ""
+    user_agent: str = "bridge/0.1"
+    #: RFC 3261 T1 in seconds (Timers A, E, G, H... derive from it).
+    t1: float = 0.5
+    max_message_size: int = 16384
+    #: Send 180 Ringing before answering.
+    send_ringing: bool = True
+
+
+class MediaSettings(BaseModel):
+    """RTP media (RFC 3550)."""
+
+    rtp_ports: str = "10000-20000"
+    #: Seconds without inbound RTP before the bridge hangs up with BYE.
+    rtp_timeout: float = 30.0
+    #: Send to where the peer's RTP comes from (NAT), once it arrives.
+    latch: bool = True
+    #: Send silence packets when the agent is quiet (continuous stream).
+    send_silence: bool = True
+
+
+class ModelSettings(BaseModel):
+    """Which models to load; ``embedded`` means the PyPI model packages."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    asr: str = "embedded"
+    asr_compute_type: str = "int8"
+    asr_beam_size: int = 1
+    llm: str = "embedded"
+    llm_threads: int = 2
+    llm_context: int = 2048
+    llm_gpu_layers: int = -1
+    tts: str = "embedded"
+    #: Where the embedded GGUF is assembled (from its 4 chunk packages).
+    cache_dir: str = "models"
+
+
+class AgentSettings(BaseModel):
+    """The agent: persona, prompt, turn-taking."""
+
+    name: str = "Sam"
+    llm_mode: Literal["completion", "chat"] = "completion"
+    persona: str = ""
+    examples: list[tuple[str, str]] = Field(default_factory=list)
+    greeting: str = "Hello, thanks for calling. How can I help you?"
+    goodbye: str = "Thanks for calling. Goodbye!"
+    max_tokens: int = 48
+    temperature: float = 0.3
+    #: webrtcvad aggressiveness 0..3.
+    vad_aggressiveness: int = 2
+    #: Caller silence that ends a turn, milliseconds.
+    endpoint_silence_ms: int = 500
+    #: Speech shorter than this is ignored (clicks, coughs), milliseconds.
+    min_utterance_ms: int = 200
+    #: Caller speech during agent speech needed to interrupt it, milliseconds.
+    barge_in_min_speech_ms: int = 200
+    #: Audio kept before the first voiced frame, milliseconds.
+    preroll_ms: int = 300
+    #: Hang up (after saying ``goodbye``) once the call is this long, seconds; 0 = never.
+    max_call_seconds: float = 0
+    #: Regex: when the agent's reply matches it, the agent hangs up after saying it.
+    end_call_pattern: str = r"\b(goodbye|good bye|bye now)\b"
+
+
+class ObservabilitySettings(BaseModel):
+    metrics_listen: str = "127.0.0.1:9090"
+    log_level: str = "INFO"
+
+
+class Settings(BaseSettings):
+    """All settings; see ``config/default.yaml`` for the documented defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid")
+
+    sip: SipSettings = Field(default_factory=SipSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment above the YAML (passed as init values, merged in load_settings).
+        return (env_settings, init_settings)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load ``config/default.yaml``, then ``path`` over it, then ``overrides``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        pydantic.ValidationError: a value has the wrong type or an unknown key.
+    """
+    data: dict[str, Any] = {}
+    for file in [DEFAULT_CONFIG] + ([Path(path)] if path else []):
+        if file.exists() or file != DEFAULT_CONFIG:
+            loaded = yaml.safe_load(Path(file).read_text()) or {}
+            data = _merge(data, loaded)
+    if overrides:
+        data = _merge(data, overrides)
+    settings = Settings(**data)
+    if overrides:
+        # Command-line options win over the environment too.
+        settings = Settings.model_validate(_merge(settings.model_dump(), overrides))
+    return settings

@@ -1,0 +1,381 @@
+"""The call brain: turn-taking, barge-in and the agent, independent of the call leg.
+
+A leg (SIP+RTP, or a Media Streams WebSocket) drives a :class:`Conversation`:
+
+- :meth:`Conversation.feed_audio`: each 20 ms frame of caller audio
+  (PCM16 mono 8000 Hz, 160 samples);
+- :meth:`Conversation.feed_dtmf`: each DTMF digit;
+- :meth:`Conversation.pull_frame`: once per 20 ms send slot, the agent frame
+  that goes on the wire now (or ``None``);
+
+and implements :class:`CallLeg` so the conversation can hang up or flush
+audio queued below it. This module never imports ``sip``, ``media`` or
+``mediastreams`` (DESIGN.md, Layers).
+
+Turn pipeline: webrtcvad endpointing -> ASR on the utterance -> LLM tokens
+-> sentence splitter -> TTS per sentence -> 20 ms frames -> playout queue.
+Inference runs in worker threads, never on the event loop.
+
+Barge-in (DESIGN.md): caller speech of at least ``barge_in_min_speech_ms``
+while the agent speaks or prepares a reply stops playout at the next packet,
+cancels LLM and TTS, keeps in the history only what was played, and the
+caller's turn continues with the audio already captured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..media.codecs import resample_all
+from .prompt import build_completion_prompt, stop_sequences
+
+log = logging.getLogger("bridge.conversation")
+
+FRAME_SAMPLES = 160  # 20 ms at 8000 Hz
+FRAME_MS = 20
+#: A complete sentence at the start of the buffer: text up to . ! or ? followed by whitespace.
+_SENTENCE = re.compile(r"^\s*(.*?[.!?])\s+(.*)$", re.S)
+
+
+class CallLeg(Protocol):
+    """What a conversation needs from its call leg."""
+
+    call_id: str
+
+    def hangup(self, reason: str) -> None:
+        """End the call (SIP: BYE; Media Streams: end the stream/call)."""
+
+    def clear_playout(self) -> None:
+        """Drop agent audio queued below the conversation (Media Streams: send ``clear``)."""
+
+
+@dataclass
+class AgentUtterance:
+    """One thing the agent says, and how much of it reached the caller.
+
+    ``sentences[i]`` was synthesized to ``samples[i]`` samples (8000 Hz);
+    ``played`` counts samples handed to the leg for sending.
+    """
+
+    sentences: list[str] = field(default_factory=list)
+    samples: list[int] = field(default_factory=list)
+    played: int = 0
+    interrupted: bool = False
+
+    def played_text(self) -> str:
+        """The words the caller actually heard.
+
+        Whole sentences fully played, plus the played fraction of the current
+        sentence's words (rounded down), DESIGN.md "Barge-in" step 3.
+        """
+        out: list[str] = []
+        left = self.played
+        for text, n in zip(self.sentences, self.samples):
+            if left >= n:
+                out.append(text)
+                left -= n
+                continue
+            words = text.split()
+            k = int(len(words) * left / n) if n else 0
+            if k:
+                out.append(" ".join(words[:k]) + "...")
+            break
+        return " ".join(out)
+
+
+@dataclass
+class _Frame:
+    pcm: np.ndarray
+    owner: AgentUtterance
+
+
+class Conversation:
+    """One call's conversation. See the module docstring.
+
+    Args:
+        engines: the shared :class:`bridge.engines.Engines`.
+        agent: :class:`bridge.config.AgentSettings`.
+        leg: the call leg (:class:`CallLeg`).
+        metrics: a :class:`bridge.observability.metrics.Metrics` or ``None``.
+        clock: monotonic clock in seconds (injected for tests).
+    """
+
+    def __init__(self, engines, agent, leg: CallLeg, metrics=None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.engines = engines
+        self.agent = agent
+        self.leg = leg
+        self.metrics = metrics
+        self.clock = clock
+        self.vad = engines.vad_factory()
+        self.history: list[tuple[str, object]] = []  # ("caller", str) | ("agent", AgentUtterance)
+        self.dtmf_digits: list[str] = []
+        self.turn_log: list[dict] = []
+        self.latencies: list[dict[str, float]] = []
+        self._playout: collections.deque[_Frame] = collections.deque()
+        self._reply_task: asyncio.Task | None = None
+        self._cancel = threading.Event()
+        self._current: AgentUtterance | None = None
+        self._times: dict[str, float] | None = None
+        self._hangup_when_done = False
+        self._closed = False
+        self._started_at = clock()
+        self._end_call_re = re.compile(agent.end_call_pattern, re.I) if agent.end_call_pattern else None
+        # endpointing state
+        self._preroll: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, agent.preroll_ms // FRAME_MS))
+        self._in_speech = False
+        self._utterance: list[np.ndarray] = []
+        self._voiced = 0
+        self._silence = 0
+        self._last_voiced_at = 0.0
+        self._barged = False
+        self._tasks: set[asyncio.Task] = set()
+
+    # ----------------------------------------------------------- leg -> us
+
+    def start(self) -> None:
+        """Speak the greeting; start the max-duration timer if configured."""
+        if self.agent.greeting:
+            self._spawn(self._say(self.agent.greeting))
+        if self.agent.max_call_seconds > 0:
+            self._spawn(self._max_duration())
+
+    def feed_audio(self, frame: np.ndarray, now: float | None = None) -> None:
+        """One 20 ms caller frame: PCM16 mono 8000 Hz, 160 samples. Cheap; runs on the loop."""
+        if self._closed or len(frame) != FRAME_SAMPLES:
+            return
+        now = self.clock() if now is None else now
+        voiced = self.vad.is_speech(frame)
+        if voiced:
+            if not self._in_speech:
+                self._in_speech = True
+                self._utterance = list(self._preroll)
+                self._voiced = 0
+                self._barged = False
+            self._utterance.append(frame)
+            self._voiced += 1
+            self._silence = 0
+            self._last_voiced_at = now
+            if not self._barged and self._voiced * FRAME_MS >= self.agent.barge_in_min_speech_ms and self.agent_active:
+                self._barged = True
+                self.barge_in()
+            return
+        if not self._in_speech:
+            self._preroll.append(frame)
+            return
+        self._utterance.append(frame)
+        self._silence += 1
+        if self._silence * FRAME_MS >= self.agent.endpoint_silence_ms:
+            self._in_speech = False
+            pcm = np.concatenate(self._utterance)
+            self._utterance = []
+            self._preroll.clear()
+            if self._voiced * FRAME_MS >= self.agent.min_utterance_ms:
+                times = {"speech_end": self._last_voiced_at, "endpoint": now}
+                self._start_reply(pcm, times)
+
+    def feed_dtmf(self, digit: str) -> None:
+        """A DTMF digit from the caller (RFC 4733 or Media Streams ``dtmf``)."""
+        self.dtmf_digits.append(digit)
+        if self.metrics:
+            self.metrics.dtmf.inc()
+        log.info("dtmf call=%s digit=%s", self.leg.call_id, digit)
+
+    def pull_frame(self, now: float | None = None) -> np.ndarray | None:
+        """The agent frame for the current 20 ms send slot (PCM16 8 kHz, 160 samples) or ``None``."""
+        if not self._playout:
+            return None
+        item = self._playout.popleft()
+        item.owner.played += FRAME_SAMPLES
+        times = self._times
+        if times is not None and item.owner is self._current and "first_packet" not in times:
+            times["first_packet"] = self.clock()
+            self._log_latency(times)
+            if self.metrics:
+                self.metrics.observe_turn(times)
+        if not self._playout and self._hangup_when_done and (self._reply_task is None or self._reply_task.done()):
+            self._hangup_when_done = False
+            asyncio.get_running_loop().call_soon(self.leg.hangup, "agent")
+        return item.pcm
+
+    @property
+    def agent_active(self) -> bool:
+        """Whether the agent is speaking or preparing a reply."""
+        return bool(self._playout) or (self._reply_task is not None and not self._reply_task.done())
+
+    def barge_in(self) -> None:
+        """Stop the agent now: drop queued audio, cancel LLM/TTS, truncate history."""
+        log.info("barge-in call=%s played=%r", self.leg.call_id, self._current.played_text() if self._current else "")
+        if self.metrics:
+            self.metrics.barge_ins.inc()
+        self._stop_agent(interrupted=True)
+
+    async def close(self) -> None:
+        """Cancel everything in flight (idempotent)."""
+        self._closed = True
+        self._stop_agent(interrupted=False)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def transcript(self) -> list[tuple[str, str]]:
+        """The history as ``(role, text)``, agent turns reduced to what was played."""
+        out = []
+        for role, item in self.history:
+            text = item.played_text() if isinstance(item, AgentUtterance) else str(item)
+            if text:
+                out.append((role, text))
+        return out
+
+    # ------------------------------------------------------------ internals
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("conversation task failed call=%s", self.leg.call_id, exc_info=task.exception())
+
+    def _stop_agent(self, interrupted: bool) -> None:
+        self._playout.clear()
+        self.leg.clear_playout()
+        self._cancel.set()
+        if self._reply_task is not None and not self._reply_task.done():
+            self._reply_task.cancel()
+        if self._current is not None:
+            self._current.interrupted = interrupted
+        self._hangup_when_done = False
+
+    def _start_reply(self, pcm: np.ndarray, times: dict[str, float]) -> None:
+        if self.agent_active:
+            self._stop_agent(interrupted=True)
+        self._cancel = threading.Event()
+        self._reply_task = self._spawn(self._reply(pcm, times, self._cancel))
+
+    async def _say(self, text: str) -> None:
+        """Speak fixed text (greeting, goodbye) without the LLM."""
+        utt = AgentUtterance()
+        self._current = utt
+        self._times = None
+        self.history.append(("agent", utt))
+        await self._speak_sentence(text, utt, None, self._cancel)
+
+    async def _max_duration(self) -> None:
+        await asyncio.sleep(self.agent.max_call_seconds)
+        log.info("call=%s reached max_call_seconds=%s", self.leg.call_id, self.agent.max_call_seconds)
+        self._stop_agent(interrupted=False)
+        self._cancel = threading.Event()
+        await self._say(self.agent.goodbye)
+        self._finish_with_hangup()
+
+    def _finish_with_hangup(self) -> None:
+        if self._playout:
+            self._hangup_when_done = True
+        else:
+            self.leg.hangup("agent")
+
+    async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event) -> None:
+        pcm = await asyncio.to_thread(self._synthesize, text, times)
+        if cancel.is_set():
+            return
+        n = int(np.ceil(len(pcm) / FRAME_SAMPLES)) * FRAME_SAMPLES
+        pcm = np.pad(pcm, (0, n - len(pcm)))
+        utt.sentences.append(text)
+        utt.samples.append(n)
+        for i in range(0, n, FRAME_SAMPLES):
+            self._playout.append(_Frame(pcm[i : i + FRAME_SAMPLES], utt))
+
+    def _synthesize(self, text: str, times: dict | None) -> np.ndarray:
+        """Worker thread: text -> PCM16 8 kHz via Piper and FFmpeg resampling."""
+        chunks = []
+        for chunk in self.engines.tts.synthesize(text):
+            if times is not None and "tts_first_audio" not in times:
+                times["tts_first_audio"] = self.clock()
+            chunks.append(chunk)
+        if not chunks:
+            return np.zeros(0, dtype=np.int16)
+        return resample_all(np.concatenate(chunks), self.engines.tts.sample_rate, 8000)
+
+    def _llm_thread(self, prompt: str, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel: threading.Event, times: dict) -> None:
+        try:
+            for piece in self.engines.llm.stream(prompt, stop_sequences(self.agent), self.agent.max_tokens, self.agent.temperature, cancel):
+                if "llm_first_token" not in times:
+                    times["llm_first_token"] = self.clock()
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+        except Exception:  # noqa: BLE001 - reported to the loop side, never kills the thread pool
+            log.exception("llm failed call=%s", self.leg.call_id)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    async def _reply(self, pcm: np.ndarray, times: dict[str, float], cancel: threading.Event) -> None:
+        text = (await asyncio.to_thread(self.engines.asr.transcribe, pcm)).strip()
+        times["asr_final"] = self.clock()
+        if not text or cancel.is_set():
+            log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
+            return
+        self.history.append(("caller", text))
+        prompt = build_completion_prompt(self.agent, self.transcript())
+        utt = AgentUtterance()
+        self._current = utt
+        self._times = times
+        self.history.append(("agent", utt))
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        producer = loop.run_in_executor(None, self._llm_thread, prompt, loop, queue, cancel, times)
+        buffer = ""
+        try:
+            while True:
+                piece = await queue.get()
+                if piece is None:
+                    break
+                buffer += piece
+                while (m := _SENTENCE.match(buffer)) is not None:
+                    buffer = m.group(2)
+                    await self._speak_generated(m.group(1), utt, times, cancel)
+            if buffer.strip() and not cancel.is_set():
+                await self._speak_generated(buffer.strip(), utt, times, cancel)
+        finally:
+            cancel.set()
+            await asyncio.shield(producer)
+            self._log_turn(text, utt, times)
+        if self._end_call_re and self._end_call_re.search(" ".join(utt.sentences)):
+            self._finish_with_hangup()
+
+    async def _speak_generated(self, sentence: str, utt: AgentUtterance, times: dict, cancel: threading.Event) -> None:
+        if "first_sentence" not in times:
+            times["first_sentence"] = self.clock()
+        await self._speak_sentence(sentence, utt, times, cancel)
+
+    def _log_turn(self, caller: str, utt: AgentUtterance, times: dict[str, float]) -> None:
+        agent = " ".join(utt.sentences)
+        self.turn_log.append({"caller": caller, "agent": agent, "interrupted": utt.interrupted})
+        log.info("turn call=%s caller=%r agent=%r%s", self.leg.call_id, caller, agent, " (interrupted)" if utt.interrupted else "")
+
+    def _log_latency(self, times: dict[str, float]) -> None:
+        start = times["speech_end"]
+        rel = {k: round(v - start, 3) for k, v in times.items() if k != "speech_end"}
+        self.latencies.append(rel)
+        log.info(
+            "latency call=%s voice_to_voice=%s endpoint=%s asr_final=%s llm_first_token=%s first_sentence=%s tts_first_audio=%s",
+            self.leg.call_id,
+            rel.get("first_packet"),
+            rel.get("endpoint"),
+            rel.get("asr_final"),
+            rel.get("llm_first_token"),
+            rel.get("first_sentence"),
+            rel.get("tts_first_audio"),
+        )

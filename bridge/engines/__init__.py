@@ -1,0 +1,86 @@
+"""Adapters for the VAD, ASR, LLM and TTS engines, behind small Protocols.
+
+Each engine is a plain class (composition, no base class). Inference methods
+are blocking and meant to run in a worker thread (``asyncio.to_thread``);
+every adapter serializes access to its model with a lock, so one loaded model
+serves all calls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from threading import Event
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger("bridge.engines")
+
+
+class Vad(Protocol):
+    def is_speech(self, frame: np.ndarray) -> bool:
+        """``frame``: PCM16 mono 8000 Hz, 160 samples (20 ms)."""
+
+
+class Asr(Protocol):
+    def transcribe(self, pcm: np.ndarray) -> str:
+        """``pcm``: PCM16 mono 8000 Hz int16 array, any length -> text."""
+
+
+class Llm(Protocol):
+    def stream(self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: Event) -> Iterator[str]:
+        """Yield text pieces of the completion of ``prompt``; stop early when ``cancel`` is set."""
+
+
+class Tts(Protocol):
+    sample_rate: int
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        """Yield PCM16 mono chunks at ``sample_rate`` Hz for ``text``."""
+
+
+@dataclass
+class Engines:
+    """The loaded engines shared by all calls. ``vad_factory`` makes one VAD per call."""
+
+    vad_factory: object
+    asr: Asr
+    llm: Llm
+    tts: Tts
+    device: str
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when CTranslate2 sees a CUDA device, else ``cpu``."""
+    if requested != "auto":
+        return requested
+    try:
+        import ctranslate2
+
+        if ctranslate2.get_cuda_device_count() > 0:
+            return "cuda"
+    except Exception:  # noqa: BLE001 - any failure to probe means no usable GPU
+        pass
+    log.info("models: no CUDA device found, running on CPU")
+    return "cpu"
+
+
+def load_engines(settings) -> Engines:
+    """Load every engine named in ``settings.models`` (a :class:`bridge.config.ModelSettings` owner).
+
+    Raises:
+        FileNotFoundError: a configured model path does not exist.
+    """
+    from .asr import WhisperAsr
+    from .llm import LlamaCppLlm
+    from .tts import PiperTts
+    from .vad import webrtc_vad_factory
+
+    m = settings.models
+    device = resolve_device(m.device)
+    asr = WhisperAsr.from_settings(m, device)
+    llm = LlamaCppLlm.from_settings(m, device)
+    tts = PiperTts.from_settings(m, device)
+    return Engines(webrtc_vad_factory(settings.agent.vad_aggressiveness), asr, llm, tts, device)

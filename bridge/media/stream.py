@@ -1,0 +1,227 @@
+"""The asyncio side of RTP: one UDP socket per call, paced sending, receiving.
+
+Thin by design: the arithmetic is in :mod:`bridge.media.rtp`, the codec in
+:mod:`bridge.media.codecs`. This module reads the socket, feeds the
+receiver, and on each 20 ms deadline asks the frame source for audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from .codecs import FRAME_SAMPLES, G711
+from .rtp import PTIME, DtmfEvent, Pacer, RtpReceiver, RtpSender
+from .sdp import MediaParams
+
+log = logging.getLogger("bridge.rtp")
+
+
+class FrameSource(Protocol):
+    """Gives the audio to send, one 20 ms frame at a time."""
+
+    def pull_frame(self, now: float) -> np.ndarray | None:
+        """PCM16 mono 8000 Hz, 160 samples, or ``None`` for silence (nothing to say).
+
+        Called once per 20 ms slot at the slot's deadline (``now``, monotonic s),
+        so the frame returned is the one that goes on the wire now.
+        """
+
+
+class PortAllocator:
+    """Hands out even UDP ports from ``[low, high]`` for RTP (RFC 3550 section 11).
+
+    Raises:
+        ValueError: an empty or inverted range.
+    """
+
+    def __init__(self, low: int, high: int) -> None:
+        if low > high:
+            raise ValueError(f"bad RTP port range {low}-{high}")
+        first = low + (low % 2)
+        self._free = list(range(first, high + 1, 2))
+        self._used: set[int] = set()
+
+    @property
+    def in_use(self) -> int:
+        """Ports currently allocated."""
+        return len(self._used)
+
+    def bind(self, host: str) -> socket.socket:
+        """Bind a non-blocking UDP socket on the first free port that binds.
+
+        Raises:
+            OSError: no port in the range could be bound.
+        """
+        for _ in range(len(self._free)):
+            port = self._free.pop(0)
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                self._free.append(port)
+                continue
+            sock.setblocking(False)
+            self._used.add(port)
+            return sock
+        raise OSError("no free RTP port in range")
+
+    def release(self, port: int) -> None:
+        """Return ``port`` to the pool."""
+        if port in self._used:
+            self._used.discard(port)
+            self._free.append(port)
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, stream: "RtpStream") -> None:
+        self.stream = stream
+
+    def datagram_received(self, data: bytes, addr) -> None:  # noqa: D401
+        self.stream._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("rtp socket error: %r", exc)
+
+
+class RtpStream:
+    """One call's RTP session: symmetric (sends from the port it receives on, RFC 4961).
+
+    Args:
+        sock: a bound UDP socket (from :class:`PortAllocator`).
+        params: the negotiated media (:class:`bridge.media.sdp.MediaParams`).
+        source: where outgoing frames come from.
+        on_audio: called with each received frame (PCM16 8 kHz int16 array) and
+            the monotonic arrival time.
+        on_dtmf: called with each new RFC 4733 digit.
+        on_timeout: called once when no RTP arrived for ``rtp_timeout`` seconds.
+        rtp_timeout: seconds without inbound RTP before ``on_timeout``.
+        latch: send to the source address of the first valid packet received
+            (NAT), and drop packets from any other address afterwards.
+        send_silence: send silence packets when the source has nothing (a
+            continuous stream); when ``False``, suppress them (RFC 3551 4.1).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        params: MediaParams,
+        source: FrameSource,
+        on_audio: Callable[[np.ndarray, float], None],
+        on_dtmf: Callable[[DtmfEvent], None],
+        on_timeout: Callable[[], None],
+        *,
+        rtp_timeout: float = 30.0,
+        latch: bool = True,
+        send_silence: bool = True,
+    ) -> None:
+        self.sock = sock
+        self.local_port = sock.getsockname()[1]
+        self.params = params
+        self.codec = G711(params.codec)
+        self.sender = RtpSender(params.payload_type)
+        self.receiver = RtpReceiver(params.payload_type, params.dtmf_payload_type)
+        self.source = source
+        self.on_audio = on_audio
+        self.on_dtmf = on_dtmf
+        self.on_timeout = on_timeout
+        self.rtp_timeout = rtp_timeout
+        self.latch = latch
+        self.send_silence = send_silence
+        self.remote = params.remote_addr
+        self._latched = False
+        self._transport: asyncio.DatagramTransport | None = None
+        self._task: asyncio.Task | None = None
+        self._last_rx = 0.0
+        self._was_talking = False
+        self._silence = self.codec.encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+        self.dropped_foreign = 0
+        self.closed = False
+
+    async def start(self) -> None:
+        """Start receiving and the paced sender."""
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=self.sock)
+        self._last_rx = loop.time()
+        self._task = asyncio.create_task(self._send_loop(), name=f"rtp-send-{self.local_port}")
+
+    def update_remote(self, params: MediaParams) -> None:
+        """Follow a new remote address/payload types (re-INVITE)."""
+        self.params = params
+        if not self._latched:
+            self.remote = params.remote_addr
+
+    def _on_datagram(self, data: bytes, addr) -> None:
+        addr = (addr[0], addr[1])
+        if self._latched and addr != self.remote:
+            self.dropped_foreign += 1
+            return
+        result = self.receiver.receive(data)
+        if result is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._last_rx = now
+        if self.latch and not self._latched:
+            self._latched = True
+            if addr != self.remote:
+                log.info("rtp: latched to %s:%s (SDP said %s:%s)", addr[0], addr[1], *self.remote)
+                self.remote = addr
+        kind, value = result
+        if kind == "audio":
+            self.on_audio(self.codec.decode(value.payload), now)  # type: ignore[attr-defined]
+        else:
+            self.on_dtmf(value)  # type: ignore[arg-type]
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(loop.time(), PTIME)
+        timed_out = False
+        try:
+            while not self.closed:
+                delay = pacer.deadline() - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = loop.time()
+                for slot in pacer.due_slots(now):
+                    frame = self.source.pull_frame(now)
+                    talking = frame is not None
+                    if frame is None:
+                        if not self.send_silence:
+                            self._was_talking = False
+                            continue
+                        payload = self._silence
+                    else:
+                        payload = self.codec.encode(frame)
+                    data = self.sender.packet(slot, payload, talkspurt_start=talking and not self._was_talking)
+                    self._was_talking = talking
+                    if self._transport is not None and not self._transport.is_closing():
+                        self._transport.sendto(data, self.remote)
+                if not timed_out and now - self._last_rx > self.rtp_timeout:
+                    timed_out = True
+                    log.info("rtp: no packet for %.0f s on port %s", self.rtp_timeout, self.local_port)
+                    self.on_timeout()
+        except asyncio.CancelledError:
+            pass
+
+    async def close(self) -> None:
+        """Stop sending and close the socket (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._transport is not None:
+            self._transport.close()
+        else:
+            self.sock.close()

@@ -1,0 +1,58 @@
+"""Prometheus metrics (``prometheus-client``).
+
+Labels have bounded cardinality: stage names, reasons and outcomes from fixed
+sets; never call ids or phone numbers (those go to the logs).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+#: Turn stages, each measured from the end of caller speech (last voiced frame).
+STAGES = ("endpoint", "asr_final", "llm_first_token", "first_sentence", "tts_first_audio", "first_packet")
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0)
+
+
+class Metrics:
+    """All bridge metrics in one registry (a fresh one per instance, so tests can make several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.voice_to_voice = Histogram(
+            "bridge_voice_to_voice_seconds",
+            "End of caller speech (last voiced frame) -> first agent audio packet sent.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage = Histogram(
+            "bridge_turn_stage_seconds",
+            "Time from end of caller speech to each turn stage.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.turns = Counter("bridge_turns_total", "Caller turns answered.", registry=r)
+        self.barge_ins = Counter("bridge_barge_ins_total", "Agent speech interrupted by the caller.", registry=r)
+        self.calls = Counter("bridge_calls_total", "Calls by outcome.", ["outcome"], registry=r)
+        self.active_calls = Gauge("bridge_active_calls", "Calls in progress.", registry=r)
+        self.sip_dropped = Counter("bridge_sip_dropped_total", "SIP datagrams dropped, by reason.", ["reason"], registry=r)
+        self.rtp_dropped = Counter("bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r)
+        self.dtmf = Counter("bridge_dtmf_digits_total", "RFC 4733 digits received.", registry=r)
+
+    def observe_turn(self, times: dict[str, float]) -> None:
+        """Record one turn; ``times`` maps ``speech_end`` and :data:`STAGES` to monotonic seconds."""
+        start = times.get("speech_end")
+        if start is None:
+            return
+        self.turns.inc()
+        for stage in STAGES:
+            if stage in times:
+                self.stage.labels(stage).observe(max(0.0, times[stage] - start))
+        if "first_packet" in times:
+            self.voice_to_voice.observe(max(0.0, times["first_packet"] - start))
+
+    def serve(self, host: str, port: int):
+        """Expose ``/metrics`` over HTTP on ``host:port`` (a daemon thread)."""
+        return start_http_server(port, addr=host, registry=self.registry)

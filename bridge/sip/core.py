@@ -1,0 +1,844 @@
+"""Sans-IO SIP user agent core (RFC 3261), UDP flavour.
+
+The core owns no socket, task or clock. Its whole API, in the style of
+aioquic and h11:
+
+- :meth:`SipCore.receive_datagram` ``(data, addr, now)``: feed one datagram;
+- :meth:`SipCore.handle_timer` ``(now)``: call when :meth:`get_timer` is due;
+- :meth:`SipCore.datagrams_to_send` ``()``: ``[(bytes, (host, port))]`` to write;
+- :meth:`SipCore.get_timer` ``()``: the next deadline (monotonic seconds) or ``None``;
+- :meth:`SipCore.next_event` ``()``: the next :mod:`bridge.sip.events` event or ``None``;
+
+plus the user-agent actions: :meth:`answer`, :meth:`ringing`, :meth:`reject`,
+:meth:`hangup` (UAS and UAC) and :meth:`invite` (UAC).
+
+Layers inside, as RFC 3261 draws them:
+
+- transactions (section 17): INVITE/non-INVITE, server/client, with timers
+  A, B, D, E, F, G, H, I, J, K;
+- dialogs (section 12) and the UA core rules (sections 8, 13, 15): 2xx
+  retransmission until ACK (13.3.1.4), ACK for 2xx (13.2.2.4), CANCEL (9),
+  BYE (15), OPTIONS (11), 481/501 answers.
+
+Errors: hostile input never raises out of :meth:`receive_datagram`; it is
+answered (400) or dropped and counted in :attr:`SipCore.counters` under
+``dropped_<reason>``. Misuse of the API (unknown ``call_id``, answering twice)
+raises :class:`SipUsageError`.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from sipmessage import Address, Request, Response, URI, Via
+
+from . import events as ev
+from .message import (
+    ParsedMessage,
+    SipParseError,
+    build_request,
+    build_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_datagram,
+    with_tag,
+)
+
+log = logging.getLogger("bridge.sip")
+
+#: Methods this UA implements (sent in ``Allow``, RFC 3261 section 20.5).
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+
+Addr = tuple[str, int]
+
+
+class SipUsageError(Exception):
+    """The user of :class:`SipCore` called it wrongly (unknown call, wrong state)."""
+
+
+@dataclass
+class Timers:
+    """RFC 3261 timer base values in seconds (section 17.1.1.1, table 4)."""
+
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+# ---------------------------------------------------------------------------
+# Transactions (RFC 3261 section 17)
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class _ServerTransaction:
+    """An INVITE (IST, 17.2.1) or non-INVITE (NIST, 17.2.2) server transaction.
+
+    States: ``proceeding``/``trying`` -> ``completed`` -> (IST) ``confirmed``
+    -> ``terminated``. ``timers`` maps a timer letter to its deadline.
+    """
+
+    key: tuple[str, str, str]
+    request: Request
+    parsed: ParsedMessage
+    source: Addr
+    state: str
+    last_response: bytes | None = None
+    response_dest: Addr | None = None
+    timers: dict[str, float] = field(default_factory=dict)
+    g_interval: float = 0.0
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+
+@dataclass
+class _ClientTransaction:
+    """An INVITE (ICT, 17.1.1) or non-INVITE (NICT, 17.1.2) client transaction."""
+
+    key: tuple[str, str]
+    request: Request
+    data: bytes
+    dest: Addr
+    call_id: str
+    state: str  # calling/trying, proceeding, completed, terminated
+    timers: dict[str, float] = field(default_factory=dict)
+    interval: float = 0.0
+    ack: bytes | None = None
+
+    @property
+    def is_invite(self) -> bool:
+        return self.request.method == "INVITE"
+
+
+@dataclass
+class _Call:
+    """One call: its dialog (RFC 3261 section 12) and the UA-core state.
+
+    ``role`` is ``uas`` or ``uac``. ``state``: ``incoming``/``calling`` (no
+    final response yet), ``early`` (UAC got a provisional), ``answered``
+    (2xx sent, waiting for ACK), ``confirmed``, ``terminated``.
+    """
+
+    call_id: str
+    role: str
+    local_tag: str
+    local_uri: Address
+    remote_uri: Address
+    remote_target: URI
+    peer: Addr
+    state: str
+    remote_tag: str | None = None
+    local_seq: int = 1
+    remote_seq: int | None = None
+    route_set: list[Address] = field(default_factory=list)
+    invite_tx: tuple | None = None
+    # UAS 2xx retransmission (13.3.1.4)
+    ok_data: bytes | None = None
+    ok_dest: Addr | None = None
+    ok_next: float | None = None
+    ok_interval: float = 0.0
+    ok_give_up: float = 0.0
+    last_answer_sdp: bytes = b""
+    # UAC
+    invite_request: Request | None = None
+    ack_data: bytes | None = None
+    cancel_pending: bool = False
+    provisional_seen: bool = False
+
+
+class SipCore:
+    """A SIP user agent (UAS and UAC) over UDP, sans-IO. See the module docstring.
+
+    Args:
+        local_addr: ``(host, port)`` the socket is bound to.
+        public_host: the address to put in Via, Contact (and that the media
+            layer puts in SDP ``c=``): the public address behind NAT; defaults to
+            ``local_addr[0]``.
+        user_agent: the ``User-Agent``/``Server`` header value.
+        timers: RFC 3261 timer values (tests shorten them).
+        max_message_size: datagrams longer than this are dropped (bytes).
+    """
+
+    def __init__(
+        self,
+        local_addr: Addr,
+        *,
+        public_host: str | None = None,
+        user_agent: str = "bridge/0.1",
+        timers: Timers | None = None,
+        max_message_size: int = 16384,
+    ) -> None:
+        self.local_addr = local_addr
+        self.public_host = public_host or local_addr[0]
+        self.public_port = local_addr[1]
+        self.user_agent = user_agent
+        self.timers = timers or Timers()
+        self.max_message_size = max_message_size
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._out: list[tuple[bytes, Addr]] = []
+        self._events: collections.deque[ev.Event] = collections.deque()
+        self._server_tx: dict[tuple[str, str, str], _ServerTransaction] = {}
+        self._client_tx: dict[tuple[str, str], _ClientTransaction] = {}
+        self._calls: dict[str, _Call] = {}
+        self._logged_reasons: set[str] = set()
+
+    # ------------------------------------------------------------------ API
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """Consume one datagram from ``addr`` at monotonic time ``now`` (seconds).
+
+        Never raises on bad input: a request with readable routing headers but
+        bad content gets ``400``; anything else is dropped and counted as
+        ``counters['dropped_<reason>']``.
+        """
+        try:
+            parsed = parse_datagram(data, self.max_message_size)
+        except SipParseError as exc:
+            if exc.reason == "keepalive":
+                self.counters["keepalives"] += 1
+                return
+            self._drop(exc.reason, addr)
+            if exc.status is not None and exc.request is not None:
+                self._respond_stateless(exc.request, exc.status, addr)
+            return
+        try:
+            if parsed.is_request:
+                self.counters["requests_received"] += 1
+                self._on_request(parsed, addr, now)
+            else:
+                self.counters["responses_received"] += 1
+                self._on_response(parsed, addr, now)
+        except (ValueError, KeyError, IndexError, UnicodeError) as exc:
+            # A header that only fails when the UA core reads it (Contact, Record-Route...).
+            self._drop("bad_header_late", addr, detail=repr(exc))
+            if parsed.is_request and parsed.message.method != "ACK":
+                self._respond_stateless(parsed.message, 400, addr)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer whose deadline is ``<= now`` (monotonic seconds)."""
+        for tx in list(self._server_tx.values()):
+            for name, deadline in list(tx.timers.items()):
+                if deadline <= now and name in tx.timers:
+                    del tx.timers[name]
+                    self._server_timer(tx, name, now)
+        for ctx in list(self._client_tx.values()):
+            for name, deadline in list(ctx.timers.items()):
+                if deadline <= now and name in ctx.timers:
+                    del ctx.timers[name]
+                    self._client_timer(ctx, name, now)
+        for call in list(self._calls.values()):
+            if call.ok_next is not None and call.ok_next <= now:
+                self._retransmit_2xx(call, now)
+
+    def get_timer(self) -> float | None:
+        """The earliest pending deadline in monotonic seconds, or ``None``."""
+        deadlines = [d for tx in self._server_tx.values() for d in tx.timers.values()]
+        deadlines += [d for tx in self._client_tx.values() for d in tx.timers.values()]
+        deadlines += [c.ok_next for c in self._calls.values() if c.ok_next is not None]
+        return min(deadlines) if deadlines else None
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
+        """Return and forget the datagrams queued since the last call."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> ev.Event | None:
+        """Pop the next event, or ``None`` when there is none."""
+        return self._events.popleft() if self._events else None
+
+    @property
+    def active_calls(self) -> int:
+        """Number of calls not yet ended."""
+        return len(self._calls)
+
+    def has_call(self, call_id: str) -> bool:
+        """Whether ``call_id`` names a call that has not ended."""
+        return call_id in self._calls
+
+    @property
+    def transaction_count(self) -> int:
+        """Server plus client transactions still held (for leak checks)."""
+        return len(self._server_tx) + len(self._client_tx)
+
+    # UAS actions -----------------------------------------------------------
+
+    def ringing(self, call_id: str, now: float) -> None:
+        """Send ``180 Ringing`` for an incoming call (RFC 3261 section 13.3.1.1)."""
+        call, tx = self._incoming(call_id)
+        self._send_server_response(tx, self._response(tx, 180, call), now)
+
+    def answer(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Send ``200 OK`` with the SDP answer; retransmit it until ACK (13.3.1.4).
+
+        Raises:
+            SipUsageError: no such incoming call, or it was already answered.
+        """
+        call, tx = self._incoming(call_id)
+        response = self._response(
+            tx, 200, call, body=sdp, extra=[("Contact", str(self._contact())), ("Allow", ", ".join(ALLOWED_METHODS)), ("Supported", "")]
+        )
+        data = bytes(response)
+        self._send_server_response(tx, data, now)
+        # RFC 3261 17.2.1: the IST terminates on 2xx; the UA core retransmits.
+        self._server_tx.pop(tx.key, None)
+        call.state = "answered"
+        call.last_answer_sdp = sdp
+        call.ok_data = data
+        call.ok_dest = tx.response_dest
+        call.ok_interval = self.timers.t1
+        call.ok_next = now + self.timers.t1
+        call.ok_give_up = now + 64 * self.timers.t1
+
+    def reject(self, call_id: str, status: int, now: float, *, extra_headers: list[tuple[str, str]] | None = None) -> None:
+        """Answer an incoming call with a final non-2xx ``status`` (e.g. 486, 488, 503).
+
+        The call ends at once (:class:`CallEnded` with reason ``rejected``); the
+        transaction keeps retransmitting until ACK (Timer G/H).
+        """
+        if not 300 <= status <= 699:
+            raise SipUsageError(f"reject needs a 3xx-6xx status, not {status}")
+        call, tx = self._incoming(call_id)
+        self._send_server_response(tx, self._response(tx, status, call, extra=extra_headers), now)
+        self._end_call(call, "rejected", status)
+
+    # UAC action ------------------------------------------------------------
+
+    def invite(
+        self,
+        target: str,
+        dest: Addr,
+        sdp: bytes,
+        now: float,
+        *,
+        from_user: str = "bridge",
+        extra_headers: list[tuple[str, str]] | None = None,
+    ) -> str:
+        """Place a call: send an INVITE for ``target`` (a ``sip:`` URI) to ``dest``.
+
+        Returns:
+            the new call's Call-ID.
+
+        Raises:
+            ValueError: ``target`` is not a valid SIP URI.
+        """
+        uri = URI.parse(target)
+        call_id = new_call_id(self.public_host)
+        local_tag = new_tag()
+        local = Address(uri=URI(scheme="sip", user=from_user, host=self.public_host, port=self.public_port))
+        remote = Address(uri=uri)
+        call = _Call(
+            call_id=call_id,
+            role="uac",
+            local_tag=local_tag,
+            local_uri=local,
+            remote_uri=remote,
+            remote_target=uri,
+            peer=dest,
+            state="calling",
+        )
+        branch = new_branch()
+        request = build_request(
+            "INVITE",
+            uri,
+            via=self._via(branch),
+            from_addr=with_tag(local, local_tag),
+            to_addr=remote,
+            call_id=call_id,
+            cseq=call.local_seq,
+            contact=self._contact(),
+            extra_headers=[("Allow", ", ".join(ALLOWED_METHODS)), ("User-Agent", self.user_agent)] + (extra_headers or []),
+            body=sdp,
+        )
+        call.invite_request = request
+        self._calls[call_id] = call
+        ctx = self._start_client_tx(request, dest, call_id, now)
+        call.invite_tx = ctx.key
+        return call_id
+
+    def hangup(self, call_id: str, now: float) -> None:
+        """End a call from our side, whatever its state.
+
+        - UAS before answer: final ``480 Temporarily Unavailable``.
+        - UAC before a final response: CANCEL (RFC 3261 section 9.1), sent as
+          soon as a provisional response has arrived; a 2xx that crosses it is
+          ACKed and followed by BYE.
+        - Any answered call: BYE (section 15.1.1).
+
+        Emits :class:`CallEnded` (``local_bye``, ``cancelled`` or ``rejected``) at once.
+
+        Raises:
+            SipUsageError: unknown ``call_id``.
+        """
+        call = self._calls.get(call_id)
+        if call is None:
+            raise SipUsageError(f"no call {call_id!r}")
+        if call.role == "uas" and call.state == "incoming":
+            self.reject(call_id, 480, now)
+            return
+        if call.state == "cancelling":
+            return
+        if call.role == "uac" and call.state in ("calling", "early"):
+            # The call stays held (state "cancelling") until the INVITE's final
+            # response or Timer B, but it has ended for the user.
+            self._events.append(ev.CallEnded(call_id, "cancelled"))
+            if call.provisional_seen:
+                self._send_cancel(call, now)
+            else:
+                call.cancel_pending = True
+                call.state = "cancelling"
+            return
+        self._send_in_dialog(call, "BYE", now)
+        self._end_call(call, "local_bye")
+
+    # ------------------------------------------------------------- internals
+
+    def _drop(self, reason: str, addr: Addr, detail: str = "") -> None:
+        self.counters[f"dropped_{reason}"] += 1
+        if reason not in self._logged_reasons:
+            self._logged_reasons.add(reason)
+            log.warning("sip: dropped datagram from %s:%s: %s %s (logged once per reason; see counters)", addr[0], addr[1], reason, detail)
+        else:
+            log.debug("sip: dropped datagram from %s:%s: %s", addr[0], addr[1], reason)
+
+    def _via(self, branch: str) -> Via:
+        return Via.parse(f"SIP/2.0/UDP {self.public_host}:{self.public_port};branch={branch};rport")
+
+    def _contact(self) -> Address:
+        return Address(uri=URI(scheme="sip", user="bridge", host=self.public_host, port=self.public_port))
+
+    @staticmethod
+    def _response_dest(parsed: ParsedMessage, source: Addr) -> Addr:
+        """Where a response goes, RFC 3261 section 18.2.2 with RFC 3581 ``rport``."""
+        top = parsed.via[0]
+        if "rport" in top.parameters:
+            return source
+        return (source[0], top.port or 5060)
+
+    @staticmethod
+    def _response_vias(parsed: ParsedMessage, source: Addr) -> list[str]:
+        """Via values for a response: top Via gets ``received``/``rport`` (18.2.1, RFC 3581)."""
+        top = parsed.via[0]
+        changes: dict[str, str | None] = {}
+        if top.host.strip("[]") != source[0]:
+            changes["received"] = source[0]
+        if "rport" in top.parameters:
+            changes["rport"] = str(source[1])
+            changes["received"] = source[0]
+        vias = [str(Via(top.transport, top.host, top.port, top.parameters.replace(**changes)))] if changes else [str(top)]
+        return vias + [str(v) for v in parsed.via[1:]]
+
+    def _response(
+        self,
+        tx: _ServerTransaction,
+        status: int,
+        call: _Call | None,
+        *,
+        body: bytes = b"",
+        extra: list[tuple[str, str]] | None = None,
+    ) -> bytes:
+        response = build_response(
+            tx.request,
+            status,
+            to_tag=call.local_tag if call else new_tag(),
+            extra_headers=[("Server", self.user_agent)] + (extra or []),
+            body=body,
+        )
+        response.headers.setlist("Via", self._response_vias(tx.parsed, tx.source))
+        return bytes(response)
+
+    def _respond_stateless(self, request: Request, status: int, addr: Addr) -> None:
+        """Answer outside any transaction (malformed requests): best effort."""
+        if request.method == "ACK":
+            return
+        try:
+            response = build_response(request, status, to_tag=new_tag(), extra_headers=[("Server", self.user_agent)])
+            via = request.via
+            dest = addr if "rport" in via[0].parameters else (addr[0], via[0].port or 5060)
+        except (KeyError, ValueError, IndexError):
+            return
+        self.counters[f"responses_sent_{status}"] += 1
+        self._out.append((bytes(response), dest))
+
+    def _send_server_response(self, tx: _ServerTransaction, data: bytes, now: float) -> None:
+        status = int(data[8:11])
+        tx.last_response = data
+        tx.response_dest = self._response_dest(tx.parsed, tx.source)
+        self.counters[f"responses_sent_{status}"] += 1
+        self._out.append((data, tx.response_dest))
+        if status >= 200:
+            if tx.is_invite:
+                if status >= 300:
+                    tx.state = "completed"
+                    tx.g_interval = self.timers.t1
+                    tx.timers["G"] = now + self.timers.t1
+                    tx.timers["H"] = now + 64 * self.timers.t1
+            else:
+                tx.state = "completed"
+                tx.timers["J"] = now + 64 * self.timers.t1
+        elif not tx.is_invite:
+            tx.state = "proceeding"
+
+    def _server_timer(self, tx: _ServerTransaction, name: str, now: float) -> None:
+        if name == "G" and tx.state == "completed" and tx.last_response:
+            self.counters["retransmissions"] += 1
+            self._out.append((tx.last_response, tx.response_dest))
+            tx.g_interval = min(2 * tx.g_interval, self.timers.t2)
+            tx.timers["G"] = now + tx.g_interval
+        elif name == "H":
+            # No ACK for our non-2xx final: give up (17.2.1).
+            self.counters["timeouts_H"] += 1
+            self._server_tx.pop(tx.key, None)
+        elif name in ("I", "J"):
+            self._server_tx.pop(tx.key, None)
+
+    def _incoming(self, call_id: str) -> tuple[_Call, _ServerTransaction]:
+        call = self._calls.get(call_id)
+        if call is None or call.role != "uas" or call.state != "incoming":
+            raise SipUsageError(f"no unanswered incoming call {call_id!r}")
+        tx = self._server_tx.get(call.invite_tx) if call.invite_tx else None
+        if tx is None:
+            raise SipUsageError(f"call {call_id!r} has no INVITE transaction")
+        return call, tx
+
+    def _end_call(self, call: _Call, reason: str, status: int | None = None) -> None:
+        if self._calls.pop(call.call_id, None) is not None:
+            already_ended = call.state == "cancelling"
+            call.state = "terminated"
+            call.ok_next = None
+            if not already_ended:
+                self._events.append(ev.CallEnded(call.call_id, reason, status))
+
+    @staticmethod
+    def _server_key(parsed: ParsedMessage, method: str) -> tuple[str, str, str]:
+        top = parsed.via[0]
+        return (parsed.branch or "", f"{top.host}:{top.port or 5060}", method)
+
+    # Requests --------------------------------------------------------------
+
+    def _on_request(self, parsed: ParsedMessage, source: Addr, now: float) -> None:
+        request: Request = parsed.message  # type: ignore[assignment]
+        method = request.method
+        if request.uri.scheme not in ("sip", "sips", "tel"):
+            self._respond_stateless(request, 416, source)
+            return
+        # Transaction matching (17.2.3): ACK matches the INVITE transaction.
+        key = self._server_key(parsed, "INVITE" if method == "ACK" else method)
+        tx = self._server_tx.get(key)
+        if method == "ACK":
+            self._on_ack(parsed, tx, now)
+            return
+        if tx is not None:
+            # Retransmission: resend the last response, if any (17.2.1, 17.2.2).
+            self.counters["request_retransmissions"] += 1
+            if tx.last_response is not None and tx.state != "confirmed":
+                self._out.append((tx.last_response, tx.response_dest))
+            return
+        tx = _ServerTransaction(key=key, request=request, parsed=parsed, source=source, state="proceeding" if method == "INVITE" else "trying")
+        self._server_tx[key] = tx
+
+        call = self._calls.get(parsed.call_id)
+        if parsed.to_tag is not None:
+            self._on_in_dialog_request(parsed, tx, call, now)
+            return
+        if method == "INVITE":
+            self._on_invite(parsed, tx, source, now)
+        elif method == "CANCEL":
+            self._on_cancel(parsed, tx, now)
+        elif method == "OPTIONS":
+            self._send_server_response(tx, self._response(tx, 200, None, extra=self._capabilities()), now)
+        elif method in ("BYE",):
+            self._send_server_response(tx, self._response(tx, 481, None), now)
+        else:
+            self._send_server_response(tx, self._response(tx, 501, None, extra=self._capabilities()), now)
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [("Allow", ", ".join(ALLOWED_METHODS)), ("Accept", "application/sdp"), ("Supported", "")]
+
+    def _on_invite(self, parsed: ParsedMessage, tx: _ServerTransaction, source: Addr, now: float) -> None:
+        request: Request = parsed.message  # type: ignore[assignment]
+        if parsed.call_id in self._calls:
+            # Same Call-ID, new transaction, no To tag: a merged request (8.2.2.2).
+            self._send_server_response(tx, self._response(tx, 482, None), now)
+            return
+        contact = request.contact
+        remote_target = contact[0].uri if contact else parsed.from_addr.uri
+        call = _Call(
+            call_id=parsed.call_id,
+            role="uas",
+            local_tag=new_tag(),
+            local_uri=parsed.to_addr,
+            remote_uri=parsed.from_addr,
+            remote_tag=parsed.from_tag,
+            remote_target=remote_target,
+            peer=source,
+            remote_seq=parsed.cseq.sequence,
+            route_set=list(request.record_route),
+            state="incoming",
+            invite_tx=tx.key,
+        )
+        self._calls[call.call_id] = call
+        # 100 Trying at once (17.2.1; Twilio fails over after 4 s of silence).
+        self._send_server_response(tx, self._response(tx, 100, None), now)
+        content_type = request.headers.get("Content-Type")
+        meta = {}
+        for name in request.headers.keys():
+            lname = name.lower()
+            if lname.startswith("x-") or lname in ("p-asserted-identity", "diversion", "user-agent"):
+                meta[name] = request.headers.get(name) or ""
+        self._events.append(
+            ev.IncomingCall(
+                call_id=call.call_id,
+                offer=request.body,
+                content_type=content_type,
+                source=source,
+                request_uri=str(request.uri),
+                from_uri=str(parsed.from_addr.uri),
+                to_uri=str(parsed.to_addr.uri),
+                headers=meta,
+            )
+        )
+
+    def _on_cancel(self, parsed: ParsedMessage, tx: _ServerTransaction, now: float) -> None:
+        invite_tx = self._server_tx.get(self._server_key(parsed, "INVITE"))
+        if invite_tx is None:
+            self._send_server_response(tx, self._response(tx, 481, None), now)
+            return
+        call = self._calls.get(parsed.call_id)
+        self._send_server_response(tx, self._response(tx, 200, call), now)
+        if call is not None and call.state == "incoming" and invite_tx.state == "proceeding":
+            # 9.2: the INVITE gets 487 Request Terminated.
+            self._send_server_response(invite_tx, self._response(invite_tx, 487, call), now)
+            self._end_call(call, "cancelled", 487)
+
+    def _on_ack(self, parsed: ParsedMessage, tx: _ServerTransaction | None, now: float) -> None:
+        if tx is not None and tx.state == "completed":
+            # ACK for a non-2xx final (17.2.1): Confirmed, Timer I.
+            tx.state = "confirmed"
+            tx.timers.pop("G", None)
+            tx.timers.pop("H", None)
+            tx.timers["I"] = now + self.timers.t4
+            return
+        call = self._calls.get(parsed.call_id)
+        if call is not None and call.role == "uas" and parsed.to_tag == call.local_tag:
+            if call.state == "answered":
+                call.state = "confirmed"
+                call.ok_next = None
+                call.ok_data = None
+                self._events.append(ev.CallConfirmed(call.call_id))
+            return
+        self._drop("stray_ack", parsed.via and (parsed.via[0].host, parsed.via[0].port or 5060))
+
+    def _on_in_dialog_request(self, parsed: ParsedMessage, tx: _ServerTransaction, call: _Call | None, now: float) -> None:
+        request: Request = parsed.message  # type: ignore[assignment]
+        method = request.method
+        if call is None or parsed.to_tag != call.local_tag or (call.remote_tag and parsed.from_tag != call.remote_tag):
+            # 12.2.2: no such dialog.
+            self._send_server_response(tx, self._response(tx, 481, None), now)
+            return
+        if call.remote_seq is not None and parsed.cseq.sequence <= call.remote_seq and method != "CANCEL":
+            # 12.2.2: lower CSeq than the last one seen -> 500.
+            self._send_server_response(tx, self._response(tx, 500, call, extra=[("Retry-After", "1")]), now)
+            return
+        call.remote_seq = parsed.cseq.sequence
+        if method == "BYE":
+            self._send_server_response(tx, self._response(tx, 200, call), now)
+            self._end_call(call, "remote_bye")
+        elif method == "OPTIONS":
+            self._send_server_response(tx, self._response(tx, 200, call, extra=self._capabilities()), now)
+        elif method == "INVITE":
+            # Re-INVITE (14.2): keep the session as it is; answer with our current SDP.
+            sdp = call.last_answer_sdp
+            self._send_server_response(tx, self._response(tx, 200, call, body=sdp, extra=[("Contact", str(self._contact()))]), now)
+            self._server_tx.pop(tx.key, None)
+        else:
+            self._send_server_response(tx, self._response(tx, 501, call, extra=self._capabilities()), now)
+
+    def _retransmit_2xx(self, call: _Call, now: float) -> None:
+        if call.ok_data is None or call.state != "answered":
+            call.ok_next = None
+            return
+        if now >= call.ok_give_up:
+            # 13.3.1.4: no ACK in 64*T1: end the dialog with BYE.
+            self.counters["timeouts_ack"] += 1
+            call.ok_next = None
+            self._send_in_dialog(call, "BYE", now)
+            self._end_call(call, "timeout", 408)
+            return
+        self.counters["retransmissions"] += 1
+        self._out.append((call.ok_data, call.ok_dest or call.peer))
+        call.ok_interval = min(2 * call.ok_interval, self.timers.t2)
+        call.ok_next = min(now + call.ok_interval, call.ok_give_up)
+
+    # Client side -----------------------------------------------------------
+
+    def _start_client_tx(self, request: Request, dest: Addr, call_id: str, now: float) -> _ClientTransaction:
+        branch = request.via[0].parameters["branch"]
+        data = bytes(request)
+        ctx = _ClientTransaction(
+            key=(branch, request.method),
+            request=request,
+            data=data,
+            dest=dest,
+            call_id=call_id,
+            state="calling" if request.method == "INVITE" else "trying",
+            interval=self.timers.t1,
+        )
+        if ctx.is_invite:
+            ctx.timers = {"A": now + self.timers.t1, "B": now + 64 * self.timers.t1}
+        else:
+            ctx.timers = {"E": now + self.timers.t1, "F": now + 64 * self.timers.t1}
+        self._client_tx[ctx.key] = ctx
+        self._out.append((data, dest))
+        return ctx
+
+    def _client_timer(self, ctx: _ClientTransaction, name: str, now: float) -> None:
+        if name in ("A", "E"):
+            if ctx.state in ("calling", "trying", "proceeding") and not (name == "A" and ctx.state == "proceeding"):
+                self.counters["retransmissions"] += 1
+                self._out.append((ctx.data, ctx.dest))
+                ctx.interval = 2 * ctx.interval if name == "A" else min(2 * ctx.interval, self.timers.t2)
+                if ctx.state == "proceeding":
+                    ctx.interval = self.timers.t2
+                ctx.timers[name] = now + ctx.interval
+        elif name in ("B", "F"):
+            self.counters[f"timeouts_{name}"] += 1
+            self._client_tx.pop(ctx.key, None)
+            call = self._calls.get(ctx.call_id)
+            if call is not None and (ctx.is_invite or ctx.request.method == "BYE"):
+                self._end_call(call, "timeout", 408)
+        elif name in ("D", "K"):
+            self._client_tx.pop(ctx.key, None)
+
+    def _on_response(self, parsed: ParsedMessage, source: Addr, now: float) -> None:
+        response: Response = parsed.message  # type: ignore[assignment]
+        key = (parsed.branch or "", parsed.cseq.method)
+        ctx = self._client_tx.get(key)
+        status = response.code
+        call = self._calls.get(parsed.call_id)
+        if ctx is None:
+            if status // 100 == 2 and parsed.cseq.method == "INVITE" and call is not None and call.ack_data:
+                # Retransmitted 2xx: the UA core resends the ACK (13.2.2.4).
+                self._out.append((call.ack_data, call.peer))
+                return
+            self._drop("stray_response", source)
+            return
+        if ctx.is_invite:
+            self._on_invite_response(ctx, parsed, call, source, now)
+            return
+        # NICT (17.1.2)
+        if status < 200:
+            ctx.state = "proceeding"
+            return
+        if ctx.state in ("trying", "proceeding"):
+            ctx.state = "completed"
+            ctx.timers = {"K": now + self.timers.t4}
+
+    def _on_invite_response(self, ctx: _ClientTransaction, parsed: ParsedMessage, call: _Call | None, source: Addr, now: float) -> None:
+        response: Response = parsed.message  # type: ignore[assignment]
+        status = response.code
+        if status < 200:
+            if ctx.state == "calling":
+                ctx.state = "proceeding"
+                ctx.timers.pop("A", None)
+            if call is not None:
+                call.provisional_seen = True
+                if call.cancel_pending:
+                    call.cancel_pending = False
+                    self._send_cancel(call, now)
+                elif call.state == "calling":
+                    call.state = "early"
+                    self._events.append(ev.CallProgress(call.call_id, status))
+            return
+        if status < 300:
+            # 2xx: transaction ends; the UA core ACKs (17.1.1.2, 13.2.2.4).
+            self._client_tx.pop(ctx.key, None)
+            if call is None:
+                return
+            call.remote_tag = parsed.to_tag
+            call.remote_uri = parsed.to_addr
+            contact = response.contact
+            if contact:
+                call.remote_target = contact[0].uri
+            call.route_set = list(reversed(response.record_route))
+            call.peer = self._target_addr(call.remote_target, source)
+            ack = self._build_in_dialog(call, "ACK", cseq=ctx.request.cseq.sequence)
+            call.ack_data = bytes(ack)
+            self._out.append((call.ack_data, call.peer))
+            if call.state == "cancelling":
+                self._send_in_dialog(call, "BYE", now)
+                self._end_call(call, "local_bye")
+                return
+            call.state = "confirmed"
+            self._events.append(ev.CallAnswered(call.call_id, response.body, source))
+            return
+        # 3xx-6xx: ACK in the transaction (17.1.1.3), Timer D.
+        if ctx.ack is None:
+            ack = Request("ACK", ctx.request.uri)
+            ack.headers.set("Via", ctx.request.headers["Via"])
+            ack.headers.set("Max-Forwards", "70")
+            ack.headers.set("From", ctx.request.headers["From"])
+            ack.headers.set("To", response.headers["To"])
+            ack.headers.set("Call-ID", ctx.request.headers["Call-ID"])
+            ack.headers.set("CSeq", f"{ctx.request.cseq.sequence} ACK")
+            ack.headers.set("Content-Length", "0")
+            ctx.ack = bytes(ack)
+        self._out.append((ctx.ack, ctx.dest))
+        if ctx.state != "completed":
+            ctx.state = "completed"
+            ctx.timers = {"D": now + 32.0}
+            if call is not None:
+                self._end_call(call, "cancelled" if status == 487 else "rejected", status)
+
+    @staticmethod
+    def _target_addr(uri: URI, fallback: Addr) -> Addr:
+        """Where to send in-dialog requests: the remote target if it is an IP literal."""
+        try:
+            ipaddress.ip_address(uri.host.strip("[]"))
+        except ValueError:
+            return fallback
+        return (uri.host.strip("[]"), uri.port or 5060)
+
+    def _build_in_dialog(self, call: _Call, method: str, *, cseq: int | None = None) -> Request:
+        if cseq is None:
+            call.local_seq += 1
+            cseq = call.local_seq
+        remote = call.remote_uri
+        if call.remote_tag:
+            remote = with_tag(remote, call.remote_tag)
+        return build_request(
+            method,
+            call.remote_target,
+            via=self._via(new_branch()),
+            from_addr=with_tag(call.local_uri, call.local_tag),
+            to_addr=remote,
+            call_id=call.call_id,
+            cseq=cseq,
+            route=call.route_set,
+            extra_headers=[("User-Agent", self.user_agent)],
+        )
+
+    def _send_in_dialog(self, call: _Call, method: str, now: float) -> None:
+        request = self._build_in_dialog(call, method)
+        dest = call.peer if call.role == "uac" else self._target_addr(call.remote_target, call.peer)
+        self._start_client_tx(request, dest, call.call_id, now)
+
+    def _send_cancel(self, call: _Call, now: float) -> None:
+        """CANCEL per 9.1: same Request-URI, Call-ID, From, To, CSeq number and Via."""
+        invite = call.invite_request
+        assert invite is not None
+        cancel = Request("CANCEL", invite.uri)
+        cancel.headers.set("Via", invite.headers["Via"])
+        cancel.headers.set("Max-Forwards", "70")
+        cancel.headers.set("From", invite.headers["From"])
+        cancel.headers.set("To", invite.headers["To"])
+        cancel.headers.set("Call-ID", invite.headers["Call-ID"])
+        cancel.headers.set("CSeq", f"{invite.cseq.sequence} CANCEL")
+        cancel.headers.set("Content-Length", "0")
+        call.state = "cancelling"
+        self._start_client_tx(cancel, call.peer, call.call_id, now)
