@@ -80,12 +80,12 @@ class BridgeServer:
         self.rtp_bind_host = host
         self.core = SipCore((host, port), public_host=public, user_agent=settings.sip.user_agent, timers=Timers(t1=settings.sip.t1), max_message_size=settings.sip.max_message_size)
         self.transport = SipUdpTransport(self.core, self._on_event)
+        self.metrics.watch_sip(self.core.counters)
         low, _, high = settings.media.rtp_ports.partition("-")
         self.ports = PortAllocator(int(low), int(high or low))
         self.calls: dict[str, SipCallLeg] = {}
         self._closing: set[asyncio.Task] = set()
         self._stopped = asyncio.Event()
-        self._dropped_seen: dict[str, int] = {}
 
     async def start(self) -> tuple[str, int]:
         """Bind SIP; returns the bound address."""
@@ -93,16 +93,7 @@ class BridgeServer:
         log.info("sip: listening on udp %s:%s (public %s)", addr[0], addr[1], self.public_host)
         return addr
 
-    def _sync_counters(self) -> None:
-        for key, value in self.core.counters.items():
-            if key.startswith("dropped_"):
-                seen = self._dropped_seen.get(key, 0)
-                if value > seen:
-                    self.metrics.sip_dropped.labels(key[8:]).inc(value - seen)
-                    self._dropped_seen[key] = value
-
     def _on_event(self, event: ev.Event) -> None:
-        self._sync_counters()
         if isinstance(event, ev.IncomingCall):
             self._on_incoming(event)
         elif isinstance(event, ev.CallConfirmed):
@@ -141,10 +132,20 @@ class BridgeServer:
         answer = sdp.build_answer(params, self.public_host, stream.local_port)
         if self.settings.sip.send_ringing:
             self.core.ringing(event.call_id, now)
-        self.core.answer(event.call_id, answer, now)
         self.metrics.active_calls.inc()
+        delay = self.settings.sip.answer_delay
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._answer, leg, answer, params)
+        else:
+            self._answer(leg, answer, params)
+
+    def _answer(self, leg: SipCallLeg, answer: bytes, params: sdp.MediaParams) -> None:
+        if leg.ended or not self.core.has_call(leg.call_id):
+            return  # cancelled while ringing
+        self.core.answer(leg.call_id, answer, self.transport.now())
+        self.transport.flush()
         self.metrics.calls.labels("answered").inc()
-        log.info("call %s: answered %s/8000 pt=%d dtmf_pt=%s rtp %s:%d <-> %s:%d", event.call_id, params.codec, params.payload_type, params.dtmf_payload_type, self.public_host, stream.local_port, *params.remote_addr)
+        log.info("call %s: answered %s/8000 pt=%d dtmf_pt=%s rtp %s:%d <-> %s:%d", leg.call_id, params.codec, params.payload_type, params.dtmf_payload_type, self.public_host, leg.stream.local_port, *params.remote_addr)
         task = asyncio.create_task(self._start_media(leg))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

@@ -49,6 +49,8 @@ class SipSettings(BaseModel):
     max_message_size: int = 16384
     #: Send 180 Ringing before answering.
     send_ringing: bool = True
+    #: Seconds to ring before answering (0 = answer at once).
+    answer_delay: float = 0.0
 
 
 class MediaSettings(BaseModel):

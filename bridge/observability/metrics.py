@@ -7,6 +7,7 @@ sets; never call ids or phone numbers (those go to the logs).
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 #: Turn stages, each measured from the end of caller speech (last voiced frame).
 STAGES = ("endpoint", "asr_final", "llm_first_token", "first_sentence", "tts_first_audio", "first_packet")
@@ -37,9 +38,17 @@ class Metrics:
         self.barge_ins = Counter("bridge_barge_ins_total", "Agent speech interrupted by the caller.", registry=r)
         self.calls = Counter("bridge_calls_total", "Calls by outcome.", ["outcome"], registry=r)
         self.active_calls = Gauge("bridge_active_calls", "Calls in progress.", registry=r)
-        self.sip_dropped = Counter("bridge_sip_dropped_total", "SIP datagrams dropped, by reason.", ["reason"], registry=r)
         self.rtp_dropped = Counter("bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r)
         self.dtmf = Counter("bridge_dtmf_digits_total", "RFC 4733 digits received.", registry=r)
+
+    def watch_sip(self, counters) -> None:
+        """Export a SIP core's ``counters`` (a Counter of ``dropped_<reason>``, ...) at scrape time.
+
+        The core keeps its own counts (it is sans-IO and knows nothing of
+        Prometheus); this reads them when ``/metrics`` is scraped:
+        ``bridge_sip_dropped_total{reason}`` and ``bridge_sip_events_total{event}``.
+        """
+        self.registry.register(_SipCollector(counters))
 
     def observe_turn(self, times: dict[str, float]) -> None:
         """Record one turn; ``times`` maps ``speech_end`` and :data:`STAGES` to monotonic seconds."""
@@ -56,3 +65,22 @@ class Metrics:
     def serve(self, host: str, port: int):
         """Expose ``/metrics`` over HTTP on ``host:port`` (a daemon thread)."""
         return start_http_server(port, addr=host, registry=self.registry)
+
+
+class _SipCollector:
+    def __init__(self, counters) -> None:
+        self.counters = counters
+
+    def collect(self):
+        dropped = CounterMetricFamily("bridge_sip_dropped", "SIP datagrams dropped, by reason.", labels=["reason"])
+        other = CounterMetricFamily("bridge_sip_events", "SIP core counters (requests, responses, retransmissions, timeouts).", labels=["event"])
+        for key, value in sorted(self.counters.items()):
+            if key.startswith("dropped_"):
+                dropped.add_metric([key[len("dropped_") :]], value)
+            else:
+                other.add_metric([key], value)
+        yield dropped
+        yield other
+
+    def describe(self):
+        return []

@@ -1,0 +1,150 @@
+"""Shared fixtures: speech WAVs (espeak-ng), a real ``bridge serve`` process, the ASR model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VECTORS = ROOT / "tests" / "vectors"
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port that is free on 127.0.0.1 right now, for UDP (default) and TCP."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port(kind)
+    return port
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        pytest.fail(f"{tool} is not installed (.ci/run installs it)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech(tmp_path_factory) -> dict[str, Path]:
+    """Caller utterances as 16-bit WAVs made with espeak-ng."""
+    need("espeak-ng")
+    folder = tmp_path_factory.mktemp("speech")
+    texts = {
+        "saturday": "What time do you open on Saturday?",
+        "cleaning": "How much does a cleaning cost?",
+        "where": "Where is the clinic?",
+    }
+    out = {}
+    for name, text in texts.items():
+        path = folder / f"{name}.wav"
+        subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), text], check=True)
+        out[name] = path
+    return out
+
+
+@pytest.fixture(scope="session")
+def asr():
+    """The embedded faster-whisper model, to transcribe what the agent said."""
+    from bridge.engines.asr import WhisperAsr, embedded_asr_path
+
+    return WhisperAsr(embedded_asr_path())
+
+
+class BridgeProcess:
+    """A ``bridge serve`` subprocess on 127.0.0.1 with its own ports and log."""
+
+    def __init__(self, workdir: Path, config: dict) -> None:
+        self.sip_port = free_port()
+        self.metrics_port = free_port(socket.SOCK_STREAM)
+        base = 20000 + (os.getpid() % 200) * 100 + (self.sip_port % 10) * 10
+        self.rtp_ports = f"{base}-{base + 9}"
+        self.log_path = workdir / f"bridge-{self.sip_port}.log"
+        self.config_path = workdir / f"bridge-{self.sip_port}.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.lines: list[str] = []
+        self.proc: subprocess.Popen | None = None
+        self._ready = threading.Event()
+
+    @property
+    def uri(self) -> str:
+        return f"sip:agent@127.0.0.1:{self.sip_port}"
+
+    def start(self, timeout: float = 120) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path),
+             "--sip-listen", f"127.0.0.1:{self.sip_port}", "--rtp-ports", self.rtp_ports,
+             "--metrics-listen", f"127.0.0.1:{self.metrics_port}"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            pytest.fail("bridge serve did not become ready:\n" + "".join(self.lines[-40:]))
+
+    def _pump(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        with open(self.log_path, "w") as log:
+            for line in self.proc.stdout:
+                self.lines.append(line)
+                log.write(line)
+                log.flush()
+                if "bridge: ready" in line:
+                    self._ready.set()
+
+    def log_text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_log(self, needle: str, timeout: float = 30) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log_text():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+TEST_CONFIG = {
+    # Ring for a second so that a CANCEL can arrive before the answer.
+    "sip": {"answer_delay": 1.0},
+    # Short enough for the "BYE from the bridge" scenario, long for real peers (they stream).
+    "media": {"rtp_timeout": 4},
+    "models": {"cache_dir": str(ROOT / "models")},
+    "observability": {"log_level": "INFO"},
+}
+
+
+@pytest.fixture(scope="session")
+def bridge(tmp_path_factory):
+    """One ``bridge serve`` for the end-to-end tests (models load once)."""
+    server = BridgeProcess(tmp_path_factory.mktemp("bridge"), TEST_CONFIG)
+    server.start()
+    yield server
+    code = server.stop()
+    assert code == 0, "bridge serve did not exit cleanly on SIGTERM:\n" + server.log_text()[-3000:]
+    assert "Traceback" not in server.log_text(), server.log_text()[-5000:]
