@@ -9,6 +9,7 @@ one call is logged and ends that call only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import signal
 
@@ -84,6 +85,8 @@ class BridgeServer:
         low, _, high = settings.media.rtp_ports.partition("-")
         self.ports = PortAllocator(int(low), int(high or low))
         self.calls: dict[str, SipCallLeg] = {}
+        #: The last calls' conversations after they ended (bounded), for inspection.
+        self.finished: collections.deque[Conversation] = collections.deque(maxlen=100)
         self._closing: set[asyncio.Task] = set()
         self._stopped = asyncio.Event()
 
@@ -173,6 +176,7 @@ class BridgeServer:
         try:
             if leg.conversation is not None:
                 await leg.conversation.close()
+                self.finished.append(leg.conversation)
                 for role, text in leg.conversation.transcript():
                     log.debug("call %s transcript %s: %s", leg.call_id, role, text)
             if leg.stream is not None:

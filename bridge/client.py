@@ -96,7 +96,7 @@ class _Caller:
         self.wait_first = wait_first
         self.settle = settle
         self.reply_timeout = reply_timeout
-        self.state = "wait_agent" if wait_first else "play"
+        self.state = "wait_agent" if wait_first else ("play" if clips else "finished")
         self.clip = 0
         self.pos = 0
         self.state_since: float | None = None
@@ -137,7 +137,7 @@ class _Caller:
         if self.state == "wait_agent":
             quiet = self.agent_heard_at is None or now - self.agent_heard_at >= self.settle
             if (self.agent_spoke and quiet) or now - self.state_since > 15.0:
-                self._go("play", now)
+                self._next_clip(now)
             return None
         if self.state == "play":
             clip = self.clips[self.clip]
@@ -160,12 +160,15 @@ class _Caller:
             self._go("reply", now)
         if self.state == "reply":
             if self.agent_heard_at is None or now - self.agent_heard_at >= self.settle or now - self.state_since > 30:
-                if self.clip < len(self.clips):
-                    self._go("play", now)
-                else:
-                    self._go("finished", now)
-                    self.done.set()
+                self._next_clip(now)
         return None
+
+    def _next_clip(self, now: float) -> None:
+        if self.clip < len(self.clips):
+            self._go("play", now)
+        else:
+            self._go("finished", now)
+            self.done.set()
 
     def _go(self, state: str, now: float) -> None:
         self.state = state

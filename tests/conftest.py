@@ -58,11 +58,18 @@ def speech(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def asr():
-    """The embedded faster-whisper model, to transcribe what the agent said."""
-    from bridge.engines.asr import WhisperAsr, embedded_asr_path
+def engines():
+    """The embedded models (VAD, ASR, LLM, TTS), loaded once for in-process tests."""
+    from bridge.config import load_settings
+    from bridge.engines import load_engines
 
-    return WhisperAsr(embedded_asr_path())
+    return load_engines(load_settings(overrides={"models": {"cache_dir": str(ROOT / "models")}}))
+
+
+@pytest.fixture(scope="session")
+def asr(engines):
+    """The embedded faster-whisper model, to transcribe what the agent said."""
+    return engines.asr
 
 
 class BridgeProcess:

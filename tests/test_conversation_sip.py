@@ -1,0 +1,82 @@
+"""The conversation through a real SIP+RTP leg, in one process: server and ``bridge call``
+client share the event loop, so the test can look at the server's conversation state."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from bridge.app import BridgeServer
+from bridge.client import place_call, read_wav_8k, write_wav_8k
+from bridge.config import load_settings
+from bridge.conversation.engine import AgentUtterance
+
+from .conftest import ROOT, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+async def start_server(engines, **agent) -> BridgeServer:
+    port = free_port()
+    low = 41000 + (port % 100) * 20
+    settings = load_settings(overrides={
+        "sip": {"listen": f"127.0.0.1:{port}"},
+        "media": {"rtp_ports": f"{low}-{low + 19}"},
+        "models": {"cache_dir": str(ROOT / "models")},
+        "agent": agent,
+    })
+    server = BridgeServer(settings, engines)
+    await server.start()
+    return server
+
+
+async def test_barge_in_truncates_history(engines, speech, tmp_path):
+    """The caller talks over the greeting: playout stops, the history keeps only what was played."""
+    # 1.5 s into the greeting (about 4.5 s long), the caller asks its question.
+    question = tmp_path / "late_question.wav"
+    write_wav_8k(question, np.concatenate([np.zeros(12000, np.int16), read_wav_8k(speech["saturday"])]))
+    server = await start_server(engines)
+    try:
+        report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [question], None, wait_greeting=False)
+        assert report.answered
+        for _ in range(50):
+            if server.finished:
+                break
+            await asyncio.sleep(0.1)
+        conversation = server.finished[-1]
+        greeting = conversation.history[0][1]
+        assert isinstance(greeting, AgentUtterance)
+        assert greeting.interrupted
+        total = sum(greeting.samples)
+        assert 0 < greeting.played < total / 2
+        played = greeting.played_text()
+        assert len(played) < len(server.settings.agent.greeting) / 2
+        assert "help" not in played
+        roles = [role for role, _ in conversation.transcript()]
+        assert roles[-2:] == ["caller", "agent"], conversation.transcript()  # the caller's turn still got a reply
+        assert server.metrics.barge_ins._value.get() == 1
+    finally:
+        await server.stop()
+
+
+async def test_stop_means_no_more_frames(engines, speech):
+    """After barge_in() the very next pull_frame() gives nothing: playout stops at the next packet."""
+    server = await start_server(engines, greeting="This is a long greeting that keeps going so that there is a lot of audio queued for the caller.")
+    try:
+        call = asyncio.create_task(place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=3, wait_greeting=False))
+        for _ in range(100):
+            leg = next(iter(server.calls.values()), None)
+            if leg is not None and leg.conversation is not None and leg.conversation._playout:
+                break
+            await asyncio.sleep(0.05)
+        conversation = leg.conversation
+        await asyncio.sleep(0.5)
+        assert conversation.pull_frame() is not None  # the greeting is playing
+        conversation.barge_in()
+        assert conversation.pull_frame() is None
+        assert not conversation.agent_active
+        await call
+    finally:
+        await server.stop()
