@@ -78,6 +78,7 @@ def _call(args: argparse.Namespace) -> int:
             args.duration,
             local_host=args.local_host,
             wait_greeting=not args.no_wait,
+            dtmf=args.dtmf or "",
         )
     )
     print(f"answered: {report.answered}")
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--duration", type=float, metavar="S", help="hang up after S seconds (default: after the last reply)")
     call.add_argument("--local-host", default="127.0.0.1", help="address to bind and advertise (default 127.0.0.1)")
     call.add_argument("--no-wait", action="store_true", help="play the first file at once, over the greeting")
+    call.add_argument("--dtmf", metavar="DIGITS", help="send these digits (RFC 4733) right after the answer")
     call.add_argument("-v", "--verbose", action="store_true")
     call.set_defaults(func=_call)
     return parser

@@ -185,6 +185,7 @@ async def place_call(
     wait_greeting: bool = True,
     settle: float = 1.2,
     reply_timeout: float = 20.0,
+    dtmf: str = "",
 ) -> CallReport:
     """Dial ``uri`` (``sip:user@host:port``), hold the conversation, return a :class:`CallReport`.
 
@@ -198,6 +199,7 @@ async def place_call(
         wait_greeting: wait for the agent's greeting to finish before the first clip.
         settle: seconds of agent silence that mean the agent finished speaking.
         reply_timeout: seconds to wait for a reply before moving on.
+        dtmf: digits to send as RFC 4733 events right after the answer.
 
     Raises:
         ValueError: ``uri`` is not a SIP URI.
@@ -238,6 +240,8 @@ async def place_call(
         params = sdp.parse_answer(answer.answer)
         stream = RtpStream(rtp_sock, params, caller, caller.on_audio, lambda e: None, lambda: None, rtp_timeout=3600, latch=True, send_silence=True)
         await stream.start()
+        if dtmf:
+            stream.send_dtmf(dtmf)
         log.info("call %s answered: %s, rtp %d <-> %s:%d", call_id, params.codec, rtp_port, *params.remote_addr)
         waits = [asyncio.ensure_future(ended.wait())]
         if duration is not None:

@@ -80,3 +80,38 @@ async def test_stop_means_no_more_frames(engines, speech):
         await call
     finally:
         await server.stop()
+
+
+async def test_dtmf_reaches_conversation_and_strangers_are_dropped(engines):
+    """RFC 4733 digits from the caller reach the conversation; RTP from another address is dropped."""
+    import socket
+
+    from aiortc.rtp import RtpPacket
+
+    from bridge.media.rtp import telephone_event_payload
+
+    server = await start_server(engines)
+    try:
+        call = asyncio.create_task(place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=3, wait_greeting=False, dtmf="42#"))
+        for _ in range(100):
+            leg = next(iter(server.calls.values()), None)
+            if leg is not None and leg.stream is not None and leg.stream._latched:
+                break
+            await asyncio.sleep(0.05)
+        stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        stranger.bind(("127.0.0.1", 0))
+        evil = RtpPacket(payload_type=101, sequence_number=1, timestamp=1, ssrc=666, payload=telephone_event_payload(9, True, 10, 800)).serialize()
+        for _ in range(5):
+            stranger.sendto(evil, ("127.0.0.1", leg.stream.local_port))
+        stranger.close()
+        await call
+        for _ in range(50):
+            if server.finished:
+                break
+            await asyncio.sleep(0.1)
+        conversation = server.finished[-1]
+        assert conversation.dtmf_digits == ["4", "2", "#"]
+        assert leg.stream.dropped_foreign == 5
+        assert server.metrics.dtmf._value.get() == 3
+    finally:
+        await server.stop()

@@ -7,7 +7,7 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from bridge.media.codecs import G711
-from bridge.media.rtp import DtmfEvent, Pacer, RtpReceiver, RtpSender, parse_telephone_event, telephone_event_payload
+from bridge.media.rtp import DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender, parse_telephone_event, telephone_event_payload
 
 
 def test_sender_header_bytes_timestamps_and_marker():
@@ -97,3 +97,28 @@ def test_audio_payload_decodes_to_pcm():
     decoded = codec.decode(parsed.payload)
     assert kind == "audio" and decoded.shape == (160,) and decoded.dtype == np.int16
     assert np.max(np.abs(decoded.astype(int) - pcm)) < 200
+
+
+def test_dtmf_schedule_and_packets_roundtrip_through_receiver():
+    """What we send for "1#" is what the receiver decodes, once per digit (RFC 4733 2.5.1)."""
+    sender = RtpSender(payload_type=0, ssrc=5)
+    sender.timestamp0 = 1000
+    schedule = DtmfSchedule(tone_slots=2, gap_slots=2)
+    schedule.add("1#")
+    rx = RtpReceiver(audio_pt=0, dtmf_pt=101)
+    plan, got = [], []
+    for slot in range(20):
+        step = schedule.next(slot)
+        plan.append(step)
+        if step is not None:
+            start, event, end, duration, first = step
+            result = rx.receive(sender.dtmf_packet(start, event, end=end, duration=duration, first=first, payload_type=101))
+            if result:
+                got.append(result[1])
+    assert plan[:6] == [(0, 1, False, 160, True), (0, 1, False, 320, False)] + [(0, 1, True, 320, False)] * 3 + [None]
+    assert plan[5:7] == [None, None]  # two slots of audio between digits
+    assert plan[7][:2] == (7, 11)  # then "#" starts at its own slot
+    assert [(e.digit, e.timestamp) for e in got] == [("1", 1000), ("#", 1000 + 7 * 160)]
+    assert not schedule.active
+    with pytest.raises(ValueError):
+        schedule.add("x")

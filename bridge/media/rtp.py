@@ -67,6 +67,75 @@ class RtpSender:
         return packet.serialize()
 
 
+    def dtmf_packet(self, start_slot: int, event: int, *, end: bool, duration: int, first: bool, payload_type: int) -> bytes:
+        """Serialize an RFC 4733 telephone-event packet, sent in place of an audio packet.
+
+        Every packet of one event carries the timestamp of the event's first
+        slot (``start_slot``) and the duration so far in timestamp units
+        (RFC 4733 section 2.5.1.2); the first has the marker bit (2.5.1.3).
+        """
+        packet = RtpPacket(
+            payload_type=payload_type,
+            marker=1 if first else 0,
+            sequence_number=self.sequence,
+            timestamp=(self.timestamp0 + FRAME_SAMPLES * start_slot) & 0xFFFFFFFF,
+            ssrc=self.ssrc,
+            payload=telephone_event_payload(event, end, 10, duration),
+        )
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        self.packets_sent += 1
+        return packet.serialize()
+
+
+class DtmfSchedule:
+    """Which packets to send for queued digits, slot by slot (RFC 4733 section 2.5.1).
+
+    Each digit lasts ``tone_slots`` packets of growing duration, then its final
+    packet is sent 3 times with the E bit (2.5.1.4), then ``gap_slots`` of
+    audio before the next digit.
+    """
+
+    def __init__(self, tone_slots: int = 5, gap_slots: int = 3) -> None:
+        self.tone_slots = tone_slots
+        self.gap_slots = gap_slots
+        self._queue: list[int] = []
+        self._current: int | None = None
+        self._start = 0
+        self._step = 0
+
+    def add(self, digits: str) -> None:
+        """Queue ``digits`` (``0-9*#A-D``).
+
+        Raises:
+            ValueError: a character that is not a DTMF digit.
+        """
+        for d in digits:
+            if d not in DTMF_EVENTS:
+                raise ValueError(f"not a DTMF digit: {d!r}")
+            self._queue.append(DTMF_EVENTS.index(d))
+
+    @property
+    def active(self) -> bool:
+        return self._current is not None or bool(self._queue)
+
+    def next(self, slot: int) -> tuple[int, int, bool, int, bool] | None:
+        """For send slot ``slot``: ``(start_slot, event, end, duration, first)`` or ``None`` (send audio)."""
+        if self._current is None:
+            if not self._queue:
+                return None
+            self._current, self._start, self._step = self._queue.pop(0), slot, 0
+        step = self._step
+        self._step += 1
+        event, start = self._current, self._start
+        if step < self.tone_slots:
+            return (start, event, False, FRAME_SAMPLES * (step + 1), step == 0)
+        if step < self.tone_slots + 3:
+            return (start, event, True, FRAME_SAMPLES * self.tone_slots, False)
+        if step == self.tone_slots + 3 + self.gap_slots - 1:
+            self._current = None  # the gap's last slot: the next digit may start after it
+        return None
+
+
 class Pacer:
     """The send schedule: packet ``n`` is due at ``start + n * ptime`` (monotonic seconds).
 

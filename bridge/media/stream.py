@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from .codecs import FRAME_SAMPLES, G711
-from .rtp import PTIME, DtmfEvent, Pacer, RtpReceiver, RtpSender
+from .rtp import PTIME, DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender
 from .sdp import MediaParams
 
 log = logging.getLogger("bridge.rtp")
@@ -144,6 +144,17 @@ class RtpStream:
         self._silence = self.codec.encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
         self.dropped_foreign = 0
         self.closed = False
+        self.dtmf = DtmfSchedule()
+
+    def send_dtmf(self, digits: str) -> None:
+        """Send ``digits`` as RFC 4733 telephone-events in the next slots.
+
+        Raises:
+            ValueError: the peer did not negotiate telephone-event, or a bad digit.
+        """
+        if self.params.dtmf_payload_type is None:
+            raise ValueError("the peer did not offer telephone-event/8000")
+        self.dtmf.add(digits)
 
     async def start(self) -> None:
         """Start receiving and the paced sender."""
@@ -191,6 +202,12 @@ class RtpStream:
                     await asyncio.sleep(delay)
                 now = loop.time()
                 for slot in pacer.due_slots(now):
+                    event = self.dtmf.next(slot) if self.dtmf.active else None
+                    if event is not None:
+                        start, code, end, duration, first = event
+                        data = self.sender.dtmf_packet(start, code, end=end, duration=duration, first=first, payload_type=self.params.dtmf_payload_type)
+                        self._send(data)
+                        continue
                     frame = self.source.pull_frame(now)
                     talking = frame is not None
                     if frame is None:
@@ -202,8 +219,7 @@ class RtpStream:
                         payload = self.codec.encode(frame)
                     data = self.sender.packet(slot, payload, talkspurt_start=talking and not self._was_talking)
                     self._was_talking = talking
-                    if self._transport is not None and not self._transport.is_closing():
-                        self._transport.sendto(data, self.remote)
+                    self._send(data)
                 if not timed_out and now - self._last_rx > self.rtp_timeout:
                     timed_out = True
                     log.info("rtp: no packet for %.0f s on port %s", self.rtp_timeout, self.local_port)
@@ -213,6 +229,10 @@ class RtpStream:
         except Exception:  # noqa: BLE001 - a broken source ends this call, not the process
             log.exception("rtp: sender on port %s failed", self.local_port)
             self.on_timeout()
+
+    def _send(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.sendto(data, self.remote)
 
     async def close(self) -> None:
         """Stop sending and close the socket (idempotent)."""
