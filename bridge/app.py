@@ -1,9 +1,10 @@
-"""``bridge serve``: SIP UAS + RTP + conversation, wired together.
+"""``bridge serve`` / ``bridge dial``: SIP + RTP + conversation, wired together.
 
-One :class:`BridgeServer` per process: one SIP socket, a pool of RTP ports,
-the models loaded once, and per call an :class:`SipCallLeg` holding its RTP
-stream and :class:`bridge.conversation.engine.Conversation`. A failure inside
-one call is logged and ends that call only.
+One :class:`BridgeServer` per process: a sans-IO SIP core per listening
+transport (UDP, TCP, TLS), a pool of RTP ports, the models loaded once, an
+admission policy, and per call a :class:`SipCallLeg` holding its RTP stream
+and its agent (:class:`bridge.conversation.engine.Conversation`, or the echo
+agent). A failure inside one call is logged and ends that call only.
 """
 
 from __future__ import annotations
@@ -12,172 +13,416 @@ import asyncio
 import collections
 import logging
 import signal
+import ssl
+import time
+from pathlib import Path
 
-from .config import Settings, parse_hostport
+from sipmessage import URI
+
+from .config import DEFAULT_CONFIG, Settings, parse_hostport
+from .conversation.echo import EchoAgent
 from .conversation.engine import Conversation
 from .media import sdp
 from .media.stream import PortAllocator, RtpStream
 from .observability.metrics import Metrics
 from .sip import events as ev
 from .sip.core import SipCore, SipUsageError, Timers
-from .sip.transport import SipUdpTransport
+from .sip.policy import AdmissionPolicy
+from .sip.transport import SipStreamTransport, SipUdpTransport
 
 log = logging.getLogger("bridge.app")
 
 
-class SipCallLeg:
-    """A SIP+RTP call leg as the conversation sees it (:class:`bridge.conversation.engine.CallLeg`)."""
+class Listener:
+    """One SIP transport: its sans-IO core and the asyncio transport driving it."""
 
-    def __init__(self, server: "BridgeServer", call_id: str, stream: RtpStream | None = None) -> None:
+    def __init__(self, core: SipCore, transport) -> None:
+        self.core = core
+        self.transport = transport
+
+    @property
+    def name(self) -> str:
+        return self.core.transport
+
+
+class SipCallLeg:
+    """A SIP+RTP call leg as the conversation sees it (:class:`bridge.conversation.engine.CallLeg`).
+
+    Attributes:
+        call_id: the SIP Call-ID.
+        listener: the transport the call's signalling uses.
+        caller: the caller identity used for per-caller caps (user part).
+        meta: call metadata for the logs (numbers, ``X-Twilio-*``).
+    """
+
+    def __init__(self, server: "BridgeServer", call_id: str, listener: Listener, caller: str = "", meta: dict | None = None) -> None:
         self.server = server
         self.call_id = call_id
-        self.stream = stream
-        self.conversation: Conversation | None = None
+        self.listener = listener
+        self.caller = caller
+        self.meta = meta or {}
+        self.stream: RtpStream | None = None
+        self.agent = None
+        self.params: sdp.MediaParams | None = None
+        self.local_crypto = None
+        self.sdp_version = 0
+        self.session_id = int(time.time())
         self.ended = False
+        self.started = time.monotonic()
+
+    @property
+    def conversation(self):
+        return self.agent
+
+    def _now(self) -> float:
+        return self.listener.transport.now()
 
     def hangup(self, reason: str) -> None:
         """Send BYE (or a final response before answer) and tear the call down."""
         if self.ended:
             return
         log.info("call %s: hanging up (%s)", self.call_id, reason)
-        core = self.server.core
+        core = self.listener.core
         if core.has_call(self.call_id):
             try:
-                core.hangup(self.call_id, self.server.transport.now())
+                core.hangup(self.call_id, self._now())
             except SipUsageError:
                 pass
-            self.server.transport.flush()
+            self.listener.transport.flush()
         self.server.end_call(self.call_id, reason)
 
     def clear_playout(self) -> None:
         """Nothing is queued below the conversation on an RTP leg: the pacer pulls per packet."""
 
+    def transfer(self, target: str) -> None:
+        """Blind transfer with REFER (RFC 3515); progress comes back as TransferProgress."""
+        log.info("call %s: REFER to %s", self.call_id, target)
+        try:
+            self.listener.core.refer(self.call_id, target, self._now())
+        except (SipUsageError, ValueError) as exc:
+            log.warning("call %s: cannot transfer: %s", self.call_id, exc)
+            if self.agent is not None:
+                self.agent.transfer_failed()
+            return
+        self.listener.transport.flush()
+
+    def answer_sdp(self, params: sdp.MediaParams) -> bytes:
+        """Our SDP answer for ``params``, bumping the o= version each time (RFC 3264 section 8)."""
+        self.sdp_version += 1
+        return sdp.build_answer(params, self.server.public_host, self.stream.local_port, self.session_id, self.local_crypto, self.session_id + self.sdp_version)
+
     # RtpStream callbacks
     def on_audio(self, frame, now: float) -> None:
-        if self.conversation is not None:
-            self.conversation.feed_audio(frame)
+        if self.agent is not None:
+            self.agent.feed_audio(frame)
 
     def on_dtmf(self, event) -> None:
-        if self.conversation is not None:
-            self.conversation.feed_dtmf(event.digit)
+        if self.agent is not None:
+            self.agent.feed_dtmf(event.digit)
 
     def on_rtp_timeout(self) -> None:
         self.hangup("rtp_timeout")
 
     def pull_frame(self, now: float):
-        return self.conversation.pull_frame(now) if self.conversation is not None else None
+        return self.agent.pull_frame(now) if self.agent is not None else None
+
+
+def _server_ssl(settings: Settings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # Twilio: TLS 1.2 or later
+    ctx.load_cert_chain(settings.sip.tls_cert, settings.sip.tls_key)
+    return ctx
+
+
+def _client_ssl(settings: Settings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=settings.sip.tls_ca or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
 
 class BridgeServer:
-    """The server. ``engines`` are loaded by the caller (they take seconds)."""
+    """The server. ``engines`` are loaded by the caller (they take seconds); ``None``
+    is fine for ``agent.kind: echo``."""
 
     def __init__(self, settings: Settings, engines, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.engines = engines
         self.metrics = metrics or Metrics()
-        host, port = parse_hostport(settings.sip.listen, 5060)
-        public = settings.sip.public_host or ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
-        self.public_host = public
+        host, _ = parse_hostport(settings.sip.listen, 5060)
+        self.public_host = settings.sip.public_host or ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
         self.rtp_bind_host = host
-        self.core = SipCore((host, port), public_host=public, user_agent=settings.sip.user_agent, timers=Timers(t1=settings.sip.t1), max_message_size=settings.sip.max_message_size)
-        self.transport = SipUdpTransport(self.core, self._on_event)
-        self.metrics.watch_sip(self.core.counters)
+        self.listeners: list[Listener] = []
+        for kind, address, default_port in (("UDP", settings.sip.listen, 5060), ("TCP", settings.sip.tcp_listen, 5060), ("TLS", settings.sip.tls_listen, 5061)):
+            if not address:
+                continue
+            bind = parse_hostport(address, default_port)
+            core = SipCore(
+                bind, public_host=self.public_host, user_agent=settings.sip.user_agent, timers=Timers(t1=settings.sip.t1),
+                max_message_size=settings.sip.max_message_size, transport=kind,
+                session_expires=settings.sip.session_expires, min_se=settings.sip.min_se,
+            )
+            listener = Listener(core, None)
+            handler = lambda event, listener=listener: self._on_event(listener, event)  # noqa: E731
+            if kind == "UDP":
+                listener.transport = SipUdpTransport(core, handler)
+            else:
+                listener.transport = SipStreamTransport(
+                    core, handler, server_ssl=_server_ssl(settings) if kind == "TLS" else None, client_ssl=_client_ssl(settings) if kind == "TLS" else None
+                )
+            self.metrics.watch_sip(core.counters, kind.lower())
+            self.listeners.append(listener)
         low, _, high = settings.media.rtp_ports.partition("-")
         self.ports = PortAllocator(int(low), int(high or low))
+        self.policy = AdmissionPolicy(settings.access, base=DEFAULT_CONFIG.parent.parent)
         self.calls: dict[str, SipCallLeg] = {}
-        #: The last calls' conversations after they ended (bounded), for inspection.
-        self.finished: collections.deque[Conversation] = collections.deque(maxlen=100)
-        self._closing: set[asyncio.Task] = set()
+        #: The last calls' agents after they ended (bounded), for inspection.
+        self.finished: collections.deque = collections.deque(maxlen=100)
+        self._tasks: set[asyncio.Task] = set()
+        self._pending_dials: dict[str, tuple[SipCallLeg, object]] = {}
         self._stopped = asyncio.Event()
+        self._all_ended = asyncio.Event()
+        self._all_ended.set()
 
-    async def start(self) -> tuple[str, int]:
-        """Bind SIP; returns the bound address."""
-        addr = await self.transport.start()
-        log.info("sip: listening on udp %s:%s (public %s)", addr[0], addr[1], self.public_host)
-        return addr
+    @property
+    def core(self) -> SipCore:
+        """The first listener's core (UDP unless UDP is off)."""
+        return self.listeners[0].core
 
-    def _on_event(self, event: ev.Event) -> None:
+    @property
+    def transport(self):
+        return self.listeners[0].transport
+
+    def listener(self, kind: str) -> Listener:
+        """The listener for ``UDP``, ``TCP`` or ``TLS``.
+
+        Raises:
+            KeyError: that transport is not configured.
+        """
+        for listener in self.listeners:
+            if listener.name == kind.upper():
+                return listener
+        raise KeyError(kind)
+
+    async def start(self) -> list[tuple[str, int]]:
+        """Bind every configured transport; returns their bound addresses."""
+        bound = []
+        for listener in self.listeners:
+            addr = await listener.transport.start()
+            log.info("sip: listening on %s %s:%s (public %s)", listener.name.lower(), addr[0], addr[1], self.public_host)
+            bound.append(addr)
+        return bound
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------- SIP events
+
+    def _on_event(self, listener: Listener, event: ev.Event) -> None:
         if isinstance(event, ev.IncomingCall):
-            self._on_incoming(event)
+            self._on_incoming(listener, event)
         elif isinstance(event, ev.CallConfirmed):
             log.info("call %s: confirmed (ACK)", event.call_id)
+        elif isinstance(event, ev.SessionUpdate):
+            self._on_session_update(listener, event)
+        elif isinstance(event, ev.TransferProgress):
+            self._on_transfer_progress(event)
+        elif isinstance(event, ev.CallAnswered):
+            self._on_dial_answered(event)
+        elif isinstance(event, ev.CallProgress):
+            log.info("call %s: %d", event.call_id, event.status)
         elif isinstance(event, ev.CallEnded):
+            pending = self._pending_dials.pop(event.call_id, None)
+            if pending is not None:
+                pending[1].close()
+                self.ports.release(pending[1].getsockname()[1])
+                log.info("call %s: outbound call failed (%s %s)", event.call_id, event.reason, event.status or "")
             log.info("call %s: ended by SIP (%s%s)", event.call_id, event.reason, f" {event.status}" if event.status else "")
             self.end_call(event.call_id, event.reason)
 
-    def _on_incoming(self, event: ev.IncomingCall) -> None:
-        now = self.transport.now()
+    @staticmethod
+    def _caller_of(event: ev.IncomingCall) -> str:
+        pai = next((v for k, v in event.headers.items() if k.lower() == "p-asserted-identity"), None)
+        for value in (pai, event.from_uri):
+            if not value:
+                continue
+            try:
+                uri = URI.parse(value.strip().strip("<>").split(">")[0])
+                return uri.user or uri.host
+            except ValueError:
+                continue
+        return event.source[0]
+
+    def _reject(self, listener: Listener, call_id: str, status: int, reason: str, headers=None) -> None:
+        log.info("call %s: rejected %d (%s)", call_id, status, reason)
+        listener.core.reject(call_id, status, listener.transport.now(), extra_headers=headers)
+        self.metrics.calls.labels(f"rejected_{reason}").inc()
+
+    def _on_incoming(self, listener: Listener, event: ev.IncomingCall) -> None:
+        now = listener.transport.now()
+        caller = self._caller_of(event)
         log.info(
-            "call %s: INVITE from %s:%s %s -> %s %s",
-            event.call_id, event.source[0], event.source[1], event.from_uri, event.to_uri,
+            "call %s: INVITE over %s from %s:%s caller=%s %s -> %s %s",
+            event.call_id, listener.name, event.source[0], event.source[1], caller, event.from_uri, event.to_uri,
             " ".join(f"{k}={v}" for k, v in event.headers.items()),
         )
+        caller_calls = sum(1 for leg in self.calls.values() if leg.caller == caller)
+        decision = self.policy.check(event.source, event.headers, event.authorization, now, len(self.calls), caller_calls)
+        if decision is not None:
+            self._reject(listener, event.call_id, decision.status, decision.reason, decision.headers)
+            return
         try:
-            params = sdp.negotiate(event.offer)
+            params = sdp.negotiate(event.offer, self.settings.media.srtp)
         except sdp.SdpError as exc:
-            log.info("call %s: rejected %d: %s", event.call_id, exc.status, exc)
-            self.core.reject(event.call_id, exc.status, now, extra_headers=[("Warning", '304 bridge "Media type not available"')] if exc.status == 488 else None)
-            self.metrics.calls.labels("rejected").inc()
+            warning = [("Warning", '304 bridge "Media type not available"')] if exc.status == 488 else None
+            self._reject(listener, event.call_id, exc.status, f"sdp: {exc}", warning)
             return
         try:
             sock = self.ports.bind(self.rtp_bind_host)
         except OSError:
-            log.warning("call %s: no RTP port free: 503", event.call_id)
-            self.core.reject(event.call_id, 503, now, extra_headers=[("Retry-After", "5")])
-            self.metrics.calls.labels("rejected").inc()
+            self._reject(listener, event.call_id, 503, "no_rtp_port", [("Retry-After", str(self.settings.access.retry_after))])
             return
-        leg = SipCallLeg(self, event.call_id)
-        media = self.settings.media
-        stream = RtpStream(sock, params, leg, leg.on_audio, leg.on_dtmf, leg.on_rtp_timeout, rtp_timeout=media.rtp_timeout, latch=media.latch, send_silence=media.send_silence)
-        leg.stream = stream
-        leg.conversation = Conversation(self.engines, self.settings.agent, leg, self.metrics)
+        leg = SipCallLeg(self, event.call_id, listener, caller, {"from": event.from_uri, "to": event.to_uri, **event.headers})
+        self._setup_media(leg, sock, params)
         self.calls[event.call_id] = leg
-        answer = sdp.build_answer(params, self.public_host, stream.local_port)
-        if self.settings.sip.send_ringing:
-            self.core.ringing(event.call_id, now)
+        self._all_ended.clear()
         self.metrics.active_calls.inc()
+        answer = leg.answer_sdp(params)
+        if self.settings.sip.send_ringing:
+            listener.core.ringing(event.call_id, now)
         delay = self.settings.sip.answer_delay
         if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self._answer, leg, answer, params)
+            asyncio.get_running_loop().call_later(delay, self._answer, leg, answer)
         else:
-            self._answer(leg, answer, params)
+            self._answer(leg, answer)
 
-    def _answer(self, leg: SipCallLeg, answer: bytes, params: sdp.MediaParams) -> None:
-        if leg.ended or not self.core.has_call(leg.call_id):
+    def _setup_media(self, leg: SipCallLeg, sock, params: sdp.MediaParams) -> None:
+        media = self.settings.media
+        leg.params = params
+        leg.local_crypto = sdp.answer_crypto(params)
+        srtp = None
+        if params.secure:
+            from .media.srtp import SrtpContext
+
+            srtp = SrtpContext(leg.local_crypto, params.remote_crypto)
+        leg.stream = RtpStream(sock, params, leg, leg.on_audio, leg.on_dtmf, leg.on_rtp_timeout,
+                               rtp_timeout=media.rtp_timeout, latch=media.latch, send_silence=media.send_silence, srtp=srtp)
+        leg.stream.on_hold = params.hold
+        if self.settings.agent.kind == "echo":
+            leg.agent = EchoAgent(leg)
+        else:
+            leg.agent = Conversation(self.engines, self.settings.agent, leg, self.metrics, transfer=self.settings.transfer)
+
+    def _answer(self, leg: SipCallLeg, answer: bytes) -> None:
+        core = leg.listener.core
+        if leg.ended or not core.has_call(leg.call_id):
             return  # cancelled while ringing
-        self.core.answer(leg.call_id, answer, self.transport.now())
-        self.transport.flush()
+        core.answer(leg.call_id, answer, leg._now())
+        leg.listener.transport.flush()
         self.metrics.calls.labels("answered").inc()
-        log.info("call %s: answered %s/8000 pt=%d dtmf_pt=%s rtp %s:%d <-> %s:%d", leg.call_id, params.codec, params.payload_type, params.dtmf_payload_type, self.public_host, leg.stream.local_port, *params.remote_addr)
-        task = asyncio.create_task(self._start_media(leg))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        p = leg.params
+        log.info("call %s: answered %s/8000 pt=%d dtmf_pt=%s %s rtp %s:%d <-> %s:%d", leg.call_id, p.codec, p.payload_type, p.dtmf_payload_type,
+                 "SRTP" if p.secure else "RTP", self.public_host, leg.stream.local_port, *p.remote_addr)
+        self._spawn(self._start_media(leg))
 
     async def _start_media(self, leg: SipCallLeg) -> None:
         try:
             await leg.stream.start()
-            leg.conversation.start()
+            leg.agent.start()
         except Exception:  # noqa: BLE001 - one call's failure ends that call only
             log.exception("call %s: media start failed", leg.call_id)
             leg.hangup("media_error")
 
+    def _on_session_update(self, listener: Listener, event: ev.SessionUpdate) -> None:
+        leg = self.calls.get(event.call_id)
+        now = listener.transport.now()
+        if leg is None or leg.params is None:
+            listener.core.reject_update(event.call_id, 500, now)
+            return
+        if not event.offer:
+            # Offerless re-INVITE (14.2): our answer is an offer of the same media.
+            listener.core.answer_update(event.call_id, leg.answer_sdp(leg.params), now)
+            return
+        try:
+            params = sdp.negotiate(event.offer, self.settings.media.srtp)
+        except sdp.SdpError as exc:
+            log.info("call %s: %s offer refused %d: %s", event.call_id, event.method, exc.status, exc)
+            listener.core.reject_update(event.call_id, 488, now)
+            return
+        if params.secure != leg.params.secure or (params.codec, params.payload_type) != (leg.params.codec, leg.params.payload_type):
+            # Keep the session as negotiated (codec and SRTP keys do not change mid-call here).
+            params = sdp.MediaParams(leg.params.codec, leg.params.payload_type, leg.params.dtmf_payload_type, params.remote_addr,
+                                     params.ptime_ms, params.direction, leg.params.remote_crypto, params.hold)
+        if params.hold != leg.params.hold:
+            log.info("call %s: %s", event.call_id, "put on hold" if params.hold else "taken off hold")
+        leg.stream.update_remote(params)
+        leg.params = params
+        leg.agent.set_hold(params.hold)
+        listener.core.answer_update(event.call_id, leg.answer_sdp(params), now)
+
+    def _on_transfer_progress(self, event: ev.TransferProgress) -> None:
+        leg = self.calls.get(event.call_id)
+        log.info("call %s: transfer progress %d%s", event.call_id, event.status, " (final)" if event.final else "")
+        if leg is None or not event.final:
+            return
+        if 200 <= event.status < 300:
+            self.metrics.calls.labels("transferred").inc()
+            leg.hangup("transferred")  # TWILIO.md: the transferor hangs up once the target answered
+        else:
+            leg.agent.transfer_failed()
+
+    def _on_dial_answered(self, event: ev.CallAnswered) -> None:
+        pending = self._pending_dials.pop(event.call_id, None)
+        if pending is None:
+            return
+        leg, sock = pending
+        try:
+            params = sdp.parse_answer(event.answer, self.settings.media.srtp)
+        except sdp.SdpError as exc:
+            log.warning("call %s: unusable SDP answer: %s", event.call_id, exc)
+            sock.close()
+            self.ports.release(sock.getsockname()[1])
+            leg.listener.core.hangup(event.call_id, leg._now())
+            return
+        crypto = leg.local_crypto
+        self._setup_media(leg, sock, params)
+        leg.local_crypto = crypto
+        if params.secure:
+            from .media.srtp import SrtpContext
+
+            leg.stream.srtp = SrtpContext(crypto, params.remote_crypto)
+        self.calls[event.call_id] = leg
+        self._all_ended.clear()
+        self.metrics.active_calls.inc()
+        self.metrics.calls.labels("outbound_answered").inc()
+        log.info("call %s: outbound call answered, %s rtp %d <-> %s:%d", event.call_id, params.codec, leg.stream.local_port, *params.remote_addr)
+        self._spawn(self._start_media(leg))
+
+    async def wait_idle(self) -> None:
+        """Return once no call is in progress or being dialed."""
+        while self.calls or self._pending_dials:
+            await asyncio.sleep(0.2)
+
+    # -------------------------------------------------------------- lifecycle
+
     def end_call(self, call_id: str, reason: str) -> None:
-        """Tear down a call's media and conversation (idempotent)."""
+        """Tear down a call's media and agent (idempotent)."""
         leg = self.calls.pop(call_id, None)
         if leg is None or leg.ended:
             return
         leg.ended = True
         self.metrics.active_calls.dec()
-        task = asyncio.create_task(self._teardown(leg, reason))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        if not self.calls:
+            self._all_ended.set()
+        self._spawn(self._teardown(leg, reason))
 
     async def _teardown(self, leg: SipCallLeg, reason: str) -> None:
         try:
-            if leg.conversation is not None:
-                await leg.conversation.close()
-                self.finished.append(leg.conversation)
-                for role, text in leg.conversation.transcript():
+            if leg.agent is not None:
+                await leg.agent.close()
+                self.finished.append(leg.agent)
+                for role, text in leg.agent.transcript():
                     log.debug("call %s transcript %s: %s", leg.call_id, role, text)
             if leg.stream is not None:
                 await leg.stream.close()
@@ -188,26 +433,80 @@ class BridgeServer:
                 if leg.stream.dropped_foreign:
                     self.metrics.rtp_dropped.labels("foreign_source").inc(leg.stream.dropped_foreign)
         finally:
-            log.info("call %s: ended (%s)", leg.call_id, reason)
+            log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
+
+    async def dial(self, number: str, *, transport: str | None = None) -> str:
+        """Place an outbound call to ``number`` through ``outbound.termination_uri``
+        with digest credentials, and run the same agent on it. Returns the Call-ID.
+
+        Raises:
+            ValueError: no termination URI configured, or it is not a SIP URI.
+            OSError: no RTP port free.
+        """
+        out = self.settings.outbound
+        if not out.termination_uri:
+            raise ValueError("outbound.termination_uri is not configured")
+        term = URI.parse(out.termination_uri)
+        kind = (transport or term.parameters.get("transport") or "udp").upper()
+        listener = self.listener(kind)
+        target = str(URI(scheme="sip", user=number, host=term.host, port=term.port))
+        sock = self.ports.bind(self.rtp_bind_host)
+        port = sock.getsockname()[1]
+        from .media.srtp import new_crypto
+
+        crypto = new_crypto(1) if self.settings.media.srtp == "required" else None
+        offer = sdp.build_offer(self.public_host, port, crypto=crypto)
+        dest = (term.host, term.port or (5061 if kind == "TLS" else 5060))
+        credentials = (out.username, out.password) if out.username else None
+        call_id = listener.core.invite(target, dest, offer, listener.transport.now(), from_user=out.caller_id, credentials=credentials,
+                                       extra_headers=[("Supported", "timer")])
+        leg = SipCallLeg(self, call_id, listener, number, {"to": target})
+        leg.local_crypto = crypto
+        self._pending_dials[call_id] = (leg, sock)
+        listener.transport.flush()
+        log.info("call %s: dialing %s via %s over %s", call_id, number, out.termination_uri, kind)
+        return call_id
 
     async def stop(self) -> None:
         """Hang up every call, close sockets."""
         for leg in list(self.calls.values()):
             leg.hangup("shutdown")
-        if self._closing:
-            await asyncio.gather(*list(self._closing), return_exceptions=True)
-        self.transport.flush()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for listener in self.listeners:
+            listener.transport.flush()
         await asyncio.sleep(0.05)
-        self.transport.close()
+        for listener in self.listeners:
+            listener.transport.close()
+
+    async def drain(self, deadline: float) -> None:
+        """Graceful shutdown: refuse new calls (503), let calls in progress go on for
+        up to ``deadline`` seconds, then end the rest with BYE."""
+        self.policy.draining = True
+        log.info("draining: %d call(s) in progress, new INVITEs get 503, deadline %.0f s", len(self.calls), deadline)
+        try:
+            await asyncio.wait_for(self._all_ended.wait(), deadline)
+        except asyncio.TimeoutError:
+            log.info("drain deadline reached: ending %d call(s)", len(self.calls))
+        await self.stop()
 
     async def run_forever(self) -> None:
-        """Serve until SIGINT/SIGTERM."""
+        """Serve until SIGTERM (drain) or SIGINT (stop at once)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        mode = {"how": "stop"}
+
+        def on_signal(how: str) -> None:
+            mode["how"] = how
+            self._stopped.set()
+
+        for sig, how in ((signal.SIGINT, "stop"), (signal.SIGTERM, "drain")):
             try:
-                loop.add_signal_handler(sig, self._stopped.set)
+                loop.add_signal_handler(sig, on_signal, how)
             except NotImplementedError:  # pragma: no cover - non-Unix
                 pass
         await self._stopped.wait()
-        log.info("shutting down")
-        await self.stop()
+        if mode["how"] == "drain":
+            await self.drain(self.settings.sip.drain_timeout)
+        else:
+            log.info("shutting down")
+            await self.stop()

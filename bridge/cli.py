@@ -30,10 +30,13 @@ def _run(coro) -> object:
         return asyncio.run(coro)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    overrides: dict = {"sip": {}, "media": {}, "observability": {}}
-    if args.sip_listen:
-        overrides["sip"]["listen"] = args.sip_listen
+def _settings(args: argparse.Namespace):
+    overrides: dict = {"sip": {}, "media": {}, "observability": {}, "agent": {}}
+    for option, key in (("sip_listen", "listen"), ("sip_tcp_listen", "tcp_listen"), ("sip_tls_listen", "tls_listen"), ("tls_cert", "tls_cert"), ("tls_key", "tls_key")):
+        if getattr(args, option, None):
+            overrides["sip"][key] = getattr(args, option)
+    if getattr(args, "agent", None):
+        overrides["agent"]["kind"] = args.agent
     if args.public_host:
         overrides["sip"]["public_host"] = args.public_host
     if args.rtp_ports:
@@ -42,19 +45,32 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["observability"]["metrics_listen"] = args.metrics_listen
     settings = load_settings(args.config, overrides)
     _setup_logging(settings.observability.log_level)
+    return settings
 
-    from .app import BridgeServer
-    from .engines import load_engines
+
+def _prepare(settings):
+    """Load the engines (unless the echo agent needs none) and start /metrics."""
     from .observability.metrics import Metrics
 
-    started = time.monotonic()
-    engines = load_engines(settings)
-    log.info("models loaded in %.1f s (device %s)", time.monotonic() - started, engines.device)
+    engines = None
+    if settings.agent.kind != "echo":
+        from .engines import load_engines
+
+        started = time.monotonic()
+        engines = load_engines(settings)
+        log.info("models loaded in %.1f s (device %s)", time.monotonic() - started, engines.device)
     metrics = Metrics()
     if settings.observability.metrics_listen:
         host, port = parse_hostport(settings.observability.metrics_listen, 9090)
         metrics.serve(host, port)
         log.info("metrics: http://%s:%d/metrics", host, port)
+    return engines, metrics
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engines, metrics = _prepare(settings)
+    from .app import BridgeServer
 
     async def main() -> None:
         server = BridgeServer(settings, engines, metrics)
@@ -63,7 +79,30 @@ def _serve(args: argparse.Namespace) -> int:
         await server.run_forever()
 
     _run(main())
+    log.info("bridge: stopped")
     return 0
+
+
+def _dial(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.termination_uri:
+        settings.outbound.termination_uri = args.termination_uri
+    engines, metrics = _prepare(settings)
+    from .app import BridgeServer
+
+    async def main() -> int:
+        server = BridgeServer(settings, engines, metrics)
+        await server.start()
+        call_id = await server.dial(args.number)
+        print(f"dialing {args.number}: call {call_id}", flush=True)
+        await asyncio.sleep(0.5)
+        await server.wait_idle()
+        answered = any(True for _ in server.finished)
+        await server.stop()
+        print("call ended" if answered else "call failed", flush=True)
+        return 0 if answered else 1
+
+    return _run(main())
 
 
 def _call(args: argparse.Namespace) -> int:
@@ -98,10 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="answer SIP calls with the configured agent")
     serve.add_argument("--config", help="YAML file merged over config/default.yaml")
     serve.add_argument("--sip-listen", metavar="HOST:PORT", help="SIP UDP address (default 0.0.0.0:5060)")
+    serve.add_argument("--sip-tcp-listen", metavar="HOST:PORT", help="also serve SIP over TCP here")
+    serve.add_argument("--sip-tls-listen", metavar="HOST:PORT", help="also serve SIP over TLS here (needs --tls-cert/--tls-key)")
+    serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain")
+    serve.add_argument("--tls-key", metavar="PEM", help="TLS private key")
+    serve.add_argument("--agent", choices=["llm", "echo"], help="the agent (echo: play the caller back, no models)")
     serve.add_argument("--public-host", metavar="IP", help="address for Via/Contact/SDP (behind NAT: the public IP)")
     serve.add_argument("--rtp-ports", metavar="LOW-HIGH", help="RTP port range (default 10000-20000)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address (default 127.0.0.1:9090)")
     serve.set_defaults(func=_serve)
+
+    dial = sub.add_parser("dial", help="call NUMBER through outbound.termination_uri and run the agent on it")
+    dial.add_argument("number", help="E.164 number, e.g. +14155550100")
+    dial.add_argument("--config", help="YAML file merged over config/default.yaml")
+    dial.add_argument("--termination-uri", metavar="URI", help="override outbound.termination_uri")
+    dial.add_argument("--sip-listen", metavar="HOST:PORT", help="local SIP UDP address (default from config)")
+    dial.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address")
+    dial.add_argument("--rtp-ports", metavar="LOW-HIGH", help="RTP port range")
+    dial.add_argument("--public-host", metavar="IP", help="address for Via/Contact/SDP")
+    dial.add_argument("--agent", choices=["llm", "echo"])
+    dial.set_defaults(func=_dial)
 
     call = sub.add_parser("call", help="dial a SIP URI, speak WAV files, record the agent")
     call.add_argument("uri", help="sip:user@host:port")

@@ -51,6 +51,74 @@ class SipSettings(BaseModel):
     send_ringing: bool = True
     #: Seconds to ring before answering (0 = answer at once).
     answer_delay: float = 0.0
+    #: SIP over TCP (RFC 3261 section 18); empty = off.
+    tcp_listen: str = ""
+    #: SIP over TLS; empty = off. Twilio's default TLS port is 5061.
+    tls_listen: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: CA bundle to verify TLS peers we connect to (empty: system CAs).
+    tls_ca: str = ""
+    #: Session-Expires we ask for when the peer supports RFC 4028 timers, seconds.
+    session_expires: int = 1800
+    #: Smallest Session-Expires we accept (RFC 4028 Min-SE), seconds.
+    min_se: int = 90
+    #: On SIGTERM: seconds calls in progress may continue before they get BYE.
+    drain_timeout: float = 30.0
+
+
+class DigestSettings(BaseModel):
+    """Digest authentication of INVITEs (RFC 3261 section 22.4, RFC 8760)."""
+
+    #: ``user: password``; empty = no digest authentication.
+    users: dict[str, str] = Field(default_factory=dict)
+    realm: str = "bridge"
+    #: Sources that need no digest (e.g. Twilio's signaling ranges); CIDRs or ``@file.yaml``.
+    exempt: list[str] = Field(default_factory=list)
+    #: Challenge algorithms, preferred first (RFC 8760 section 2.4).
+    algorithms: list[str] = Field(default_factory=lambda: ["SHA-256", "MD5"])
+
+
+class AccessSettings(BaseModel):
+    """Who may place calls to the bridge, and how many."""
+
+    #: Source CIDRs allowed to send INVITEs, or ``@path.yaml`` files of CIDRs
+    #: (``@config/twilio-signaling.yaml`` is the Twilio preset). Empty = anyone.
+    allowlist: list[str] = Field(default_factory=list)
+    #: Accepted ``X-Twilio-AccountSid`` values; empty = not checked.
+    twilio_accounts: list[str] = Field(default_factory=list)
+    digest: DigestSettings = Field(default_factory=DigestSettings)
+    #: New INVITEs per second from one source address (token bucket), and burst.
+    invite_rate: float = 10.0
+    invite_burst: int = 20
+    #: Concurrent calls in all, and from one caller (From/P-Asserted-Identity user).
+    max_calls: int = 100
+    max_calls_per_caller: int = 5
+    #: Retry-After seconds sent with 503.
+    retry_after: int = 10
+
+
+class TransferSettings(BaseModel):
+    """Blind transfer with SIP REFER (RFC 3515)."""
+
+    #: ``sip:`` or ``tel:`` URI for Refer-To; empty = transfer disabled.
+    target: str = ""
+    #: DTMF digit that asks for the transfer (IVR "press 0 for an operator"); empty = none.
+    dtmf: str = "0"
+    #: What the agent says before transferring, and when the transfer fails.
+    announce: str = "Please hold while I transfer your call."
+    failed: str = "Sorry, I could not transfer your call. How else can I help?"
+
+
+class OutboundSettings(BaseModel):
+    """``bridge dial``: calls out through a SIP termination URI (e.g. Twilio's)."""
+
+    #: ``sip:host[:port][;transport=udp|tcp|tls]``, e.g. ``sip:example.pstn.twilio.com``.
+    termination_uri: str = ""
+    username: str = ""
+    password: str = ""
+    #: Caller ID (E.164) for From.
+    caller_id: str = "bridge"
 
 
 class MediaSettings(BaseModel):
@@ -63,6 +131,9 @@ class MediaSettings(BaseModel):
     latch: bool = True
     #: Send silence packets when the agent is quiet (continuous stream).
     send_silence: bool = True
+    #: SRTP (RFC 4568 SDES): ``off`` (plain RTP only), ``optional`` (answer
+    #: RTP/SAVP with SRTP, RTP/AVP with RTP), ``required`` (plain offers get 488).
+    srtp: Literal["off", "optional", "required"] = "optional"
 
 
 class ModelSettings(BaseModel):
@@ -84,6 +155,9 @@ class ModelSettings(BaseModel):
 class AgentSettings(BaseModel):
     """The agent: persona, prompt, turn-taking."""
 
+    #: ``llm``: the conversation on the models; ``echo``: play the caller's audio
+    #: back (a PBX-style echo test, to measure signalling and media without models).
+    kind: Literal["llm", "echo"] = "llm"
     name: str = "Sam"
     llm_mode: Literal["completion", "chat"] = "completion"
     persona: str = ""
@@ -119,6 +193,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BRIDGE_", env_nested_delimiter="__", extra="forbid")
 
     sip: SipSettings = Field(default_factory=SipSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+    transfer: TransferSettings = Field(default_factory=TransferSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)

@@ -275,7 +275,7 @@ def test_options_and_unknown_method():
     core.receive_datagram(vector("options.bin"), ("127.0.0.1", 5070), 0.0)
     (resp, dest), = sent(core)
     assert resp.code == 200 and dest == ("127.0.0.1", 5070)
-    assert resp.headers["Allow"] == "INVITE, ACK, CANCEL, BYE, OPTIONS"
+    assert resp.headers["Allow"] == "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY"
     assert resp.headers["CSeq"] == "7 OPTIONS"
     assert "tag=" in resp.headers["To"]
     # Via host matches the source and there is no rport: the Via comes back unchanged.

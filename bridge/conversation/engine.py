@@ -58,6 +58,10 @@ class CallLeg(Protocol):
     def clear_playout(self) -> None:
         """Drop agent audio queued below the conversation (Media Streams: send ``clear``)."""
 
+    def transfer(self, target: str) -> None:
+        """Blind-transfer the caller to ``target`` (SIP: REFER). The leg reports a
+        failure back through :meth:`Conversation.transfer_failed`."""
+
 
 @dataclass
 class AgentUtterance:
@@ -108,9 +112,10 @@ class Conversation:
         leg: the call leg (:class:`CallLeg`).
         metrics: a :class:`bridge.observability.metrics.Metrics` or ``None``.
         clock: monotonic clock in seconds (injected for tests).
+        transfer: :class:`bridge.config.TransferSettings` or ``None`` (no transfer).
     """
 
-    def __init__(self, engines, agent, leg: CallLeg, metrics=None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, engines, agent, leg: CallLeg, metrics=None, clock: Callable[[], float] = time.monotonic, transfer=None) -> None:
         self.engines = engines
         self.agent = agent
         self.leg = leg
@@ -126,7 +131,9 @@ class Conversation:
         self._cancel = threading.Event()
         self._current: AgentUtterance | None = None
         self._times: dict[str, float] | None = None
-        self._hangup_when_done = False
+        self.transfer_settings = transfer
+        self.on_hold = False
+        self._after_playout: Callable[[], None] | None = None
         self._closed = False
         self._started_at = clock()
         self._end_call_re = re.compile(agent.end_call_pattern, re.I) if agent.end_call_pattern else None
@@ -151,7 +158,7 @@ class Conversation:
 
     def feed_audio(self, frame: np.ndarray, now: float | None = None) -> None:
         """One 20 ms caller frame: PCM16 mono 8000 Hz, 160 samples. Cheap; runs on the loop."""
-        if self._closed or len(frame) != FRAME_SAMPLES:
+        if self._closed or self.on_hold or len(frame) != FRAME_SAMPLES:
             return
         now = self.clock() if now is None else now
         voiced = self.vad.is_speech(frame)
@@ -189,6 +196,39 @@ class Conversation:
         if self.metrics:
             self.metrics.dtmf.inc()
         log.info("dtmf call=%s digit=%s", self.leg.call_id, digit)
+        t = self.transfer_settings
+        if t is not None and t.target and t.dtmf and digit == t.dtmf:
+            self.request_transfer()
+
+    def request_transfer(self) -> None:
+        """Stop, say the transfer announcement, then ask the leg to transfer."""
+        t = self.transfer_settings
+        if t is None or not t.target:
+            return
+        log.info("transfer call=%s to %s", self.leg.call_id, t.target)
+        self._stop_agent(interrupted=True)
+        self._cancel = threading.Event()
+        self._spawn(self._say_then(t.announce, lambda: self.leg.transfer(t.target)))
+
+    def transfer_failed(self) -> None:
+        """The leg could not transfer: tell the caller and carry on."""
+        t = self.transfer_settings
+        self._stop_agent(interrupted=False)
+        self._cancel = threading.Event()
+        if t is not None and t.failed:
+            self._spawn(self._say(t.failed))
+
+    def set_hold(self, held: bool) -> None:
+        """The peer put the call on hold (``True``) or took it off (``False``).
+
+        On hold, caller audio is ignored (music on hold is not speech) and the
+        leg sends nothing, so playout pauses where it is and resumes after.
+        """
+        if held != self.on_hold:
+            log.info("call=%s %s", self.leg.call_id, "on hold" if held else "off hold")
+        self.on_hold = held
+        self._in_speech = False
+        self._utterance = []
 
     def pull_frame(self, now: float | None = None) -> np.ndarray | None:
         """The agent frame for the current 20 ms send slot (PCM16 8 kHz, 160 samples) or ``None``."""
@@ -202,9 +242,9 @@ class Conversation:
             self._log_latency(times)
             if self.metrics:
                 self.metrics.observe_turn(times)
-        if not self._playout and self._hangup_when_done and (self._reply_task is None or self._reply_task.done()):
-            self._hangup_when_done = False
-            asyncio.get_running_loop().call_soon(self.leg.hangup, "agent")
+        if not self._playout and self._after_playout is not None and (self._reply_task is None or self._reply_task.done()):
+            action, self._after_playout = self._after_playout, None
+            asyncio.get_running_loop().call_soon(action)
         return item.pcm
 
     @property
@@ -258,7 +298,7 @@ class Conversation:
             self._reply_task.cancel()
         if self._current is not None:
             self._current.interrupted = interrupted
-        self._hangup_when_done = False
+        self._after_playout = None
 
     def _start_reply(self, pcm: np.ndarray, times: dict[str, float]) -> None:
         if self.agent_active:
@@ -279,14 +319,21 @@ class Conversation:
         log.info("call=%s reached max_call_seconds=%s", self.leg.call_id, self.agent.max_call_seconds)
         self._stop_agent(interrupted=False)
         self._cancel = threading.Event()
-        await self._say(self.agent.goodbye)
-        self._finish_with_hangup()
+        await self._say_then(self.agent.goodbye, self._hangup)
 
-    def _finish_with_hangup(self) -> None:
+    def _hangup(self) -> None:
+        self.leg.hangup("agent")
+
+    async def _say_then(self, text: str, action: Callable[[], None]) -> None:
+        """Say ``text``, then run ``action`` once it has been played out."""
+        await self._say(text)
+        self._after_playout_do(action)
+
+    def _after_playout_do(self, action: Callable[[], None]) -> None:
         if self._playout:
-            self._hangup_when_done = True
+            self._after_playout = action
         else:
-            self.leg.hangup("agent")
+            action()
 
     async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event) -> None:
         pcm = await asyncio.to_thread(self._synthesize, text, times)
@@ -353,7 +400,7 @@ class Conversation:
             await asyncio.shield(producer)
             self._log_turn(text, utt, times)
         if self._end_call_re and self._end_call_re.search(" ".join(utt.sentences)):
-            self._finish_with_hangup()
+            self._after_playout_do(self._hangup)
 
     async def _speak_generated(self, sentence: str, utt: AgentUtterance, times: dict, cancel: threading.Event) -> None:
         if "first_sentence" not in times:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcicetransport import RTCIceParameters
-from aiortc.sdp import MediaDescription, SessionDescription
+from aiortc.sdp import MediaDescription, SessionDescription, grouplines
+
+from .srtp import SUITES, Crypto, new_crypto, parse_crypto
 
 #: Static payload types (RFC 3551 table 4) for offers that omit ``a=rtpmap``.
 STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
@@ -47,6 +49,8 @@ class MediaParams:
         remote_addr: ``(host, port)`` the peer wants RTP sent to.
         ptime_ms: packet duration in milliseconds (always 20 here).
         direction: our direction attribute in the answer (``sendrecv`` etc.).
+        remote_crypto: the peer's SDES key (``RTP/SAVP``), or ``None`` for plain RTP.
+        hold: the peer put us on hold (``sendonly``/``inactive`` or ``c=0.0.0.0``).
     """
 
     codec: str
@@ -55,6 +59,12 @@ class MediaParams:
     remote_addr: tuple[str, int]
     ptime_ms: int = PTIME_MS
     direction: str = "sendrecv"
+    remote_crypto: Crypto | None = None
+    hold: bool = False
+
+    @property
+    def secure(self) -> bool:
+        return self.remote_crypto is not None
 
 
 def _parse(body: bytes) -> SessionDescription:
@@ -82,22 +92,42 @@ def _codecs(media: MediaDescription) -> list[tuple[int, str, int]]:
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
-def negotiate(offer: bytes) -> MediaParams:
+def _crypto_lines(offer: bytes, index: int) -> list[str]:
+    _, groups = grouplines(offer.decode("utf-8", "replace"))
+    return [line[len("a=crypto:"):].strip() for line in groups[index] if line.startswith("a=crypto:")]
+
+
+def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
     """Pick the media for an incoming offer (RFC 3264 section 6).
 
     The answer uses the offer's most preferred codec among PCMU/PCMA, and
-    keeps telephone-event/8000 if offered.
+    keeps telephone-event/8000 if offered. ``RTP/SAVP`` streams are used with
+    the first SDES crypto line we support (RFC 4568 section 7.1).
+
+    Args:
+        offer: the SDP body.
+        srtp: ``off`` (only ``RTP/AVP``), ``optional`` (either), ``required``
+            (only ``RTP/SAVP``: plain offers get 488, Twilio Secure Trunking).
 
     Raises:
         SdpError: 400 if the body does not parse, 488 if there is no usable
-            audio stream or no common codec.
+            audio stream, no common codec, or the wrong (S)RTP profile.
     """
     session = _parse(offer)
-    for media in session.media:
+    profiles = {"off": ("RTP/AVP",), "optional": ("RTP/AVP", "RTP/SAVP"), "required": ("RTP/SAVP",)}[srtp]
+    for index, media in enumerate(session.media):
         if media.kind != "audio" or media.port == 0:
             continue
-        if media.profile not in ("RTP/AVP",):
+        if media.profile not in profiles:
             continue
+        crypto = None
+        if media.profile == "RTP/SAVP":
+            try:
+                crypto = next((c for c in (parse_crypto(v) for v in _crypto_lines(offer, index)) if c is not None), None)
+            except (ValueError, TypeError) as exc:
+                raise SdpError(f"bad a=crypto: {exc}", 400) from exc
+            if crypto is None:
+                continue
         host = media.host or session.host
         if not host:
             raise SdpError("no connection address (c=)", 400)
@@ -111,23 +141,25 @@ def negotiate(offer: bytes) -> MediaParams:
                 dtmf = pt
         if chosen is None:
             continue
-        direction = _ANSWER_DIRECTION.get(media.direction or "sendrecv", "sendrecv")
-        return MediaParams(chosen[0], chosen[1], dtmf, (host, media.port), PTIME_MS, direction)
-    raise SdpError("no common audio codec (we accept PCMU/PCMA at 8000 Hz, RTP/AVP)")
+        offered = media.direction or "sendrecv"
+        direction = _ANSWER_DIRECTION.get(offered, "sendrecv")
+        hold = offered in ("sendonly", "inactive") or host in ("0.0.0.0", "::")
+        return MediaParams(chosen[0], chosen[1], dtmf, (host, media.port), PTIME_MS, direction, crypto, hold)
+    raise SdpError(f"no acceptable audio stream (we accept PCMU/PCMA at 8000 Hz over {' or '.join(profiles)})")
 
 
-def _session(host: str, session_id: int) -> SessionDescription:
+def _session(host: str, session_id: int, version: int | None = None) -> SessionDescription:
     session = SessionDescription()
-    version = "IP6" if ":" in host else "IP4"
-    session.origin = f"bridge {session_id} {session_id} IN {version} {host}"
+    family = "IP6" if ":" in host else "IP4"
+    session.origin = f"bridge {session_id} {session_id if version is None else version} IN {family} {host}"
     session.name = "bridge"
     session.host = host
     return session
 
 
-def _audio(port: int, codecs: list[tuple[int, str]], dtmf_pt: int | None, direction: str) -> MediaDescription:
+def _audio(port: int, codecs: list[tuple[int, str]], dtmf_pt: int | None, direction: str, secure: bool = False) -> MediaDescription:
     fmt = [pt for pt, _ in codecs] + ([dtmf_pt] if dtmf_pt is not None else [])
-    media = MediaDescription(kind="audio", port=port, profile="RTP/AVP", fmt=fmt)
+    media = MediaDescription(kind="audio", port=port, profile="RTP/SAVP" if secure else "RTP/AVP", fmt=fmt)
     media.direction = direction
     media.ice = RTCIceParameters()
     for pt, name in codecs:
@@ -139,9 +171,12 @@ def _audio(port: int, codecs: list[tuple[int, str]], dtmf_pt: int | None, direct
     return media
 
 
-def _serialize(session: SessionDescription) -> bytes:
-    # aiortc has no ptime attribute: append RFC 4566 a=ptime to the audio section.
-    return (str(session) + f"a=ptime:{PTIME_MS}\r\n").encode()
+def _serialize(session: SessionDescription, crypto: Crypto | None = None) -> bytes:
+    # aiortc has no ptime or crypto attribute: append them to the (only) audio section.
+    text = str(session) + f"a=ptime:{PTIME_MS}\r\n"
+    if crypto is not None:
+        text += f"a=crypto:{crypto.attribute()}\r\n"
+    return text.encode()
 
 
 def _check_host(host: str) -> None:
@@ -151,40 +186,54 @@ def _check_host(host: str) -> None:
         raise ValueError(f"SDP address must be an IP literal, not {host!r}") from exc
 
 
-def build_answer(params: MediaParams, local_host: str, local_port: int, session_id: int | None = None) -> bytes:
+def build_answer(
+    params: MediaParams, local_host: str, local_port: int, session_id: int | None = None, local_crypto: Crypto | None = None, version: int | None = None
+) -> bytes:
     """Serialize our answer (RFC 3264 section 6.1) for ``params``.
 
     Args:
         params: the result of :func:`negotiate`.
         local_host: the address the peer must send RTP to (public address behind NAT).
         local_port: our RTP port.
-        session_id: ``o=`` session id/version; defaults to NTP-ish seconds.
+        session_id: ``o=`` session id; defaults to NTP-ish seconds.
+        local_crypto: our SDES key, required when ``params.secure``.
+        version: ``o=`` version (RFC 3264 section 8: +1 on each new answer); defaults to the id.
 
     Raises:
-        ValueError: ``local_host`` is not an IP literal.
+        ValueError: ``local_host`` is not an IP literal, or SRTP without ``local_crypto``.
     """
     _check_host(local_host)
-    session = _session(local_host, session_id or int(time.time()))
-    session.media.append(_audio(local_port, [(params.payload_type, params.codec)], params.dtmf_payload_type, params.direction))
-    return _serialize(session)
+    if params.secure and local_crypto is None:
+        raise ValueError("an RTP/SAVP answer needs our crypto key")
+    session = _session(local_host, session_id or int(time.time()), version)
+    session.media.append(_audio(local_port, [(params.payload_type, params.codec)], params.dtmf_payload_type, params.direction, params.secure))
+    return _serialize(session, local_crypto if params.secure else None)
 
 
-def build_offer(local_host: str, local_port: int, dtmf_pt: int = 101, session_id: int | None = None) -> bytes:
-    """Serialize an offer (RFC 3264 section 5): PCMU, PCMA, telephone-event, ptime 20.
+def answer_crypto(params: MediaParams) -> Crypto | None:
+    """Our SDES key for an answer: the offer's tag and suite, a fresh key (RFC 4568 section 7.1.2)."""
+    if params.remote_crypto is None:
+        return None
+    return new_crypto(params.remote_crypto.tag, params.remote_crypto.suite)
+
+
+def build_offer(local_host: str, local_port: int, dtmf_pt: int = 101, session_id: int | None = None, crypto: Crypto | None = None) -> bytes:
+    """Serialize an offer (RFC 3264 section 5): PCMU, PCMA, telephone-event, ptime 20;
+    ``RTP/SAVP`` with ``crypto`` when given.
 
     Raises:
         ValueError: ``local_host`` is not an IP literal.
     """
     _check_host(local_host)
     session = _session(local_host, session_id or secrets.randbelow(2**31))
-    session.media.append(_audio(local_port, [(0, "PCMU"), (8, "PCMA")], dtmf_pt, "sendrecv"))
-    return _serialize(session)
+    session.media.append(_audio(local_port, [(0, "PCMU"), (8, "PCMA")], dtmf_pt, "sendrecv", crypto is not None))
+    return _serialize(session, crypto)
 
 
-def parse_answer(answer: bytes) -> MediaParams:
+def parse_answer(answer: bytes, srtp: str = "optional") -> MediaParams:
     """Read the media chosen by the peer's answer to our offer.
 
     Raises:
         SdpError: unparseable, or no PCMU/PCMA in it.
     """
-    return negotiate(answer)
+    return negotiate(answer, srtp)

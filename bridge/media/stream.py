@@ -14,10 +14,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
+import pylibsrtp
 
 from .codecs import FRAME_SAMPLES, G711
 from .rtp import PTIME, DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender
 from .sdp import MediaParams
+from .srtp import SrtpContext
 
 log = logging.getLogger("bridge.rtp")
 
@@ -107,6 +109,10 @@ class RtpStream:
             (NAT), and drop packets from any other address afterwards.
         send_silence: send silence packets when the source has nothing (a
             continuous stream); when ``False``, suppress them (RFC 3551 4.1).
+        srtp: protect/unprotect every packet (RFC 3711) when given.
+
+    Attribute ``on_hold``: while ``True`` nothing is sent and the RTP timeout
+    does not run (the peer put the call on hold).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class RtpStream:
         rtp_timeout: float = 30.0,
         latch: bool = True,
         send_silence: bool = True,
+        srtp: SrtpContext | None = None,
     ) -> None:
         self.sock = sock
         self.local_port = sock.getsockname()[1]
@@ -143,6 +150,8 @@ class RtpStream:
         self._was_talking = False
         self._silence = self.codec.encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
         self.dropped_foreign = 0
+        self.srtp = srtp
+        self.on_hold = False
         self.closed = False
         self.dtmf = DtmfSchedule()
 
@@ -164,16 +173,32 @@ class RtpStream:
         self._task = asyncio.create_task(self._send_loop(), name=f"rtp-send-{self.local_port}")
 
     def update_remote(self, params: MediaParams) -> None:
-        """Follow a new remote address/payload types (re-INVITE)."""
-        self.params = params
-        if not self._latched:
+        """Follow a new offer (re-INVITE/UPDATE): remote address, hold state.
+
+        The codec and payload types stay those of the first negotiation (our
+        answer always repeats them).
+        """
+        self.on_hold = params.hold
+        if params.hold:
+            self._was_talking = False
+        if params.remote_addr[0] not in ("0.0.0.0", "::") and params.remote_addr != self.params.remote_addr:
             self.remote = params.remote_addr
+            self._latched = False
+        self.params = params
 
     def _on_datagram(self, data: bytes, addr) -> None:
         addr = (addr[0], addr[1])
         if self._latched and addr != self.remote:
             self.dropped_foreign += 1
             return
+        if self.srtp is not None:
+            if 192 <= (data[1] if len(data) > 1 else 0) <= 223:
+                return  # SRTCP (RFC 5761 packet types 200-207 with the marker bit): not used
+            try:
+                data = self.srtp.unprotect(data)
+            except pylibsrtp.Error:
+                self.receiver.counters["srtp_unprotect_failed"] = self.receiver.counters.get("srtp_unprotect_failed", 0) + 1
+                return
         result = self.receiver.receive(data)
         if result is None:
             return
@@ -201,6 +226,10 @@ class RtpStream:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 now = loop.time()
+                if self.on_hold:
+                    pacer.due_slots(now)  # keep the schedule (timestamps) running, send nothing
+                    self._last_rx = now
+                    continue
                 for slot in pacer.due_slots(now):
                     event = self.dtmf.next(slot) if self.dtmf.active else None
                     if event is not None:
@@ -232,6 +261,8 @@ class RtpStream:
 
     def _send(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
+            if self.srtp is not None:
+                data = self.srtp.protect(data)
             self._transport.sendto(data, self.remote)
 
     async def close(self) -> None:

@@ -40,15 +40,17 @@ class Metrics:
         self.active_calls = Gauge("bridge_active_calls", "Calls in progress.", registry=r)
         self.rtp_dropped = Counter("bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r)
         self.dtmf = Counter("bridge_dtmf_digits_total", "RFC 4733 digits received.", registry=r)
+        self._sip_counters: list = []
+        r.register(_SipCollector(self._sip_counters))
 
-    def watch_sip(self, counters) -> None:
+    def watch_sip(self, counters, transport: str = "udp") -> None:
         """Export a SIP core's ``counters`` (a Counter of ``dropped_<reason>``, ...) at scrape time.
 
         The core keeps its own counts (it is sans-IO and knows nothing of
         Prometheus); this reads them when ``/metrics`` is scraped:
-        ``bridge_sip_dropped_total{reason}`` and ``bridge_sip_events_total{event}``.
+        ``bridge_sip_dropped_total{transport,reason}`` and ``bridge_sip_events_total{transport,event}``.
         """
-        self.registry.register(_SipCollector(counters))
+        self._sip_counters.append((transport, counters))
 
     def observe_turn(self, times: dict[str, float]) -> None:
         """Record one turn; ``times`` maps ``speech_end`` and :data:`STAGES` to monotonic seconds."""
@@ -68,17 +70,18 @@ class Metrics:
 
 
 class _SipCollector:
-    def __init__(self, counters) -> None:
-        self.counters = counters
+    def __init__(self, sources: list) -> None:
+        self.sources = sources
 
     def collect(self):
-        dropped = CounterMetricFamily("bridge_sip_dropped", "SIP datagrams dropped, by reason.", labels=["reason"])
-        other = CounterMetricFamily("bridge_sip_events", "SIP core counters (requests, responses, retransmissions, timeouts).", labels=["event"])
-        for key, value in sorted(self.counters.items()):
-            if key.startswith("dropped_"):
-                dropped.add_metric([key[len("dropped_") :]], value)
-            else:
-                other.add_metric([key], value)
+        dropped = CounterMetricFamily("bridge_sip_dropped", "SIP messages dropped, by reason.", labels=["transport", "reason"])
+        other = CounterMetricFamily("bridge_sip_events", "SIP core counters (requests, responses, retransmissions, timeouts).", labels=["transport", "event"])
+        for transport, counters in self.sources:
+            for key, value in sorted(counters.items()):
+                if key.startswith("dropped_"):
+                    dropped.add_metric([transport, key[len("dropped_") :]], value)
+                else:
+                    other.add_metric([transport, key], value)
         yield dropped
         yield other
 

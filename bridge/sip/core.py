@@ -33,9 +33,10 @@ import ipaddress
 import logging
 from dataclasses import dataclass, field
 
-from sipmessage import Address, Request, Response, URI, Via
+from sipmessage import Address, Parameters, Request, Response, URI, Via
 
 from . import events as ev
+from .digest import authorization_for
 from .message import (
     ParsedMessage,
     SipParseError,
@@ -51,7 +52,7 @@ from .message import (
 log = logging.getLogger("bridge.sip")
 
 #: Methods this UA implements (sent in ``Allow``, RFC 3261 section 20.5).
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "REFER", "NOTIFY")
 
 Addr = tuple[str, int]
 
@@ -145,11 +146,24 @@ class _Call:
     ok_interval: float = 0.0
     ok_give_up: float = 0.0
     last_answer_sdp: bytes = b""
+    ok_cseq: int = 0
+    # re-INVITE/UPDATE from the peer waiting for answer_update()
+    update_tx: tuple | None = None
+    # our re-INVITE in progress
+    reinvite_tx: tuple | None = None
+    # RFC 4028 session timer: interval (s), who refreshes ("uac"/"uas" as in the
+    # dialog-creating INVITE), the next deadline and what to do then.
+    se_interval: int = 0
+    se_refresher: str = ""
+    se_deadline: float | None = None
+    peer_supports_timer: bool = False
     # UAC
     invite_request: Request | None = None
     ack_data: bytes | None = None
     cancel_pending: bool = False
     provisional_seen: bool = False
+    credentials: tuple[str, str] | None = None
+    auth_tried: bool = False
 
 
 class SipCore:
@@ -163,6 +177,11 @@ class SipCore:
         user_agent: the ``User-Agent``/``Server`` header value.
         timers: RFC 3261 timer values (tests shorten them).
         max_message_size: datagrams longer than this are dropped (bytes).
+        transport: ``UDP``, ``TCP`` or ``TLS``: written in Via and Contact. On the
+            reliable ones (TCP, TLS) nothing is retransmitted by the transaction
+            layer and Timers D, I, J, K are zero (RFC 3261 section 17); addresses
+            are the remote end of a connection, and responses and in-dialog
+            requests go back on it (section 18.2.2).
     """
 
     def __init__(
@@ -173,6 +192,9 @@ class SipCore:
         user_agent: str = "bridge/0.1",
         timers: Timers | None = None,
         max_message_size: int = 16384,
+        transport: str = "UDP",
+        session_expires: int = 1800,
+        min_se: int = 90,
     ) -> None:
         self.local_addr = local_addr
         self.public_host = public_host or local_addr[0]
@@ -180,6 +202,10 @@ class SipCore:
         self.user_agent = user_agent
         self.timers = timers or Timers()
         self.max_message_size = max_message_size
+        self.session_expires = session_expires
+        self.min_se = min_se
+        self.transport = transport.upper()
+        self.reliable = self.transport != "UDP"
         self.counters: collections.Counter[str] = collections.Counter()
         self._out: list[tuple[bytes, Addr]] = []
         self._events: collections.deque[ev.Event] = collections.deque()
@@ -235,12 +261,15 @@ class SipCore:
         for call in list(self._calls.values()):
             if call.ok_next is not None and call.ok_next <= now:
                 self._retransmit_2xx(call, now)
+            if call.se_deadline is not None and call.se_deadline <= now and call.call_id in self._calls:
+                self._session_timer(call, now)
 
     def get_timer(self) -> float | None:
         """The earliest pending deadline in monotonic seconds, or ``None``."""
         deadlines = [d for tx in self._server_tx.values() for d in tx.timers.values()]
         deadlines += [d for tx in self._client_tx.values() for d in tx.timers.values()]
         deadlines += [c.ok_next for c in self._calls.values() if c.ok_next is not None]
+        deadlines += [c.se_deadline for c in self._calls.values() if c.se_deadline is not None]
         return min(deadlines) if deadlines else None
 
     def datagrams_to_send(self) -> list[tuple[bytes, Addr]]:
@@ -280,20 +309,152 @@ class SipCore:
             SipUsageError: no such incoming call, or it was already answered.
         """
         call, tx = self._incoming(call_id)
-        response = self._response(
-            tx, 200, call, body=sdp, extra=[("Contact", str(self._contact())), ("Allow", ", ".join(ALLOWED_METHODS)), ("Supported", "")]
-        )
-        data = bytes(response)
+        call.state = "answered"
+        self._answer_invite(call, tx, sdp, now)
+
+    def _answer_invite(self, call: _Call, tx: _ServerTransaction, sdp: bytes, now: float) -> None:
+        """200 OK to an INVITE or re-INVITE; the UA core retransmits it until ACK (13.3.1.4)."""
+        extra = [("Contact", str(self._contact())), ("Allow", ", ".join(ALLOWED_METHODS)), ("Supported", "timer")]
+        extra += self._session_timer_headers(call, now)
+        data = self._response(tx, 200, call, body=sdp, extra=extra)
         self._send_server_response(tx, data, now)
         # RFC 3261 17.2.1: the IST terminates on 2xx; the UA core retransmits.
         self._server_tx.pop(tx.key, None)
-        call.state = "answered"
         call.last_answer_sdp = sdp
         call.ok_data = data
+        call.ok_cseq = tx.parsed.cseq.sequence
         call.ok_dest = tx.response_dest
         call.ok_interval = self.timers.t1
         call.ok_next = now + self.timers.t1
         call.ok_give_up = now + 64 * self.timers.t1
+
+    # Session timers (RFC 4028) ---------------------------------------------
+
+    def _read_session_expires(self, call: _Call, request: Request, now: float) -> int | None:
+        """Apply the request's Session-Expires; return a too-small interval (-> 422) or None."""
+        supported = [t.lower() for t in request.supported + request.require]
+        call.peer_supports_timer = call.peer_supports_timer or "timer" in supported
+        value = request.headers.get("Session-Expires")
+        if value is None:
+            if call.peer_supports_timer and call.se_interval == 0:
+                # 9: the UAS may ask for a session timer when the UAC supports it.
+                call.se_interval, call.se_refresher = self.session_expires, "uac"
+            return None
+        head, _, params = value.partition(";")
+        interval = int(head.strip())
+        if interval < self.min_se:
+            return interval
+        call.se_interval = interval
+        refresher = ""
+        for param in params.split(";"):
+            name, _, val = param.strip().partition("=")
+            if name.lower() == "refresher":
+                refresher = val.strip().lower()
+        # 9: a UAS choosing the refresher picks the UAC when it supports timers.
+        call.se_refresher = refresher if refresher in ("uac", "uas") else ("uac" if call.peer_supports_timer else "uas")
+        return None
+
+    def _session_timer_headers(self, call: _Call, now: float) -> list[tuple[str, str]]:
+        if not call.se_interval:
+            return []
+        self._arm_session_timer(call, now)
+        headers = [("Session-Expires", f"{call.se_interval};refresher={call.se_refresher}")]
+        if call.peer_supports_timer:
+            headers.append(("Require", "timer"))
+        return headers
+
+    def _we_refresh(self, call: _Call) -> bool:
+        # The refresher names a role in the dialog-creating transaction.
+        return (call.se_refresher == "uas") == (call.role == "uas")
+
+    def _arm_session_timer(self, call: _Call, now: float) -> None:
+        interval = call.se_interval
+        if self._we_refresh(call):
+            call.se_deadline = now + interval / 2  # 10: refresh at half the interval
+        else:
+            call.se_deadline = now + interval - min(32, interval / 3)  # 10: BYE before expiry
+
+    def _session_timer(self, call: _Call, now: float) -> None:
+        call.se_deadline = None
+        if self._we_refresh(call):
+            self.counters["session_refreshes_sent"] += 1
+            self.reinvite(call.call_id, call.last_answer_sdp, now)
+        else:
+            self.counters["session_timer_expired"] += 1
+            log.info("sip: call %s: session expired without refresh (RFC 4028): BYE", call.call_id)
+            self._send_in_dialog(call, "BYE", now)
+            self._end_call(call, "session_expired", 408)
+
+    # Mid-call actions --------------------------------------------------------
+
+    def answer_update(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Answer the pending re-INVITE/UPDATE (:class:`SessionUpdate`) with 200 and ``sdp``.
+
+        Raises:
+            SipUsageError: no update is pending on that call.
+        """
+        call, tx = self._pending_update(call_id)
+        if tx.is_invite:
+            self._answer_invite(call, tx, sdp, now)
+        else:
+            extra = [("Contact", str(self._contact()))] + self._session_timer_headers(call, now)
+            self._send_server_response(tx, self._response(tx, 200, call, body=sdp, extra=extra), now)
+            call.last_answer_sdp = sdp
+
+    def reject_update(self, call_id: str, status: int, now: float) -> None:
+        """Refuse the pending re-INVITE/UPDATE (e.g. 488); the session stays as it was (14.2).
+
+        Raises:
+            SipUsageError: no update is pending on that call.
+        """
+        call, tx = self._pending_update(call_id)
+        self._send_server_response(tx, self._response(tx, status, call), now)
+
+    def _pending_update(self, call_id: str) -> tuple[_Call, _ServerTransaction]:
+        call = self._calls.get(call_id)
+        tx = self._server_tx.get(call.update_tx) if call is not None and call.update_tx else None
+        if call is None or tx is None or tx.last_response is not None and int(tx.last_response[8:11]) >= 200:
+            raise SipUsageError(f"no pending re-INVITE/UPDATE on {call_id!r}")
+        call.update_tx = None
+        return call, tx
+
+    def reinvite(self, call_id: str, sdp: bytes, now: float) -> None:
+        """Send a re-INVITE with ``sdp`` (session refresh or media change, RFC 3261 14.1).
+
+        A 408 or 481 answer ends the call with BYE (RFC 4028 section 10).
+
+        Raises:
+            SipUsageError: unknown call, or a re-INVITE of ours is still pending.
+        """
+        call = self._calls.get(call_id)
+        if call is None or call.state != "confirmed" and call.state != "answered":
+            raise SipUsageError(f"no established call {call_id!r}")
+        if call.reinvite_tx is not None and call.reinvite_tx in self._client_tx:
+            raise SipUsageError("a re-INVITE is already pending")
+        extra = [("Contact", str(self._contact())), ("Supported", "timer")]
+        if call.se_interval:
+            extra.append(("Session-Expires", f"{call.se_interval};refresher={call.se_refresher}"))
+        request = self._build_in_dialog(call, "INVITE", extra=extra, body=sdp)
+        ctx = self._start_client_tx(request, self._dialog_dest(call), call.call_id, now)
+        call.reinvite_tx = ctx.key
+
+    def refer(self, call_id: str, target: str, now: float) -> None:
+        """Ask the peer to transfer the call to ``target`` (``sip:``/``tel:`` URI), RFC 3515.
+
+        Progress arrives as :class:`TransferProgress` events (the REFER's
+        response, then the NOTIFY sipfrags).
+
+        Raises:
+            SipUsageError: no established call.
+            ValueError: ``target`` is not a SIP or TEL URI.
+        """
+        URI.parse(target)
+        call = self._calls.get(call_id)
+        if call is None or call.state not in ("confirmed", "answered"):
+            raise SipUsageError(f"no established call {call_id!r}")
+        extra = [("Refer-To", f"<{target}>"), ("Referred-By", str(Address(uri=call.local_uri.uri))), ("Contact", str(self._contact()))]
+        request = self._build_in_dialog(call, "REFER", extra=extra)
+        self._start_client_tx(request, self._dialog_dest(call), call.call_id, now)
 
     def reject(self, call_id: str, status: int, now: float, *, extra_headers: list[tuple[str, str]] | None = None) -> None:
         """Answer an incoming call with a final non-2xx ``status`` (e.g. 486, 488, 503).
@@ -318,8 +479,12 @@ class SipCore:
         *,
         from_user: str = "bridge",
         extra_headers: list[tuple[str, str]] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> str:
         """Place a call: send an INVITE for ``target`` (a ``sip:`` URI) to ``dest``.
+
+        ``credentials`` (user, password) answer one 401/407 digest challenge
+        (RFC 3261 section 22.2) by resending the INVITE with credentials.
 
         Returns:
             the new call's Call-ID.
@@ -341,6 +506,7 @@ class SipCore:
             remote_target=uri,
             peer=dest,
             state="calling",
+            credentials=credentials,
         )
         branch = new_branch()
         request = build_request(
@@ -407,16 +573,16 @@ class SipCore:
             log.debug("sip: dropped datagram from %s:%s: %s", addr[0], addr[1], reason)
 
     def _via(self, branch: str) -> Via:
-        return Via.parse(f"SIP/2.0/UDP {self.public_host}:{self.public_port};branch={branch};rport")
+        return Via.parse(f"SIP/2.0/{self.transport} {self.public_host}:{self.public_port};branch={branch};rport")
 
     def _contact(self) -> Address:
-        return Address(uri=URI(scheme="sip", user="bridge", host=self.public_host, port=self.public_port))
+        params = Parameters(transport=self.transport.lower()) if self.reliable else Parameters()
+        return Address(uri=URI(scheme="sip", user="bridge", host=self.public_host, port=self.public_port, parameters=params))
 
-    @staticmethod
-    def _response_dest(parsed: ParsedMessage, source: Addr) -> Addr:
+    def _response_dest(self, parsed: ParsedMessage, source: Addr) -> Addr:
         """Where a response goes, RFC 3261 section 18.2.2 with RFC 3581 ``rport``."""
         top = parsed.via[0]
-        if "rport" in top.parameters:
+        if self.reliable or "rport" in top.parameters:
             return source
         return (source[0], top.port or 5060)
 
@@ -459,7 +625,7 @@ class SipCore:
         try:
             response = build_response(request, status, to_tag=new_tag(), extra_headers=[("Server", self.user_agent)])
             via = request.via
-            dest = addr if "rport" in via[0].parameters else (addr[0], via[0].port or 5060)
+            dest = addr if self.reliable or "rport" in via[0].parameters else (addr[0], via[0].port or 5060)
         except (KeyError, ValueError, IndexError):
             return
         self.counters[f"responses_sent_{status}"] += 1
@@ -476,11 +642,12 @@ class SipCore:
                 if status >= 300:
                     tx.state = "completed"
                     tx.g_interval = self.timers.t1
-                    tx.timers["G"] = now + self.timers.t1
+                    if not self.reliable:
+                        tx.timers["G"] = now + self.timers.t1
                     tx.timers["H"] = now + 64 * self.timers.t1
             else:
                 tx.state = "completed"
-                tx.timers["J"] = now + 64 * self.timers.t1
+                tx.timers["J"] = now + (0 if self.reliable else 64 * self.timers.t1)
         elif not tx.is_invite:
             tx.state = "proceeding"
 
@@ -511,6 +678,7 @@ class SipCore:
             already_ended = call.state == "cancelling"
             call.state = "terminated"
             call.ok_next = None
+            call.se_deadline = None
             if not already_ended:
                 self._events.append(ev.CallEnded(call.call_id, reason, status))
 
@@ -582,9 +750,14 @@ class SipCore:
             state="incoming",
             invite_tx=tx.key,
         )
-        self._calls[call.call_id] = call
         # 100 Trying at once (17.2.1; Twilio fails over after 4 s of silence).
         self._send_server_response(tx, self._response(tx, 100, None), now)
+        too_small = self._read_session_expires(call, request, now)
+        if too_small is not None:
+            # RFC 4028 section 9: 422 with our Min-SE.
+            self._send_server_response(tx, self._response(tx, 422, call, extra=[("Min-SE", str(self.min_se))]), now)
+            return
+        self._calls[call.call_id] = call
         content_type = request.headers.get("Content-Type")
         meta = {}
         for name in request.headers.keys():
@@ -601,6 +774,7 @@ class SipCore:
                 from_uri=str(parsed.from_addr.uri),
                 to_uri=str(parsed.to_addr.uri),
                 headers=meta,
+                authorization=request.headers.get("Authorization"),
             )
         )
 
@@ -622,15 +796,16 @@ class SipCore:
             tx.state = "confirmed"
             tx.timers.pop("G", None)
             tx.timers.pop("H", None)
-            tx.timers["I"] = now + self.timers.t4
+            tx.timers["I"] = now + (0 if self.reliable else self.timers.t4)
             return
         call = self._calls.get(parsed.call_id)
-        if call is not None and call.role == "uas" and parsed.to_tag == call.local_tag:
-            if call.state == "answered":
-                call.state = "confirmed"
+        if call is not None and parsed.to_tag == call.local_tag:
+            if call.ok_data is not None and parsed.cseq.sequence == call.ok_cseq:
                 call.ok_next = None
                 call.ok_data = None
-                self._events.append(ev.CallConfirmed(call.call_id))
+                if call.state == "answered":
+                    call.state = "confirmed"
+                    self._events.append(ev.CallConfirmed(call.call_id))
             return
         self._drop("stray_ack", parsed.via and (parsed.via[0].host, parsed.via[0].port or 5060))
 
@@ -651,16 +826,34 @@ class SipCore:
             self._end_call(call, "remote_bye")
         elif method == "OPTIONS":
             self._send_server_response(tx, self._response(tx, 200, call, extra=self._capabilities()), now)
-        elif method == "INVITE":
-            # Re-INVITE (14.2): keep the session as it is; answer with our current SDP.
-            sdp = call.last_answer_sdp
-            self._send_server_response(tx, self._response(tx, 200, call, body=sdp, extra=[("Contact", str(self._contact()))]), now)
-            self._server_tx.pop(tx.key, None)
+        elif method in ("INVITE", "UPDATE"):
+            pending = call.update_tx is not None and call.update_tx in self._server_tx
+            if pending or (method == "INVITE" and (call.ok_data is not None or call.reinvite_tx in self._client_tx)):
+                # 14.2 / RFC 3311 5.2: an offer/answer is already in progress.
+                self._send_server_response(tx, self._response(tx, 491, call), now)
+                return
+            too_small = self._read_session_expires(call, request, now)
+            if too_small is not None:
+                self._send_server_response(tx, self._response(tx, 422, call, extra=[("Min-SE", str(self.min_se))]), now)
+                return
+            if request.contact:
+                call.remote_target = request.contact[0].uri  # 12.2.2: target refresh
+            call.update_tx = tx.key
+            self._events.append(ev.SessionUpdate(call.call_id, request.body, method))
+        elif method == "NOTIFY":
+            event = (request.headers.get("Event") or request.headers.get("o") or "").split(";")[0].strip().lower()
+            if event != "refer":
+                self._send_server_response(tx, self._response(tx, 489, call), now)
+                return
+            self._send_server_response(tx, self._response(tx, 200, call), now)
+            status = _sipfrag_status(request.body)
+            if status is not None:
+                self._events.append(ev.TransferProgress(call.call_id, status, status >= 200))
         else:
             self._send_server_response(tx, self._response(tx, 501, call, extra=self._capabilities()), now)
 
     def _retransmit_2xx(self, call: _Call, now: float) -> None:
-        if call.ok_data is None or call.state != "answered":
+        if call.ok_data is None:
             call.ok_next = None
             return
         if now >= call.ok_give_up:
@@ -690,9 +883,13 @@ class SipCore:
             interval=self.timers.t1,
         )
         if ctx.is_invite:
-            ctx.timers = {"A": now + self.timers.t1, "B": now + 64 * self.timers.t1}
+            ctx.timers = {"B": now + 64 * self.timers.t1}
+            if not self.reliable:
+                ctx.timers["A"] = now + self.timers.t1
         else:
-            ctx.timers = {"E": now + self.timers.t1, "F": now + 64 * self.timers.t1}
+            ctx.timers = {"F": now + 64 * self.timers.t1}
+            if not self.reliable:
+                ctx.timers["E"] = now + self.timers.t1
         self._client_tx[ctx.key] = ctx
         self._out.append((data, dest))
         return ctx
@@ -710,7 +907,14 @@ class SipCore:
             self.counters[f"timeouts_{name}"] += 1
             self._client_tx.pop(ctx.key, None)
             call = self._calls.get(ctx.call_id)
-            if call is not None and (ctx.is_invite or ctx.request.method == "BYE"):
+            if call is None:
+                return
+            if ctx.request.method == "REFER":
+                self._events.append(ev.TransferProgress(call.call_id, 408, True))
+            elif ctx.key == call.reinvite_tx:
+                self._send_in_dialog(call, "BYE", now)
+                self._end_call(call, "timeout", 408)
+            elif ctx.is_invite or ctx.request.method == "BYE":
                 self._end_call(call, "timeout", 408)
         elif name in ("D", "K"):
             self._client_tx.pop(ctx.key, None)
@@ -737,11 +941,16 @@ class SipCore:
             return
         if ctx.state in ("trying", "proceeding"):
             ctx.state = "completed"
-            ctx.timers = {"K": now + self.timers.t4}
+            ctx.timers = {"K": now + (0 if self.reliable else self.timers.t4)}
+            if ctx.request.method == "REFER" and call is not None:
+                self._events.append(ev.TransferProgress(call.call_id, status, status >= 300))
 
     def _on_invite_response(self, ctx: _ClientTransaction, parsed: ParsedMessage, call: _Call | None, source: Addr, now: float) -> None:
         response: Response = parsed.message  # type: ignore[assignment]
         status = response.code
+        if call is not None and ctx.key == call.reinvite_tx:
+            self._on_reinvite_response(ctx, call, response, now)
+            return
         if status < 200:
             if ctx.state == "calling":
                 ctx.state = "proceeding"
@@ -766,7 +975,7 @@ class SipCore:
             if contact:
                 call.remote_target = contact[0].uri
             call.route_set = list(reversed(response.record_route))
-            call.peer = self._target_addr(call.remote_target, source)
+            call.peer = source if self.reliable else self._target_addr(call.remote_target, source)
             ack = self._build_in_dialog(call, "ACK", cseq=ctx.request.cseq.sequence)
             call.ack_data = bytes(ack)
             self._out.append((call.ack_data, call.peer))
@@ -778,6 +987,14 @@ class SipCore:
             self._events.append(ev.CallAnswered(call.call_id, response.body, source))
             return
         # 3xx-6xx: ACK in the transaction (17.1.1.3), Timer D.
+        self._ack_non_2xx(ctx, response, now)
+        if call is not None and status in (401, 407) and call.credentials and not call.auth_tried and call.state != "cancelling":
+            self._retry_with_credentials(call, ctx, response, now)
+            return
+        if call is not None:
+            self._end_call(call, "cancelled" if status == 487 else "rejected", status)
+
+    def _ack_non_2xx(self, ctx: _ClientTransaction, response: Response, now: float) -> None:
         if ctx.ack is None:
             ack = Request("ACK", ctx.request.uri)
             ack.headers.set("Via", ctx.request.headers["Via"])
@@ -791,9 +1008,52 @@ class SipCore:
         self._out.append((ctx.ack, ctx.dest))
         if ctx.state != "completed":
             ctx.state = "completed"
-            ctx.timers = {"D": now + 32.0}
-            if call is not None:
-                self._end_call(call, "cancelled" if status == 487 else "rejected", status)
+            ctx.timers = {"D": now + (0 if self.reliable else 32.0)}
+
+    def _retry_with_credentials(self, call: _Call, ctx: _ClientTransaction, response: Response, now: float) -> None:
+        """22.2: resend the INVITE with Authorization/Proxy-Authorization, CSeq + 1."""
+        call.auth_tried = True
+        header = "WWW-Authenticate" if response.code == 401 else "Proxy-Authenticate"
+        reply = "Authorization" if response.code == 401 else "Proxy-Authorization"
+        old = ctx.request
+        try:
+            value = authorization_for(response.headers[header], call.credentials[0], call.credentials[1], "INVITE", str(old.uri))
+        except (KeyError, ValueError) as exc:
+            log.warning("sip: call %s: cannot answer the %d challenge: %r", call.call_id, response.code, exc)
+            self._end_call(call, "rejected", response.code)
+            return
+        call.local_seq += 1
+        request = Request("INVITE", old.uri, body=old.body)
+        for name in old.headers.keys():
+            request.headers.setlist(name, list(old.headers.getlist(name)))
+        request.headers.set("Via", str(self._via(new_branch())))
+        request.headers.set("CSeq", f"{call.local_seq} INVITE")
+        request.headers.set(reply, value)
+        call.invite_request = request
+        new = self._start_client_tx(request, call.peer, call.call_id, now)
+        call.invite_tx = new.key
+
+    def _on_reinvite_response(self, ctx: _ClientTransaction, call: _Call, response: Response, now: float) -> None:
+        status = response.code
+        if status < 200:
+            if ctx.state == "calling":
+                ctx.state = "proceeding"
+                ctx.timers.pop("A", None)
+            return
+        if status < 300:
+            self._client_tx.pop(ctx.key, None)
+            call.reinvite_tx = None
+            ack = self._build_in_dialog(call, "ACK", cseq=ctx.request.cseq.sequence)
+            self._out.append((bytes(ack), ctx.dest))
+            if call.se_interval:
+                self._arm_session_timer(call, now)
+            return
+        self._ack_non_2xx(ctx, response, now)
+        call.reinvite_tx = None
+        if status in (408, 481):
+            # RFC 4028 section 10 / RFC 3261 14.1: the dialog is gone.
+            self._send_in_dialog(call, "BYE", now)
+            self._end_call(call, "timeout" if status == 408 else "failed", status)
 
     @staticmethod
     def _target_addr(uri: URI, fallback: Addr) -> Addr:
@@ -804,7 +1064,7 @@ class SipCore:
             return fallback
         return (uri.host.strip("[]"), uri.port or 5060)
 
-    def _build_in_dialog(self, call: _Call, method: str, *, cseq: int | None = None) -> Request:
+    def _build_in_dialog(self, call: _Call, method: str, *, cseq: int | None = None, extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> Request:
         if cseq is None:
             call.local_seq += 1
             cseq = call.local_seq
@@ -820,13 +1080,18 @@ class SipCore:
             call_id=call.call_id,
             cseq=cseq,
             route=call.route_set,
-            extra_headers=[("User-Agent", self.user_agent)],
+            extra_headers=[("User-Agent", self.user_agent)] + (extra or []),
+            body=body,
         )
+
+    def _dialog_dest(self, call: _Call) -> Addr:
+        if call.role == "uac" or self.reliable:
+            return call.peer  # UAC: the 2xx's target; reliable: the dialog's connection
+        return self._target_addr(call.remote_target, call.peer)
 
     def _send_in_dialog(self, call: _Call, method: str, now: float) -> None:
         request = self._build_in_dialog(call, method)
-        dest = call.peer if call.role == "uac" else self._target_addr(call.remote_target, call.peer)
-        self._start_client_tx(request, dest, call.call_id, now)
+        self._start_client_tx(request, self._dialog_dest(call), call.call_id, now)
 
     def _send_cancel(self, call: _Call, now: float) -> None:
         """CANCEL per 9.1: same Request-URI, Call-ID, From, To, CSeq number and Via."""
@@ -842,3 +1107,12 @@ class SipCore:
         cancel.headers.set("Content-Length", "0")
         call.state = "cancelling"
         self._start_client_tx(cancel, call.peer, call.call_id, now)
+
+
+def _sipfrag_status(body: bytes) -> int | None:
+    """The status code of a ``message/sipfrag`` status line (RFC 3420), e.g. ``SIP/2.0 200 OK``."""
+    line = body.split(b"\r\n", 1)[0].split(b"\n", 1)[0].strip()
+    parts = line.split(b" ", 2)
+    if len(parts) >= 2 and parts[0] == b"SIP/2.0" and parts[1].isdigit() and len(parts[1]) == 3:
+        return int(parts[1])
+    return None

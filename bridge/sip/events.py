@@ -26,6 +26,7 @@ class IncomingCall:
         to_uri: the called URI (To header) as text.
         headers: selected headers as metadata: ``X-*``, ``P-Asserted-Identity``,
             ``Diversion``, ``User-Agent`` (name -> first value).
+        authorization: the ``Authorization`` header value, if any (never logged).
     """
 
     call_id: str
@@ -36,6 +37,43 @@ class IncomingCall:
     from_uri: str
     to_uri: str
     headers: dict[str, str] = field(default_factory=dict)
+    authorization: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionUpdate:
+    """The peer sent a re-INVITE or UPDATE (RFC 3261 section 14.2, RFC 3311).
+
+    The user must answer with :meth:`SipCore.answer_update` or
+    :meth:`SipCore.reject_update`.
+
+    Attributes:
+        call_id: the call.
+        offer: the new SDP offer (empty for an offerless re-INVITE: then the
+            answer carries our offer).
+        method: ``INVITE`` or ``UPDATE``.
+    """
+
+    call_id: str
+    offer: bytes
+    method: str
+
+
+@dataclass(frozen=True)
+class TransferProgress:
+    """Progress of a REFER we sent (RFC 3515): its response, then each NOTIFY's sipfrag.
+
+    Attributes:
+        call_id: the call being transferred.
+        status: the REFER's response code (202 = accepted), or the status line
+            carried in a NOTIFY ``message/sipfrag`` body (100, 180, 200, 486...).
+        final: ``True`` once the outcome is known: success is a final 2xx
+            sipfrag; failure is a REFER rejection or a non-2xx final sipfrag.
+    """
+
+    call_id: str
+    status: int
+    final: bool
 
 
 @dataclass(frozen=True)
@@ -85,4 +123,4 @@ class CallEnded:
     status: int | None = None
 
 
-Event = IncomingCall | CallProgress | CallAnswered | CallConfirmed | CallEnded
+Event = IncomingCall | SessionUpdate | TransferProgress | CallProgress | CallAnswered | CallConfirmed | CallEnded
