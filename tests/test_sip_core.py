@@ -144,8 +144,10 @@ def test_answer_retransmits_2xx_until_ack():
 
     core.receive_datagram(ack_for(ok), TWILIO, now + 0.1)
     assert [type(e) for e in events(core)] == [ev.CallConfirmed]
-    assert core.get_timer() is None
-    assert core.transaction_count == 0
+    assert core.get_timer() == pytest.approx(64 * T1)  # only Timer L of the Accepted IST is left
+    core.handle_timer(64 * T1)
+    assert sent(core) == []
+    assert core.get_timer() is None and core.transaction_count == 0
 
 
 def test_lost_ack_ends_call_with_bye():
@@ -179,10 +181,15 @@ def test_duplicate_invite_resends_last_response_only():
     assert statuses(sent(core)) == [180]
     assert events(core) == []
     core.answer(event.call_id, b"v=0\r\n", 0.6)
-    sent(core)
-    # After the 2xx the IST is gone; a late INVITE retransmission is absorbed by the UA core.
-    assert core.transaction_count == 0
+    ok = sent(core)[-1][0]
+    core.receive_datagram(ack_for(ok), TWILIO, 0.65)
+    assert [type(e) for e in events(core)] == [ev.CallConfirmed]
+    # After the 2xx the IST is Accepted (RFC 6026): a late INVITE retransmission is absorbed.
+    core.receive_datagram(vector("invite_twilio.bin"), TWILIO, 0.7)
+    assert sent(core) == [] and events(core) == []
     assert core.active_calls == 1
+    core.handle_timer(0.6 + 64 * T1)  # Timer L
+    assert core.transaction_count == 0
 
 
 def test_cancel_before_answer_487():
@@ -267,6 +274,7 @@ def test_hangup_sends_bye_and_retransmits():
     ).encode()
     core.receive_datagram(response, TWILIO, 1.6)
     core.handle_timer(1.6 + 5.0)  # Timer K
+    core.handle_timer(64 * T1)  # Timer L of the INVITE
     assert core.transaction_count == 0
 
 

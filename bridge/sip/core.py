@@ -318,8 +318,10 @@ class SipCore:
         extra += self._session_timer_headers(call, now)
         data = self._response(tx, 200, call, body=sdp, extra=extra)
         self._send_server_response(tx, data, now)
-        # RFC 3261 17.2.1: the IST terminates on 2xx; the UA core retransmits.
-        self._server_tx.pop(tx.key, None)
+        # RFC 6026 section 7.1: the IST moves to Accepted (absorbing INVITE
+        # retransmissions) for Timer L = 64*T1; the UA core retransmits the 2xx.
+        tx.state = "accepted"
+        tx.timers = {"L": now + 64 * self.timers.t1}
         call.last_answer_sdp = sdp
         call.ok_data = data
         call.ok_cseq = tx.parsed.cseq.sequence
@@ -661,7 +663,7 @@ class SipCore:
             # No ACK for our non-2xx final: give up (17.2.1).
             self.counters["timeouts_H"] += 1
             self._server_tx.pop(tx.key, None)
-        elif name in ("I", "J"):
+        elif name in ("I", "J", "L"):
             self._server_tx.pop(tx.key, None)
 
     def _incoming(self, call_id: str) -> tuple[_Call, _ServerTransaction]:
@@ -702,9 +704,10 @@ class SipCore:
             self._on_ack(parsed, tx, now)
             return
         if tx is not None:
-            # Retransmission: resend the last response, if any (17.2.1, 17.2.2).
+            # Retransmission: resend the last response, if any (17.2.1, 17.2.2);
+            # absorbed in Accepted (RFC 6026) and Confirmed.
             self.counters["request_retransmissions"] += 1
-            if tx.last_response is not None and tx.state != "confirmed":
+            if tx.last_response is not None and tx.state not in ("confirmed", "accepted"):
                 self._out.append((tx.last_response, tx.response_dest))
             return
         tx = _ServerTransaction(key=key, request=request, parsed=parsed, source=source, state="proceeding" if method == "INVITE" else "trying")

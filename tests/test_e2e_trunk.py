@@ -1,0 +1,123 @@
+"""Trunk-grade SIP against real sipp scenarios, on ``bridge serve`` with the echo agent
+(no models: these tests are about signalling and media)."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .conftest import ROOT, BridgeProcess, free_port, need
+from .test_e2e_calls import SIPP_DIR, run_sipp
+
+pytestmark = pytest.mark.e2e
+
+ECHO = {"agent": {"kind": "echo"}, "media": {"rtp_timeout": 60}, "sip": {"drain_timeout": 3}}
+
+
+def with_(base: dict, **sections) -> dict:
+    out = {k: dict(v) for k, v in base.items()}
+    for name, values in sections.items():
+        out.setdefault(name, {}).update(values)
+    return out
+
+
+@pytest.fixture(scope="module")
+def echo_bridge(tmp_path_factory):
+    server = BridgeProcess(tmp_path_factory.mktemp("echo"), ECHO)
+    server.start()
+    yield server
+    assert server.stop() == 0
+    assert "Traceback" not in server.log_text(), server.log_text()[-4000:]
+
+
+def sipp_ok(bridge, tmp_path, *scenario, timeout=60):
+    result = run_sipp(bridge, tmp_path, list(scenario), timeout=timeout)
+    messages = (tmp_path / "messages.log").read_text() if (tmp_path / "messages.log").exists() else ""
+    assert result.returncode == 0, result.stdout[-1500:] + messages[-4000:] + bridge.log_text()[-2000:]
+    return messages
+
+
+def test_lost_ack_gets_200_retransmitted(echo_bridge, tmp_path):
+    messages = sipp_ok(echo_bridge, tmp_path, "-sf", str(SIPP_DIR / "lost_ack.xml"))
+    assert messages.count("SIP/2.0 200 OK") >= 3 + 1  # the 200 three times, then the BYE's
+
+
+def test_hold_and_unhold(echo_bridge, tmp_path):
+    messages = sipp_ok(echo_bridge, tmp_path, "-sf", str(SIPP_DIR / "hold.xml"))
+    assert "a=recvonly" in messages and "a=sendrecv" in messages
+    call_id = messages.split("Call-ID: ", 1)[1].split()[0]
+    assert echo_bridge.wait_for_log(f"call {call_id}: put on hold")
+    assert echo_bridge.wait_for_log(f"call {call_id}: taken off hold")
+
+
+def test_bye_for_unknown_dialog_gets_481(echo_bridge, tmp_path):
+    sipp_ok(echo_bridge, tmp_path, "-sf", str(SIPP_DIR / "bye_unknown.xml"))
+
+
+def test_invite_from_outside_the_allowlist_gets_403(tmp_path):
+    server = BridgeProcess(tmp_path, with_(ECHO, access={"allowlist": ["@config/twilio-signaling.yaml"]}))
+    server.start()
+    try:
+        sipp_ok(server, tmp_path, "-sf", str(SIPP_DIR / "expect_403.xml"))
+        assert server.wait_for_log("rejected 403 (not_allowed)")
+    finally:
+        assert server.stop() == 0
+
+
+def test_over_cap_invite_gets_503_with_retry_after(tmp_path):
+    need("sipp")
+    server = BridgeProcess(tmp_path, with_(ECHO, access={"max_calls": 1, "retry_after": 7}))
+    server.start()
+    first_dir = tmp_path / "first"
+    first_dir.mkdir()
+    first = subprocess.Popen(
+        ["sipp", f"127.0.0.1:{server.sip_port}", "-sn", "uac", "-s", "agent", "-i", "127.0.0.1", "-p", str(free_port()),
+         "-mp", str(free_port()), "-m", "1", "-d", "4000", "-nostdin", "-timeout", "30s", "-timeout_error"],
+        cwd=first_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert server.wait_for_log(": answered ", 15)
+        second = tmp_path / "second"
+        second.mkdir()
+        messages = sipp_ok(server, second, "-sf", str(SIPP_DIR / "expect_503.xml"))
+        assert "Retry-After: 7" in messages
+        assert first.wait(30) == 0  # the call in progress was not disturbed
+    finally:
+        if first.poll() is None:
+            first.kill()
+        assert server.stop() == 0
+
+
+def test_sigterm_drains_calls_with_bye_and_refuses_new_ones(tmp_path):
+    """SIGTERM: the call in progress goes on until sip.drain_timeout (3 s), then gets BYE;
+    a new INVITE meanwhile gets 503; the process exits 0."""
+    need("sipp")
+    server = BridgeProcess(tmp_path, ECHO)
+    server.start()
+    call_dir = tmp_path / "call"
+    call_dir.mkdir()
+    call = subprocess.Popen(
+        ["sipp", f"127.0.0.1:{server.sip_port}", "-sf", str(SIPP_DIR / "bye_from_bridge.xml"), "-s", "agent", "-i", "127.0.0.1",
+         "-p", str(free_port()), "-mp", str(free_port()), "-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error",
+         "-trace_msg", "-message_file", str(call_dir / "messages.log")],
+        cwd=call_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert server.wait_for_log(": answered ", 15)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait_for_log("draining: 1 call(s) in progress", 10)
+        refused = tmp_path / "refused"
+        refused.mkdir()
+        sipp_ok(server, refused, "-sf", str(SIPP_DIR / "expect_503.xml"))
+        assert call.wait(30) == 0, (call_dir / "messages.log").read_text()[-3000:]
+        assert "BYE sip:sipp@" in (call_dir / "messages.log").read_text()
+        assert server.proc.wait(20) == 0
+        assert "drain deadline reached: ending 1 call(s)" in server.log_text()
+        assert "rejected 503 (draining)" in server.log_text()
+    finally:
+        if call.poll() is None:
+            call.kill()
+        server.stop()
