@@ -32,6 +32,33 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     return port
 
 
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (IP SAN), PEM: ``(cert, key)``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
@@ -75,9 +102,14 @@ def asr(engines):
 class BridgeProcess:
     """A ``bridge serve`` subprocess on 127.0.0.1 with its own ports and log."""
 
-    def __init__(self, workdir: Path, config: dict) -> None:
+    def __init__(self, workdir: Path, config: dict, tls: bool = False) -> None:
         self.sip_port = free_port()
         self.metrics_port = free_port(socket.SOCK_STREAM)
+        self.tls_port = free_port(socket.SOCK_STREAM) if tls else None
+        if tls:
+            self.cert, self.key = make_certificate(workdir)
+            config = {**config, "sip": {**config.get("sip", {}), "tls_listen": f"127.0.0.1:{self.tls_port}",
+                                        "tls_cert": str(self.cert), "tls_key": str(self.key)}}
         base = 20000 + (os.getpid() % 200) * 100 + (self.sip_port % 10) * 10
         self.rtp_ports = f"{base}-{base + 9}"
         self.log_path = workdir / f"bridge-{self.sip_port}.log"
@@ -149,7 +181,7 @@ TEST_CONFIG = {
 @pytest.fixture(scope="session")
 def bridge(tmp_path_factory):
     """One ``bridge serve`` for the end-to-end tests (models load once)."""
-    server = BridgeProcess(tmp_path_factory.mktemp("bridge"), TEST_CONFIG)
+    server = BridgeProcess(tmp_path_factory.mktemp("bridge"), TEST_CONFIG, tls=True)
     server.start()
     yield server
     code = server.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -215,3 +216,45 @@ def test_agent_ends_call_with_bye(tmp_path, speech, asr):
         assert "hanging up (agent)" in server.log_text()
     finally:
         assert server.stop() == 0
+
+
+def test_baresip_tls_srtp_dtmf(bridge, tmp_path, speech, asr):
+    """baresip over SIP/TLS with SDES-SRTP (AES_CM_128_HMAC_SHA1_80, as Twilio Secure
+    Trunking offers), typing DTMF during the call: the conversation receives the digits
+    and the (decrypted) agent audio is the greeting."""
+    need("baresip")
+    need("sox")
+    question = tmp_path / "question.wav"
+    subprocess.run(["sox", str(speech["where"]), "-r", "8000", "-c", "1", "-b", "16", str(question), "pad", "7", "2"], check=True)
+    rtp_low = free_port() & ~1
+    config = BARESIP_CONFIG.format(sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_low + 3)
+    config += f"module\tsrtp.so\nmodule\tstdio.so\nsip_cafile\t{bridge.cert}\n"
+    (tmp_path / "config").write_text(config)
+    (tmp_path / "accounts").write_text("<sip:tester@127.0.0.1;transport=tls>;regint=0;audio_codecs=PCMU;mediaenc=srtp-mand\n")
+    (tmp_path / "contacts").write_text("")
+    proc = subprocess.Popen(["baresip", "-f", str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.0)
+        proc.stdin.write(f"/dial sip:agent@127.0.0.1:{bridge.tls_port};transport=tls\n".encode())
+        proc.stdin.flush()
+        time.sleep(6.0)
+        for digit in "42#":  # stdio + menu: a digit key during a call sends RFC 4733 DTMF
+            proc.stdin.write(digit.encode())
+            proc.stdin.flush()
+            time.sleep(0.6)
+        time.sleep(2.0)
+        proc.stdin.write(b"q")
+        proc.stdin.flush()
+        output = proc.communicate(timeout=20)[0].decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in output, output[-3000:]
+    assert "Call established" in output, output[-3000:]
+    call_id = re.search(r"call (\S+): INVITE over TLS", bridge.log_text()).group(1)
+    assert re.search(rf"call {re.escape(call_id)}: answered PCMU/8000 .* SRTP", bridge.log_text())
+    for digit in "42#":
+        assert bridge.wait_for_log(f"dtmf call={call_id} digit={digit}", 10), bridge.log_text()[-3000:]
+    heard = list(tmp_path.glob("dump-*-dec.wav"))
+    transcript = asr.transcribe(read_wav_8k(heard[0]))
+    assert {"thanks", "calling"} <= words(transcript), transcript

@@ -8,10 +8,12 @@ leg-facing methods as :class:`bridge.conversation.engine.Conversation`.
 from __future__ import annotations
 
 import collections
+import logging
 
 import numpy as np
 
 FRAME_SAMPLES = 160
+log = logging.getLogger("bridge.conversation")
 
 
 class EchoAgent:
@@ -44,6 +46,7 @@ class EchoAgent:
 
     def feed_dtmf(self, digit: str) -> None:
         self.dtmf_digits.append(digit)
+        log.info("dtmf call=%s digit=%s", self.leg.call_id, digit)
 
     def pull_frame(self, now: float | None = None) -> np.ndarray | None:
         """The frame received ``delay_frames`` ago, or ``None`` while filling."""
