@@ -175,6 +175,8 @@ TEST_CONFIG = {
     "media": {"rtp_timeout": 4},
     "models": {"cache_dir": str(ROOT / "models")},
     "observability": {"log_level": "INFO"},
+    # Press 0 for the operator: a blind transfer with REFER.
+    "transfer": {"target": "sip:+14155550100@example.pstn.twilio.com", "dtmf": "0"},
 }
 
 

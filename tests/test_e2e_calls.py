@@ -258,3 +258,18 @@ def test_baresip_tls_srtp_dtmf(bridge, tmp_path, speech, asr):
     heard = list(tmp_path.glob("dump-*-dec.wav"))
     transcript = asr.transcribe(read_wav_8k(heard[0]))
     assert {"thanks", "calling"} <= words(transcript), transcript
+
+
+def test_transfer_with_refer(bridge, tmp_path):
+    """DTMF 0 asks for the operator: the agent announces it, sends REFER with the configured
+    Refer-To, follows the NOTIFY sipfrags, and hangs up once the target answered."""
+    result = run_sipp(bridge, tmp_path, ["-sf", str(SIPP_DIR / "refer.xml")], timeout=60)
+    messages = (tmp_path / "messages.log").read_text()
+    assert result.returncode == 0, result.stdout[-2000:] + messages[-4000:] + bridge.log_text()[-3000:]
+    refer = messages[messages.index("REFER sip:"):]
+    assert re.search(r"^Referred-By: <sip:agent@127\.0\.0\.1:\d+>", refer, re.M), refer[:800]
+    call_id = re.search(r"^Call-ID: (\S+)", messages, re.M).group(1)
+    log = bridge.log_text()
+    assert f"call {call_id}: transfer progress 202" in log
+    assert f"call {call_id}: transfer progress 200 (final)" in log
+    assert f"call {call_id}: hanging up (transferred)" in log
