@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import signal
+import socket
+import sys
 import subprocess
 import time
 
@@ -121,3 +123,38 @@ def test_sigterm_drains_calls_with_bye_and_refuses_new_ones(tmp_path):
         if call.poll() is None:
             call.kill()
         server.stop()
+
+
+def test_bridge_dial_through_termination_with_digest(tmp_path):
+    """``bridge dial NUMBER``: INVITE to the termination URI, 401, INVITE with valid
+    digest credentials, answered, agent on the call, BYE from the far end."""
+    need("sipp")
+    sipp_port = free_port()
+    uas = subprocess.Popen(
+        ["sipp", "-sf", str(SIPP_DIR / "termination_uas.xml"), "-i", "127.0.0.1", "-p", str(sipp_port), "-mp", str(free_port()),
+         "-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error", "-trace_msg", "-message_file", str(tmp_path / "uas.log"),
+         "-trace_err", "-error_file", str(tmp_path / "uas_err.log")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    config = tmp_path / "dial.yaml"
+    config.write_text(
+        "agent: {kind: echo}\n"
+        f"outbound: {{termination_uri: 'sip:127.0.0.1:{sipp_port}', username: bridgeuser, password: s3cret, caller_id: '+14155550123'}}\n"
+    )
+    try:
+        time.sleep(0.5)
+        dial = subprocess.run(
+            [sys.executable, "-m", "bridge", "dial", "+14155550100", "--config", str(config), "--sip-listen", f"127.0.0.1:{free_port()}",
+             "--rtp-ports", "39000-39010", "--metrics-listen", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert uas.wait(30) == 0, (tmp_path / "uas.log").read_text()[-4000:] + (tmp_path / "uas_err.log").read_text()[-2000:]
+    finally:
+        if uas.poll() is None:
+            uas.kill()
+    assert dial.returncode == 0, dial.stdout + dial.stderr
+    assert "call ended" in dial.stdout
+    trace = (tmp_path / "uas.log").read_text()
+    assert "Authorization: Digest" in trace and 'username="bridgeuser"' in trace and "qop=auth" in trace
+    assert "From: <sip:+14155550123@" in trace
+    assert "outbound call answered" in dial.stderr
