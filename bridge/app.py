@@ -179,9 +179,27 @@ class BridgeServer:
         self.finished: collections.deque = collections.deque(maxlen=100)
         self._tasks: set[asyncio.Task] = set()
         self._pending_dials: dict[str, tuple[SipCallLeg, object]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
         self._all_ended = asyncio.Event()
         self._all_ended.set()
+        self.metrics.watch_resource("rtp_ports", lambda: self.ports.in_use)
+        self.metrics.watch_resource("calls", lambda: len(self.calls))
+        self.metrics.watch_resource("sip_dialogs", lambda: sum(listener.core.active_calls for listener in self.listeners))
+        self.metrics.watch_resource("sip_transactions", lambda: sum(listener.core.transaction_count for listener in self.listeners))
+        self.metrics.watch_resource("tasks", self._task_count)
+
+    def _task_count(self) -> int:
+        """asyncio tasks alive on the server's loop (read from the metrics thread)."""
+        loop = self._loop
+        if loop is None:
+            return 0
+        for _ in range(3):
+            try:
+                return len(asyncio.all_tasks(loop))
+            except RuntimeError:  # the set changed while the other thread read it
+                continue
+        return -1
 
     @property
     def core(self) -> SipCore:
@@ -205,6 +223,7 @@ class BridgeServer:
 
     async def start(self) -> list[tuple[str, int]]:
         """Bind every configured transport; returns their bound addresses."""
+        self._loop = asyncio.get_running_loop()
         bound = []
         for listener in self.listeners:
             addr = await listener.transport.start()

@@ -102,16 +102,20 @@ def asr(engines):
 class BridgeProcess:
     """A ``bridge serve`` subprocess on 127.0.0.1 with its own ports and log."""
 
-    def __init__(self, workdir: Path, config: dict, tls: bool = False) -> None:
+    def __init__(self, workdir: Path, config: dict, tls: bool = False, rtp_count: int = 10) -> None:
         self.sip_port = free_port()
         self.metrics_port = free_port(socket.SOCK_STREAM)
+        self.rtp_count = rtp_count
         self.tls_port = free_port(socket.SOCK_STREAM) if tls else None
         if tls:
             self.cert, self.key = make_certificate(workdir)
             config = {**config, "sip": {**config.get("sip", {}), "tls_listen": f"127.0.0.1:{self.tls_port}",
                                         "tls_cert": str(self.cert), "tls_key": str(self.key)}}
-        base = 20000 + (os.getpid() % 200) * 100 + (self.sip_port % 10) * 10
-        self.rtp_ports = f"{base}-{base + 9}"
+        if rtp_count > 10:
+            base = 40000 + (self.sip_port % 40) * 250
+        else:
+            base = 20000 + (os.getpid() % 200) * 100 + (self.sip_port % 10) * 10
+        self.rtp_ports = f"{base}-{base + 2 * rtp_count - 1}"
         self.log_path = workdir / f"bridge-{self.sip_port}.log"
         self.config_path = workdir / f"bridge-{self.sip_port}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))

@@ -158,3 +158,62 @@ def test_bridge_dial_through_termination_with_digest(tmp_path):
     assert "Authorization: Digest" in trace and 'username="bridgeuser"' in trace and "qop=auth" in trace
     assert "From: <sip:+14155550123@" in trace
     assert "outbound call answered" in dial.stderr
+
+
+def scrape(bridge) -> dict[tuple[str, str], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{bridge.metrics_port}/metrics", timeout=5).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            out[(sample.name, sample.labels.get("kind", ""))] = sample.value
+    return out
+
+
+def test_load_50_calls_with_rtp_for_30_s_then_no_leaks(tmp_path):
+    """sipp places 50 calls (10/s) of ~35 s each with PCMA RTP both ways (echo agent):
+    all succeed, 50 are up at once for 30 s, and afterwards nothing is left behind."""
+    need("sipp")
+    server = BridgeProcess(tmp_path, with_(ECHO, sip={"t1": 0.1}, media={"rtp_timeout": 20}), rtp_count=120)
+    server.start()
+    try:
+        # One call first, so that lazily created things (codec tables, executors) exist in the baseline.
+        sipp_ok(server, tmp_path, "-sn", "uac", "-d", "500")
+        time.sleep(2.5)  # Timers J/K/L at T1 = 0.1 s
+        base = scrape(server)
+        assert base[("bridge_resources", "calls")] == 0
+        peak = 0.0
+        load_dir = tmp_path / "load"
+        load_dir.mkdir()
+        load = subprocess.Popen(
+            ["sipp", f"127.0.0.1:{server.sip_port}", "-sf", str(SIPP_DIR / "load.xml"), "-s", "agent", "-i", "127.0.0.1",
+             "-p", str(free_port()), "-mp", str(free_port() & ~1), "-m", "50", "-l", "50", "-r", "10", "-nostdin",
+             "-timeout", "120s", "-timeout_error", "-trace_err", "-error_file", str(load_dir / "errors.log"),
+             "-trace_stat", "-stf", str(load_dir / "stats.csv")],
+            cwd=load_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        seconds_at_50 = 0
+        while load.poll() is None:
+            time.sleep(1)
+            calls = scrape(server)[("bridge_resources", "calls")]
+            peak = max(peak, calls)
+            seconds_at_50 += calls >= 50
+        errors = (load_dir / "errors.log").read_text() if (load_dir / "errors.log").exists() else ""
+        assert load.returncode == 0, errors[-3000:] + server.log_text()[-3000:]
+        assert peak >= 50 and seconds_at_50 >= 28, (peak, seconds_at_50)
+        log = server.log_text()
+        assert log.count(": answered PCMA/8000") == 50 + 0  # the warm-up call was PCMU
+        for _ in range(30):  # the BYEs' server transactions live 64*T1 = 6.4 s (Timer J)
+            after = scrape(server)
+            if after[("bridge_resources", "sip_transactions")] == 0:
+                break
+            time.sleep(0.5)
+        for kind in ("calls", "rtp_ports", "sip_dialogs", "sip_transactions"):
+            assert after[("bridge_resources", kind)] == 0, kind
+        assert after[("bridge_resources", "tasks")] <= base[("bridge_resources", "tasks")]
+        assert after[("process_open_fds", "")] <= base[("process_open_fds", "")]
+        assert "Traceback" not in log
+    finally:
+        assert server.stop() == 0

@@ -122,3 +122,19 @@ def test_dtmf_schedule_and_packets_roundtrip_through_receiver():
     assert not schedule.active
     with pytest.raises(ValueError):
         schedule.add("x")
+
+
+def test_sequence_jump_resyncs_after_two_packets():
+    """RFC 3550 A.1: a restart (big jump) is accepted once a second packet confirms it."""
+    rx = RtpReceiver(audio_pt=0, dtmf_pt=None)
+    def pkt(seq):
+        return RtpPacket(payload_type=0, sequence_number=seq, timestamp=seq * 160, ssrc=9, payload=b"\xff" * 160).serialize()
+    assert rx.receive(pkt(5000))[0] == "audio"
+    assert rx.receive(pkt(5001))[0] == "audio"
+    assert rx.receive(pkt(5003))[0] == "audio"  # a lost packet: fine
+    assert rx.receive(pkt(4990)) is None  # late
+    assert rx.receive(pkt(100)) is None  # jump back (a replay from the start)
+    assert rx.receive(pkt(101))[0] == "audio"  # confirmed: resynchronized
+    assert rx.receive(pkt(102))[0] == "audio"
+    assert rx.valid_packets == 7
+    assert rx.counters["resync"] == 1 and rx.counters["sequence_jump"] == 1 and rx.counters["duplicate_or_late"] == 1

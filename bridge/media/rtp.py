@@ -16,6 +16,9 @@ from aiortc.rtp import RtpPacket
 
 FRAME_SAMPLES = 160  # samples per 20 ms packet at 8000 Hz
 PTIME = 0.020  # seconds per packet
+#: RFC 3550 appendix A.1 sequence validation limits.
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
 #: RFC 4733 section 3.2: event codes 0-15 are the DTMF digits.
 DTMF_EVENTS = "0123456789*#ABCD"
 
@@ -226,7 +229,10 @@ class RtpReceiver:
         self.counters: dict[str, int] = {}
         self.ssrc: int | None = None
         self._max_seq: int | None = None
+        self._bad_seq: int | None = None
         self._dtmf_seen: set[int] = set()
+        #: Packets that parsed as RTP, dropped or not (liveness for the RTP timeout).
+        self.valid_packets = 0
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -238,6 +244,7 @@ class RtpReceiver:
         except ValueError:
             self._count("malformed")
             return None
+        self.valid_packets += 1
         if 72 <= packet.payload_type <= 76:
             self._count("rtcp")  # RTCP on the RTP port (RFC 5761 ranges): ignore
             return None
@@ -246,16 +253,26 @@ class RtpReceiver:
             self._count("ssrc_change")
             self._max_seq = None
         self.ssrc = packet.ssrc
-        if self._max_seq is not None:
-            delta = (packet.sequence_number - self._max_seq) & 0xFFFF
-            if delta == 0 or delta > 0x8000:
+        seq = packet.sequence_number
+        if self._max_seq is None:
+            self._max_seq = seq
+        else:
+            # RFC 3550 appendix A.1: accept small gaps, drop duplicates and late
+            # packets, and resynchronize after a big jump confirmed by the next packet.
+            delta = (seq - self._max_seq) & 0xFFFF
+            if 0 < delta < MAX_DROPOUT:
+                self._max_seq = seq
+            elif delta == 0 or delta >= 0x10000 - MAX_MISORDER:
                 self._count("duplicate_or_late")
                 if packet.payload_type != self.dtmf_pt:
                     return None
+            elif seq == self._bad_seq:
+                self._count("resync")
+                self._max_seq = seq
             else:
-                self._max_seq = packet.sequence_number
-        else:
-            self._max_seq = packet.sequence_number
+                self._bad_seq = (seq + 1) & 0xFFFF
+                self._count("sequence_jump")
+                return None
         if packet.payload_type == self.audio_pt:
             self._count("audio")
             return ("audio", packet)

@@ -199,12 +199,14 @@ class RtpStream:
             except pylibsrtp.Error:
                 self.receiver.counters["srtp_unprotect_failed"] = self.receiver.counters.get("srtp_unprotect_failed", 0) + 1
                 return
+        valid_before = self.receiver.valid_packets
         result = self.receiver.receive(data)
-        if result is None:
-            return
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._last_rx = now
+        if self.receiver.valid_packets != valid_before:
+            self._last_rx = now  # any RTP keeps the call alive, even a dropped duplicate
+        if result is None:
+            return
         if self.latch and not self._latched:
             self._latched = True
             if addr != self.remote:

@@ -6,7 +6,7 @@ sets; never call ids or phone numbers (those go to the logs).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily
 
 #: Turn stages, each measured from the end of caller speech (last voiced frame).
@@ -42,6 +42,13 @@ class Metrics:
         self.dtmf = Counter("bridge_dtmf_digits_total", "RFC 4733 digits received.", registry=r)
         self._sip_counters: list = []
         r.register(_SipCollector(self._sip_counters))
+        ProcessCollector(registry=r)  # process_open_fds, process_cpu_seconds_total, ...
+        self.resources = Gauge("bridge_resources", "Live resources, for leak checks.", ["kind"], registry=r)
+
+    def watch_resource(self, kind: str, read) -> None:
+        """Export ``read()`` as ``bridge_resources{kind}`` at scrape time
+        (e.g. ``rtp_ports``, ``sip_transactions``, ``sip_dialogs``, ``tasks``)."""
+        self.resources.labels(kind).set_function(read)
 
     def watch_sip(self, counters, transport: str = "udp") -> None:
         """Export a SIP core's ``counters`` (a Counter of ``dropped_<reason>``, ...) at scrape time.
