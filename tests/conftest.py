@@ -174,7 +174,7 @@ class BridgeProcess:
 
 TEST_CONFIG = {
     # Ring for a second so that a CANCEL can arrive before the answer.
-    "sip": {"answer_delay": 1.0},
+    "sip": {"answer_delay": 1.0, "drain_timeout": 5},
     # Short enough for the "BYE from the bridge" scenario, long for real peers (they stream).
     "media": {"rtp_timeout": 4},
     "models": {"cache_dir": str(ROOT / "models")},

@@ -729,7 +729,7 @@ class SipCore:
             self._send_server_response(tx, self._response(tx, 501, None, extra=self._capabilities()), now)
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", ", ".join(ALLOWED_METHODS)), ("Accept", "application/sdp"), ("Supported", "")]
+        return [("Allow", ", ".join(ALLOWED_METHODS)), ("Accept", "application/sdp"), ("Supported", "timer")]
 
     def _on_invite(self, parsed: ParsedMessage, tx: _ServerTransaction, source: Addr, now: float) -> None:
         request: Request = parsed.message  # type: ignore[assignment]
