@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import sys
@@ -215,5 +216,27 @@ def test_load_50_calls_with_rtp_for_30_s_then_no_leaks(tmp_path):
         assert after[("bridge_resources", "tasks")] <= base[("bridge_resources", "tasks")]
         assert after[("process_open_fds", "")] <= base[("process_open_fds", "")]
         assert "Traceback" not in log
+    finally:
+        assert server.stop() == 0
+
+
+def test_sipp_call_over_tcp(tmp_path):
+    """The same core over TCP (RFC 3261 section 18): sipp's UAC on one TCP connection."""
+    need("sipp")
+    tcp_port = free_port(socket.SOCK_STREAM)
+    server = BridgeProcess(tmp_path, with_(ECHO, sip={"tcp_listen": f"127.0.0.1:{tcp_port}"}))
+    server.start()
+    try:
+        result = subprocess.run(
+            ["sipp", f"127.0.0.1:{tcp_port}", "-sn", "uac", "-t", "t1", "-s", "agent", "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_STREAM)),
+             "-mp", str(free_port()), "-m", "1", "-d", "1000", "-nostdin", "-timeout", "30s", "-timeout_error",
+             "-trace_msg", "-message_file", str(tmp_path / "tcp.log")],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )
+        trace = (tmp_path / "tcp.log").read_text()
+        assert result.returncode == 0, trace[-3000:] + server.log_text()[-2000:]
+        assert "TCP message received" in trace
+        assert re.search(r"^Contact: <sip:bridge@127\.0\.0\.1:\d+;transport=tcp>", trace, re.M)
+        assert "INVITE over TCP" in server.log_text()
     finally:
         assert server.stop() == 0
