@@ -17,7 +17,7 @@ import ssl
 import time
 from pathlib import Path
 
-from sipmessage import URI
+from sipmessage import URI, Address
 
 from .config import DEFAULT_CONFIG, Settings, parse_hostport
 from .conversation.echo import EchoAgent
@@ -262,15 +262,21 @@ class BridgeServer:
 
     @staticmethod
     def _caller_of(event: ev.IncomingCall) -> str:
+        """The caller's identity for per-caller caps: P-Asserted-Identity's user, else From's."""
         pai = next((v for k, v in event.headers.items() if k.lower() == "p-asserted-identity"), None)
-        for value in (pai, event.from_uri):
-            if not value:
-                continue
+        candidates = []
+        if pai:
             try:
-                uri = URI.parse(value.strip().strip("<>").split(">")[0])
-                return uri.user or uri.host
+                candidates.append(Address.parse(pai).uri)
             except ValueError:
-                continue
+                pass
+        try:
+            candidates.append(URI.parse(event.from_uri))
+        except ValueError:
+            pass
+        for uri in candidates:
+            if uri.user or uri.host:
+                return uri.user or uri.host
         return event.source[0]
 
     def _reject(self, listener: Listener, call_id: str, status: int, reason: str, headers=None) -> None:
