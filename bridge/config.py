@@ -168,8 +168,15 @@ class AgentSettings(BaseModel):
     temperature: float = 0.3
     #: webrtcvad aggressiveness 0..3.
     vad_aggressiveness: int = 2
-    #: Caller silence that ends a turn, milliseconds.
+    #: Caller silence that ends a turn when nothing better is known, milliseconds.
     endpoint_silence_ms: int = 500
+    #: ... when the speculative transcript reads as a finished sentence ("?" "." "!").
+    endpoint_fast_ms: int = 300
+    #: ... when it does not (ends on "and", "um", "the", "..."): wait longer.
+    endpoint_slow_ms: int = 1100
+    #: Silence after which the ASR pass starts speculatively (its text picks the
+    #: threshold above, and it is the final transcript unless the caller resumes).
+    speculate_after_ms: int = 120
     #: Speech shorter than this is ignored (clicks, coughs), milliseconds.
     min_utterance_ms: int = 200
     #: Caller speech during agent speech needed to interrupt it, milliseconds.

@@ -97,6 +97,42 @@ class AgentUtterance:
         return " ".join(out)
 
 
+#: Last words after which a sentence is not over (endpointing waits longer).
+UNFINISHED_WORDS = frozenset(
+    "and or but so um uh er erm hmm the a an to because like with of for my your our their is are was "
+    "if then that which who when where i we you".split()
+)
+
+
+def sentence_state(text: str) -> str:
+    """``finished``, ``unfinished`` or ``unknown`` for a (partial) caller transcript.
+
+    Whisper punctuates: a final ``.``, ``?`` or ``!`` reads as finished unless
+    the last word is a conjunction/filler/article (``and``, ``um``, ``the``...)
+    or the text trails off with ``...``.
+    """
+    text = text.strip()
+    if not text:
+        return "unknown"
+    words = re.findall(r"[a-z']+", text.lower())
+    if text.endswith(("...", "…", ",", "-")) or (words and words[-1] in UNFINISHED_WORDS):
+        return "unfinished"
+    if text.endswith((".", "?", "!")):
+        return "finished"
+    return "unknown"
+
+
+@dataclass
+class _Speculation:
+    """An ASR pass started at the first silence of an utterance (DESIGN.md, Latency)."""
+
+    frames: int
+    future: asyncio.Future
+    started: float
+    text: str | None = None
+    done_at: float | None = None
+
+
 @dataclass
 class _Frame:
     pcm: np.ndarray
@@ -145,6 +181,7 @@ class Conversation:
         self._silence = 0
         self._last_voiced_at = 0.0
         self._barged = False
+        self._spec: _Speculation | None = None
         self._tasks: set[asyncio.Task] = set()
 
     # ----------------------------------------------------------- leg -> us
@@ -172,6 +209,8 @@ class Conversation:
             self._voiced += 1
             self._silence = 0
             self._last_voiced_at = now
+            if self._spec is not None:
+                self._spec = None  # the caller went on: the speculative pass is stale
             if not self._barged and self._voiced * FRAME_MS >= self.agent.barge_in_min_speech_ms and self.agent_active:
                 self._barged = True
                 self.barge_in()
@@ -181,14 +220,42 @@ class Conversation:
             return
         self._utterance.append(frame)
         self._silence += 1
-        if self._silence * FRAME_MS >= self.agent.endpoint_silence_ms:
-            self._in_speech = False
+        self._check_endpoint(now)
+
+    def _check_endpoint(self, now: float) -> None:
+        """Speculate at the first silence, and end the turn once the silence is long enough.
+
+        The threshold depends on the speculative transcript (:func:`sentence_state`):
+        ``endpoint_fast_ms`` for a finished sentence, ``endpoint_slow_ms`` for an
+        unfinished one, ``endpoint_silence_ms`` while unknown or still running.
+        """
+        silence_ms = self._silence * FRAME_MS
+        enough_speech = self._voiced * FRAME_MS >= self.agent.min_utterance_ms
+        if self._spec is None and enough_speech and silence_ms >= self.agent.speculate_after_ms:
             pcm = np.concatenate(self._utterance)
-            self._utterance = []
-            self._preroll.clear()
-            if self._voiced * FRAME_MS >= self.agent.min_utterance_ms:
-                times = {"speech_end": self._last_voiced_at, "endpoint": now}
-                self._start_reply(pcm, times)
+            future = asyncio.get_running_loop().run_in_executor(None, self.engines.asr.transcribe, pcm)
+            spec = self._spec = _Speculation(len(self._utterance), future, self.clock())
+            future.add_done_callback(lambda f, spec=spec: self._speculation_done(spec, f))
+        state = sentence_state(self._spec.text) if self._spec is not None and self._spec.text is not None else "unknown"
+        threshold = {"finished": self.agent.endpoint_fast_ms, "unfinished": self.agent.endpoint_slow_ms}.get(state, self.agent.endpoint_silence_ms)
+        if silence_ms < threshold:
+            return
+        self._in_speech = False
+        pcm = np.concatenate(self._utterance)
+        self._utterance = []
+        self._preroll.clear()
+        spec, self._spec = self._spec, None
+        if enough_speech:
+            times = {"speech_end": self._last_voiced_at, "endpoint": now}
+            self._start_reply(pcm, times, spec, state)
+
+    def _speculation_done(self, spec: _Speculation, future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        spec.text = future.result().strip()
+        spec.done_at = self.clock()
+        if spec is self._spec and self._in_speech:
+            self._check_endpoint(self.clock())  # a finished sentence may end the turn now
 
     def feed_dtmf(self, digit: str) -> None:
         """A DTMF digit from the caller (RFC 4733 or Media Streams ``dtmf``)."""
@@ -300,11 +367,11 @@ class Conversation:
             self._current.interrupted = interrupted
         self._after_playout = None
 
-    def _start_reply(self, pcm: np.ndarray, times: dict[str, float]) -> None:
+    def _start_reply(self, pcm: np.ndarray, times: dict[str, float], spec: _Speculation | None = None, rule: str = "unknown") -> None:
         if self.agent_active:
             self._stop_agent(interrupted=True)
         self._cancel = threading.Event()
-        self._reply_task = self._spawn(self._reply(pcm, times, self._cancel))
+        self._reply_task = self._spawn(self._reply(pcm, times, self._cancel, spec, rule))
 
     async def _say(self, text: str) -> None:
         """Speak fixed text (greeting, goodbye) without the LLM."""
@@ -368,9 +435,14 @@ class Conversation:
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
-    async def _reply(self, pcm: np.ndarray, times: dict[str, float], cancel: threading.Event) -> None:
-        text = (await asyncio.to_thread(self.engines.asr.transcribe, pcm)).strip()
-        times["asr_final"] = self.clock()
+    async def _reply(self, pcm: np.ndarray, times: dict[str, float], cancel: threading.Event, spec: _Speculation | None = None, rule: str = "unknown") -> None:
+        if spec is not None:
+            # The speculative pass covers the whole utterance (the caller did not resume).
+            text = (await spec.future).strip()
+            times["asr_final"] = spec.done_at or self.clock()
+        else:
+            text = (await asyncio.to_thread(self.engines.asr.transcribe, pcm)).strip()
+            times["asr_final"] = self.clock()
         if not text or cancel.is_set():
             log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
             return
@@ -398,7 +470,7 @@ class Conversation:
         finally:
             cancel.set()
             await asyncio.shield(producer)
-            self._log_turn(text, utt, times)
+            self._log_turn(text, utt, rule)
         if self._end_call_re and self._end_call_re.search(" ".join(utt.sentences)):
             self._after_playout_do(self._hangup)
 
@@ -407,10 +479,10 @@ class Conversation:
             times["first_sentence"] = self.clock()
         await self._speak_sentence(sentence, utt, times, cancel)
 
-    def _log_turn(self, caller: str, utt: AgentUtterance, times: dict[str, float]) -> None:
+    def _log_turn(self, caller: str, utt: AgentUtterance, rule: str) -> None:
         agent = " ".join(utt.sentences)
-        self.turn_log.append({"caller": caller, "agent": agent, "interrupted": utt.interrupted})
-        log.info("turn call=%s caller=%r agent=%r%s", self.leg.call_id, caller, agent, " (interrupted)" if utt.interrupted else "")
+        self.turn_log.append({"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule})
+        log.info("turn call=%s caller=%r agent=%r endpoint_rule=%s%s", self.leg.call_id, caller, agent, rule, " (interrupted)" if utt.interrupted else "")
 
     def _log_latency(self, times: dict[str, float]) -> None:
         start = times["speech_end"]
