@@ -118,6 +118,8 @@ def _call(args: argparse.Namespace) -> int:
             local_host=args.local_host,
             wait_greeting=not args.no_wait,
             dtmf=args.dtmf or "",
+            echo_db=args.echo_db,
+            echo_delay_ms=args.echo_delay_ms,
         )
     )
     print(f"answered: {report.answered}")
@@ -166,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--local-host", default="127.0.0.1", help="address to bind and advertise (default 127.0.0.1)")
     call.add_argument("--no-wait", action="store_true", help="play the first file at once, over the greeting")
     call.add_argument("--dtmf", metavar="DIGITS", help="send these digits (RFC 4733) right after the answer")
+    call.add_argument("--echo-db", type=float, metavar="DB", help="simulate line echo: send the agent back at this level (e.g. -10)")
+    call.add_argument("--echo-delay-ms", type=int, default=150, metavar="MS", help="echo delay (default 150)")
     call.add_argument("-v", "--verbose", action="store_true")
     call.set_defaults(func=_call)
     return parser

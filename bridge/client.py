@@ -14,6 +14,7 @@ next one, and so on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 import statistics
@@ -90,8 +91,11 @@ class CallReport:
 class _Caller:
     """Frame source and sink of the calling side (runs on the loop)."""
 
-    def __init__(self, clips: list[np.ndarray], wait_first: bool, settle: float, reply_timeout: float) -> None:
+    def __init__(self, clips: list[np.ndarray], wait_first: bool, settle: float, reply_timeout: float, echo_gain: float = 0.0, echo_delay_frames: int = 0) -> None:
         self.clips = clips
+        self.echo_gain = echo_gain
+        self.echo_delay_frames = echo_delay_frames
+        self._echo: collections.deque[np.ndarray] = collections.deque()
         self.voiced_end = [last_voiced_frame(c) for c in clips]
         self.wait_first = wait_first
         self.settle = settle
@@ -120,6 +124,8 @@ class _Caller:
             self.rec_samples += gap
         self.recording.append(frame)
         self.rec_samples += len(frame)
+        if self.echo_gain:
+            self._echo.append(frame)
         rms = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2)))
         if rms > SPEECH_RMS:
             self.agent_heard_at = now
@@ -132,6 +138,19 @@ class _Caller:
 
     # source
     def pull_frame(self, now: float) -> np.ndarray | None:
+        """Our voice for this slot, plus the far end's audio echoed back when simulating echo."""
+        voice = self._voice(now)
+        if not self.echo_gain:
+            return voice
+        echo = self._echo.popleft() if len(self._echo) > self.echo_delay_frames else None
+        if echo is None:
+            return voice
+        mixed = echo.astype(np.float32) * self.echo_gain
+        if voice is not None:
+            mixed += voice
+        return np.clip(mixed, -32768, 32767).astype(np.int16)
+
+    def _voice(self, now: float) -> np.ndarray | None:
         if self.state_since is None:
             self.state_since = now
         if self.state == "wait_agent":
@@ -186,6 +205,8 @@ async def place_call(
     settle: float = 1.2,
     reply_timeout: float = 20.0,
     dtmf: str = "",
+    echo_db: float | None = None,
+    echo_delay_ms: int = 150,
 ) -> CallReport:
     """Dial ``uri`` (``sip:user@host:port``), hold the conversation, return a :class:`CallReport`.
 
@@ -200,6 +221,8 @@ async def place_call(
         settle: seconds of agent silence that mean the agent finished speaking.
         reply_timeout: seconds to wait for a reply before moving on.
         dtmf: digits to send as RFC 4733 events right after the answer.
+        echo_db: simulate a line that echoes: send the agent's audio back at this
+            level (dB, e.g. -10) after ``echo_delay_ms``, mixed with our voice.
 
     Raises:
         ValueError: ``uri`` is not a SIP URI.
@@ -207,7 +230,8 @@ async def place_call(
     target = URI.parse(uri)
     dest = (target.host, target.port or 5060)
     clips = [read_wav_8k(p) for p in play]
-    caller = _Caller(clips, wait_greeting, settle, reply_timeout)
+    gain = 10 ** (echo_db / 20) if echo_db is not None else 0.0
+    caller = _Caller(clips, wait_greeting, settle, reply_timeout, gain, echo_delay_ms // 20)
     report = CallReport()
     loop = asyncio.get_running_loop()
     ended = asyncio.Event()

@@ -181,6 +181,12 @@ class AgentSettings(BaseModel):
     min_utterance_ms: int = 200
     #: Caller speech during agent speech needed to interrupt it, milliseconds.
     barge_in_min_speech_ms: int = 200
+    #: Do not count the agent's own voice coming back (echo) as caller speech.
+    echo_guard: bool = True
+    #: Normalized correlation with recently sent audio above which a frame is echo.
+    echo_threshold: float = 0.55
+    #: The longest echo path considered, milliseconds.
+    echo_max_delay_ms: int = 600
     #: Audio kept before the first voiced frame, milliseconds.
     preroll_ms: int = 300
     #: Hang up (after saying ``goodbye``) once the call is this long, seconds; 0 = never.

@@ -115,3 +115,42 @@ async def test_dtmf_reaches_conversation_and_strangers_are_dropped(engines):
         assert server.metrics.dtmf._value.get() == 3
     finally:
         await server.stop()
+
+
+async def test_echo_of_the_agent_does_not_interrupt_it(engines):
+    """The line echoes the agent at -10 dB after 150 ms: the greeting plays to the end."""
+    server = await start_server(engines)
+    try:
+        report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=8, wait_greeting=False, echo_db=-10, echo_delay_ms=150)
+        assert report.answered
+        for _ in range(50):
+            if server.finished:
+                break
+            await asyncio.sleep(0.1)
+        conversation = server.finished[-1]
+        greeting = conversation.history[0][1]
+        assert not greeting.interrupted
+        assert greeting.played == sum(greeting.samples)
+        assert conversation.echo_frames >= 25  # the VAD heard the echo as speech: the guard held it off
+        assert server.metrics.barge_ins._value.get() == 0
+    finally:
+        await server.stop()
+
+
+async def test_caller_talking_over_echo_still_interrupts(engines, speech, tmp_path):
+    """Same echo, and the caller asks a question 1.5 s into the greeting: barge-in."""
+    question = tmp_path / "late_question.wav"
+    write_wav_8k(question, np.concatenate([np.zeros(12000, np.int16), read_wav_8k(speech["saturday"])]))
+    server = await start_server(engines)
+    try:
+        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [question], None, wait_greeting=False, echo_db=-10, echo_delay_ms=150)
+        for _ in range(50):
+            if server.finished:
+                break
+            await asyncio.sleep(0.1)
+        conversation = server.finished[-1]
+        greeting = conversation.history[0][1]
+        assert greeting.interrupted and greeting.played < sum(greeting.samples)
+        assert server.metrics.barge_ins._value.get() >= 1
+    finally:
+        await server.stop()

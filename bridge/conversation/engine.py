@@ -37,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from ..media.codecs import resample_all
+from .echo_guard import EchoGuard
 from .prompt import build_completion_prompt, stop_sequences
 
 log = logging.getLogger("bridge.conversation")
@@ -182,6 +183,9 @@ class Conversation:
         self._last_voiced_at = 0.0
         self._barged = False
         self._spec: _Speculation | None = None
+        self.echo_guard = EchoGuard(agent.echo_max_delay_ms, threshold=agent.echo_threshold) if agent.echo_guard else None
+        #: Frames the VAD called speech that were the agent's own echo.
+        self.echo_frames = 0
         self._tasks: set[asyncio.Task] = set()
 
     # ----------------------------------------------------------- leg -> us
@@ -199,6 +203,14 @@ class Conversation:
             return
         now = self.clock() if now is None else now
         voiced = self.vad.is_speech(frame)
+        guard = self.echo_guard
+        if guard is not None:
+            guard.note_received(frame)
+            if voiced and guard.active and guard.is_echo():
+                voiced = False  # our own voice coming back, not the caller
+                self.echo_frames += 1
+                if self.metrics:
+                    self.metrics.echo_frames.inc()
         if voiced:
             if not self._in_speech:
                 self._in_speech = True
@@ -300,8 +312,12 @@ class Conversation:
     def pull_frame(self, now: float | None = None) -> np.ndarray | None:
         """The agent frame for the current 20 ms send slot (PCM16 8 kHz, 160 samples) or ``None``."""
         if not self._playout:
+            if self.echo_guard is not None:
+                self.echo_guard.note_sent(None)
             return None
         item = self._playout.popleft()
+        if self.echo_guard is not None:
+            self.echo_guard.note_sent(item.pcm)
         item.owner.played += FRAME_SAMPLES
         times = self._times
         if times is not None and item.owner is self._current and "first_packet" not in times:

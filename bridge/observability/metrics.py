@@ -36,6 +36,7 @@ class Metrics:
         )
         self.turns = Counter("bridge_turns_total", "Caller turns answered.", registry=r)
         self.barge_ins = Counter("bridge_barge_ins_total", "Agent speech interrupted by the caller.", registry=r)
+        self.echo_frames = Counter("bridge_echo_frames_total", "Inbound frames the VAD called speech that were the agent's own echo.", registry=r)
         self.calls = Counter("bridge_calls_total", "Calls by outcome.", ["outcome"], registry=r)
         self.active_calls = Gauge("bridge_active_calls", "Calls in progress.", registry=r)
         self.rtp_dropped = Counter("bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r)
