@@ -132,6 +132,22 @@ def _call(args: argparse.Namespace) -> int:
     return 0 if report.answered else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    if args.what == "models":
+        settings = load_settings(args.config)
+        _setup_logging("WARNING")
+        result = bench.bench_models(settings, args.runs)
+        bench.print_models(result)
+    else:
+        _setup_logging("WARNING")
+        result = _run(bench.bench_calls(args.uri, args.concurrency, args.turns))
+        bench.print_calls(result)
+    bench.write_json(args.json, result)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridge", description="Self-hosted voice-AI endpoint for phone calls.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,6 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     dial.add_argument("--public-host", metavar="IP", help="address for Via/Contact/SDP")
     dial.add_argument("--agent", choices=["llm", "echo"])
     dial.set_defaults(func=_dial)
+
+    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed) or 'calls' (latency of real SIP calls)")
+    bench.add_argument("what", choices=["models", "calls"])
+    bench.add_argument("--config", help="YAML merged over config/default.yaml (models)")
+    bench.add_argument("--runs", type=int, default=5, help="runs per model (models)")
+    bench.add_argument("--uri", default="sip:agent@127.0.0.1:5060", help="server to call (calls)")
+    bench.add_argument("--concurrency", type=int, default=1, help="simultaneous calls (calls)")
+    bench.add_argument("--turns", type=int, default=5, help="caller turns per call (calls)")
+    bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    bench.set_defaults(func=_bench)
 
     call = sub.add_parser("call", help="dial a SIP URI, speak WAV files, record the agent")
     call.add_argument("uri", help="sip:user@host:port")

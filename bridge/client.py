@@ -205,6 +205,7 @@ async def place_call(
     settle: float = 1.2,
     reply_timeout: float = 20.0,
     dtmf: str = "",
+    dtmf_after: float = 0.0,
     echo_db: float | None = None,
     echo_delay_ms: int = 150,
 ) -> CallReport:
@@ -220,7 +221,7 @@ async def place_call(
         wait_greeting: wait for the agent's greeting to finish before the first clip.
         settle: seconds of agent silence that mean the agent finished speaking.
         reply_timeout: seconds to wait for a reply before moving on.
-        dtmf: digits to send as RFC 4733 events right after the answer.
+        dtmf: digits to send as RFC 4733 events ``dtmf_after`` seconds after the answer.
         echo_db: simulate a line that echoes: send the agent's audio back at this
             level (dB, e.g. -10) after ``echo_delay_ms``, mixed with our voice.
 
@@ -265,7 +266,7 @@ async def place_call(
         stream = RtpStream(rtp_sock, params, caller, caller.on_audio, lambda e: None, lambda: None, rtp_timeout=3600, latch=True, send_silence=True)
         await stream.start()
         if dtmf:
-            stream.send_dtmf(dtmf)
+            loop.call_later(dtmf_after, stream.send_dtmf, dtmf)
         log.info("call %s answered: %s, rtp %d <-> %s:%d", call_id, params.codec, rtp_port, *params.remote_addr)
         waits = [asyncio.ensure_future(ended.wait())]
         if duration is not None:

@@ -144,6 +144,12 @@ class ModelSettings(BaseModel):
     asr_compute_type: str = "int8"
     asr_beam_size: int = 1
     llm: str = "embedded"
+    #: ``llama_cpp`` (in process, ``llm`` names the GGUF) or ``openai`` (an
+    #: OpenAI-compatible server: llama.cpp's server, vLLM, ...).
+    llm_backend: Literal["llama_cpp", "openai"] = "llama_cpp"
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_model: str = "default"
+    openai_api_key: str = ""
     llm_threads: int = 2
     llm_context: int = 2048
     llm_gpu_layers: int = -1
@@ -193,6 +199,17 @@ class AgentSettings(BaseModel):
     max_call_seconds: float = 0
     #: Regex: when the agent's reply matches it, the agent hangs up after saying it.
     end_call_pattern: str = r"\b(goodbye|good bye|bye now)\b"
+    #: Tools the model may use: end_call, transfer, collect_digits (see bridge/engines/tools.py).
+    tools: list[str] = Field(default_factory=lambda: ["end_call", "transfer", "collect_digits"])
+    #: Completion-mode examples that teach the tool convention (caller line, agent line with [command]).
+    tool_examples: list[tuple[str, str]] = Field(default_factory=list)
+    #: Seconds of silence on both sides before the agent asks if the caller is there; 0 = never.
+    reprompt_after_s: float = 8.0
+    reprompt: str = "Are you still there?"
+    #: Unanswered reprompts before the agent says goodbye and hangs up.
+    max_reprompts: int = 2
+    #: Seconds to wait for the digits after a collect_digits request.
+    digits_timeout_s: float = 15.0
 
 
 class ObservabilitySettings(BaseModel):

@@ -38,7 +38,8 @@ import numpy as np
 
 from ..media.codecs import resample_all
 from .echo_guard import EchoGuard
-from .prompt import build_completion_prompt, stop_sequences
+from ..engines.tools import TOOL_SCHEMAS, ToolCall, digits_in, split_commands
+from .prompt import build_chat_messages, build_completion_prompt, stop_sequences
 
 log = logging.getLogger("bridge.conversation")
 
@@ -183,6 +184,12 @@ class Conversation:
         self._last_voiced_at = 0.0
         self._barged = False
         self._spec: _Speculation | None = None
+        self._collecting: dict | None = None
+        self._last_activity = clock()
+        self._reprompts = 0
+        self._digits_timer: asyncio.TimerHandle | None = None
+        #: Digit strings gathered by collect_digits (DTMF or spoken), in order.
+        self.collected_digits: list[str] = []
         self.echo_guard = EchoGuard(agent.echo_max_delay_ms, threshold=agent.echo_threshold) if agent.echo_guard else None
         #: Frames the VAD called speech that were the agent's own echo.
         self.echo_frames = 0
@@ -196,6 +203,8 @@ class Conversation:
             self._spawn(self._say(self.agent.greeting))
         if self.agent.max_call_seconds > 0:
             self._spawn(self._max_duration())
+        if self.agent.reprompt_after_s > 0:
+            self._spawn(self._watch_silence())
 
     def feed_audio(self, frame: np.ndarray, now: float | None = None) -> None:
         """One 20 ms caller frame: PCM16 mono 8000 Hz, 160 samples. Cheap; runs on the loop."""
@@ -221,6 +230,8 @@ class Conversation:
             self._voiced += 1
             self._silence = 0
             self._last_voiced_at = now
+            self._last_activity = now
+            self._reprompts = 0
             if self._spec is not None:
                 self._spec = None  # the caller went on: the speculative pass is stale
             if not self._barged and self._voiced * FRAME_MS >= self.agent.barge_in_min_speech_ms and self.agent_active:
@@ -275,6 +286,12 @@ class Conversation:
         if self.metrics:
             self.metrics.dtmf.inc()
         log.info("dtmf call=%s digit=%s", self.leg.call_id, digit)
+        if self._collecting is not None:
+            if digit.isdigit():
+                self._add_digits(digit)
+            elif digit == "#":  # end of entry
+                self._finish_collecting(self._collecting["digits"] or None)
+            return
         t = self.transfer_settings
         if t is not None and t.target and t.dtmf and digit == t.dtmf:
             self.request_transfer()
@@ -315,12 +332,14 @@ class Conversation:
             if self.echo_guard is not None:
                 self.echo_guard.note_sent(None)
             return None
+        if len(self._playout) == 1:
+            self._last_activity = self.clock()  # the agent stops talking now
         item = self._playout.popleft()
         if self.echo_guard is not None:
             self.echo_guard.note_sent(item.pcm)
         item.owner.played += FRAME_SAMPLES
         times = self._times
-        if times is not None and item.owner is self._current and "first_packet" not in times:
+        if times is not None and item.owner is self._current and "first_packet" not in times and "speech_end" in times:
             times["first_packet"] = self.clock()
             self._log_latency(times)
             if self.metrics:
@@ -345,6 +364,8 @@ class Conversation:
     async def close(self) -> None:
         """Cancel everything in flight (idempotent)."""
         self._closed = True
+        if self._digits_timer is not None:
+            self._digits_timer.cancel()
         self._stop_agent(interrupted=False)
         for task in list(self._tasks):
             task.cancel()
@@ -383,11 +404,11 @@ class Conversation:
             self._current.interrupted = interrupted
         self._after_playout = None
 
-    def _start_reply(self, pcm: np.ndarray, times: dict[str, float], spec: _Speculation | None = None, rule: str = "unknown") -> None:
+    def _start_reply(self, pcm: np.ndarray | None, times: dict[str, float], spec: _Speculation | None = None, rule: str = "unknown", text: str | None = None) -> None:
         if self.agent_active:
             self._stop_agent(interrupted=True)
         self._cancel = threading.Event()
-        self._reply_task = self._spawn(self._reply(pcm, times, self._cancel, spec, rule))
+        self._reply_task = self._spawn(self._reply(pcm, times, self._cancel, spec, rule, text))
 
     async def _say(self, text: str) -> None:
         """Speak fixed text (greeting, goodbye) without the LLM."""
@@ -396,6 +417,28 @@ class Conversation:
         self._times = None
         self.history.append(("agent", utt))
         await self._speak_sentence(text, utt, None, self._cancel)
+
+    async def _watch_silence(self) -> None:
+        """Silence on both sides for ``reprompt_after_s``: ask if the caller is there;
+        after ``max_reprompts`` unanswered, say goodbye and hang up."""
+        agent = self.agent
+        while not self._closed:
+            await asyncio.sleep(0.25)
+            if self.on_hold or self.agent_active or self._in_speech or self._collecting is not None:
+                self._last_activity = self.clock()  # the clock runs only while both sides are quiet
+                continue
+            if self.clock() - self._last_activity < agent.reprompt_after_s:
+                continue
+            self._last_activity = self.clock()
+            if self._reprompts >= agent.max_reprompts:
+                log.info("call=%s: no answer to %d reprompts, ending the call", self.leg.call_id, self._reprompts)
+                self._cancel = threading.Event()
+                await self._say_then(agent.goodbye, self._hangup)
+                return
+            self._reprompts += 1
+            log.info("call=%s: silence for %.0f s, reprompt %d", self.leg.call_id, agent.reprompt_after_s, self._reprompts)
+            self._cancel = threading.Event()
+            await self._say(agent.reprompt)
 
     async def _max_duration(self) -> None:
         await asyncio.sleep(self.agent.max_call_seconds)
@@ -440,9 +483,18 @@ class Conversation:
             return np.zeros(0, dtype=np.int16)
         return resample_all(np.concatenate(chunks), self.engines.tts.sample_rate, 8000)
 
-    def _llm_thread(self, prompt: str, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel: threading.Event, times: dict) -> None:
+    def _llm_stream(self, cancel: threading.Event):
+        """The LLM call for this turn, by mode: completion (transcript prompt) or chat."""
+        agent = self.agent
+        if agent.llm_mode == "chat":
+            tools = [t for t in TOOL_SCHEMAS if t["function"]["name"] in agent.tools] or None
+            return self.engines.llm.stream_chat(build_chat_messages(agent, self.transcript()), agent.max_tokens, agent.temperature, cancel, tools=tools)
+        prompt = build_completion_prompt(agent, self.transcript())
+        return self.engines.llm.stream(prompt, stop_sequences(agent), agent.max_tokens, agent.temperature, cancel)
+
+    def _llm_thread(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel: threading.Event, times: dict) -> None:
         try:
-            for piece in self.engines.llm.stream(prompt, stop_sequences(self.agent), self.agent.max_tokens, self.agent.temperature, cancel):
+            for piece in self._llm_stream(cancel):
                 if "llm_first_token" not in times:
                     times["llm_first_token"] = self.clock()
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
@@ -451,53 +503,126 @@ class Conversation:
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
-    async def _reply(self, pcm: np.ndarray, times: dict[str, float], cancel: threading.Event, spec: _Speculation | None = None, rule: str = "unknown") -> None:
-        if spec is not None:
-            # The speculative pass covers the whole utterance (the caller did not resume).
-            text = (await spec.future).strip()
-            times["asr_final"] = spec.done_at or self.clock()
-        else:
-            text = (await asyncio.to_thread(self.engines.asr.transcribe, pcm)).strip()
-            times["asr_final"] = self.clock()
-        if not text or cancel.is_set():
-            log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
-            return
+    async def _reply(
+        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, spec: _Speculation | None = None, rule: str = "unknown", text: str | None = None
+    ) -> None:
+        """One agent turn: the caller's words (``text``, or ASR of ``pcm``) -> LLM -> TTS -> playout."""
+        if text is None:
+            if spec is not None:
+                # The speculative pass covers the whole utterance (the caller did not resume).
+                text = (await spec.future).strip()
+                times["asr_final"] = spec.done_at or self.clock()
+            else:
+                text = (await asyncio.to_thread(self.engines.asr.transcribe, pcm)).strip()
+                times["asr_final"] = self.clock()
+            if not text or cancel.is_set():
+                log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
+                return
+            if self._collecting is not None:
+                # collect_digits: spoken digits count like keyed ones.
+                self._add_digits(digits_in(text), spoken=text)
+                return
         self.history.append(("caller", text))
-        prompt = build_completion_prompt(self.agent, self.transcript())
         utt = AgentUtterance()
         self._current = utt
         self._times = times
         self.history.append(("agent", utt))
+        calls: list[ToolCall] = []
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        producer = loop.run_in_executor(None, self._llm_thread, prompt, loop, queue, cancel, times)
+        producer = loop.run_in_executor(None, self._llm_thread, loop, queue, cancel, times)
         buffer = ""
         try:
             while True:
                 piece = await queue.get()
                 if piece is None:
                     break
+                if isinstance(piece, ToolCall):
+                    calls.append(piece)
+                    continue
                 buffer += piece
                 while (m := _SENTENCE.match(buffer)) is not None:
                     buffer = m.group(2)
-                    await self._speak_generated(m.group(1), utt, times, cancel)
+                    await self._speak_generated(m.group(1), utt, times, cancel, calls)
             if buffer.strip() and not cancel.is_set():
-                await self._speak_generated(buffer.strip(), utt, times, cancel)
+                await self._speak_generated(buffer.strip(), utt, times, cancel, calls)
         finally:
             cancel.set()
             await asyncio.shield(producer)
-            self._log_turn(text, utt, rule)
-        if self._end_call_re and self._end_call_re.search(" ".join(utt.sentences)):
+            self._log_turn(text, utt, rule, calls)
+        self._run_tools(calls, " ".join(utt.sentences))
+
+    def _run_tools(self, calls: list[ToolCall], said: str) -> None:
+        """Execute the turn's tool calls once what was said has been played."""
+        allowed = set(self.agent.tools)
+        for call in calls:
+            if call.name not in allowed:
+                log.info("call=%s: tool %s not enabled, ignored", self.leg.call_id, call.name)
+                continue
+            log.info("tool call=%s %s %s", self.leg.call_id, call.name, call.arguments or "")
+            if call.name == "end_call":
+                self._after_playout_do(self._hangup)
+                return
+            if call.name == "transfer":
+                target = self.transfer_settings.target if self.transfer_settings is not None else ""
+                if target:
+                    self._after_playout_do(lambda: self.leg.transfer(target))
+                else:
+                    log.warning("call=%s: transfer asked but transfer.target is not configured", self.leg.call_id)
+                return
+            if call.name == "collect_digits":
+                count = call.arguments.get("count", 4)
+                self._start_collecting(int(count) if str(count).isdigit() else 4)
+                return
+        if self._end_call_re and self._end_call_re.search(said):
             self._after_playout_do(self._hangup)
 
-    async def _speak_generated(self, sentence: str, utt: AgentUtterance, times: dict, cancel: threading.Event) -> None:
+    # collect_digits ---------------------------------------------------------
+
+    def _start_collecting(self, count: int) -> None:
+        count = max(1, min(count, 20))
+        self._collecting = {"count": count, "digits": ""}
+        log.info("call=%s: collecting %d digits", self.leg.call_id, count)
+        if self._digits_timer is not None:
+            self._digits_timer.cancel()
+        self._digits_timer = asyncio.get_running_loop().call_later(self.agent.digits_timeout_s, self._digits_timed_out)
+
+    def _add_digits(self, digits: str, spoken: str | None = None) -> None:
+        state = self._collecting
+        if state is None or not digits:
+            return
+        state["digits"] += digits
+        if len(state["digits"]) >= state["count"]:
+            self._finish_collecting(state["digits"][: state["count"]])
+
+    def _finish_collecting(self, digits: str | None) -> None:
+        self._collecting = None
+        if self._digits_timer is not None:
+            self._digits_timer.cancel()
+            self._digits_timer = None
+        if digits:
+            self.collected_digits.append(digits)
+        log.info("call=%s: digits collected: %s", self.leg.call_id, digits if digits else "(none, timed out)")
+        said = f"(entered {' '.join(digits)})" if digits else "(entered nothing)"
+        self._start_reply(None, {}, text=said)
+
+    def _digits_timed_out(self) -> None:
+        self._digits_timer = None
+        if self._collecting is not None:
+            self._finish_collecting(self._collecting["digits"] or None)
+
+    async def _speak_generated(self, sentence: str, utt: AgentUtterance, times: dict, cancel: threading.Event, calls: list[ToolCall]) -> None:
+        spoken, commands = split_commands(sentence)
+        calls.extend(commands)
+        if not spoken:
+            return
         if "first_sentence" not in times:
             times["first_sentence"] = self.clock()
-        await self._speak_sentence(sentence, utt, times, cancel)
+        await self._speak_sentence(spoken, utt, times, cancel)
 
-    def _log_turn(self, caller: str, utt: AgentUtterance, rule: str) -> None:
+    def _log_turn(self, caller: str, utt: AgentUtterance, rule: str, calls: list[ToolCall] | None = None) -> None:
         agent = " ".join(utt.sentences)
-        self.turn_log.append({"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule})
+        self.turn_log.append({"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule, "tools": [c.name for c in calls or []]})
         log.info("turn call=%s caller=%r agent=%r endpoint_rule=%s%s", self.leg.call_id, caller, agent, rule, " (interrupted)" if utt.interrupted else "")
 
     def _log_latency(self, times: dict[str, float]) -> None:

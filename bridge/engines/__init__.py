@@ -81,6 +81,11 @@ def load_engines(settings) -> Engines:
     m = settings.models
     device = resolve_device(m.device)
     asr = WhisperAsr.from_settings(m, device)
-    llm = LlamaCppLlm.from_settings(m, device)
+    if m.llm_backend == "openai":
+        from .openai_llm import OpenAiLlm
+
+        llm = OpenAiLlm.from_settings(m, device)
+    else:
+        llm = LlamaCppLlm.from_settings(m, device)
     tts = PiperTts.from_settings(m, device)
     return Engines(webrtc_vad_factory(settings.agent.vad_aggressiveness), asr, llm, tts, device)

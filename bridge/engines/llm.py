@@ -53,6 +53,21 @@ class LlamaCppLlm:
         path = embedded_llm_path(m.cache_dir) if m.llm == "embedded" else Path(m.llm)
         return cls(path, m.llm_context, m.llm_threads, m.llm_gpu_layers if device == "cuda" else 0)
 
+    def stream_chat(self, messages: list[dict], max_tokens: int, temperature: float, cancel: threading.Event, tools: list[dict] | None = None) -> Iterator[str]:
+        """Chat mode through the GGUF's chat template: yield content pieces.
+
+        Tools are not passed to llama.cpp's tool calling (templates differ per
+        model); chat mode on llama.cpp uses the bracket convention of
+        :mod:`bridge.engines.tools` in the text instead.
+        """
+        with self._lock:
+            for part in self.model.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True):
+                if cancel.is_set():
+                    break
+                text = part["choices"][0].get("delta", {}).get("content")
+                if text:
+                    yield text
+
     def stream(self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: threading.Event) -> Iterator[str]:
         """Yield the completion of ``prompt`` piece by piece (text mode, no chat template).
 

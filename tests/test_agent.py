@@ -1,0 +1,156 @@
+"""Agent behaviour through a real SIP+RTP leg: tools, endpointing, reprompt; and the
+OpenAI-compatible backend against a local server speaking that API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from bridge.client import place_call, read_wav_8k, write_wav_8k
+from bridge.conversation.engine import sentence_state
+from bridge.engines import Engines
+from bridge.engines.openai_llm import LlmError, OpenAiLlm
+from bridge.engines.tools import ToolCall, digits_in, split_commands
+
+from .fake_openai import FakeOpenAI
+from .test_conversation_sip import start_server
+
+pytestmark = pytest.mark.e2e
+
+
+def test_openai_backend_streams_text_and_tool_calls():
+    fake = FakeOpenAI(lambda path, body: ("We open at nine. See you then.", [("collect_digits", {"count": 4})] if "chat" in path else []))
+    try:
+        llm = OpenAiLlm(fake.base_url, "test-model", api_key="k")
+        pieces = list(llm.stream("Caller: hi\nSam:", ["\n"], 40, 0.2, threading.Event()))
+        assert "".join(pieces) == "We open at nine. See you then." and len(pieces) > 3
+        path, body = fake.requests[-1]
+        assert path == "/v1/completions" and body["stream"] is True and body["model"] == "test-model" and body["stop"] == ["\n"]
+        out = list(llm.stream_chat([{"role": "user", "content": "hi"}], 40, 0.2, threading.Event(), tools=[{"type": "function"}]))
+        assert "".join(p for p in out if isinstance(p, str)) == "We open at nine. See you then."
+        assert out[-1] == ToolCall("collect_digits", {"count": 4})
+        path, body = fake.requests[-1]
+        assert path == "/v1/chat/completions" and body["messages"][0]["content"] == "hi" and body["tools"] == [{"type": "function"}]
+        fake.fail_next = True
+        with pytest.raises(LlmError):
+            list(llm.stream("x", [], 5, 0.0, threading.Event()))
+    finally:
+        fake.close()
+
+
+def test_tool_convention_and_digits():
+    assert split_commands("Goodbye! [end_call]") == ("Goodbye!", [ToolCall("end_call")])
+    assert split_commands("Please enter it. [collect_digits 4]") == ("Please enter it.", [ToolCall("collect_digits", {"count": 4})])
+    assert split_commands("Let me transfer you [transfer") == ("Let me transfer you", [])
+    assert digits_in("four two one, 9") == "4219"
+    assert sentence_state("What time do you open on Saturday?") == "finished"
+    assert sentence_state("I would like to book an appointment and") == "unfinished"
+    assert sentence_state("So I was thinking, um.") == "unfinished"
+    assert sentence_state("I was wondering...") == "unfinished"
+    assert sentence_state("maybe tomorrow") == "unknown"
+
+
+def scripted(engines, fake: FakeOpenAI) -> Engines:
+    """The real ASR, TTS and VAD, with the LLM behind the OpenAI-compatible backend."""
+    return Engines(engines.vad_factory, engines.asr, OpenAiLlm(fake.base_url, "scripted"), engines.tts, engines.device)
+
+
+async def wait_finished(server, n: int = 1):
+    for _ in range(100):
+        if len(server.finished) >= n:
+            return server.finished[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError("the call did not end")
+
+
+async def test_end_call_tool_ends_the_call_with_bye(engines, speech):
+    fake = FakeOpenAI(lambda path, body: ("Thanks for calling, have a nice day. [end_call]", []))
+    server = await start_server(scripted(engines, fake), end_call_pattern="")
+    try:
+        report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [speech["saturday"]], None, duration=40)
+        assert report.end_reason == "remote_bye" and report.hung_up_by == "agent"
+        conversation = await wait_finished(server)
+        assert conversation.turn_log[-1]["tools"] == ["end_call"]
+        assert "[end_call]" not in conversation.turn_log[-1]["agent"]
+        assert "Caller: What time" in fake.requests[-1][1]["prompt"]  # the real ASR's words went to the LLM
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_transfer_tool_in_chat_mode_sends_refer(engines, speech, caplog):
+    fake = FakeOpenAI(lambda path, body: ("Let me put you through.", [("transfer", {})]))
+    server = await start_server(scripted(engines, fake), llm_mode="chat")
+    server.settings.transfer.target = "sip:+14155550100@example.pstn.twilio.com"
+    caplog.set_level(logging.INFO)
+    try:
+        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [speech["where"]], None, duration=14)
+        conversation = await wait_finished(server)
+        assert fake.requests[0][0] == "/v1/chat/completions"
+        assert [t["function"]["name"] for t in fake.requests[0][1]["tools"]] == ["end_call", "transfer", "collect_digits"]
+        assert conversation.turn_log[0]["tools"] == ["transfer"]
+        assert "REFER to sip:+14155550100@example.pstn.twilio.com" in caplog.text
+        # Our test caller does not do transfers (501): the agent says so and goes on.
+        assert "transfer progress 501 (final)" in caplog.text
+        assert any("could not transfer" in text for role, text in conversation.transcript() if role == "agent")
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_collect_digits_takes_dtmf(engines, speech):
+    def script(path, body):
+        if "(entered" in body["prompt"]:
+            return ("Thank you, I found your booking.", [])
+        return ("Please enter your three digit patient number. [collect_digits 3]", [])
+
+    fake = FakeOpenAI(script)
+    server = await start_server(scripted(engines, fake))
+    try:
+        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [speech["saturday"]], None, duration=20, dtmf="123", dtmf_after=12.0)
+        conversation = await wait_finished(server)
+        assert conversation.collected_digits == ["123"]
+        assert "Caller: (entered 1 2 3)" in fake.requests[-1][1]["prompt"]
+        assert conversation.turn_log[-1]["agent"] == "Thank you, I found your booking."
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_finished_sentence_ends_the_turn_sooner(engines, speech, tmp_path):
+    """The speculative transcript picks the endpoint threshold: finished -> fast, 'and...' -> slow."""
+    import subprocess
+
+    unfinished = tmp_path / "unfinished.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(unfinished), "I would like to book a cleaning and"], check=True)
+    fake = FakeOpenAI(lambda path, body: ("Sure.", []))
+    # A long default threshold, so that the speculative pass always decides.
+    server = await start_server(scripted(engines, fake), endpoint_silence_ms=900, endpoint_fast_ms=300, endpoint_slow_ms=1500)
+    try:
+        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [speech["saturday"], unfinished], None)
+        conversation = await wait_finished(server)
+        rules = [t["endpoint_rule"] for t in conversation.turn_log]
+        assert rules == ["finished", "unfinished"], conversation.turn_log
+        fast, slow = (lat["endpoint"] for lat in conversation.latencies)
+        assert fast < 0.9 < slow
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_silence_reprompts_then_hangs_up(engines):
+    fake = FakeOpenAI(lambda path, body: ("Sure.", []))
+    server = await start_server(scripted(engines, fake), reprompt_after_s=2, max_reprompts=1, greeting="Hi.")
+    try:
+        report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=40, wait_greeting=False)
+        assert report.end_reason == "remote_bye"
+        conversation = await wait_finished(server)
+        said = [text for role, text in conversation.transcript() if role == "agent"]
+        assert said[1] == server.settings.agent.reprompt and said[-1] == server.settings.agent.goodbye
+    finally:
+        await server.stop()
+        fake.close()
