@@ -172,8 +172,12 @@ class AgentSettings(BaseModel):
     goodbye: str = "Thanks for calling. Goodbye!"
     max_tokens: int = 48
     temperature: float = 0.3
+    #: ``webrtc`` (webrtcvad) or ``silero`` (Silero VAD v6 ONNX from faster-whisper).
+    vad: Literal["webrtc", "silero"] = "webrtc"
     #: webrtcvad aggressiveness 0..3.
     vad_aggressiveness: int = 2
+    #: Silero speech probability threshold.
+    silero_threshold: float = 0.5
     #: Caller silence that ends a turn when nothing better is known, milliseconds.
     endpoint_silence_ms: int = 500
     #: ... when the speculative transcript reads as a finished sentence ("?" "." "!").
@@ -183,6 +187,10 @@ class AgentSettings(BaseModel):
     #: Silence after which the ASR pass starts speculatively (its text picks the
     #: threshold above, and it is the final transcript unless the caller resumes).
     speculate_after_ms: int = 120
+    #: Interim transcripts while the caller speaks: one pass per this much new
+    #: speech (at most one in flight), over at most ``interim_window_s``; 0 = off.
+    interim_interval_ms: int = 1000
+    interim_window_s: float = 10.0
     #: Speech shorter than this is ignored (clicks, coughs), milliseconds.
     min_utterance_ms: int = 200
     #: Caller speech during agent speech needed to interrupt it, milliseconds.

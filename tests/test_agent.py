@@ -154,3 +154,43 @@ async def test_silence_reprompts_then_hangs_up(engines):
     finally:
         await server.stop()
         fake.close()
+
+
+async def test_silero_vad_conversation(engines, speech):
+    """agent.vad: silero drives the same turn-taking: the question is heard and answered."""
+    from bridge.engines.vad import silero_vad_factory
+
+    fake = FakeOpenAI(lambda path, body: ("We open at nine on Saturday.", []))
+    silero = Engines(silero_vad_factory(0.5), engines.asr, OpenAiLlm(fake.base_url, "scripted"), engines.tts, engines.device)
+    server = await start_server(silero, vad="silero")
+    try:
+        report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [speech["saturday"]], None)
+        assert len(report.latencies) == 1
+        conversation = await wait_finished(server)
+        assert "saturday" in conversation.turn_log[0]["caller"].lower()
+        assert type(conversation.vad).__name__ == "SileroVad"
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_interim_transcripts_while_the_caller_speaks(engines, tmp_path):
+    """Streaming ASR: interim passes run during a long utterance; the turn gets the final text."""
+    import subprocess
+
+    long_question = tmp_path / "long.wav"
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(long_question),
+                    "Hello, I would like to book a cleaning for my daughter next Tuesday afternoon if you have any time available"], check=True)
+    fake = FakeOpenAI(lambda path, body: ("Sure, Tuesday works.", []))
+    server = await start_server(scripted(engines, fake), interim_interval_ms=1000)
+    try:
+        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [long_question], None)
+        conversation = await wait_finished(server)
+        assert len(conversation.interims) >= 2, conversation.interims
+        first_words = conversation.interims[0].lower().split()[:2]
+        assert first_words and "hello" in first_words[0]
+        final = conversation.turn_log[0]["caller"].lower()
+        assert "available" in final and len(final) > len(conversation.interims[0])  # the end of the sentence, not in the first interim
+    finally:
+        await server.stop()
+        fake.close()

@@ -184,6 +184,13 @@ class Conversation:
         self._last_voiced_at = 0.0
         self._barged = False
         self._spec: _Speculation | None = None
+        #: The latest interim transcript of the caller's current utterance.
+        self.interim_text = ""
+        #: The last interim transcripts (bounded), for inspection.
+        self.interims: list[str] = []
+        self._interim_running = False
+        self._interim_frames = 0
+        self._utterance_id = 0
         self._collecting: dict | None = None
         self._last_activity = clock()
         self._reprompts = 0
@@ -223,6 +230,9 @@ class Conversation:
         if voiced:
             if not self._in_speech:
                 self._in_speech = True
+                self._utterance_id += 1
+                self._interim_frames = 0
+                self.interim_text = ""
                 self._utterance = list(self._preroll)
                 self._voiced = 0
                 self._barged = False
@@ -234,6 +244,7 @@ class Conversation:
             self._reprompts = 0
             if self._spec is not None:
                 self._spec = None  # the caller went on: the speculative pass is stale
+            self._maybe_interim()
             if not self._barged and self._voiced * FRAME_MS >= self.agent.barge_in_min_speech_ms and self.agent_active:
                 self._barged = True
                 self.barge_in()
@@ -244,6 +255,32 @@ class Conversation:
         self._utterance.append(frame)
         self._silence += 1
         self._check_endpoint(now)
+
+    def _maybe_interim(self) -> None:
+        """Start an interim ASR pass over the utterance so far (streaming ASR).
+
+        Bounded: at most one pass in flight, one per ``interim_interval_ms`` of
+        new audio, over at most the last ``interim_window_s`` seconds.
+        """
+        interval = self.agent.interim_interval_ms // FRAME_MS
+        if not interval or self._interim_running or len(self._utterance) - self._interim_frames < interval:
+            return
+        self._interim_frames = len(self._utterance)
+        window = int(self.agent.interim_window_s * 1000 // FRAME_MS)
+        pcm = np.concatenate(self._utterance[-window:])
+        self._interim_running = True
+        started_in = self._utterance_id
+        future = asyncio.get_running_loop().run_in_executor(None, self.engines.asr.transcribe, pcm)
+        future.add_done_callback(lambda f: self._interim_done(f, started_in))
+
+    def _interim_done(self, future: asyncio.Future, utterance_id: int) -> None:
+        self._interim_running = False
+        if future.cancelled() or future.exception() is not None or utterance_id != self._utterance_id:
+            return
+        self.interim_text = future.result().strip()
+        self.interims.append(self.interim_text)
+        del self.interims[:-20]
+        log.debug("interim call=%s %r", self.leg.call_id, self.interim_text)
 
     def _check_endpoint(self, now: float) -> None:
         """Speculate at the first silence, and end the turn once the silence is long enough.
@@ -259,7 +296,12 @@ class Conversation:
             future = asyncio.get_running_loop().run_in_executor(None, self.engines.asr.transcribe, pcm)
             spec = self._spec = _Speculation(len(self._utterance), future, self.clock())
             future.add_done_callback(lambda f, spec=spec: self._speculation_done(spec, f))
-        state = sentence_state(self._spec.text) if self._spec is not None and self._spec.text is not None else "unknown"
+        if self._spec is not None and self._spec.text is not None:
+            state = sentence_state(self._spec.text)
+        elif self.interim_text and sentence_state(self.interim_text) == "unfinished":
+            state = "unfinished"  # the interim transcript already ends on "and"/"um": be patient
+        else:
+            state = "unknown"
         threshold = {"finished": self.agent.endpoint_fast_ms, "unfinished": self.agent.endpoint_slow_ms}.get(state, self.agent.endpoint_silence_ms)
         if silence_ms < threshold:
             return

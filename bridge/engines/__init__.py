@@ -52,18 +52,29 @@ class Engines:
     device: str
 
 
-def resolve_device(requested: str) -> str:
-    """``auto`` -> ``cuda`` when CTranslate2 sees a CUDA device, else ``cpu``."""
-    if requested != "auto":
-        return requested
+def _cuda_devices() -> int:
     try:
         import ctranslate2
 
-        if ctranslate2.get_cuda_device_count() > 0:
-            return "cuda"
+        return ctranslate2.get_cuda_device_count()
     except Exception:  # noqa: BLE001 - any failure to probe means no usable GPU
-        pass
-    log.info("models: no CUDA device found, running on CPU")
+        return 0
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` -> ``cuda`` when CTranslate2 sees a CUDA device, else ``cpu``.
+
+    ``cuda`` without a usable device also falls back to ``cpu``, with a warning.
+    """
+    if requested == "cpu":
+        return "cpu"
+    if _cuda_devices() > 0:
+        log.info("models: CUDA device found: faster-whisper float16, llama.cpp GPU layers, Piper CUDA provider")
+        return "cuda"
+    if requested == "cuda":
+        log.warning("models: device cuda requested but no CUDA device is usable: falling back to CPU")
+    else:
+        log.info("models: no CUDA device found, running on CPU")
     return "cpu"
 
 
@@ -76,7 +87,7 @@ def load_engines(settings) -> Engines:
     from .asr import WhisperAsr
     from .llm import LlamaCppLlm
     from .tts import PiperTts
-    from .vad import webrtc_vad_factory
+    from .vad import silero_vad_factory, webrtc_vad_factory
 
     m = settings.models
     device = resolve_device(m.device)
@@ -88,4 +99,6 @@ def load_engines(settings) -> Engines:
     else:
         llm = LlamaCppLlm.from_settings(m, device)
     tts = PiperTts.from_settings(m, device)
-    return Engines(webrtc_vad_factory(settings.agent.vad_aggressiveness), asr, llm, tts, device)
+    agent = settings.agent
+    vad = silero_vad_factory(agent.silero_threshold) if agent.vad == "silero" else webrtc_vad_factory(agent.vad_aggressiveness)
+    return Engines(vad, asr, llm, tts, device)

@@ -1,0 +1,22 @@
+# bridge: SIP voice-agent endpoint with local models (CPU image).
+# Build: docker build -t bridge .      Run: docker run --network host bridge
+# The install is editable so that config/ stays beside the code (config/default.yaml).
+# (host networking: SIP and a wide RTP port range; behind NAT also set
+#  BRIDGE_SIP__PUBLIC_HOST to the public address).
+FROM python:3.11-slim-bookworm
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake espeak-ng \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/bridge
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+COPY config ./config
+COPY models/README.md ./models/README.md
+RUN pip install --no-cache-dir -e . \
+ && python -c "from bridge.engines.llm import embedded_llm_path; embedded_llm_path('models')"
+
+EXPOSE 5060/udp 5060/tcp 5061/tcp 9090/tcp 10000-20000/udp
+ENV BRIDGE_OBSERVABILITY__METRICS_LISTEN=0.0.0.0:9090
+CMD ["bridge", "serve"]
