@@ -179,12 +179,16 @@ class BridgeServer:
         self.finished: collections.deque = collections.deque(maxlen=100)
         self._tasks: set[asyncio.Task] = set()
         self._pending_dials: dict[str, tuple[SipCallLeg, object]] = {}
+        self.streams: dict[str, object] = {}  # Media Streams legs by Call SID
+        self.twilio_control = None
+        self._http = None
+        self._http_task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = asyncio.Event()
         self._all_ended = asyncio.Event()
         self._all_ended.set()
         self.metrics.watch_resource("rtp_ports", lambda: self.ports.in_use)
-        self.metrics.watch_resource("calls", lambda: len(self.calls))
+        self.metrics.watch_resource("calls", lambda: len(self.calls) + len(self.streams))
         self.metrics.watch_resource("sip_dialogs", lambda: sum(listener.core.active_calls for listener in self.listeners))
         self.metrics.watch_resource("sip_transactions", lambda: sum(listener.core.transaction_count for listener in self.listeners))
         self.metrics.watch_resource("tasks", self._task_count)
@@ -229,7 +233,72 @@ class BridgeServer:
             addr = await listener.transport.start()
             log.info("sip: listening on %s %s:%s (public %s)", listener.name.lower(), addr[0], addr[1], self.public_host)
             bound.append(addr)
+        if self.settings.mediastreams.http_listen:
+            await self._start_http()
         return bound
+
+    # ------------------------------------------------------- Media Streams mode
+
+    async def _start_http(self) -> None:
+        import uvicorn
+
+        from .mediastreams.http import build_app
+
+        ms = self.settings.mediastreams
+        if ms.account_sid and ms.auth_token:
+            from .mediastreams.leg import TwilioCallControl
+
+            self.twilio_control = TwilioCallControl(ms.account_sid, ms.auth_token, ms.api_base_url)
+        host, port = parse_hostport(ms.http_listen, 8080)
+
+        class _Server(uvicorn.Server):
+            def capture_signals(self):  # the bridge owns SIGTERM (drain) and SIGINT
+                import contextlib
+
+                return contextlib.nullcontext()
+
+        config = uvicorn.Config(build_app(self), host=host, port=port, log_level="warning", lifespan="off", ws="websockets")
+        self._http = _Server(config)
+        self._http_task = asyncio.create_task(self._http.serve())
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the bind error
+            await asyncio.sleep(0.02)
+        log.info("media streams: listening on http %s:%d (public %s)", host, port, ms.public_url or "from X-Forwarded-*")
+
+    def start_stream(self, leg):
+        """A Media Streams session started: give it an agent. Returns the agent."""
+        if self.policy.draining:
+            leg.hangup("draining")
+            return None
+        if self.settings.agent.kind == "echo":
+            agent = EchoAgent(leg)
+        else:
+            agent = Conversation(self.engines, self.settings.agent, leg, self.metrics, transfer=self.settings.transfer)
+            agent.played_by_leg = True  # marks tell what Twilio played
+        leg.agent = agent
+        self.streams[leg.call_id] = leg
+        self._all_ended.clear()
+        self.metrics.active_calls.inc()
+        self.metrics.calls.labels("media_stream").inc()
+        log.info("call %s: media stream %s %s", leg.call_id, leg.meta.get("streamSid"), " ".join(f"{k}={v}" for k, v in leg.meta.items() if k != "streamSid"))
+        agent.start()
+        return agent
+
+    def end_stream(self, leg, reason: str) -> None:
+        """A Media Streams session ended (idempotent per leg)."""
+        if self.streams.pop(leg.call_id, None) is None:
+            return
+        self.metrics.active_calls.dec()
+        if not self.calls and not self.streams:
+            self._all_ended.set()
+        self._spawn(self._finish_stream(leg, reason))
+
+    async def _finish_stream(self, leg, reason: str) -> None:
+        if leg.agent is not None:
+            await leg.agent.close()
+            self.finished.append(leg.agent)
+        log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -438,7 +507,7 @@ class BridgeServer:
             return
         leg.ended = True
         self.metrics.active_calls.dec()
-        if not self.calls:
+        if not self.calls and not self.streams:
             self._all_ended.set()
         self._spawn(self._teardown(leg, reason))
 
@@ -494,7 +563,7 @@ class BridgeServer:
 
     async def stop(self) -> None:
         """Hang up every call, close sockets."""
-        for leg in list(self.calls.values()):
+        for leg in list(self.calls.values()) + list(self.streams.values()):
             leg.hangup("shutdown")
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -503,16 +572,19 @@ class BridgeServer:
         await asyncio.sleep(0.05)
         for listener in self.listeners:
             listener.transport.close()
+        if self._http is not None:
+            self._http.should_exit = True
+            await asyncio.gather(self._http_task, return_exceptions=True)
 
     async def drain(self, deadline: float) -> None:
         """Graceful shutdown: refuse new calls (503), let calls in progress go on for
         up to ``deadline`` seconds, then end the rest with BYE."""
         self.policy.draining = True
-        log.info("draining: %d call(s) in progress, new INVITEs get 503, deadline %.0f s", len(self.calls), deadline)
+        log.info("draining: %d call(s) in progress, new INVITEs get 503, deadline %.0f s", len(self.calls) + len(self.streams), deadline)
         try:
             await asyncio.wait_for(self._all_ended.wait(), deadline)
         except asyncio.TimeoutError:
-            log.info("drain deadline reached: ending %d call(s)", len(self.calls))
+            log.info("drain deadline reached: ending %d call(s)", len(self.calls) + len(self.streams))
         await self.stop()
 
     async def run_forever(self) -> None:

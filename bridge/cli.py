@@ -37,6 +37,11 @@ def _settings(args: argparse.Namespace):
             overrides["sip"][key] = getattr(args, option)
     if getattr(args, "agent", None):
         overrides["agent"]["kind"] = args.agent
+    overrides["mediastreams"] = {}
+    if getattr(args, "http_listen", None):
+        overrides["mediastreams"]["http_listen"] = args.http_listen
+    if getattr(args, "public_url", None):
+        overrides["mediastreams"]["public_url"] = args.public_url
     if args.public_host:
         overrides["sip"]["public_host"] = args.public_host
     if args.rtp_ports:
@@ -132,6 +137,27 @@ def _call(args: argparse.Namespace) -> int:
     return 0 if report.answered else 1
 
 
+def _twilio(args: argparse.Namespace) -> int:
+    """``bridge twilio call NUMBER``: an outbound call whose TwiML connects a media stream."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    from .mediastreams.leg import TwilioCallControl
+
+    overrides = {"mediastreams": {k: v for k, v in (("public_url", args.public_url), ("api_base_url", args.api_base_url), ("from_number", args.from_number)) if v}}
+    settings = load_settings(args.config, overrides)
+    _setup_logging("WARNING")
+    ms = settings.mediastreams
+    if not (ms.account_sid and ms.auth_token and ms.public_url and ms.from_number):
+        print("bridge twilio call needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, --public-url and --from", file=sys.stderr)
+        return 2
+    response = VoiceResponse()
+    base = ms.public_url.rstrip("/")
+    response.connect().stream(url=("wss://" + base[len("https://"):] if base.startswith("https://") else "ws://" + base.split("://", 1)[-1]) + "/media-stream")
+    sid = TwilioCallControl(ms.account_sid, ms.auth_token, ms.api_base_url).create(args.number, ms.from_number, str(response))
+    print(f"call {sid} to {args.number} created; its audio will stream to {base}/media-stream")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
@@ -160,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain")
     serve.add_argument("--tls-key", metavar="PEM", help="TLS private key")
     serve.add_argument("--agent", choices=["llm", "echo"], help="the agent (echo: play the caller back, no models)")
+    serve.add_argument("--http-listen", metavar="HOST:PORT", help="Media Streams mode: serve POST /twiml and WS /media-stream here")
+    serve.add_argument("--public-url", metavar="URL", help="the base URL Twilio calls (https://...), for the Stream URL and signatures")
     serve.add_argument("--public-host", metavar="IP", help="address for Via/Contact/SDP (behind NAT: the public IP)")
     serve.add_argument("--rtp-ports", metavar="LOW-HIGH", help="RTP port range (default 10000-20000)")
     serve.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address (default 127.0.0.1:9090)")
@@ -175,6 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
     dial.add_argument("--public-host", metavar="IP", help="address for Via/Contact/SDP")
     dial.add_argument("--agent", choices=["llm", "echo"])
     dial.set_defaults(func=_dial)
+
+    twilio = sub.add_parser("twilio", help="Twilio REST actions: 'call NUMBER' places a call that streams to this bridge")
+    twilio.add_argument("action", choices=["call"])
+    twilio.add_argument("number", help="E.164 number to call")
+    twilio.add_argument("--from", dest="from_number", help="caller ID (a Twilio number)")
+    twilio.add_argument("--public-url", help="the bridge's public base URL (https://...)")
+    twilio.add_argument("--config", help="YAML merged over config/default.yaml")
+    twilio.add_argument("--api-base-url", help=argparse.SUPPRESS)
+    twilio.set_defaults(func=_twilio)
 
     bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed) or 'calls' (latency of real SIP calls)")
     bench.add_argument("what", choices=["models", "calls"])

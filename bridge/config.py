@@ -121,6 +121,27 @@ class OutboundSettings(BaseModel):
     caller_id: str = "bridge"
 
 
+class MediaStreamsSettings(BaseModel):
+    """Twilio Media Streams mode (``<Connect><Stream>``): the webhook and the WebSocket."""
+
+    #: ``HOST:PORT`` for HTTP (``POST /twiml``, ``WS /media-stream``); empty = off.
+    http_listen: str = ""
+    #: The base URL Twilio is configured with (``https://bridge.example.com``), used for the
+    #: Stream URL and signature checks; empty = rebuilt from X-Forwarded-Proto/Host.
+    public_url: str = ""
+    #: Twilio auth token (or ``TWILIO_AUTH_TOKEN``) for X-Twilio-Signature and the REST API.
+    auth_token: str = ""
+    #: Twilio account SID (or ``TWILIO_ACCOUNT_SID``) for the REST API (transfer, hang-up, calls).
+    account_sid: str = ""
+    #: Refuse requests when no auth token is configured (cannot check signatures).
+    require_signature: bool = True
+    #: Replace https://api.twilio.com (a local stand-in for tests).
+    api_base_url: str = ""
+    #: Caller ID for ``bridge twilio call``.
+    from_number: str = ""
+    max_message_bytes: int = 65536
+
+
 class MediaSettings(BaseModel):
     """RTP media (RFC 3550)."""
 
@@ -235,6 +256,7 @@ class Settings(BaseSettings):
     transfer: TransferSettings = Field(default_factory=TransferSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     media: MediaSettings = Field(default_factory=MediaSettings)
+    mediastreams: MediaStreamsSettings = Field(default_factory=MediaStreamsSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
@@ -277,6 +299,11 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     if overrides:
         data = _merge(data, overrides)
     settings = Settings(**data)
+    import os
+
+    ms = settings.mediastreams
+    ms.auth_token = ms.auth_token or os.environ.get("TWILIO_AUTH_TOKEN", "")
+    ms.account_sid = ms.account_sid or os.environ.get("TWILIO_ACCOUNT_SID", "")
     if overrides:
         # Command-line options win over the environment too.
         settings = Settings.model_validate(_merge(settings.model_dump(), overrides))

@@ -136,9 +136,18 @@ class _Speculation:
 
 
 @dataclass
-class _Frame:
+class AgentFrame:
+    """One 20 ms frame of agent audio (PCM16 8 kHz, 160 samples) and whose it is.
+
+    ``sentence_end`` marks the last frame of a sentence (Media Streams sends a
+    ``mark`` there); ``offset`` is the owner's played-sample count once this
+    frame has been played.
+    """
+
     pcm: np.ndarray
     owner: AgentUtterance
+    sentence_end: bool = False
+    offset: int = 0
 
 
 class Conversation:
@@ -164,12 +173,15 @@ class Conversation:
         self.dtmf_digits: list[str] = []
         self.turn_log: list[dict] = []
         self.latencies: list[dict[str, float]] = []
-        self._playout: collections.deque[_Frame] = collections.deque()
+        self._playout: collections.deque[AgentFrame] = collections.deque()
         self._reply_task: asyncio.Task | None = None
         self._cancel = threading.Event()
         self._current: AgentUtterance | None = None
         self._times: dict[str, float] | None = None
         self.transfer_settings = transfer
+        #: True when the leg reports what was played (:meth:`mark_played`) rather
+        #: than every frame handed out counting as played (RTP).
+        self.played_by_leg = False
         self.on_hold = False
         self._after_playout: Callable[[], None] | None = None
         self._closed = False
@@ -370,6 +382,18 @@ class Conversation:
 
     def pull_frame(self, now: float | None = None) -> np.ndarray | None:
         """The agent frame for the current 20 ms send slot (PCM16 8 kHz, 160 samples) or ``None``."""
+        item = self.pull_item(now)
+        return item.pcm if item is not None else None
+
+    def mark_played(self, owner: AgentUtterance, offset: int) -> None:
+        """The leg learned that ``owner`` was played up to sample ``offset`` (Media Streams marks)."""
+        owner.played = max(owner.played, offset)
+
+    def pull_item(self, now: float | None = None) -> AgentFrame | None:
+        """Like :meth:`pull_frame`, with the frame's owner and sentence boundary.
+
+        With ``played_by_leg`` set, handing a frame out does not count it as
+        played: the leg reports playback with :meth:`mark_played`."""
         if not self._playout:
             if self.echo_guard is not None:
                 self.echo_guard.note_sent(None)
@@ -379,7 +403,8 @@ class Conversation:
         item = self._playout.popleft()
         if self.echo_guard is not None:
             self.echo_guard.note_sent(item.pcm)
-        item.owner.played += FRAME_SAMPLES
+        if not self.played_by_leg:
+            item.owner.played += FRAME_SAMPLES
         times = self._times
         if times is not None and item.owner is self._current and "first_packet" not in times and "speech_end" in times:
             times["first_packet"] = self.clock()
@@ -389,7 +414,7 @@ class Conversation:
         if not self._playout and self._after_playout is not None and (self._reply_task is None or self._reply_task.done()):
             action, self._after_playout = self._after_playout, None
             asyncio.get_running_loop().call_soon(action)
-        return item.pcm
+        return item
 
     @property
     def agent_active(self) -> bool:
@@ -511,8 +536,9 @@ class Conversation:
         pcm = np.pad(pcm, (0, n - len(pcm)))
         utt.sentences.append(text)
         utt.samples.append(n)
+        base = sum(utt.samples[:-1])
         for i in range(0, n, FRAME_SAMPLES):
-            self._playout.append(_Frame(pcm[i : i + FRAME_SAMPLES], utt))
+            self._playout.append(AgentFrame(pcm[i : i + FRAME_SAMPLES], utt, i + FRAME_SAMPLES >= n, base + i + FRAME_SAMPLES))
 
     def _synthesize(self, text: str, times: dict | None) -> np.ndarray:
         """Worker thread: text -> PCM16 8 kHz via Piper and FFmpeg resampling."""

@@ -1,0 +1,227 @@
+"""A Twilio Media Streams WebSocket as a call leg for the conversation.
+
+Audio in: ``media`` messages (base64 mu-law 8 kHz, any chunk size) are cut
+into 20 ms frames for :meth:`Conversation.feed_audio`. Audio out: one 20 ms
+``media`` message per 20 ms, paced from the stream start like RTP, a ``mark``
+after each agent sentence and every half second, and ``clear`` on barge-in.
+What was played is counted from the ``mark`` echoes (a mark returned because
+of a ``clear`` does not count), so history truncation is exact.
+
+Call control goes through Twilio's REST API (:class:`TwilioCallControl`):
+hang-up updates the call to ``completed``; transfer updates it with
+``<Dial>`` TwiML.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import numpy as np
+
+from ..media.codecs import FRAME_SAMPLES, G711
+from ..media.rtp import PTIME, Pacer
+from . import protocol as p
+
+log = logging.getLogger("bridge.mediastreams")
+
+MARK_EVERY_FRAMES = 25  # a mark each 500 ms besides sentence ends, for finer accounting
+
+
+class TwilioCallControl:
+    """Hang-up and transfer through Twilio's REST API (twilio-python).
+
+    Args:
+        account_sid, auth_token: the account's credentials.
+        api_base_url: replaces ``https://api.twilio.com`` (a local stand-in in tests).
+    """
+
+    def __init__(self, account_sid: str, auth_token: str, api_base_url: str = "") -> None:
+        from twilio.rest import Client
+
+        self.client = Client(account_sid, auth_token)
+        if api_base_url:
+            self.client.api.base_url = api_base_url.rstrip("/")
+
+    def hangup(self, call_sid: str) -> None:
+        """``POST /2010-04-01/Accounts/{AC}/Calls/{CA}.json`` with ``Status=completed``.
+
+        Raises:
+            twilio.base.exceptions.TwilioRestException: the API refused.
+        """
+        self.client.calls(call_sid).update(status="completed")
+
+    def transfer(self, call_sid: str, target: str) -> None:
+        """Update the live call with ``<Response><Dial>target</Dial></Response>``.
+
+        Raises:
+            twilio.base.exceptions.TwilioRestException: the API refused.
+        """
+        from twilio.twiml.voice_response import VoiceResponse
+
+        response = VoiceResponse()
+        dial = response.dial()
+        if target.startswith("sip:"):
+            dial.sip(target)
+        else:
+            dial.number(target.removeprefix("tel:"))
+        self.client.calls(call_sid).update(twiml=str(response))
+
+    def create(self, to: str, from_: str, twiml: str) -> str:
+        """Start an outbound call whose TwiML connects a stream; returns its Call SID."""
+        return self.client.calls.create(to=to, from_=from_, twiml=twiml).sid
+
+
+class MediaStreamLeg:
+    """One Media Streams session driving an agent. ``send`` sends a text frame;
+    ``close(code, reason)`` closes the WebSocket."""
+
+    def __init__(self, server, send, close, control: TwilioCallControl | None, max_message_bytes: int = 65536) -> None:
+        self.server = server
+        self._send_text = send
+        self._close = close
+        self.control = control
+        self.session = p.StreamSession(max_message_bytes)
+        self.codec = G711("PCMU")
+        self.call_id = ""
+        self.agent = None
+        self.ended = False
+        self.meta: dict = {}
+        self.started = time.monotonic()
+        self._inbound = bytearray()
+        self._marks: dict[str, tuple[object, int]] = {}
+        self._mark_seq = 0
+        self._sender: asyncio.Task | None = None
+        self.clears = 0
+        self.media_sent = 0
+
+    # -- CallLeg -------------------------------------------------------------
+
+    def hangup(self, reason: str) -> None:
+        """End the call: REST ``completed`` (when credentials are set), then close."""
+        if self.ended:
+            return
+        log.info("call %s: hanging up (%s)", self.call_id, reason)
+        if self.control is not None and self.session.call_sid:
+            self._spawn(self._rest(self.control.hangup, self.session.call_sid))
+        self._spawn(self._close(p.CLOSE_NORMAL, reason))
+        self._end(reason)
+
+    def clear_playout(self) -> None:
+        """Barge-in: Twilio drops its queue; marks it returns now were not played."""
+        if self.session.state != "started":
+            return
+        self.clears += 1
+        self._marks.clear()
+        self._spawn(self._send_text(self.session.clear()))
+
+    def transfer(self, target: str) -> None:
+        """Transfer through the REST API (update the call with ``<Dial>``)."""
+        if self.control is None or not self.session.call_sid:
+            log.warning("call %s: transfer needs Twilio API credentials", self.call_id)
+            if self.agent is not None:
+                self.agent.transfer_failed()
+            return
+        log.info("call %s: transfer to %s via the REST API", self.call_id, target)
+
+        async def run() -> None:
+            ok = await self._rest(self.control.transfer, self.session.call_sid, target)
+            if not ok and self.agent is not None:
+                self.agent.transfer_failed()
+
+        self._spawn(run())
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.server._tasks.add(task)
+        task.add_done_callback(self.server._tasks.discard)
+
+    async def _rest(self, fn, *args) -> bool:
+        try:
+            await asyncio.to_thread(fn, *args)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the API's failure is reported, never fatal
+            log.warning("call %s: Twilio API %s failed: %s", self.call_id, fn.__name__, exc)
+            return False
+
+    def _end(self, reason: str) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if self._sender is not None:
+            self._sender.cancel()
+        self.server.end_stream(self, reason)
+
+    async def receive(self, text) -> bool:
+        """Handle one frame; ``False`` once the session is over.
+
+        Raises:
+            StreamProtocolError: closes the session (the caller closes the socket).
+        """
+        event = self.session.receive(text)
+        if isinstance(event, p.Media):
+            self._on_media(event.payload)
+        elif isinstance(event, p.MarkEcho):
+            marked = self._marks.pop(event.name, None)
+            if marked is not None and self.agent is not None:
+                self.agent.mark_played(*marked)
+        elif isinstance(event, p.Dtmf):
+            if self.agent is not None:
+                self.agent.feed_dtmf(event.digit)
+        elif isinstance(event, p.Start):
+            self.call_id = event.call_sid
+            self.meta = {"streamSid": event.stream_sid, "accountSid": event.account_sid, **event.custom_parameters}
+            self.agent = self.server.start_stream(self)
+            self._sender = asyncio.ensure_future(self._send_loop())
+        elif isinstance(event, p.Stop):
+            log.info("call %s: stream stopped by Twilio", self.call_id)
+            self._end("stop")
+            return False
+        return True
+
+    def _on_media(self, payload: bytes) -> None:
+        self._inbound += payload
+        while len(self._inbound) >= FRAME_SAMPLES:
+            chunk = bytes(self._inbound[:FRAME_SAMPLES])
+            del self._inbound[:FRAME_SAMPLES]
+            if self.agent is not None:
+                self.agent.feed_audio(self.codec.decode(chunk))
+
+    async def _send_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        pacer = Pacer(loop.time(), PTIME)
+        since_mark = 0
+        try:
+            while not self.ended:
+                delay = pacer.deadline() - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for _slot in pacer.due_slots(loop.time()):
+                    item = self.agent.pull_item() if self.agent is not None else None
+                    if item is None:
+                        since_mark = 0
+                        continue
+                    await self._send_text(self.session.media(self.codec.encode(item.pcm)))
+                    self.media_sent += 1
+                    since_mark += 1
+                    if item.sentence_end or since_mark >= MARK_EVERY_FRAMES:
+                        since_mark = 0
+                        self._mark_seq += 1
+                        name = f"m{self._mark_seq}"
+                        self._marks[name] = (item.owner, item.offset)
+                        await self._send_text(self.session.mark(name))
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # noqa: BLE001 - a dead socket ends this call only
+            log.exception("call %s: media sender failed", self.call_id)
+            self._end("send_error")
+
+
+def mulaw_frames(pcm: np.ndarray) -> list[bytes]:
+    """PCM16 8 kHz -> 160-byte mu-law chunks (20 ms), the shape Twilio sends."""
+    codec = G711("PCMU")
+    data = codec.encode(pcm)
+    return [data[i : i + FRAME_SAMPLES] for i in range(0, len(data), FRAME_SAMPLES)]

@@ -1,0 +1,107 @@
+"""A Media Streams peer that plays a call as Twilio does, for tests.
+
+It connects to the bridge's ``/media-stream`` with an ``X-Twilio-Signature``,
+sends ``connected``, ``start``, 20 ms ``media`` frames in real time (speech
+clips, silence between), ``dtmf`` and ``stop``; records the agent's ``media``,
+echoes each ``mark`` (audio before it has played: we play in real time), and
+counts ``clear``s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import numpy as np
+import websockets
+from twilio.request_validator import RequestValidator
+
+from bridge.media.codecs import FRAME_SAMPLES, G711
+
+SPEECH_RMS = 330.0
+
+
+class TwilioStream:
+    def __init__(self, ws_url: str, token: str, signed_url: str | None = None, call_sid: str = "CA" + "1" * 32, headers: dict | None = None) -> None:
+        self.ws_url = ws_url
+        self.signed_url = signed_url or ws_url
+        self.token = token
+        self.call_sid = call_sid
+        self.stream_sid = "MZ" + "2" * 32
+        self.headers = headers or {}
+        self.codec = G711("PCMU")
+        self.received: list[np.ndarray] = []
+        self.events: list[dict] = []
+        self.clears = 0
+        self.marks_echoed = 0
+        self.close_code: int | None = None
+        self._seq = 0
+
+    def signature(self, url: str | None = None) -> str:
+        return RequestValidator(self.token).compute_signature(url or self.signed_url, {})
+
+    def _message(self, event: str, **fields) -> str:
+        self._seq += 1
+        return json.dumps({"event": event, "sequenceNumber": str(self._seq), "streamSid": self.stream_sid, **fields})
+
+    async def run(self, clips: list[tuple[float, np.ndarray]], duration: float, dtmf: list[tuple[float, str]] = (), custom: dict | None = None,
+                  media_format: dict | None = None, sign: bool = True) -> None:
+        """Stream for ``duration`` s; ``clips`` are (start second, PCM16 8 kHz) of caller speech."""
+        headers = dict(self.headers)
+        if sign:
+            headers["X-Twilio-Signature"] = self.signature()
+        async with websockets.connect(self.ws_url, additional_headers=headers) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            start = {"accountSid": "AC" + "3" * 32, "streamSid": self.stream_sid, "callSid": self.call_sid, "tracks": ["inbound"],
+                     "customParameters": custom or {"From": "+14155550123"},
+                     "mediaFormat": media_format or {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+            await ws.send(self._message("start", start=start))
+            reader = asyncio.ensure_future(self._read(ws))
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            pending_dtmf = sorted(dtmf)
+            frames = int(duration / 0.02)
+            try:
+                for n in range(frames):
+                    now = n * 0.02
+                    frame = np.zeros(FRAME_SAMPLES, np.int16)
+                    for at, pcm in clips:
+                        i = int(round((now - at) / 0.02))
+                        if 0 <= i * FRAME_SAMPLES < len(pcm):
+                            chunk = pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
+                            frame[: len(chunk)] = chunk
+                    payload = base64.b64encode(self.codec.encode(frame)).decode()
+                    await ws.send(self._message("media", media={"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20), "payload": payload}))
+                    while pending_dtmf and pending_dtmf[0][0] <= now:
+                        await ws.send(self._message("dtmf", dtmf={"track": "inbound_track", "digit": pending_dtmf.pop(0)[1]}))
+                    if reader.done():
+                        break
+                    delay = t0 + (n + 1) * 0.02 - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if not reader.done():
+                    await ws.send(self._message("stop", stop={"accountSid": "AC" + "3" * 32, "callSid": self.call_sid}))
+                    await asyncio.wait_for(reader, 5)
+            finally:
+                reader.cancel()
+            self.close_code = ws.close_code
+
+    async def _read(self, ws) -> None:
+        try:
+            async for text in ws:
+                message = json.loads(text)
+                self.events.append(message)
+                kind = message.get("event")
+                if kind == "media":
+                    self.received.append(self.codec.decode(base64.b64decode(message["media"]["payload"])))
+                elif kind == "mark":
+                    self.marks_echoed += 1
+                    await ws.send(self._message("mark", mark={"name": message["mark"]["name"]}))
+                elif kind == "clear":
+                    self.clears += 1
+        except websockets.ConnectionClosed:
+            pass
+
+    def audio(self) -> np.ndarray:
+        return np.concatenate(self.received) if self.received else np.zeros(0, np.int16)
