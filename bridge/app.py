@@ -257,7 +257,7 @@ class BridgeServer:
 
                 return contextlib.nullcontext()
 
-        config = uvicorn.Config(build_app(self), host=host, port=port, log_level="warning", lifespan="off", ws="websockets")
+        config = uvicorn.Config(build_app(self), host=host, port=port, log_level="warning", lifespan="off", ws="websockets-sansio")
         self._http = _Server(config)
         self._http_task = asyncio.create_task(self._http.serve())
         while not self._http.started:

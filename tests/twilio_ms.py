@@ -72,16 +72,22 @@ class TwilioStream:
                             chunk = pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
                             frame[: len(chunk)] = chunk
                     payload = base64.b64encode(self.codec.encode(frame)).decode()
-                    await ws.send(self._message("media", media={"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20), "payload": payload}))
-                    while pending_dtmf and pending_dtmf[0][0] <= now:
-                        await ws.send(self._message("dtmf", dtmf={"track": "inbound_track", "digit": pending_dtmf.pop(0)[1]}))
                     if reader.done():
+                        break  # the bridge closed the stream (the agent hung up)
+                    try:
+                        await ws.send(self._message("media", media={"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20), "payload": payload}))
+                        while pending_dtmf and pending_dtmf[0][0] <= now:
+                            await ws.send(self._message("dtmf", dtmf={"track": "inbound_track", "digit": pending_dtmf.pop(0)[1]}))
+                    except websockets.ConnectionClosed:
                         break
                     delay = t0 + (n + 1) * 0.02 - loop.time()
                     if delay > 0:
                         await asyncio.sleep(delay)
                 if not reader.done():
-                    await ws.send(self._message("stop", stop={"accountSid": "AC" + "3" * 32, "callSid": self.call_sid}))
+                    try:
+                        await ws.send(self._message("stop", stop={"accountSid": "AC" + "3" * 32, "callSid": self.call_sid}))
+                    except websockets.ConnectionClosed:
+                        pass
                     await asyncio.wait_for(reader, 5)
             finally:
                 reader.cancel()

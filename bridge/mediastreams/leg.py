@@ -114,7 +114,7 @@ class MediaStreamLeg:
             return
         self.clears += 1
         self._marks.clear()
-        self._spawn(self._send_text(self.session.clear()))
+        self._spawn(self._send(self.session.clear()))
 
     def transfer(self, target: str) -> None:
         """Transfer through the REST API (update the call with ``<Dial>``)."""
@@ -138,6 +138,16 @@ class MediaStreamLeg:
         task = asyncio.ensure_future(coro)
         self.server._tasks.add(task)
         task.add_done_callback(self.server._tasks.discard)
+
+    async def _send(self, text: str) -> None:
+        """Send a frame unless the session is over (a closed socket is not an error then)."""
+        if self.ended:
+            return
+        try:
+            await self._send_text(text)
+        except Exception as exc:  # noqa: BLE001 - the socket went away: this call ends
+            log.info("call %s: send failed (%s): ending", self.call_id, exc.__class__.__name__)
+            self._end("send_error")
 
     async def _rest(self, fn, *args) -> bool:
         try:
@@ -204,7 +214,7 @@ class MediaStreamLeg:
                     if item is None:
                         since_mark = 0
                         continue
-                    await self._send_text(self.session.media(self.codec.encode(item.pcm)))
+                    await self._send(self.session.media(self.codec.encode(item.pcm)))
                     self.media_sent += 1
                     since_mark += 1
                     if item.sentence_end or since_mark >= MARK_EVERY_FRAMES:
@@ -212,7 +222,7 @@ class MediaStreamLeg:
                         self._mark_seq += 1
                         name = f"m{self._mark_seq}"
                         self._marks[name] = (item.owner, item.offset)
-                        await self._send_text(self.session.mark(name))
+                        await self._send(self.session.mark(name))
         except asyncio.CancelledError:
             pass
         except Exception:  # noqa: BLE001 - a dead socket ends this call only
