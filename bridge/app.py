@@ -15,7 +15,6 @@ import logging
 import signal
 import ssl
 import time
-from pathlib import Path
 
 from sipmessage import URI, Address
 
@@ -82,6 +81,7 @@ class SipCallLeg:
         if self.ended:
             return
         log.info("call %s: hanging up (%s)", self.call_id, reason)
+        self.server.end_call(self.call_id, reason)  # first, so that the reason recorded is ours
         core = self.listener.core
         if core.has_call(self.call_id):
             try:
@@ -89,7 +89,6 @@ class SipCallLeg:
             except SipUsageError:
                 pass
             self.listener.transport.flush()
-        self.server.end_call(self.call_id, reason)
 
     def clear_playout(self) -> None:
         """Nothing is queued below the conversation on an RTP leg: the pacer pulls per packet."""
@@ -177,6 +176,8 @@ class BridgeServer:
         self.calls: dict[str, SipCallLeg] = {}
         #: The last calls' agents after they ended (bounded), for inspection.
         self.finished: collections.deque = collections.deque(maxlen=100)
+        #: Why the last calls ended: (call_id, reason), bounded, for inspection.
+        self.end_reasons: collections.deque = collections.deque(maxlen=100)
         self._tasks: set[asyncio.Task] = set()
         self._pending_dials: dict[str, tuple[SipCallLeg, object]] = {}
         self.streams: dict[str, object] = {}  # Media Streams legs by Call SID
@@ -289,6 +290,7 @@ class BridgeServer:
         """A Media Streams session ended (idempotent per leg)."""
         if self.streams.pop(leg.call_id, None) is None:
             return
+        self.end_reasons.append((leg.call_id, reason))
         self.metrics.active_calls.dec()
         if not self.calls and not self.streams:
             self._all_ended.set()
@@ -506,6 +508,7 @@ class BridgeServer:
         if leg is None or leg.ended:
             return
         leg.ended = True
+        self.end_reasons.append((call_id, reason))
         self.metrics.active_calls.dec()
         if not self.calls and not self.streams:
             self._all_ended.set()

@@ -8,7 +8,7 @@ from aiortc.rtp import RtpPacket
 
 from bridge.config import AccessSettings, DigestSettings
 from bridge.media import sdp
-from bridge.media.srtp import Crypto, SrtpContext, new_crypto, parse_crypto
+from bridge.media.srtp import SrtpContext, new_crypto, parse_crypto
 from bridge.sip.digest import DigestAuthenticator, authorization_for, digest_response
 from bridge.sip.framing import PING, FramingError, StreamFramer
 from bridge.sip.policy import AdmissionPolicy

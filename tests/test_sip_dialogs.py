@@ -4,7 +4,7 @@ UAC digest, reliable transports. Fake clock, no sockets."""
 from __future__ import annotations
 
 import pytest
-from sipmessage import Message, Request
+from sipmessage import Request
 
 from bridge.sip import events as ev
 from bridge.sip.core import SipCore, SipUsageError, Timers

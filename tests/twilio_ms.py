@@ -46,8 +46,9 @@ class TwilioStream:
         return json.dumps({"event": event, "sequenceNumber": str(self._seq), "streamSid": self.stream_sid, **fields})
 
     async def run(self, clips: list[tuple[float, np.ndarray]], duration: float, dtmf: list[tuple[float, str]] = (), custom: dict | None = None,
-                  media_format: dict | None = None, sign: bool = True) -> None:
-        """Stream for ``duration`` s; ``clips`` are (start second, PCM16 8 kHz) of caller speech."""
+                  media_format: dict | None = None, sign: bool = True, echo_db: float | None = None, echo_delay_ms: int = 150) -> None:
+        """Stream for ``duration`` s; ``clips`` are (start second, PCM16 8 kHz) of caller speech.
+        ``echo_db``: also send the agent's audio back at this level after ``echo_delay_ms``."""
         headers = dict(self.headers)
         if sign:
             headers["X-Twilio-Signature"] = self.signature()
@@ -71,6 +72,11 @@ class TwilioStream:
                         if 0 <= i * FRAME_SAMPLES < len(pcm):
                             chunk = pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
                             frame[: len(chunk)] = chunk
+                    if echo_db is not None:
+                        k = len(self.received) - 1 - echo_delay_ms // 20
+                        if k >= 0:
+                            mixed = frame.astype(np.float32) + self.received[k].astype(np.float32) * 10 ** (echo_db / 20)
+                            frame = np.clip(mixed, -32768, 32767).astype(np.int16)
                     payload = base64.b64encode(self.codec.encode(frame)).decode()
                     if reader.done():
                         break  # the bridge closed the stream (the agent hung up)

@@ -16,7 +16,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.sdp import MediaDescription, SessionDescription, grouplines
 
-from .srtp import SUITES, Crypto, new_crypto, parse_crypto
+from .srtp import Crypto, new_crypto, parse_crypto
 
 #: Static payload types (RFC 3551 table 4) for offers that omit ``a=rtpmap``.
 STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}

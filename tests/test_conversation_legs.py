@@ -1,0 +1,158 @@
+"""The conversation suite, run over both call legs: SIP+RTP (``bridge call``'s client)
+and Twilio Media Streams (a WebSocket peer playing Twilio's side).
+
+Each test gives a timeline of caller speech (start second, audio), DTMF and
+echo; the same assertions must hold whichever leg carries the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+
+import numpy as np
+import pytest
+
+from bridge.client import place_call, read_wav_8k, write_wav_8k
+from bridge.engines import Engines
+from bridge.engines.openai_llm import OpenAiLlm
+
+from .fake_openai import FakeOpenAI
+from .fake_twilio_api import FakeTwilioApi
+from .test_mediastreams import ms_server, stream
+
+pytestmark = pytest.mark.e2e
+LEGS = ["sip", "mediastreams"]
+
+
+async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf: tuple[float, str] | None = None, echo_db: float | None = None):
+    """Play ``timeline`` [(second, PCM16 8 kHz)] over ``kind``; return the ended conversation."""
+    if kind == "sip":
+        pcm = np.zeros(int(duration * 8000), np.int16)
+        for at, clip in timeline:
+            start = int(at * 8000)
+            pcm[start : start + len(clip)] = clip[: len(pcm) - start]
+        wav = tmp_path / "caller.wav"
+        write_wav_8k(wav, pcm)
+        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [wav], None, duration=duration, wait_greeting=False,
+                         dtmf=dtmf[1] if dtmf else "", dtmf_after=dtmf[0] if dtmf else 0.0, echo_db=echo_db, reply_timeout=duration)
+    else:
+        digits = [(dtmf[0] + 0.3 * i, d) for i, d in enumerate(dtmf[1])] if dtmf else []
+        await stream(server).run(timeline, duration, dtmf=digits, echo_db=echo_db)
+    for _ in range(100):
+        if server.finished:
+            return server.finished[-1]
+        await asyncio.sleep(0.1)
+    raise AssertionError("the call did not end")
+
+
+def scripted(engines, fake: FakeOpenAI) -> Engines:
+    return Engines(engines.vad_factory, engines.asr, OpenAiLlm(fake.base_url, "scripted"), engines.tts, engines.device)
+
+
+@pytest.fixture(params=LEGS)
+def leg(request) -> str:
+    return request.param
+
+
+async def test_greeting_then_reply(leg, engines, speech, tmp_path):
+    server = await ms_server(engines)
+    try:
+        conversation = await run_call(leg, server, tmp_path, [(6.0, read_wav_8k(speech["saturday"]))], 12.0)
+        transcript = conversation.transcript()
+        assert [role for role, _ in transcript][:3] == ["agent", "caller", "agent"], transcript
+        assert "saturday" in transcript[1][1].lower()
+        assert conversation.latencies and conversation.latencies[0]["first_packet"] > 0
+    finally:
+        await server.stop()
+
+
+async def test_interruption_stops_playout_and_truncates_history(leg, engines, speech, tmp_path):
+    server = await ms_server(engines)
+    try:
+        conversation = await run_call(leg, server, tmp_path, [(1.5, read_wav_8k(speech["saturday"]))], 9.0)
+        greeting = conversation.history[0][1]
+        assert greeting.interrupted and 0 < greeting.played < sum(greeting.samples) / 2
+        assert "help" not in greeting.played_text()
+        assert server.metrics.barge_ins._value.get() >= 1
+        assert [role for role, _ in conversation.transcript()][-2:] == ["caller", "agent"]
+    finally:
+        await server.stop()
+
+
+async def test_echo_does_not_interrupt(leg, engines, tmp_path):
+    server = await ms_server(engines)
+    try:
+        conversation = await run_call(leg, server, tmp_path, [], 8.0, echo_db=-10)
+        greeting = conversation.history[0][1]
+        assert not greeting.interrupted and greeting.played == sum(greeting.samples)
+        assert conversation.echo_frames >= 25
+        assert server.metrics.barge_ins._value.get() == 0
+    finally:
+        await server.stop()
+
+
+async def test_finished_sentence_ends_the_turn_sooner(leg, engines, speech, tmp_path):
+    unfinished = tmp_path / "unfinished.wav"
+    subprocess.run(["espeak-ng", "-s", "150", "-w", str(unfinished), "I would like to book a cleaning and"], check=True)
+    fake = FakeOpenAI(lambda path, body: ("Sure.", []))
+    server = await ms_server(scripted(engines, fake), endpoint_silence_ms=900, endpoint_fast_ms=300, endpoint_slow_ms=1500)
+    try:
+        timeline = [(6.0, read_wav_8k(speech["saturday"])), (11.0, read_wav_8k(unfinished))]
+        conversation = await run_call(leg, server, tmp_path, timeline, 17.0)
+        assert [t["endpoint_rule"] for t in conversation.turn_log] == ["finished", "unfinished"], conversation.turn_log
+        fast, slow = (lat["endpoint"] for lat in conversation.latencies)
+        assert fast < 0.9 < slow
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_dtmf_reaches_collect_digits(leg, engines, speech, tmp_path):
+    def script(path, body):
+        if "(entered" in body["prompt"]:
+            return ("Thank you, I found your booking.", [])
+        return ("Please enter your three digit patient number. [collect_digits 3]", [])
+
+    fake = FakeOpenAI(script)
+    server = await ms_server(scripted(engines, fake))
+    try:
+        conversation = await run_call(leg, server, tmp_path, [(5.0, read_wav_8k(speech["saturday"]))], 17.0, dtmf=(12.0, "123"))
+        assert conversation.collected_digits == ["123"]
+        assert "Caller: (entered 1 2 3)" in fake.requests[-1][1]["prompt"]
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_end_call_hangs_up(leg, engines, speech, tmp_path):
+    fake = FakeOpenAI(lambda path, body: ("Thanks for calling, have a nice day. [end_call]", []))
+    server = await ms_server(scripted(engines, fake), end_call_pattern="")
+    try:
+        conversation = await run_call(leg, server, tmp_path, [(5.0, read_wav_8k(speech["saturday"]))], 25.0)
+        assert conversation.turn_log[-1]["tools"] == ["end_call"]
+        assert list(server.end_reasons)[-1][1] == "agent"
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_transfer_uses_the_legs_transfer(leg, engines, speech, tmp_path, caplog):
+    """SIP: REFER. Media Streams: the call is updated with <Dial> through the REST API."""
+    fake = FakeOpenAI(lambda path, body: ("Let me put you through.", [("transfer", {})]))
+    api = FakeTwilioApi()
+    server = await ms_server(scripted(engines, fake), api=api, llm_mode="chat")
+    caplog.set_level(logging.INFO)
+    try:
+        conversation = await run_call(leg, server, tmp_path, [(5.0, read_wav_8k(speech["where"]))], 14.0)
+        assert conversation.turn_log[0]["tools"] == ["transfer"]
+        if leg == "sip":
+            assert "REFER to sip:+14155550100@example.pstn.twilio.com" in caplog.text
+        else:
+            dials = [form["Twiml"] for _, path, form in api.requests if "Twiml" in form]
+            assert dials and "<Dial><Sip>sip:+14155550100@example.pstn.twilio.com</Sip></Dial>" in dials[0]
+    finally:
+        await server.stop()
+        fake.close()
+        api.close()
