@@ -150,9 +150,11 @@ def _twilio(args: argparse.Namespace) -> int:
     if not (ms.account_sid and ms.auth_token and ms.public_url and ms.from_number):
         print("bridge twilio call needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, --public-url and --from", file=sys.stderr)
         return 2
+    from .mediastreams.http import ws_base
+
     response = VoiceResponse()
     base = ms.public_url.rstrip("/")
-    response.connect().stream(url=("wss://" + base[len("https://"):] if base.startswith("https://") else "ws://" + base.split("://", 1)[-1]) + "/media-stream")
+    response.connect().stream(url=ws_base(base) + "/media-stream")
     sid = TwilioCallControl(ms.account_sid, ms.auth_token, ms.api_base_url).create(args.number, ms.from_number, str(response))
     print(f"call {sid} to {args.number} created; its audio will stream to {base}/media-stream")
     return 0

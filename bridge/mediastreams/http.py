@@ -36,7 +36,8 @@ def public_base(settings, headers, scheme: str) -> str:
     return f"{proto}://{host}"
 
 
-def _ws_base(base: str) -> str:
+def ws_base(base: str) -> str:
+    """``https://host`` -> ``wss://host`` (``http`` -> ``ws``): the Stream URL's base."""
     return "wss://" + base[len("https://") :] if base.startswith("https://") else "ws://" + base.split("://", 1)[-1]
 
 
@@ -64,7 +65,7 @@ def build_app(server) -> FastAPI:
             log.warning("twiml: bad or missing X-Twilio-Signature for %s from %s", url, request.client.host if request.client else "?")
             return PlainTextResponse("invalid signature", status_code=403)
         response = VoiceResponse()
-        stream = response.connect().stream(url=_ws_base(base) + "/media-stream")
+        stream = response.connect().stream(url=ws_base(base) + "/media-stream")
         for name in ("CallSid", "From", "To", "AccountSid"):
             if params.get(name):
                 stream.parameter(name=name, value=params[name])
@@ -73,7 +74,7 @@ def build_app(server) -> FastAPI:
 
     @app.websocket("/media-stream")
     async def media_stream(websocket: WebSocket) -> None:
-        base = _ws_base(public_base(settings, websocket.headers, "https" if websocket.url.scheme == "wss" else "http"))
+        base = ws_base(public_base(settings, websocket.headers, "https" if websocket.url.scheme == "wss" else "http"))
         url = base + websocket.url.path
         signature = websocket.headers.get("x-twilio-signature")
         if not (signature_ok(url, {}, signature) or signature_ok(url + "/", {}, signature)):
