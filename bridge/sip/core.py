@@ -810,7 +810,7 @@ class SipCore:
                     call.state = "confirmed"
                     self._events.append(ev.CallConfirmed(call.call_id))
             return
-        self._drop("stray_ack", parsed.via and (parsed.via[0].host, parsed.via[0].port or 5060))
+        self._drop("stray_ack", (parsed.via[0].host, parsed.via[0].port or 5060))
 
     def _on_in_dialog_request(self, parsed: ParsedMessage, tx: _ServerTransaction, call: _Call | None, now: float) -> None:
         request: Request = parsed.message  # type: ignore[assignment]
