@@ -86,6 +86,7 @@ def test_receiver_drops_duplicates_unknown_pt_and_garbage():
     assert rx.receive(b"\x40" + bytes(20)) is None  # version 1
     other = RtpPacket(payload_type=0, sequence_number=11, timestamp=160, ssrc=1, payload=b"\xff" * 160).serialize()
     assert rx.receive(other) is None  # PT 0 was not negotiated
+    assert rx.last_drop == "unknown_payload_type"
     assert rx.counters == {"audio": 1, "duplicate_or_late": 1, "malformed": 2, "unknown_payload_type": 1}
 
 

@@ -233,21 +233,27 @@ class RtpReceiver:
         self._dtmf_seen: set[int] = set()
         #: Packets that parsed as RTP, dropped or not (liveness for the RTP timeout).
         self.valid_packets = 0
+        #: Why the last packet was dropped, or ``None``.
+        self.last_drop: str | None = None
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
 
+    def _drop(self, reason: str) -> None:
+        """Count a dropped packet; :attr:`last_drop` tells the caller why."""
+        self._count(reason)
+        self.last_drop = reason
+
     def receive(self, data: bytes) -> tuple[str, object] | None:
         """Classify one datagram; see the class docstring."""
+        self.last_drop = None
         try:
             packet = RtpPacket.parse(data)
         except ValueError:
-            self._count("malformed")
-            return None
+            return self._drop("malformed")
         self.valid_packets += 1
         if 72 <= packet.payload_type <= 76:
-            self._count("rtcp")  # RTCP on the RTP port (RFC 5761 ranges): ignore
-            return None
+            return self._drop("rtcp")  # RTCP on the RTP port (RFC 5761 ranges): ignore
         if self.ssrc is not None and packet.ssrc != self.ssrc:
             # A new SSRC (the peer restarted its stream): follow it.
             self._count("ssrc_change")
@@ -263,16 +269,15 @@ class RtpReceiver:
             if 0 < delta < MAX_DROPOUT:
                 self._max_seq = seq
             elif delta == 0 or delta >= 0x10000 - MAX_MISORDER:
-                self._count("duplicate_or_late")
                 if packet.payload_type != self.dtmf_pt:
-                    return None
+                    return self._drop("duplicate_or_late")
+                self._count("duplicate_or_late")
             elif seq == self._bad_seq:
                 self._count("resync")
                 self._max_seq = seq
             else:
                 self._bad_seq = (seq + 1) & 0xFFFF
-                self._count("sequence_jump")
-                return None
+                return self._drop("sequence_jump")
         if packet.payload_type == self.audio_pt:
             self._count("audio")
             return ("audio", packet)
@@ -280,11 +285,9 @@ class RtpReceiver:
             try:
                 event, end, _volume, duration = parse_telephone_event(packet.payload)
             except ValueError:
-                self._count("malformed")
-                return None
+                return self._drop("malformed")
             if event >= len(DTMF_EVENTS):
-                self._count("unknown_event")
-                return None
+                return self._drop("unknown_event")
             if packet.timestamp in self._dtmf_seen:
                 return None
             self._dtmf_seen.add(packet.timestamp)
@@ -292,5 +295,4 @@ class RtpReceiver:
                 self._dtmf_seen = {packet.timestamp}
             self._count("dtmf")
             return ("dtmf", DtmfEvent(DTMF_EVENTS[event], packet.timestamp, end, duration))
-        self._count("unknown_payload_type")
-        return None
+        return self._drop("unknown_payload_type")

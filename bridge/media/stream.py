@@ -154,6 +154,7 @@ class RtpStream:
         self.on_hold = False
         self.closed = False
         self.dtmf = DtmfSchedule()
+        self._logged_drops: set[str] = set()
 
     def send_dtmf(self, digits: str) -> None:
         """Send ``digits`` as RFC 4733 telephone-events in the next slots.
@@ -190,6 +191,7 @@ class RtpStream:
         addr = (addr[0], addr[1])
         if self._latched and addr != self.remote:
             self.dropped_foreign += 1
+            self._log_drop("foreign_source", addr)
             return
         if self.srtp is not None:
             if 192 <= (data[1] if len(data) > 1 else 0) <= 223:
@@ -198,9 +200,12 @@ class RtpStream:
                 data = self.srtp.unprotect(data)
             except pylibsrtp.Error:
                 self.receiver.counters["srtp_unprotect_failed"] = self.receiver.counters.get("srtp_unprotect_failed", 0) + 1
+                self._log_drop("srtp_unprotect_failed", addr)
                 return
         valid_before = self.receiver.valid_packets
         result = self.receiver.receive(data)
+        if self.receiver.last_drop is not None:
+            self._log_drop(self.receiver.last_drop, addr)
         loop = asyncio.get_running_loop()
         now = loop.time()
         if self.receiver.valid_packets != valid_before:
@@ -260,6 +265,13 @@ class RtpStream:
         except Exception:  # noqa: BLE001 - a broken source ends this call, not the process
             log.exception("rtp: sender on port %s failed", self.local_port)
             self.on_timeout()
+
+    def _log_drop(self, reason: str, addr) -> None:
+        """Log the first drop of each reason on this stream (the rest are only counted)."""
+        if reason not in self._logged_drops:
+            self._logged_drops.add(reason)
+            log.info("rtp: port %s dropping packets from %s:%s: %s (logged once per reason; counted in bridge_rtp_dropped_total)",
+                     self.local_port, addr[0], addr[1], reason)
 
     def _send(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
