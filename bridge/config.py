@@ -305,6 +305,10 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     ms.auth_token = ms.auth_token or os.environ.get("TWILIO_AUTH_TOKEN", "")
     ms.account_sid = ms.account_sid or os.environ.get("TWILIO_ACCOUNT_SID", "")
     if overrides:
-        # Command-line options win over the environment too.
-        settings = Settings.model_validate(_merge(settings.model_dump(), overrides))
+        # Command-line options win over the environment too: re-validate each
+        # overridden section (plain models, so the environment is not read again).
+        merged = _merge(settings.model_dump(), overrides)
+        for section in overrides:
+            model = type(getattr(settings, section))
+            setattr(settings, section, model.model_validate(merged[section]))
     return settings
