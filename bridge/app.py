@@ -545,7 +545,10 @@ class BridgeServer:
             raise ValueError("outbound.termination_uri is not configured")
         term = URI.parse(out.termination_uri)
         kind = (transport or term.parameters.get("transport") or "udp").upper()
-        listener = self.listener(kind)
+        try:
+            listener = self.listener(kind)
+        except KeyError:
+            raise ValueError(f"the termination URI wants {kind}, which is not enabled (sip.{kind.lower()}_listen)") from None
         target = str(URI(scheme="sip", user=number, host=term.host, port=term.port))
         sock = self.ports.bind(self.rtp_bind_host)
         port = sock.getsockname()[1]

@@ -98,7 +98,12 @@ def _dial(args: argparse.Namespace) -> int:
     async def main() -> int:
         server = BridgeServer(settings, engines, metrics)
         await server.start()
-        call_id = await server.dial(args.number)
+        try:
+            call_id = await server.dial(args.number)
+        except (ValueError, OSError) as exc:
+            print(f"bridge dial: {exc}", file=sys.stderr)
+            await server.stop()
+            return 2
         print(f"dialing {args.number}: call {call_id}", flush=True)
         await asyncio.sleep(0.5)
         await server.wait_idle()

@@ -31,7 +31,7 @@ def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
         port = int(port_s)
     else:
         host, port = value, default_port
-    if not 0 < port < 65536:
+    if not 0 <= port < 65536:  # 0: let the OS pick
         raise ValueError(f"port out of range in {value!r}")
     return host, port
 
