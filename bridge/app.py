@@ -22,6 +22,7 @@ from .config import DEFAULT_CONFIG, Settings, parse_hostport
 from .conversation.echo import EchoAgent
 from .conversation.engine import Conversation
 from .media import sdp
+from .media.srtp import SrtpContext, new_crypto
 from .media.stream import PortAllocator, RtpStream
 from .observability.metrics import Metrics
 from .sip import events as ev
@@ -325,8 +326,7 @@ class BridgeServer:
         elif isinstance(event, ev.CallEnded):
             pending = self._pending_dials.pop(event.call_id, None)
             if pending is not None:
-                pending[1].close()
-                self.ports.release(pending[1].getsockname()[1])
+                self._release_socket(pending[1])
                 log.info("call %s: outbound call failed (%s %s)", event.call_id, event.reason, event.status or "")
             log.info("call %s: ended by SIP (%s%s)", event.call_id, event.reason, f" {event.status}" if event.status else "")
             self.end_call(event.call_id, event.reason)
@@ -393,15 +393,19 @@ class BridgeServer:
         else:
             self._answer(leg, answer)
 
-    def _setup_media(self, leg: SipCallLeg, sock, params: sdp.MediaParams) -> None:
+    def _release_socket(self, sock) -> None:
+        """Close an RTP socket that never got a stream, and give its port back."""
+        port = sock.getsockname()[1]
+        sock.close()
+        self.ports.release(port)
+
+    def _setup_media(self, leg: SipCallLeg, sock, params: sdp.MediaParams, local_crypto=None) -> None:
+        """RTP stream and agent for a negotiated call. ``local_crypto``: our SDES key when we
+        sent it in our offer (outbound); else a new one for our answer."""
         media = self.settings.media
         leg.params = params
-        leg.local_crypto = sdp.answer_crypto(params)
-        srtp = None
-        if params.secure:
-            from .media.srtp import SrtpContext
-
-            srtp = SrtpContext(leg.local_crypto, params.remote_crypto)
+        leg.local_crypto = local_crypto or sdp.answer_crypto(params)
+        srtp = SrtpContext(leg.local_crypto, params.remote_crypto) if params.secure else None
         leg.stream = RtpStream(sock, params, leg, leg.on_audio, leg.on_dtmf, leg.on_rtp_timeout,
                                rtp_timeout=media.rtp_timeout, latch=media.latch, send_silence=media.send_silence, srtp=srtp)
         leg.stream.on_hold = params.hold
@@ -477,17 +481,10 @@ class BridgeServer:
             params = sdp.parse_answer(event.answer, self.settings.media.srtp)
         except sdp.SdpError as exc:
             log.warning("call %s: unusable SDP answer: %s", event.call_id, exc)
-            sock.close()
-            self.ports.release(sock.getsockname()[1])
+            self._release_socket(sock)
             leg.listener.core.hangup(event.call_id, leg._now())
             return
-        crypto = leg.local_crypto
-        self._setup_media(leg, sock, params)
-        leg.local_crypto = crypto
-        if params.secure:
-            from .media.srtp import SrtpContext
-
-            leg.stream.srtp = SrtpContext(crypto, params.remote_crypto)
+        self._setup_media(leg, sock, params, leg.local_crypto)
         self.calls[event.call_id] = leg
         self._all_ended.clear()
         self.metrics.active_calls.inc()
@@ -552,8 +549,6 @@ class BridgeServer:
         target = str(URI(scheme="sip", user=number, host=term.host, port=term.port))
         sock = self.ports.bind(self.rtp_bind_host)
         port = sock.getsockname()[1]
-        from .media.srtp import new_crypto
-
         crypto = new_crypto(1) if self.settings.media.srtp == "required" else None
         offer = sdp.build_offer(self.public_host, port, crypto=crypto)
         dest = (term.host, term.port or (5061 if kind == "TLS" else 5060))
