@@ -18,17 +18,18 @@ import time
 
 from sipmessage import URI, Address
 
+from .agents import build_agent
 from .config import DEFAULT_CONFIG, Settings, parse_hostport
-from .conversation.echo import EchoAgent
-from .conversation.engine import Conversation
 from .media import sdp
 from .media.srtp import SrtpContext, new_crypto
 from .media.stream import PortAllocator, RtpStream
 from .observability.metrics import Metrics
 from .sip import events as ev
+from .sip.addressing import WILDCARDS, Advertiser
 from .sip.core import SipCore, SipUsageError, Timers
 from .sip.policy import AdmissionPolicy
 from .sip.transport import SipStreamTransport, SipUdpTransport
+from .stream_calls import StreamCalls
 
 log = logging.getLogger("bridge.app")
 
@@ -36,9 +37,10 @@ log = logging.getLogger("bridge.app")
 class Listener:
     """One SIP transport: its sans-IO core and the asyncio transport driving it."""
 
-    def __init__(self, core: SipCore, transport) -> None:
+    def __init__(self, core: SipCore, transport, advertiser: Advertiser) -> None:
         self.core = core
         self.transport = transport
+        self.advertiser = advertiser
 
     @property
     def name(self) -> str:
@@ -65,6 +67,8 @@ class SipCallLeg:
         self.agent = None
         self.params: sdp.MediaParams | None = None
         self.local_crypto = None
+        #: The address in our SDP ``c=`` (the route's source towards the peer's media address).
+        self.media_host = server.public_host
         self.sdp_version = 0
         self.session_id = int(time.time())
         self.ended = False
@@ -109,7 +113,7 @@ class SipCallLeg:
     def answer_sdp(self, params: sdp.MediaParams) -> bytes:
         """Our SDP answer for ``params``, bumping the o= version each time (RFC 3264 section 8)."""
         self.sdp_version += 1
-        return sdp.build_answer(params, self.server.public_host, self.stream.local_port, self.session_id, self.local_crypto, self.session_id + self.sdp_version)
+        return sdp.build_answer(params, self.media_host, self.stream.local_port, self.session_id, self.local_crypto, self.session_id + self.sdp_version)
 
     # RtpStream callbacks
     def on_audio(self, frame, now: float) -> None:
@@ -149,19 +153,24 @@ class BridgeServer:
         self.engines = engines
         self.metrics = metrics or Metrics()
         host, _ = parse_hostport(settings.sip.listen, 5060)
-        self.public_host = settings.sip.public_host or ("127.0.0.1" if host in ("0.0.0.0", "::") else host)
+        #: Advertised addresses: ``sip.public_host``, the listen address, or per peer
+        #: the source address of the route to it (:mod:`bridge.sip.addressing`).
+        self.advertiser = Advertiser(settings.sip.public_host, host)
+        self.public_host = self.advertiser.fallback()
         self.rtp_bind_host = host
         self.listeners: list[Listener] = []
         for kind, address, default_port in (("UDP", settings.sip.listen, 5060), ("TCP", settings.sip.tcp_listen, 5060), ("TLS", settings.sip.tls_listen, 5061)):
             if not address:
                 continue
             bind = parse_hostport(address, default_port)
+            advertiser = Advertiser(settings.sip.public_host, bind[0])
             core = SipCore(
-                bind, public_host=self.public_host, user_agent=settings.sip.user_agent, timers=Timers(t1=settings.sip.t1),
+                bind, public_host=advertiser.fallback(), user_agent=settings.sip.user_agent, timers=Timers(t1=settings.sip.t1),
                 max_message_size=settings.sip.max_message_size, transport=kind,
                 session_expires=settings.sip.session_expires, min_se=settings.sip.min_se,
+                host_for=(lambda peer, adv=advertiser: adv.for_peer(peer[0])) if advertiser.per_peer else None,
             )
-            listener = Listener(core, None)
+            listener = Listener(core, None, advertiser)
             handler = lambda event, listener=listener: self._on_event(listener, event)  # noqa: E731
             if kind == "UDP":
                 listener.transport = SipUdpTransport(core, handler)
@@ -181,7 +190,8 @@ class BridgeServer:
         self.end_reasons: collections.deque = collections.deque(maxlen=100)
         self._tasks: set[asyncio.Task] = set()
         self._pending_dials: dict[str, tuple[SipCallLeg, object]] = {}
-        self.streams: dict[str, object] = {}  # Media Streams legs by Call SID
+        self._setup_errors_logged: set[str] = set()
+        self.streams = StreamCalls(self)  # Media Streams legs by Call SID
         self.twilio_control = None
         self._http = None
         self._http_task: asyncio.Task | None = None
@@ -233,7 +243,10 @@ class BridgeServer:
         bound = []
         for listener in self.listeners:
             addr = await listener.transport.start()
-            log.info("sip: listening on %s %s:%s (public %s)", listener.name.lower(), addr[0], addr[1], self.public_host)
+            described, loopback_only = listener.advertiser.describe()
+            log.info("sip: listening on %s %s:%s, advertising %s", listener.name.lower(), addr[0], addr[1], described)
+            if loopback_only:
+                log.warning("sip: only loopback addresses exist: peers on other machines cannot reach this server (set sip.public_host)")
             bound.append(addr)
         if self.settings.mediastreams.http_listen:
             await self._start_http()
@@ -269,39 +282,38 @@ class BridgeServer:
         log.info("media streams: listening on http %s:%d (public %s)", host, port, ms.public_url or "from X-Forwarded-*")
 
     def start_stream(self, leg):
-        """A Media Streams session started: give it an agent. Returns the agent."""
-        if self.policy.draining:
-            leg.hangup("draining")
-            return None
-        if self.settings.agent.kind == "echo":
-            agent = EchoAgent(leg)
-        else:
-            agent = Conversation(self.engines, self.settings.agent, leg, self.metrics, transfer=self.settings.transfer)
-            agent.played_by_leg = True  # marks tell what Twilio played
-        leg.agent = agent
-        self.streams[leg.call_id] = leg
-        self._all_ended.clear()
-        self.metrics.active_calls.inc()
-        self.metrics.calls.labels("media_stream").inc()
-        log.info("call %s: media stream %s %s", leg.call_id, leg.meta.get("streamSid"), " ".join(f"{k}={v}" for k, v in leg.meta.items() if k != "streamSid"))
-        agent.start()
-        return agent
+        """A Media Streams session sent ``start``; see :class:`bridge.stream_calls.StreamCalls`."""
+        return self.streams.start(leg)
 
     def end_stream(self, leg, reason: str) -> None:
         """A Media Streams session ended (idempotent per leg)."""
-        if self.streams.pop(leg.call_id, None) is None:
-            return
-        self.end_reasons.append((leg.call_id, reason))
+        self.streams.end(leg, reason)
+
+    # ------------------------------------------------ calls of both legs
+
+    def active_calls(self) -> int:
+        """Calls in progress on both legs (SIP and Media Streams)."""
+        return len(self.calls) + len(self.streams)
+
+    def caller_calls(self, caller: str) -> int:
+        """Calls in progress from ``caller`` on both legs (per-caller caps)."""
+        return sum(1 for leg in list(self.calls.values()) + list(self.streams.values()) if leg.caller == caller)
+
+    def call_started(self) -> None:
+        """Book-keeping for a new call on either leg."""
+        self._all_ended.clear()
+        self.metrics.active_calls.inc()
+
+    def call_ended(self, call_id: str, reason: str) -> None:
+        """Book-keeping for a call that ended on either leg."""
+        self.end_reasons.append((call_id, reason))
         self.metrics.active_calls.dec()
         if not self.calls and not self.streams:
             self._all_ended.set()
-        self._spawn(self._finish_stream(leg, reason))
 
-    async def _finish_stream(self, leg, reason: str) -> None:
-        if leg.agent is not None:
-            await leg.agent.close()
-            self.finished.append(leg.agent)
-        log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
+    def spawn(self, coro) -> None:
+        """Run ``coro`` as a task the server keeps (and awaits on stop)."""
+        self._spawn(coro)
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -363,8 +375,8 @@ class BridgeServer:
             event.call_id, listener.name, event.source[0], event.source[1], caller, event.from_uri, event.to_uri,
             " ".join(f"{k}={v}" for k, v in event.headers.items()),
         )
-        caller_calls = sum(1 for leg in self.calls.values() if leg.caller == caller)
-        decision = self.policy.check(event.source, event.headers, event.authorization, now, len(self.calls), caller_calls)
+        caller_calls = self.caller_calls(caller)
+        decision = self.policy.check(event.source, event.headers, event.authorization, now, self.active_calls(), caller_calls, event.request_uri)
         if decision is not None:
             self._reject(listener, event.call_id, decision.status, decision.reason, decision.headers)
             return
@@ -380,11 +392,15 @@ class BridgeServer:
             self._reject(listener, event.call_id, 503, "no_rtp_port", [("Retry-After", str(self.settings.access.retry_after))])
             return
         leg = SipCallLeg(self, event.call_id, listener, caller, {"from": event.from_uri, "to": event.to_uri, **event.headers})
-        self._setup_media(leg, sock, params)
+        try:
+            leg.media_host = self._media_host(listener, params, event.source)
+            self._setup_media(leg, sock, params)
+            answer = leg.answer_sdp(params)
+        except Exception as exc:  # noqa: BLE001 - one call's failed setup must not leak or stop the server
+            self._abort_setup(listener, leg, sock, exc)
+            return
         self.calls[event.call_id] = leg
-        self._all_ended.clear()
-        self.metrics.active_calls.inc()
-        answer = leg.answer_sdp(params)
+        self.call_started()
         if self.settings.sip.send_ringing:
             listener.core.ringing(event.call_id, now)
         delay = self.settings.sip.answer_delay
@@ -392,6 +408,33 @@ class BridgeServer:
             asyncio.get_running_loop().call_later(delay, self._answer, leg, answer)
         else:
             self._answer(leg, answer)
+
+    def _media_host(self, listener: Listener, params: sdp.MediaParams, source: tuple[str, int]) -> str:
+        """The address for our SDP ``c=``: the one the peer's media address (else its
+        signalling address, e.g. on hold) reaches us on.
+
+        Raises:
+            OSError: no route to the peer (wildcard bind without ``public_host``).
+        """
+        host = params.remote_addr[0]
+        return listener.advertiser.for_peer(source[0] if host in WILDCARDS else host)
+
+    def _abort_setup(self, listener: Listener, leg: SipCallLeg, sock, exc: Exception) -> None:
+        """A call failed after its RTP port was bound: release the port and socket,
+        answer the INVITE 500 (RFC 3261 21.5.1), log once per reason, count it."""
+        reason = f"{exc.__class__.__name__}: {exc}"
+        if reason not in self._setup_errors_logged:
+            self._setup_errors_logged.add(reason)
+            log.warning("call %s: setup failed, port %d released: %s", leg.call_id, sock.getsockname()[1], reason)
+        else:
+            log.info("call %s: setup failed: %s", leg.call_id, reason)
+        self._release_socket(sock)
+        leg.stream = None
+        leg.agent = None
+        try:
+            self._reject(listener, leg.call_id, 500, "setup_error")
+        except SipUsageError:
+            pass
 
     def _release_socket(self, sock) -> None:
         """Close an RTP socket that never got a stream, and give its port back."""
@@ -409,10 +452,7 @@ class BridgeServer:
         leg.stream = RtpStream(sock, params, leg, leg.on_audio, leg.on_dtmf, leg.on_rtp_timeout,
                                rtp_timeout=media.rtp_timeout, latch=media.latch, send_silence=media.send_silence, srtp=srtp)
         leg.stream.on_hold = params.hold
-        if self.settings.agent.kind == "echo":
-            leg.agent = EchoAgent(leg)
-        else:
-            leg.agent = Conversation(self.engines, self.settings.agent, leg, self.metrics, transfer=self.settings.transfer)
+        leg.agent = build_agent(self.settings, self.engines, leg, self.metrics)
 
     def _answer(self, leg: SipCallLeg, answer: bytes) -> None:
         core = leg.listener.core
@@ -423,7 +463,7 @@ class BridgeServer:
         self.metrics.calls.labels("answered").inc()
         p = leg.params
         log.info("call %s: answered %s/8000 pt=%d dtmf_pt=%s %s rtp %s:%d <-> %s:%d", leg.call_id, p.codec, p.payload_type, p.dtmf_payload_type,
-                 "SRTP" if p.secure else "RTP", self.public_host, leg.stream.local_port, *p.remote_addr)
+                 "SRTP" if p.secure else "RTP", leg.media_host, leg.stream.local_port, *p.remote_addr)
         self._spawn(self._start_media(leg))
 
     async def _start_media(self, leg: SipCallLeg) -> None:
@@ -486,8 +526,7 @@ class BridgeServer:
             return
         self._setup_media(leg, sock, params, leg.local_crypto)
         self.calls[event.call_id] = leg
-        self._all_ended.clear()
-        self.metrics.active_calls.inc()
+        self.call_started()
         self.metrics.calls.labels("outbound_answered").inc()
         log.info("call %s: outbound call answered, %s rtp %d <-> %s:%d", event.call_id, params.codec, leg.stream.local_port, *params.remote_addr)
         self._spawn(self._start_media(leg))
@@ -505,10 +544,7 @@ class BridgeServer:
         if leg is None or leg.ended:
             return
         leg.ended = True
-        self.end_reasons.append((call_id, reason))
-        self.metrics.active_calls.dec()
-        if not self.calls and not self.streams:
-            self._all_ended.set()
+        self.call_ended(call_id, reason)
         self._spawn(self._teardown(leg, reason))
 
     async def _teardown(self, leg: SipCallLeg, reason: str) -> None:
@@ -547,16 +583,29 @@ class BridgeServer:
         except KeyError:
             raise ValueError(f"the termination URI wants {kind}, which is not enabled (sip.{kind.lower()}_listen)") from None
         target = str(URI(scheme="sip", user=number, host=term.host, port=term.port))
+        dest = (term.host, term.port or (5061 if kind == "TLS" else 5060))
+        try:
+            media_host = listener.advertiser.for_peer(term.host)
+        except OSError as exc:
+            raise ValueError(f"no route to {term.host}: {exc.strerror or exc}") from None
         sock = self.ports.bind(self.rtp_bind_host)
         port = sock.getsockname()[1]
         crypto = new_crypto(1) if self.settings.media.srtp == "required" else None
-        offer = sdp.build_offer(self.public_host, port, crypto=crypto)
-        dest = (term.host, term.port or (5061 if kind == "TLS" else 5060))
+        try:
+            offer = sdp.build_offer(media_host, port, crypto=crypto)
+        except ValueError:
+            self._release_socket(sock)
+            raise
         credentials = (out.username, out.password) if out.username else None
-        call_id = listener.core.invite(target, dest, offer, listener.transport.now(), from_user=out.caller_id, credentials=credentials,
-                                       extra_headers=[("Supported", "timer")])
+        try:
+            call_id = listener.core.invite(target, dest, offer, listener.transport.now(), from_user=out.caller_id, credentials=credentials,
+                                           extra_headers=[("Supported", "timer")])
+        except ValueError:
+            self._release_socket(sock)
+            raise
         leg = SipCallLeg(self, call_id, listener, number, {"to": target})
         leg.local_crypto = crypto
+        leg.media_host = media_host
         self._pending_dials[call_id] = (leg, sock)
         listener.transport.flush()
         log.info("call %s: dialing %s via %s over %s", call_id, number, out.termination_uri, kind)

@@ -140,6 +140,8 @@ class MediaStreamsSettings(BaseModel):
     #: Caller ID for ``bridge twilio call``.
     from_number: str = ""
     max_message_bytes: int = 65536
+    #: Close a WebSocket that sends no ``start`` message within this many seconds.
+    start_timeout: float = 5.0
 
 
 class MediaSettings(BaseModel):
@@ -171,6 +173,8 @@ class ModelSettings(BaseModel):
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str = "default"
     openai_api_key: str = ""
+    #: Seconds to wait for the server's connection and between streamed chunks.
+    openai_timeout: float = 10.0
     llm_threads: int = 2
     llm_context: int = 2048
     llm_gpu_layers: int = -1
@@ -239,6 +243,10 @@ class AgentSettings(BaseModel):
     max_reprompts: int = 2
     #: Seconds to wait for the digits after a collect_digits request.
     digits_timeout_s: float = 15.0
+    #: What the agent says when ASR, the LLM or TTS fails during a turn...
+    error_apology: str = "Sorry, I am having trouble right now."
+    #: ...and then: ``continue`` (listen), ``transfer`` (to transfer.target) or ``end_call``.
+    on_engine_error: Literal["continue", "transfer", "end_call"] = "continue"
 
 
 class ObservabilitySettings(BaseModel):

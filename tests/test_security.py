@@ -40,6 +40,50 @@ def test_digest_challenge_answer_verify(algorithm):
         assert auth.verify(junk, "INVITE", 1001.0) is None
 
 
+def test_digest_is_bound_to_the_request_uri():
+    """RFC 7616 3.4.6: credentials computed for another Request-URI do not authenticate this one."""
+    auth = DigestAuthenticator({"alice": "pw"}, "bridge", ["SHA-256"])
+    (challenge,) = auth.challenges(1000.0)
+    header = authorization_for(challenge, "alice", "pw", "INVITE", "sip:+14155550100@bridge.example.com")
+    verdict = auth.check(header, "INVITE", "sip:+19005550199@bridge.example.com", 1001.0)
+    assert (verdict.user, verdict.reason) == (None, "uri_mismatch")
+    assert auth.check(header, "INVITE", "sip:+14155550100@bridge.example.com", 1001.0).user == "alice"
+
+
+def test_digest_nonce_count_stops_replay():
+    """A captured Authorization header replayed (same nonce, same nc) is refused; a higher nc is fine."""
+    auth = DigestAuthenticator({"alice": "pw"}, "bridge", ["MD5"])
+    (challenge,) = auth.challenges(1000.0)
+    uri = "sip:agent@192.0.2.1"
+    header = authorization_for(challenge, "alice", "pw", "INVITE", uri)
+    assert auth.check(header, "INVITE", uri, 1001.0).user == "alice"
+    replay = auth.check(header, "INVITE", uri, 1002.0)
+    assert (replay.user, replay.reason, replay.stale) == (None, "replay", False)
+    # The same UA using the nonce again, as RFC 7616 allows, counts up.
+    nonce = challenge.split('nonce="')[1].split('"')[0]
+    response = digest_response("MD5", "alice", "bridge", "pw", "INVITE", uri, nonce, "auth", "00000002", "c0ffee")
+    second = f'Digest username="alice", realm="bridge", nonce="{nonce}", uri="{uri}", algorithm=MD5, qop=auth, nc=00000002, cnonce="c0ffee", response="{response}"'
+    assert auth.check(second, "INVITE", uri, 1003.0).user == "alice"
+    assert auth.check(second, "INVITE", uri, 1004.0).reason == "replay"
+
+
+def test_digest_expired_nonce_is_challenged_again_with_stale_true():
+    access = AccessSettings(digest=DigestSettings(users={"pbx": "secret"}, algorithms=["MD5"]))
+    p = AdmissionPolicy(access, base=ROOT)
+    p.digest.nonce_ttl = 30
+    source, uri = ("192.0.2.50", 5060), "sip:agent@bridge"
+    first = p.check(source, {}, None, 100.0, 0, 0, uri)
+    assert first.status == 401 and "stale" not in first.headers[0][1]
+    header = authorization_for(first.headers[0][1], "pbx", "secret", "INVITE", uri)
+    again = p.check(source, {}, header, 200.0, 0, 0, uri)  # the nonce is 100 s old
+    assert again.status == 401 and again.reason == "unauthenticated_bad_nonce"
+    assert "stale=true" in again.headers[0][1]
+    wrong = authorization_for(first.headers[0][1], "pbx", "guess", "INVITE", uri)
+    assert "stale" not in p.check(source, {}, wrong, 200.0, 0, 0, uri).headers[0][1]  # only right credentials learn it is stale
+    fresh = authorization_for(again.headers[0][1], "pbx", "secret", "INVITE", uri)
+    assert p.check(source, {}, fresh, 201.0, 0, 0, uri) is None
+
+
 def policy(**kw) -> AdmissionPolicy:
     digest = kw.pop("digest", None)
     access = AccessSettings(**kw, digest=digest or DigestSettings())
@@ -77,7 +121,7 @@ def test_policy_account_digest_and_caps():
     sha = challenge.headers[0][1]
     assert "SHA-256" in sha  # RFC 8760: the stronger algorithm first
     header = authorization_for(sha, "pbx", "secret", "INVITE", "sip:agent@bridge")
-    assert p.check(pbx, {"X-Twilio-AccountSid": "AC1"}, header, 1, 0, 0) is None
+    assert p.check(pbx, {"X-Twilio-AccountSid": "AC1"}, header, 1, 0, 0, "sip:agent@bridge") is None
     assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 2, 2, 0).reason == "at_capacity"
     assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 2, 1, 1).reason == "caller_at_capacity"
 

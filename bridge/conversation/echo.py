@@ -12,6 +12,8 @@ import logging
 
 import numpy as np
 
+from .engine import AgentFrame, AgentUtterance
+
 FRAME_SAMPLES = 160
 log = logging.getLogger("bridge.conversation")
 
@@ -34,6 +36,8 @@ class EchoAgent:
         self.frames_in = 0
         self.frames_out = 0
         self.on_hold = False
+        #: Everything echoed belongs to one utterance (marks on Media Streams count it).
+        self._echoed = AgentUtterance()
 
     def start(self) -> None:
         """Nothing to say first."""
@@ -50,10 +54,19 @@ class EchoAgent:
 
     def pull_frame(self, now: float | None = None) -> np.ndarray | None:
         """The frame received ``delay_frames`` ago, or ``None`` while filling."""
+        item = self.pull_item(now)
+        return item.pcm if item is not None else None
+
+    def pull_item(self, now: float | None = None) -> AgentFrame | None:
+        """:meth:`pull_frame` as an :class:`AgentFrame` (the Media Streams leg's call)."""
         if len(self._buffer) <= self.delay_frames:
             return None
         self.frames_out += 1
-        return self._buffer.popleft()
+        return AgentFrame(self._buffer.popleft(), self._echoed, False, self.frames_out * FRAME_SAMPLES)
+
+    def mark_played(self, owner, offset: int) -> None:
+        """Twilio played the echo up to ``offset`` samples."""
+        owner.played = max(owner.played, offset)
 
     def set_hold(self, held: bool) -> None:
         self.on_hold = held

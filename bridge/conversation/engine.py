@@ -38,6 +38,7 @@ import numpy as np
 
 from ..media.codecs import resample_all
 from .echo_guard import EchoGuard
+from .failures import EngineError, awaited, in_thread
 from ..engines.tools import TOOL_SCHEMAS, ToolCall, digits_in, split_commands
 from .prompt import build_chat_messages, build_completion_prompt, stop_sequences
 
@@ -213,6 +214,7 @@ class Conversation:
         #: Frames the VAD called speech that were the agent's own echo.
         self.echo_frames = 0
         self._tasks: set[asyncio.Task] = set()
+        self._failed_stages: set[str] = set()
 
     # ----------------------------------------------------------- leg -> us
 
@@ -529,7 +531,12 @@ class Conversation:
             action()
 
     async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event) -> None:
-        pcm = await asyncio.to_thread(self._synthesize, text, times)
+        """Synthesize ``text`` and queue it as 20 ms frames of ``utt``.
+
+        Raises:
+            EngineError: TTS failed (stage ``tts``).
+        """
+        pcm = await in_thread("tts", self._synthesize, text, times)
         if cancel.is_set():
             return
         n = int(np.ceil(len(pcm) / FRAME_SAMPLES)) * FRAME_SAMPLES
@@ -561,27 +568,38 @@ class Conversation:
         return self.engines.llm.stream(prompt, stop_sequences(agent), agent.max_tokens, agent.temperature, cancel)
 
     def _llm_thread(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel: threading.Event, times: dict) -> None:
+        """Worker thread: LLM pieces onto ``queue``, then ``None``; an engine
+        exception is put on the queue (as :class:`EngineError`) before the ``None``."""
         try:
             for piece in self._llm_stream(cancel):
                 if "llm_first_token" not in times:
                     times["llm_first_token"] = self.clock()
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
-        except Exception:  # noqa: BLE001 - reported to the loop side, never kills the thread pool
-            log.exception("llm failed call=%s", self.leg.call_id)
+        except Exception as exc:  # noqa: BLE001 - reported to the loop side, never kills the thread pool
+            loop.call_soon_threadsafe(queue.put_nowait, EngineError("llm", exc))
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
     async def _reply(
         self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, spec: _Speculation | None = None, rule: str = "unknown", text: str | None = None
     ) -> None:
-        """One agent turn: the caller's words (``text``, or ASR of ``pcm``) -> LLM -> TTS -> playout."""
+        """One agent turn: the caller's words (``text``, or ASR of ``pcm``) -> LLM -> TTS -> playout.
+        An engine failure on the way becomes the apology (:mod:`bridge.conversation.failures`)."""
+        try:
+            await self._turn(pcm, times, cancel, spec, rule, text)
+        except EngineError as exc:
+            self._engine_failed(exc)
+
+    async def _turn(
+        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, spec: _Speculation | None, rule: str, text: str | None
+    ) -> None:
         if text is None:
             if spec is not None:
                 # The speculative pass covers the whole utterance (the caller did not resume).
-                text = (await spec.future).strip()
+                text = (await awaited("asr", spec.future)).strip()
                 times["asr_final"] = spec.done_at or self.clock()
             else:
-                text = (await asyncio.to_thread(self.engines.asr.transcribe, pcm)).strip()
+                text = (await in_thread("asr", self.engines.asr.transcribe, pcm)).strip()
                 times["asr_final"] = self.clock()
             if not text or cancel.is_set():
                 log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
@@ -600,11 +618,15 @@ class Conversation:
         queue: asyncio.Queue = asyncio.Queue()
         producer = loop.run_in_executor(None, self._llm_thread, loop, queue, cancel, times)
         buffer = ""
+        failure: EngineError | None = None
         try:
             while True:
                 piece = await queue.get()
                 if piece is None:
                     break
+                if isinstance(piece, EngineError):
+                    failure = piece
+                    continue
                 if isinstance(piece, ToolCall):
                     calls.append(piece)
                     continue
@@ -612,13 +634,44 @@ class Conversation:
                 while (m := _SENTENCE.match(buffer)) is not None:
                     buffer = m.group(2)
                     await self._speak_generated(m.group(1), utt, times, cancel, calls)
-            if buffer.strip() and not cancel.is_set():
+            if buffer.strip() and not cancel.is_set() and failure is None:
                 await self._speak_generated(buffer.strip(), utt, times, cancel, calls)
         finally:
             cancel.set()
             await asyncio.shield(producer)
             self._log_turn(text, utt, rule, calls)
+        if failure is not None:
+            raise failure
         self._run_tools(calls, " ".join(utt.sentences))
+
+    def _engine_failed(self, exc: EngineError) -> None:
+        """Count and log the failure (once per call and stage), apologize, then
+        continue, transfer or hang up as ``agent.on_engine_error`` says."""
+        if self.metrics:
+            self.metrics.engine_errors.labels(exc.stage).inc()
+        if exc.stage not in self._failed_stages:
+            self._failed_stages.add(exc.stage)
+            log.warning("engine failure call=%s stage=%s: %s (apologizing, then %s)", self.leg.call_id, exc.stage, exc, self.agent.on_engine_error)
+        if self._closed:
+            return
+        action = self.agent.on_engine_error
+        target = self.transfer_settings.target if self.transfer_settings is not None else ""
+        then = None
+        if action == "end_call":
+            then = self._hangup
+        elif action == "transfer" and target:
+            then = lambda: self.leg.transfer(target)  # noqa: E731
+        self._cancel = threading.Event()
+        self._spawn(self._apologize(then))
+
+    async def _apologize(self, then: Callable[[], None] | None) -> None:
+        try:
+            if self.agent.error_apology:
+                await self._say(self.agent.error_apology)
+        except EngineError as exc:  # TTS itself is down: nothing can be said
+            log.warning("call=%s: cannot say the apology: %s", self.leg.call_id, exc)
+        if then is not None:
+            self._after_playout_do(then)
 
     def _run_tools(self, calls: list[ToolCall], said: str) -> None:
         """Execute the turn's tool calls once what was said has been played."""

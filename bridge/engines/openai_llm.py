@@ -43,7 +43,7 @@ class OpenAiLlm:
 
     @classmethod
     def from_settings(cls, m, device: str) -> "OpenAiLlm":
-        return cls(m.openai_base_url, m.openai_model, m.openai_api_key)
+        return cls(m.openai_base_url, m.openai_model, m.openai_api_key, m.openai_timeout)
 
     def _events(self, path: str, body: dict, cancel: threading.Event) -> Iterator[dict]:
         data = json.dumps(body).encode()

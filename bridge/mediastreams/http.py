@@ -14,6 +14,7 @@ configured with), else rebuilt from ``X-Forwarded-Proto``/``X-Forwarded-Host``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
@@ -93,7 +94,15 @@ def build_app(server) -> FastAPI:
         leg = MediaStreamLeg(server, websocket.send_text, close, server.twilio_control, settings.max_message_bytes)
         try:
             while True:
-                message = await websocket.receive()
+                # Twilio sends connected then start at once: a silent socket is not a call.
+                waiting = leg.session.state in ("new", "connected")
+                try:
+                    message = await asyncio.wait_for(websocket.receive(), settings.start_timeout if waiting else None)
+                except asyncio.TimeoutError:
+                    server.metrics.calls.labels("rejected_no_start").inc()
+                    log.warning("media-stream: no start message within %.0f s, closing %d", settings.start_timeout, p.CLOSE_POLICY)
+                    leg.refused = (p.CLOSE_POLICY, "no start message")
+                    break
                 if message["type"] == "websocket.disconnect":
                     break
                 data = message.get("text") if message.get("text") is not None else message.get("bytes")
@@ -107,6 +116,6 @@ def build_app(server) -> FastAPI:
             pass
         finally:
             leg._end("disconnected")
-        await close(p.CLOSE_NORMAL, "stream ended")
+        await close(*(leg.refused or (p.CLOSE_NORMAL, "stream ended")))
 
     return app

@@ -95,6 +95,19 @@ class MediaStreamLeg:
         self._sender: asyncio.Task | None = None
         self.clears = 0
         self.media_sent = 0
+        #: ``(close code, reason)`` when the session was refused at ``start``.
+        self.refused: tuple[int, str] | None = None
+
+    @property
+    def caller(self) -> str:
+        """The caller's number (the ``From`` custom parameter our TwiML passes), for per-caller caps."""
+        return str(self.meta.get("From", ""))
+
+    def refuse(self, code: int, reason: str) -> None:
+        """Admission said no: the session ends without ever being a call; the
+        WebSocket is closed with ``code``."""
+        self.refused = (code, reason)
+        self.ended = True
 
     # -- CallLeg -------------------------------------------------------------
 
@@ -185,6 +198,8 @@ class MediaStreamLeg:
             self.call_id = event.call_sid
             self.meta = {"streamSid": event.stream_sid, "accountSid": event.account_sid, **event.custom_parameters}
             self.agent = self.server.start_stream(self)
+            if self.agent is None:
+                return False  # refused: the caller closes with self.refused
             self._sender = asyncio.ensure_future(self._send_loop())
         elif isinstance(event, p.Stop):
             log.info("call %s: stream stopped by Twilio", self.call_id)

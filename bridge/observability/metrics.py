@@ -41,6 +41,9 @@ class Metrics:
         self.active_calls = Gauge("bridge_active_calls", "Calls in progress.", registry=r)
         self.rtp_dropped = Counter("bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r)
         self.dtmf = Counter("bridge_dtmf_digits_total", "RFC 4733 digits received.", registry=r)
+        self.engine_errors = Counter("bridge_engine_errors_total", "ASR, LLM or TTS failures during a turn, by stage.", ["stage"], registry=r)
+        for stage in ("asr", "llm", "tts"):
+            self.engine_errors.labels(stage)  # exported at 0 from the start
         self._sip_counters: list = []
         r.register(_SipCollector(self._sip_counters))
         ProcessCollector(registry=r)  # process_open_fds, process_cpu_seconds_total, ...

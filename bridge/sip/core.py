@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipmessage import Address, Parameters, Request, Response, URI, Via
@@ -177,6 +178,9 @@ class SipCore:
         user_agent: the ``User-Agent``/``Server`` header value.
         timers: RFC 3261 timer values (tests shorten them).
         max_message_size: datagrams longer than this are dropped (bytes).
+        host_for: ``peer (host, port) -> local address`` to advertise to that
+            peer (:class:`bridge.sip.addressing.Advertiser`); an ``OSError`` from it
+            falls back to ``public_host``.
         transport: ``UDP``, ``TCP`` or ``TLS``: written in Via and Contact. On the
             reliable ones (TCP, TLS) nothing is retransmitted by the transaction
             layer and Timers D, I, J, K are zero (RFC 3261 section 17); addresses
@@ -195,9 +199,13 @@ class SipCore:
         transport: str = "UDP",
         session_expires: int = 1800,
         min_se: int = 90,
+        host_for: Callable[[Addr], str] | None = None,
     ) -> None:
         self.local_addr = local_addr
         self.public_host = public_host or local_addr[0]
+        #: The address advertised to a peer (Via, Contact, From of our INVITEs):
+        #: ``host_for(peer)`` when given (a wildcard bind), else ``public_host``.
+        self.host_for = host_for
         self.public_port = local_addr[1]
         self.user_agent = user_agent
         self.timers = timers or Timers()
@@ -314,7 +322,7 @@ class SipCore:
 
     def _answer_invite(self, call: _Call, tx: _ServerTransaction, sdp: bytes, now: float) -> None:
         """200 OK to an INVITE or re-INVITE; the UA core retransmits it until ACK (13.3.1.4)."""
-        extra = [("Contact", str(self._contact())), ("Allow", ", ".join(ALLOWED_METHODS)), ("Supported", "timer")]
+        extra = [("Contact", str(self._contact(call.peer))), ("Allow", ", ".join(ALLOWED_METHODS)), ("Supported", "timer")]
         extra += self._session_timer_headers(call, now)
         data = self._response(tx, 200, call, body=sdp, extra=extra)
         self._send_server_response(tx, data, now)
@@ -399,7 +407,7 @@ class SipCore:
         if tx.is_invite:
             self._answer_invite(call, tx, sdp, now)
         else:
-            extra = [("Contact", str(self._contact()))] + self._session_timer_headers(call, now)
+            extra = [("Contact", str(self._contact(call.peer)))] + self._session_timer_headers(call, now)
             self._send_server_response(tx, self._response(tx, 200, call, body=sdp, extra=extra), now)
             call.last_answer_sdp = sdp
 
@@ -433,7 +441,7 @@ class SipCore:
             raise SipUsageError(f"no established call {call_id!r}")
         if call.reinvite_tx is not None and call.reinvite_tx in self._client_tx:
             raise SipUsageError("a re-INVITE is already pending")
-        extra = [("Contact", str(self._contact())), ("Supported", "timer")]
+        extra = [("Contact", str(self._contact(call.peer))), ("Supported", "timer")]
         if call.se_interval:
             extra.append(("Session-Expires", f"{call.se_interval};refresher={call.se_refresher}"))
         request = self._build_in_dialog(call, "INVITE", extra=extra, body=sdp)
@@ -454,7 +462,7 @@ class SipCore:
         call = self._calls.get(call_id)
         if call is None or call.state not in ("confirmed", "answered"):
             raise SipUsageError(f"no established call {call_id!r}")
-        extra = [("Refer-To", f"<{target}>"), ("Referred-By", str(Address(uri=call.local_uri.uri))), ("Contact", str(self._contact()))]
+        extra = [("Refer-To", f"<{target}>"), ("Referred-By", str(Address(uri=call.local_uri.uri))), ("Contact", str(self._contact(call.peer)))]
         request = self._build_in_dialog(call, "REFER", extra=extra)
         self._start_client_tx(request, self._dialog_dest(call), call.call_id, now)
 
@@ -495,9 +503,10 @@ class SipCore:
             ValueError: ``target`` is not a valid SIP URI.
         """
         uri = URI.parse(target)
-        call_id = new_call_id(self.public_host)
+        host = self.local_host(dest)
+        call_id = new_call_id(host)
         local_tag = new_tag()
-        local = Address(uri=URI(scheme="sip", user=from_user, host=self.public_host, port=self.public_port))
+        local = Address(uri=URI(scheme="sip", user=from_user, host=f"[{host}]" if ":" in host else host, port=self.public_port))
         remote = Address(uri=uri)
         call = _Call(
             call_id=call_id,
@@ -514,12 +523,12 @@ class SipCore:
         request = build_request(
             "INVITE",
             uri,
-            via=self._via(branch),
+            via=self._via(branch, dest),
             from_addr=with_tag(local, local_tag),
             to_addr=remote,
             call_id=call_id,
             cseq=call.local_seq,
-            contact=self._contact(),
+            contact=self._contact(dest),
             extra_headers=[("Allow", ", ".join(ALLOWED_METHODS)), ("User-Agent", self.user_agent)] + (extra_headers or []),
             body=sdp,
         )
@@ -574,12 +583,26 @@ class SipCore:
         else:
             log.debug("sip: dropped datagram from %s:%s: %s", addr[0], addr[1], reason)
 
-    def _via(self, branch: str) -> Via:
-        return Via.parse(f"SIP/2.0/{self.transport} {self.public_host}:{self.public_port};branch={branch};rport")
+    def local_host(self, peer: Addr) -> str:
+        """The address we advertise to ``peer`` (see ``host_for``)."""
+        if self.host_for is None:
+            return self.public_host
+        try:
+            return self.host_for(peer)
+        except (OSError, ValueError) as exc:
+            log.debug("sip: no route to %s (%r): advertising %s", peer[0], exc, self.public_host)
+            return self.public_host
 
-    def _contact(self) -> Address:
+    def _via(self, branch: str, peer: Addr) -> Via:
+        host = self.local_host(peer)
+        host = f"[{host}]" if ":" in host else host
+        return Via.parse(f"SIP/2.0/{self.transport} {host}:{self.public_port};branch={branch};rport")
+
+    def _contact(self, peer: Addr) -> Address:
         params = Parameters(transport=self.transport.lower()) if self.reliable else Parameters()
-        return Address(uri=URI(scheme="sip", user="bridge", host=self.public_host, port=self.public_port, parameters=params))
+        host = self.local_host(peer)
+        host = f"[{host}]" if ":" in host else host
+        return Address(uri=URI(scheme="sip", user="bridge", host=host, port=self.public_port, parameters=params))
 
     def _response_dest(self, parsed: ParsedMessage, source: Addr) -> Addr:
         """Where a response goes, RFC 3261 section 18.2.2 with RFC 3581 ``rport``."""
@@ -1029,7 +1052,7 @@ class SipCore:
         request = Request("INVITE", old.uri, body=old.body)
         for name in old.headers.keys():
             request.headers.setlist(name, list(old.headers.getlist(name)))
-        request.headers.set("Via", str(self._via(new_branch())))
+        request.headers.set("Via", str(self._via(new_branch(), call.peer)))
         request.headers.set("CSeq", f"{call.local_seq} INVITE")
         request.headers.set(reply, value)
         call.invite_request = request
@@ -1077,7 +1100,7 @@ class SipCore:
         return build_request(
             method,
             call.remote_target,
-            via=self._via(new_branch()),
+            via=self._via(new_branch(), call.peer),
             from_addr=with_tag(call.local_uri, call.local_tag),
             to_addr=remote,
             call_id=call.call_id,

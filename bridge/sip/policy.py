@@ -101,7 +101,10 @@ class AdmissionPolicy:
         bucket.tokens -= 1.0
         return True
 
-    def check(self, source: tuple[str, int], headers: dict[str, str], authorization: str | None, now: float, active_calls: int, caller_calls: int) -> Decision | None:
+    def check(
+        self, source: tuple[str, int], headers: dict[str, str], authorization: str | None, now: float, active_calls: int, caller_calls: int,
+        request_uri: str = "",
+    ) -> Decision | None:
         """``None`` to accept the call, or the :class:`Decision` to refuse it.
 
         Args:
@@ -111,6 +114,7 @@ class AdmissionPolicy:
             now: monotonic seconds.
             active_calls: calls in progress now.
             caller_calls: calls in progress from the same caller.
+            request_uri: the INVITE's Request-URI (digest credentials must name it).
         """
         host = source[0]
         if self.allow and not _in(self.allow, host):
@@ -125,8 +129,10 @@ class AdmissionPolicy:
             if sid not in accounts:
                 return Decision(403, "wrong_account")
         if self.digest is not None and not _in(self.digest_exempt, host):
-            if self.digest.verify(authorization, "INVITE", now) is None:
-                return Decision(401, "unauthenticated", [("WWW-Authenticate", c) for c in self.digest.challenges(now)])
+            verdict = self.digest.check(authorization, "INVITE", request_uri, now)
+            if verdict.user is None:
+                reason = "unauthenticated" if verdict.reason == "missing" else f"unauthenticated_{verdict.reason}"
+                return Decision(401, reason, [("WWW-Authenticate", c) for c in self.digest.challenges(now, stale=verdict.stale)])
         if active_calls >= self.access.max_calls:
             return Decision(503, "at_capacity", self._retry())
         if caller_calls >= self.access.max_calls_per_caller:

@@ -1,0 +1,58 @@
+"""Engine failures inside a turn: never silence.
+
+When ASR, the LLM or TTS raises (a model error, an OpenAI-compatible server
+answering 5xx, refusing the connection or timing out), the turn's stage wraps
+it in :class:`EngineError`. The conversation then counts it
+(``bridge_engine_errors_total{stage}``), logs it once per call and stage with
+the call id, says ``agent.error_apology`` and does ``agent.on_engine_error``:
+``continue`` (listen for the next turn), ``transfer`` (to ``transfer.target``)
+or ``end_call``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+#: The stages that can fail, as the ``stage`` label of ``bridge_engine_errors_total``.
+STAGES = ("asr", "llm", "tts")
+
+
+class EngineError(Exception):
+    """An engine failed during a turn.
+
+    Attributes:
+        stage: ``asr``, ``llm`` or ``tts``.
+        cause: the engine's exception.
+    """
+
+    def __init__(self, stage: str, cause: BaseException) -> None:
+        super().__init__(f"{stage} failed: {cause.__class__.__name__}: {cause}")
+        self.stage = stage
+        self.cause = cause
+
+
+async def in_thread(stage: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` in a worker thread; its exception becomes :class:`EngineError`.
+
+    Raises:
+        EngineError: ``fn`` raised.
+        asyncio.CancelledError: the turn was cancelled (barge-in, hang-up).
+    """
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any engine error becomes a reported failure
+        raise EngineError(stage, exc) from exc
+
+
+async def awaited(stage: str, future: "asyncio.Future[Any]") -> Any:
+    """Await an engine future started earlier (speculative ASR), as :func:`in_thread`."""
+    try:
+        return await future
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise EngineError(stage, exc) from exc
