@@ -490,13 +490,21 @@ class BridgeServer:
             log.info("call %s: %s offer refused %d: %s", event.call_id, event.method, exc.status, exc)
             listener.core.reject_update(event.call_id, 488, now)
             return
-        if params.secure != leg.params.secure or (params.codec, params.payload_type) != (leg.params.codec, leg.params.payload_type):
-            # Keep the session as negotiated (codec and SRTP keys do not change mid-call here).
-            params = sdp.MediaParams(leg.params.codec, leg.params.payload_type, leg.params.dtmf_payload_type, params.remote_addr,
-                                     params.ptime_ms, params.direction, leg.params.remote_crypto, params.hold)
+        # RFC 3264 section 8: the new offer may change the codec, the SRTP keys or the
+        # profile; the answer follows it (never a codec the offer lacks).
+        if (params.codec, params.payload_type) != (leg.params.codec, leg.params.payload_type):
+            log.info("call %s: codec changed %s/%d -> %s/%d", event.call_id, leg.params.codec, leg.params.payload_type, params.codec, params.payload_type)
+        local_crypto = sdp.answer_crypto(params, leg.local_crypto)
+        srtp = leg.stream.srtp
+        if not params.secure:
+            srtp = None
+        elif srtp is None or params.remote_crypto != leg.params.remote_crypto or local_crypto != leg.local_crypto:
+            srtp = SrtpContext(local_crypto, params.remote_crypto)  # RFC 4568 7.1.4: new keys, new context
+            log.info("call %s: SRTP keys changed by %s", event.call_id, event.method)
         if params.hold != leg.params.hold:
             log.info("call %s: %s", event.call_id, "put on hold" if params.hold else "taken off hold")
-        leg.stream.update_remote(params)
+        leg.local_crypto = local_crypto
+        leg.stream.update_remote(params, srtp)
         leg.params = params
         leg.agent.set_hold(params.hold)
         listener.core.answer_update(event.call_id, leg.answer_sdp(params), now)

@@ -32,6 +32,45 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
     return port
 
 
+#: RTP ranges come from 20000-32767, below Linux's ephemeral ports (32768-60999, where
+#: free_port() and every client socket live), handed out once each: no two ranges overlap.
+_RTP_LOW, _RTP_HIGH = 20000, 32766
+_rtp_next = [_RTP_LOW + (os.getpid() % 40) * 300]
+_rtp_lock = threading.Lock()
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def rtp_range(pairs: int = 10) -> str:
+    """``"LOW-HIGH"``: ``pairs`` even RTP ports (and their odd RTCP neighbours) that no other
+    range from this allocator holds and that are free now. The one source of RTP ports in tests.
+    """
+    with _rtp_lock:
+        for _ in range(2000):
+            low = _rtp_next[0]
+            high = low + 2 * pairs - 1
+            if high > _RTP_HIGH:
+                _rtp_next[0] = _RTP_LOW
+                continue
+            _rtp_next[0] = high + 1
+            if all(_udp_free(p) for p in range(low, high + 1, 2)):
+                return f"{low}-{high}"
+    raise RuntimeError("no free RTP range")
+
+
+def rtp_pair() -> tuple[int, int]:
+    """Two ports (even, odd) from :func:`rtp_range` for a peer's own RTP (baresip)."""
+    low, high = map(int, rtp_range(2).split("-"))
+    return low, low + 3
+
+
 def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 (IP SAN), PEM: ``(cert, key)``."""
     import datetime
@@ -111,11 +150,7 @@ class BridgeProcess:
             self.cert, self.key = make_certificate(workdir)
             config = {**config, "sip": {**config.get("sip", {}), "tls_listen": f"127.0.0.1:{self.tls_port}",
                                         "tls_cert": str(self.cert), "tls_key": str(self.key)}}
-        if rtp_count > 10:
-            base = 40000 + (self.sip_port % 40) * 250
-        else:
-            base = 20000 + (os.getpid() % 200) * 100 + (self.sip_port % 10) * 10
-        self.rtp_ports = f"{base}-{base + 2 * rtp_count - 1}"
+        self.rtp_ports = rtp_range(rtp_count)
         self.log_path = workdir / f"bridge-{self.sip_port}.log"
         self.config_path = workdir / f"bridge-{self.sip_port}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))

@@ -12,17 +12,16 @@ from bridge.app import BridgeServer
 from bridge.client import place_call, read_wav_8k, write_wav_8k
 from bridge.config import load_settings
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, rtp_range
 
 pytestmark = pytest.mark.e2e
 
 
 async def start_server(engines, **agent) -> BridgeServer:
     port = free_port()
-    low = 41000 + (port % 100) * 20
     settings = load_settings(overrides={
         "sip": {"listen": f"127.0.0.1:{port}"},
-        "media": {"rtp_ports": f"{low}-{low + 19}"},
+        "media": {"rtp_ports": rtp_range(10)},
         "models": {"cache_dir": str(ROOT / "models")},
         "agent": agent,
     })

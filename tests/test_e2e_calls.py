@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.client import read_wav_8k
 
-from .conftest import ROOT, BridgeProcess, free_port, need
+from .conftest import ROOT, BridgeProcess, free_port, need, rtp_pair
 
 pytestmark = pytest.mark.e2e
 SIPP_DIR = ROOT / "tests" / "sipp"
@@ -98,8 +98,8 @@ def test_baresip_conversation(bridge, tmp_path, speech, asr):
     question = tmp_path / "question.wav"
     # 7 s of silence while the greeting plays, the question, then 9 s for the reply.
     subprocess.run(["sox", str(speech["saturday"]), "-r", "8000", "-c", "1", "-b", "16", str(question), "pad", "7", "9"], check=True)
-    rtp_low = free_port() & ~1
-    (tmp_path / "config").write_text(BARESIP_CONFIG.format(sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_low + 3))
+    rtp_low, rtp_high = rtp_pair()
+    (tmp_path / "config").write_text(BARESIP_CONFIG.format(sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_high))
     (tmp_path / "accounts").write_text("<sip:tester@127.0.0.1>;regint=0;audio_codecs=PCMU\n")
     (tmp_path / "contacts").write_text("")
     proc = subprocess.run(["baresip", "-f", str(tmp_path), "-e", f"/dial {bridge.uri}", "-t", "35"],
@@ -226,8 +226,8 @@ def test_baresip_tls_srtp_dtmf(bridge, tmp_path, speech, asr):
     need("sox")
     question = tmp_path / "question.wav"
     subprocess.run(["sox", str(speech["where"]), "-r", "8000", "-c", "1", "-b", "16", str(question), "pad", "7", "2"], check=True)
-    rtp_low = free_port() & ~1
-    config = BARESIP_CONFIG.format(sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_low + 3)
+    rtp_low, rtp_high = rtp_pair()
+    config = BARESIP_CONFIG.format(sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_high)
     config += f"module\tsrtp.so\nmodule\tstdio.so\nsip_cafile\t{bridge.cert}\n"
     (tmp_path / "config").write_text(config)
     (tmp_path / "accounts").write_text("<sip:tester@127.0.0.1;transport=tls>;regint=0;audio_codecs=PCMU;mediaenc=srtp-mand\n")

@@ -21,7 +21,7 @@ from bridge.client import place_call, read_wav_8k
 from bridge.config import load_settings
 from bridge.mediastreams import protocol as p
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, rtp_range
 from .fake_twilio_api import FakeTwilioApi
 from .twilio_ms import TwilioStream
 
@@ -94,10 +94,9 @@ def test_protocol_errors_after_start():
 async def ms_server(engines, public_url: str = PUBLIC, api: FakeTwilioApi | None = None, **agent) -> BridgeServer:
     port = free_port()
     http = free_port(__import__("socket").SOCK_STREAM)
-    low = 43000 + (port % 100) * 20
     settings = load_settings(overrides={
         "sip": {"listen": f"127.0.0.1:{port}"},
-        "media": {"rtp_ports": f"{low}-{low + 19}"},
+        "media": {"rtp_ports": rtp_range(10)},
         "models": {"cache_dir": str(ROOT / "models")},
         "agent": agent,
         "transfer": {"target": "sip:+14155550100@example.pstn.twilio.com"},

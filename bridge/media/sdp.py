@@ -1,8 +1,14 @@
 """SDP offer/answer for G.711 audio (RFC 3264, RFC 4566), parsed with ``aiortc.sdp``.
 
-Supported: one audio stream, ``RTP/AVP``, PCMU (static PT 0) and PCMA (static
-PT 8) at 8000 Hz, ``telephone-event/8000`` (RFC 4733) on whatever dynamic
-payload type the offer names, ptime 20 ms.
+Supported: one audio stream, ``RTP/AVP`` or ``RTP/SAVP``, PCMU (static PT 0)
+and PCMA (static PT 8) at 8000 Hz, ``telephone-event/8000`` (RFC 4733) on
+whatever dynamic payload type the offer names, ptime 20 ms.
+
+Offers with several media lines (video, T.38 ``image``, a second audio
+stream) are answered with exactly as many ``m=`` lines, in the offer's order:
+the one audio stream we use, and every other one refused with port 0 (RFC
+3264 section 6). Only the audio sections go through ``aiortc.sdp``; the others
+are copied from their ``m=`` line (aiortc cannot parse every media kind).
 """
 
 from __future__ import annotations
@@ -51,6 +57,9 @@ class MediaParams:
         direction: our direction attribute in the answer (``sendrecv`` etc.).
         remote_crypto: the peer's SDES key (``RTP/SAVP``), or ``None`` for plain RTP.
         hold: the peer put us on hold (``sendonly``/``inactive`` or ``c=0.0.0.0``).
+        index: which of the offer's ``m=`` lines is this stream (0-based).
+        offered: every ``m=`` line of the offer as ``(media, proto, fmt)`` text,
+            in order, so the answer can refuse the others with port 0.
     """
 
     codec: str
@@ -61,15 +70,38 @@ class MediaParams:
     direction: str = "sendrecv"
     remote_crypto: Crypto | None = None
     hold: bool = False
+    index: int = 0
+    offered: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def secure(self) -> bool:
         return self.remote_crypto is not None
 
 
-def _parse(body: bytes) -> SessionDescription:
+def _m_line(line: str) -> tuple[str, str, str]:
+    """``m=<media> <port>[/<n>] <proto> <fmt> ...`` -> ``(media, proto, fmt)`` (RFC 4566 5.14).
+
+    Raises:
+        SdpError: 400, fewer than four fields.
+    """
+    fields = line[2:].split()
+    if len(fields) < 4:
+        raise SdpError(f"bad media line {line[:60]!r}", 400)
+    return fields[0], fields[2], " ".join(fields[3:])
+
+
+def _parse(body: bytes) -> tuple[SessionDescription, list[tuple[str, str, str]], list[int]]:
+    """The offer's audio sections parsed by aiortc, every ``m=`` line, and for each
+    parsed section its index among the ``m=`` lines."""
     try:
-        return SessionDescription.parse(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        session_lines, groups = grouplines(text)
+        offered = [_m_line(group[0]) for group in groups]
+        audio = [i for i, (kind, _, _) in enumerate(offered) if kind == "audio"]
+        kept = session_lines + [line for i in audio for line in groups[i]]
+        return SessionDescription.parse("\r\n".join(kept) + "\r\n"), offered, audio
+    except SdpError:
+        raise
     except (ValueError, AssertionError, KeyError, IndexError, StopIteration, UnicodeDecodeError, TypeError) as exc:
         raise SdpError(f"unparseable SDP: {exc!r}", 400) from exc
 
@@ -92,7 +124,7 @@ def _codecs(media: MediaDescription) -> list[tuple[int, str, int]]:
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
-def _crypto_lines(offer: bytes, index: int) -> list[str]:
+def _crypto_lines(media: MediaDescription, offer: bytes, index: int) -> list[str]:
     _, groups = grouplines(offer.decode("utf-8", "replace"))
     return [line[len("a=crypto:"):].strip() for line in groups[index] if line.startswith("a=crypto:")]
 
@@ -113,9 +145,9 @@ def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
         SdpError: 400 if the body does not parse, 488 if there is no usable
             audio stream, no common codec, or the wrong (S)RTP profile.
     """
-    session = _parse(offer)
+    session, offered, positions = _parse(offer)
     profiles = {"off": ("RTP/AVP",), "optional": ("RTP/AVP", "RTP/SAVP"), "required": ("RTP/SAVP",)}[srtp]
-    for index, media in enumerate(session.media):
+    for media, index in zip(session.media, positions):
         if media.kind != "audio" or media.port == 0:
             continue
         if media.profile not in profiles:
@@ -123,7 +155,7 @@ def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
         crypto = None
         if media.profile == "RTP/SAVP":
             try:
-                crypto = next((c for c in (parse_crypto(v) for v in _crypto_lines(offer, index)) if c is not None), None)
+                crypto = next((c for c in (parse_crypto(v) for v in _crypto_lines(media, offer, index)) if c is not None), None)
             except (ValueError, TypeError) as exc:
                 raise SdpError(f"bad a=crypto: {exc}", 400) from exc
             if crypto is None:
@@ -141,10 +173,10 @@ def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
                 dtmf = pt
         if chosen is None:
             continue
-        offered = media.direction or "sendrecv"
-        direction = _ANSWER_DIRECTION.get(offered, "sendrecv")
-        hold = offered in ("sendonly", "inactive") or host in ("0.0.0.0", "::")
-        return MediaParams(chosen[0], chosen[1], dtmf, (host, media.port), PTIME_MS, direction, crypto, hold)
+        their_direction = media.direction or "sendrecv"
+        direction = _ANSWER_DIRECTION.get(their_direction, "sendrecv")
+        hold = their_direction in ("sendonly", "inactive") or host in ("0.0.0.0", "::")
+        return MediaParams(chosen[0], chosen[1], dtmf, (host, media.port), PTIME_MS, direction, crypto, hold, index, tuple(offered))
     raise SdpError(f"no acceptable audio stream (we accept PCMU/PCMA at 8000 Hz over {' or '.join(profiles)})")
 
 
@@ -171,12 +203,19 @@ def _audio(port: int, codecs: list[tuple[int, str]], dtmf_pt: int | None, direct
     return media
 
 
-def _serialize(session: SessionDescription, crypto: Crypto | None = None) -> bytes:
-    # aiortc has no ptime or crypto attribute: append them to the (only) audio section.
-    text = str(session) + f"a=ptime:{PTIME_MS}\r\n"
-    if crypto is not None:
-        text += f"a=crypto:{crypto.attribute()}\r\n"
-    return text.encode()
+def _serialize(session: SessionDescription, crypto: Crypto | None = None, params: MediaParams | None = None) -> bytes:
+    """Session + our one audio section (with ``a=ptime`` and ``a=crypto``, which aiortc
+    lacks), placed among the offer's refused ``m=`` lines when ``params`` came from one."""
+    (audio,) = session.media
+    session.media = []
+    head = str(session)
+    ours = str(audio) + f"a=ptime:{PTIME_MS}\r\n" + (f"a=crypto:{crypto.attribute()}\r\n" if crypto is not None else "")
+    if params is None or not params.offered:
+        return (head + ours).encode()
+    sections = []
+    for i, (kind, proto, fmt) in enumerate(params.offered):
+        sections.append(ours if i == params.index else f"m={kind} 0 {proto} {fmt}\r\n")
+    return (head + "".join(sections)).encode()
 
 
 def _check_host(host: str) -> None:
@@ -207,13 +246,18 @@ def build_answer(
         raise ValueError("an RTP/SAVP answer needs our crypto key")
     session = _session(local_host, session_id or int(time.time()), version)
     session.media.append(_audio(local_port, [(params.payload_type, params.codec)], params.dtmf_payload_type, params.direction, params.secure))
-    return _serialize(session, local_crypto if params.secure else None)
+    return _serialize(session, local_crypto if params.secure else None, params)
 
 
-def answer_crypto(params: MediaParams) -> Crypto | None:
-    """Our SDES key for an answer: the offer's tag and suite, a fresh key (RFC 4568 section 7.1.2)."""
+def answer_crypto(params: MediaParams, current: Crypto | None = None) -> Crypto | None:
+    """Our SDES key for an answer: the offer's tag and suite, a fresh key (RFC 4568
+    section 7.1.2). In a re-answer (``current``: the key we use now) our key is kept
+    when the chosen tag and suite are unchanged (RFC 4568 section 7.1.4 lets either
+    side keep its key), so our stream goes on undisturbed."""
     if params.remote_crypto is None:
         return None
+    if current is not None and (current.tag, current.suite) == (params.remote_crypto.tag, params.remote_crypto.suite):
+        return current
     return new_crypto(params.remote_crypto.tag, params.remote_crypto.suite)
 
 

@@ -173,12 +173,19 @@ class RtpStream:
         self._last_rx = loop.time()
         self._task = asyncio.create_task(self._send_loop(), name=f"rtp-send-{self.local_port}")
 
-    def update_remote(self, params: MediaParams) -> None:
-        """Follow a new offer (re-INVITE/UPDATE): remote address, hold state.
-
-        The codec and payload types stay those of the first negotiation (our
-        answer always repeats them).
+    def update_remote(self, params: MediaParams, srtp: SrtpContext | None = None) -> None:
+        """Follow a new offer/answer (re-INVITE/UPDATE, RFC 3264 section 8): remote
+        address, hold state, codec and payload types, and the SRTP context
+        (``srtp``: the context for the new keys, the same object when they did not
+        change, ``None`` for plain RTP). SSRC, sequence number and timestamp go on.
         """
+        if (params.codec, params.payload_type) != (self.params.codec, self.params.payload_type):
+            self.codec = G711(params.codec)
+            self._silence = self.codec.encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
+            self.sender.payload_type = params.payload_type
+        self.receiver.audio_pt = params.payload_type
+        self.receiver.dtmf_pt = params.dtmf_payload_type
+        self.srtp = srtp
         self.on_hold = params.hold
         if params.hold:
             self._was_talking = False
