@@ -19,7 +19,7 @@ import time
 from sipmessage import URI, Address
 
 from .agents import build_agent
-from .config import DEFAULT_CONFIG, Settings, parse_hostport
+from .config import DEFAULT_CONFIG, ConfigError, Settings, parse_hostport, parse_port_range
 from .media import sdp
 from .media.srtp import SrtpContext, new_crypto
 from .media.stream import PortAllocator, RtpStream
@@ -132,9 +132,17 @@ class SipCallLeg:
 
 
 def _server_ssl(settings: Settings) -> ssl.SSLContext:
+    """The TLS server context.
+
+    Raises:
+        ConfigError: the certificate or key cannot be loaded.
+    """
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # Twilio: TLS 1.2 or later
-    ctx.load_cert_chain(settings.sip.tls_cert, settings.sip.tls_key)
+    try:
+        ctx.load_cert_chain(settings.sip.tls_cert, settings.sip.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError("sip.tls_cert", f"cannot load the certificate/key pair ({exc.__class__.__name__}: {exc})") from None
     return ctx
 
 
@@ -180,8 +188,7 @@ class BridgeServer:
                 )
             self.metrics.watch_sip(core.counters, kind.lower())
             self.listeners.append(listener)
-        low, _, high = settings.media.rtp_ports.partition("-")
-        self.ports = PortAllocator(int(low), int(high or low))
+        self.ports = PortAllocator(*parse_port_range(settings.media.rtp_ports))
         self.policy = AdmissionPolicy(settings.access, base=DEFAULT_CONFIG.parent.parent)
         self.calls: dict[str, SipCallLeg] = {}
         #: The last calls' agents after they ended (bounded), for inspection.

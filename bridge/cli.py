@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 
-from .config import load_settings, parse_hostport
+from .config import ConfigError, load_settings, parse_hostport
 
 log = logging.getLogger("bridge")
 
@@ -49,6 +49,10 @@ def _settings(args: argparse.Namespace):
     if args.metrics_listen:
         overrides["observability"]["metrics_listen"] = args.metrics_listen
     settings = load_settings(args.config, overrides)
+    if settings.sip.tls_listen:
+        from .app import _server_ssl
+
+        _server_ssl(settings)  # a bad certificate is a bad setting: refuse before anything starts
     _setup_logging(settings.observability.log_level)
     return settings
 
@@ -246,9 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bridge`` console script."""
+    """Entry point of the ``bridge`` console script.
+
+    A bad setting (file, environment or option) prints one line naming it on
+    stderr and exits with status 2, like a bad option does.
+    """
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"bridge {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

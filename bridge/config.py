@@ -6,14 +6,65 @@ with ``__``, e.g. ``BRIDGE_SIP__PUBLIC_HOST``) > the YAML file > defaults.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel as _PydanticModel
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A setting is wrong: ``setting`` is its dotted path (``agent.greeting``),
+    ``str(error)`` one line that names it and says what is wrong."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting}: {problem}" if setting else problem)
+        self.setting = setting
+
+
+class BaseModel(_PydanticModel):
+    """Every settings section refuses keys it does not know (``agent.greting``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _listen(value: str, default_port: int, *, empty_ok: bool = True) -> str:
+    """Validate a ``HOST:PORT`` listen address (host an IP literal; port 0..65535)."""
+    if not value and empty_ok:
+        return value
+    try:
+        host, _ = parse_hostport(value, default_port)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not HOST:PORT ({exc})") from None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{value!r}: the host must be an IP address (0.0.0.0 for all), not {host!r}") from None
+    return value
+
+
+def parse_port_range(value: str) -> tuple[int, int]:
+    """``"LOW-HIGH"`` -> ``(low, high)``: 1024 <= low <= high <= 65535, holding at least
+    one even port (RTP uses even ports, RFC 3550 section 11).
+
+    Raises:
+        ValueError: any other shape.
+    """
+    low_s, sep, high_s = value.partition("-")
+    if not sep or not low_s.strip().isdigit() or not high_s.strip().isdigit():
+        raise ValueError(f"{value!r} is not LOW-HIGH (e.g. 10000-20000)")
+    low, high = int(low_s), int(high_s)
+    if not 1024 <= low <= high <= 65535:
+        raise ValueError(f"{value!r}: need 1024 <= LOW <= HIGH <= 65535")
+    if low % 2 and low == high:
+        raise ValueError(f"{value!r} holds no even port (RTP ports are even)")
+    return low, high
 
 
 def parse_hostport(value: str, default_port: int) -> tuple[str, int]:
@@ -65,6 +116,37 @@ class SipSettings(BaseModel):
     min_se: int = 90
     #: On SIGTERM: seconds calls in progress may continue before they get BYE.
     drain_timeout: float = 30.0
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return _listen(value, 5060, empty_ok=False)
+
+    @field_validator("tcp_listen", "tls_listen")
+    @classmethod
+    def _check_stream_listen(cls, value: str) -> str:
+        return _listen(value, 5060)
+
+    @field_validator("public_host")
+    @classmethod
+    def _check_public_host(cls, value: str) -> str:
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} must be an IP address (it goes into SDP c=)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> "SipSettings":
+        if self.tls_listen:
+            for name in ("tls_cert", "tls_key"):
+                path = getattr(self, name)
+                if not path:
+                    raise ConfigError(f"sip.{name}", "required when sip.tls_listen is set")
+                if not Path(path).is_file():
+                    raise ConfigError(f"sip.{name}", f"no such file: {path}")
+        return self
 
 
 class DigestSettings(BaseModel):
@@ -140,6 +222,12 @@ class MediaStreamsSettings(BaseModel):
     #: Caller ID for ``bridge twilio call``.
     from_number: str = ""
     max_message_bytes: int = 65536
+
+    @field_validator("http_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return _listen(value, 8080)
+
     #: Close a WebSocket that sends no ``start`` message within this many seconds.
     start_timeout: float = 5.0
 
@@ -157,6 +245,12 @@ class MediaSettings(BaseModel):
     #: SRTP (RFC 4568 SDES): ``off`` (plain RTP only), ``optional`` (answer
     #: RTP/SAVP with SRTP, RTP/AVP with RTP), ``required`` (plain offers get 488).
     srtp: Literal["off", "optional", "required"] = "optional"
+
+    @field_validator("rtp_ports")
+    @classmethod
+    def _check_ports(cls, value: str) -> str:
+        parse_port_range(value)
+        return value
 
 
 class ModelSettings(BaseModel):
@@ -181,6 +275,14 @@ class ModelSettings(BaseModel):
     tts: str = "embedded"
     #: Where the embedded GGUF is assembled (from its 4 chunk packages).
     cache_dir: str = "models"
+
+    @model_validator(mode="after")
+    def _check_paths(self) -> "ModelSettings":
+        for name in ("asr", "tts") + (("llm",) if self.llm_backend == "llama_cpp" else ()):
+            value = getattr(self, name)
+            if value != "embedded" and not Path(value).exists():
+                raise ConfigError(f"models.{name}", f"no such file or directory: {value} (or 'embedded')")
+        return self
 
 
 class AgentSettings(BaseModel):
@@ -251,7 +353,17 @@ class AgentSettings(BaseModel):
 
 class ObservabilitySettings(BaseModel):
     metrics_listen: str = "127.0.0.1:9090"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value):
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        return _listen(value, 9090)
 
 
 class Settings(BaseSettings):
@@ -282,33 +394,80 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """``over`` merged into ``base`` (nested mappings merged key by key).
+
+    Raises:
+        ConfigError: a section that is a mapping in ``base`` is something else in ``over``
+            (``agent: echo`` for ``agent: {kind: echo}``).
+    """
     out = dict(base)
     for key, value in over.items():
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(out.get(key), dict) and not isinstance(value, dict):
+            raise ConfigError(where, f"must be a mapping of settings, not {type(value).__name__} {str(value)[:40]!r}")
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, where)
         else:
             out[key] = value
     return out
+
+
+def _one_line(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """A pydantic error as a :class:`ConfigError` naming the first bad setting (and how many more)."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    setting = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+    ctx_error = (first.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, ConfigError):
+        return ctx_error
+    if first["type"] == "extra_forbidden":
+        problem = "unknown setting (see config/default.yaml)"
+    else:
+        problem = first["msg"].removeprefix("Value error, ")
+        if first["type"] not in ("value_error", "assertion_error") and "input" in first:
+            problem += f", got {str(first['input'])[:40]!r}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return ConfigError(setting, problem + more)
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise ConfigError("", f"{file}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"{file}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("", f"{file}: must be a mapping of sections (sip:, agent:, ...), not {type(loaded).__name__}")
+    return loaded
 
 
 def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Load ``config/default.yaml``, then ``path`` over it, then ``overrides``.
 
     Raises:
-        FileNotFoundError: ``path`` does not exist.
-        pydantic.ValidationError: a value has the wrong type or an unknown key.
+        ConfigError: the file is missing or not YAML, a key is unknown at any depth, a
+            value has the wrong type or shape, or a value is invalid (a port range, an
+            address, a missing TLS certificate or model file). The message is one line
+            naming the setting by its dotted path.
     """
     data: dict[str, Any] = {}
     for file in [DEFAULT_CONFIG] + ([Path(path)] if path else []):
         if file.exists() or file != DEFAULT_CONFIG:
-            loaded = yaml.safe_load(Path(file).read_text()) or {}
-            data = _merge(data, loaded)
+            data = _merge(data, _read_yaml(Path(file)))
+    overrides = {k: v for k, v in (overrides or {}).items() if v != {}}
     if overrides:
         data = _merge(data, overrides)
-    settings = Settings(**data)
-    import os
-
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise _one_line(exc) from None
+    except ConfigError:
+        raise
     ms = settings.mediastreams
     ms.auth_token = ms.auth_token or os.environ.get("TWILIO_AUTH_TOKEN", "")
     ms.account_sid = ms.account_sid or os.environ.get("TWILIO_ACCOUNT_SID", "")
@@ -318,5 +477,8 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
         merged = _merge(settings.model_dump(), overrides)
         for section in overrides:
             model = type(getattr(settings, section))
-            setattr(settings, section, model.model_validate(merged[section]))
+            try:
+                setattr(settings, section, model.model_validate(merged[section]))
+            except ValidationError as exc:
+                raise _one_line(exc, section) from None
     return settings
