@@ -141,7 +141,9 @@ def asr(engines):
 class BridgeProcess:
     """A ``bridge serve`` subprocess on 127.0.0.1 with its own ports and log."""
 
-    def __init__(self, workdir: Path, config: dict, tls: bool = False, rtp_count: int = 10) -> None:
+    def __init__(self, workdir: Path, config: dict, tls: bool = False, rtp_count: int = 10, listen_host: str = "127.0.0.1", prefix: list[str] | None = None) -> None:
+        self.listen_host = listen_host
+        self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NAME]: run inside a network namespace
         self.sip_port = free_port()
         self.metrics_port = free_port(socket.SOCK_STREAM)
         self.rtp_count = rtp_count
@@ -165,8 +167,8 @@ class BridgeProcess:
     def start(self, timeout: float = 120) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path),
-             "--sip-listen", f"127.0.0.1:{self.sip_port}", "--rtp-ports", self.rtp_ports,
+            [*self.prefix, sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path),
+             "--sip-listen", f"{self.listen_host}:{self.sip_port}", "--rtp-ports", self.rtp_ports,
              "--metrics-listen", f"127.0.0.1:{self.metrics_port}"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )

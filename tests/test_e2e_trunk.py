@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from .conftest import ROOT, BridgeProcess, free_port, need
+from .conftest import ROOT, BridgeProcess, free_port, need, rtp_range
 from .test_e2e_calls import SIPP_DIR, run_sipp
 
 pytestmark = pytest.mark.e2e
@@ -146,7 +146,7 @@ def test_bridge_dial_through_termination_with_digest(tmp_path):
         time.sleep(0.5)
         dial = subprocess.run(
             [sys.executable, "-m", "bridge", "dial", "+14155550100", "--config", str(config), "--sip-listen", f"127.0.0.1:{free_port()}",
-             "--rtp-ports", "39000-39010", "--metrics-listen", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
+             "--rtp-ports", rtp_range(5), "--metrics-listen", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
             cwd=ROOT, capture_output=True, text=True, timeout=60,
         )
         assert uas.wait(30) == 0, (tmp_path / "uas.log").read_text()[-4000:] + (tmp_path / "uas_err.log").read_text()[-2000:]
