@@ -73,6 +73,15 @@ def last_voiced_frame(pcm: np.ndarray) -> int:
     return last
 
 
+def first_voiced_frame(pcm: np.ndarray) -> int:
+    """Index of the first 20 ms frame webrtcvad calls speech (-1 if none)."""
+    vad = WebRtcVad(2)
+    for i in range(len(pcm) // FRAME_SAMPLES):
+        if vad.is_speech(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]):
+            return i
+    return -1
+
+
 @dataclass
 class CallReport:
     """What ``bridge call`` measured. Latencies in seconds, one per caller turn."""
@@ -82,6 +91,8 @@ class CallReport:
     hung_up_by: str = ""
     latencies: list[float] = field(default_factory=list)
     recorded_seconds: float = 0.0
+    #: Every agent frame as it arrived: (seconds since our first clip started, RMS level).
+    heard: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def p50(self) -> float | None:
@@ -112,6 +123,8 @@ class _Caller:
         self.rec_start: float | None = None
         self.rec_samples = 0
         self.done = asyncio.Event()
+        self.arrivals: list[tuple[float, float]] = []  # (loop time, RMS) of each agent frame
+        self.voice_t0: float | None = None  # when the first clip started playing
 
     # sink
     def on_audio(self, frame: np.ndarray, now: float) -> None:
@@ -127,6 +140,7 @@ class _Caller:
         if self.echo_gain:
             self._echo.append(frame)
         rms = float(np.sqrt(np.mean(frame.astype(np.float64) ** 2)))
+        self.arrivals.append((now, rms))
         if rms > SPEECH_RMS:
             self.agent_heard_at = now
             self.agent_spoke = True
@@ -159,6 +173,8 @@ class _Caller:
                 self._next_clip(now)
             return None
         if self.state == "play":
+            if self.voice_t0 is None:
+                self.voice_t0 = now
             clip = self.clips[self.clip]
             frame = clip[self.pos : self.pos + FRAME_SAMPLES]
             index = self.pos // FRAME_SAMPLES
@@ -293,4 +309,6 @@ async def place_call(
     if record:
         write_wav_8k(record, pcm)
     report.latencies = caller.latencies
+    t0 = caller.voice_t0 if caller.voice_t0 is not None else (caller.arrivals[0][0] if caller.arrivals else 0.0)
+    report.heard = [(t - t0, rms) for t, rms in caller.arrivals]
     return report

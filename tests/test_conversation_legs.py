@@ -26,8 +26,12 @@ pytestmark = pytest.mark.e2e
 LEGS = ["sip", "mediastreams"]
 
 
-async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf: tuple[float, str] | None = None, echo_db: float | None = None):
-    """Play ``timeline`` [(second, PCM16 8 kHz)] over ``kind``; return the ended conversation."""
+async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf: tuple[float, str] | None = None, echo_db: float | None = None, wire: list | None = None):
+    """Play ``timeline`` [(second, PCM16 8 kHz)] over ``kind``; return the ended conversation.
+
+    ``wire``: if given, filled with what the caller heard, ``(second on the timeline, RMS)``
+    per agent frame as it arrived (SIP) or was played out of Twilio's buffer (Media Streams),
+    and, for Media Streams, the ``TwilioStream`` last."""
     if kind == "sip":
         pcm = np.zeros(int(duration * 8000), np.int16)
         for at, clip in timeline:
@@ -35,11 +39,17 @@ async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf:
             pcm[start : start + len(clip)] = clip[: len(pcm) - start]
         wav = tmp_path / "caller.wav"
         write_wav_8k(wav, pcm)
-        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [wav], None, duration=duration, wait_greeting=False,
-                         dtmf=dtmf[1] if dtmf else "", dtmf_after=dtmf[0] if dtmf else 0.0, echo_db=echo_db, reply_timeout=duration)
+        report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [wav], None, duration=duration, wait_greeting=False,
+                                  dtmf=dtmf[1] if dtmf else "", dtmf_after=dtmf[0] if dtmf else 0.0, echo_db=echo_db, reply_timeout=duration)
+        if wire is not None:
+            wire.extend(report.heard)
     else:
         digits = [(dtmf[0] + 0.3 * i, d) for i, d in enumerate(dtmf[1])] if dtmf else []
-        await stream(server).run(timeline, duration, dtmf=digits, echo_db=echo_db)
+        twilio = stream(server)
+        await twilio.run(timeline, duration, dtmf=digits, echo_db=echo_db)
+        if wire is not None:
+            wire.extend((t - twilio.t0, float(np.sqrt(np.mean(f.astype(np.float64) ** 2)))) for t, f in zip(twilio.played_at, twilio.received))
+            wire.append(twilio)
     for _ in range(100):
         if server.finished:
             return server.finished[-1]
@@ -79,6 +89,35 @@ async def test_interruption_stops_playout_and_truncates_history(leg, engines, sp
         assert [role for role, _ in conversation.transcript()][-2:] == ["caller", "agent"]
     finally:
         await server.stop()
+
+
+async def test_barge_in_stops_agent_audio_on_the_wire(leg, engines, speech, tmp_path):
+    """Measured where the caller is: once the caller has spoken for barge_in_min_speech_ms over
+    the greeting, agent audio stops arriving within a small bound (VAD frame, one packet in
+    flight, Twilio's buffer), and stays off until the caller has finished."""
+    from bridge.client import first_voiced_frame
+
+    clip = read_wav_8k(speech["saturday"])
+    at = 1.5
+    onset = at + first_voiced_frame(clip) * 0.02
+    end = at + len(clip) / 8000
+    server = await ms_server(engines)
+    minimum = server.settings.agent.barge_in_min_speech_ms / 1000
+    wire: list = []
+    try:
+        conversation = await run_call(leg, server, tmp_path, [(at, clip)], 9.0, wire=wire)
+    finally:
+        await server.stop()
+    twilio = wire.pop() if leg == "mediastreams" else None
+    loud = [t for t, rms in wire if rms > 330]
+    assert [t for t in loud if at - 1.0 <= t < onset], "the greeting was playing when the caller started"
+    stop_by = onset + minimum + 0.3
+    late = [round(t, 2) for t in loud if stop_by <= t <= end]
+    assert not late, f"agent audio {late} after {stop_by:.2f} s (caller spoke at {onset:.2f} s)"
+    assert conversation.history[0][1].interrupted
+    if twilio is not None:
+        assert twilio.clears >= 1, "barge-in on Media Streams sends clear"
+        assert twilio.clear_times[0] - twilio.t0 < stop_by
 
 
 async def test_echo_does_not_interrupt(leg, engines, tmp_path):

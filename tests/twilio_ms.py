@@ -2,9 +2,15 @@
 
 It connects to the bridge's ``/media-stream`` with an ``X-Twilio-Signature``,
 sends ``connected``, ``start``, 20 ms ``media`` frames in real time (speech
-clips, silence between), ``dtmf`` and ``stop``; records the agent's ``media``,
-echoes each ``mark`` (audio before it has played: we play in real time), and
-counts ``clear``s.
+clips, silence between), ``dtmf`` and ``stop``.
+
+The agent's side behaves like Twilio's media buffer (Media Streams docs,
+"Send a mark message" and "Send a clear message"): outbound ``media`` is queued
+and played out in real time, one 20 ms frame per 20 ms; a ``mark`` is queued
+behind the audio sent before it and echoed only once that audio has played;
+``clear`` empties the queue and echoes every pending mark at once. What was
+played is :attr:`received` (what the caller heard, in order); each frame's
+play time is kept, so a test can tell when the agent's audio stopped.
 """
 
 from __future__ import annotations
@@ -37,6 +43,14 @@ class TwilioStream:
         self.marks_echoed = 0
         self.close_code: int | None = None
         self._seq = 0
+        #: Loop time at which each frame of :attr:`received` was played.
+        self.played_at: list[float] = []
+        #: Loop times of each ``clear`` received.
+        self.clear_times: list[float] = []
+        #: Frames dropped from the buffer by ``clear`` (sent but never heard).
+        self.cleared_frames = 0
+        self._buffer: list = []  # ("media", pcm) | ("mark", name), in arrival order
+        self._ws = None
 
     def signature(self, url: str | None = None) -> str:
         return RequestValidator(self.token).compute_signature(url or self.signed_url, {})
@@ -46,7 +60,8 @@ class TwilioStream:
         return json.dumps({"event": event, "sequenceNumber": str(self._seq), "streamSid": self.stream_sid, **fields})
 
     async def run(self, clips: list[tuple[float, np.ndarray]], duration: float, dtmf: list[tuple[float, str]] = (), custom: dict | None = None,
-                  media_format: dict | None = None, sign: bool = True, echo_db: float | None = None, echo_delay_ms: int = 150) -> None:
+                  media_format: dict | None = None, sign: bool = True, echo_db: float | None = None, echo_delay_ms: int = 150,
+                  account_sid: str = "AC" + "3" * 32) -> None:
         """Stream for ``duration`` s; ``clips`` are (start second, PCM16 8 kHz) of caller speech.
         ``echo_db``: also send the agent's audio back at this level after ``echo_delay_ms``."""
         headers = dict(self.headers)
@@ -54,13 +69,13 @@ class TwilioStream:
             headers["X-Twilio-Signature"] = self.signature()
         async with websockets.connect(self.ws_url, additional_headers=headers) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            start = {"accountSid": "AC" + "3" * 32, "streamSid": self.stream_sid, "callSid": self.call_sid, "tracks": ["inbound"],
+            start = {"accountSid": account_sid, "streamSid": self.stream_sid, "callSid": self.call_sid, "tracks": ["inbound"],
                      "customParameters": custom or {"From": "+14155550123"},
                      "mediaFormat": media_format or {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
             await ws.send(self._message("start", start=start))
             reader = asyncio.ensure_future(self._read(ws))
             loop = asyncio.get_running_loop()
-            t0 = loop.time()
+            t0 = self.t0 = loop.time()
             pending_dtmf = sorted(dtmf)
             frames = int(duration / 0.02)
             try:
@@ -100,20 +115,54 @@ class TwilioStream:
             self.close_code = ws.close_code
 
     async def _read(self, ws) -> None:
+        self._ws = ws
+        player = asyncio.ensure_future(self._play(ws))
         try:
             async for text in ws:
                 message = json.loads(text)
                 self.events.append(message)
                 kind = message.get("event")
                 if kind == "media":
-                    self.received.append(self.codec.decode(base64.b64decode(message["media"]["payload"])))
+                    self._buffer.append(("media", self.codec.decode(base64.b64decode(message["media"]["payload"]))))
                 elif kind == "mark":
-                    self.marks_echoed += 1
-                    await ws.send(self._message("mark", mark={"name": message["mark"]["name"]}))
+                    self._buffer.append(("mark", message["mark"]["name"]))
                 elif kind == "clear":
                     self.clears += 1
+                    self.clear_times.append(asyncio.get_running_loop().time())
+                    pending, self._buffer = self._buffer, []
+                    self.cleared_frames += sum(1 for k, _ in pending if k == "media")
+                    for name in [v for k, v in pending if k == "mark"]:
+                        await self._echo_mark(ws, name)  # returned at once, unplayed
         except websockets.ConnectionClosed:
             pass
+        finally:
+            player.cancel()
+
+    async def _echo_mark(self, ws, name: str) -> None:
+        self.marks_echoed += 1
+        try:
+            await ws.send(self._message("mark", mark={"name": name}))
+        except websockets.ConnectionClosed:
+            pass
+
+    async def _play(self, ws) -> None:
+        """Play the buffer in real time: one frame per 20 ms; marks when reached."""
+        loop = asyncio.get_running_loop()
+        tick = loop.time()
+        while True:
+            while self._buffer and self._buffer[0][0] == "mark":
+                await self._echo_mark(ws, self._buffer.pop(0)[1])
+            if self._buffer:
+                self.received.append(self._buffer.pop(0)[1])
+                self.played_at.append(loop.time())
+                while self._buffer and self._buffer[0][0] == "mark":
+                    await self._echo_mark(ws, self._buffer.pop(0)[1])
+            tick += 0.02
+            delay = tick - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                tick = loop.time()
 
     def audio(self) -> np.ndarray:
         return np.concatenate(self.received) if self.received else np.zeros(0, np.int16)
