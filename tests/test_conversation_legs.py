@@ -195,3 +195,27 @@ async def test_transfer_uses_the_legs_transfer(leg, engines, speech, tmp_path, c
         await server.stop()
         fake.close()
         api.close()
+
+
+async def test_goodbye_is_heard_to_its_last_word_before_the_hang_up(leg, engines, asr, tmp_path):
+    """max_call_seconds: the agent says goodbye, then hangs up. The hang-up waits until the
+    goodbye was heard (Media Streams: its mark came back through Twilio's buffer; SIP: its
+    last packet was sent), so its last word reaches the caller."""
+    server = await ms_server(engines, max_call_seconds=2, greeting="")
+    try:
+        if leg == "sip":
+            record = tmp_path / "heard.wav"
+            report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], record, duration=15, wait_greeting=False)
+            assert report.hung_up_by == "agent", report
+            heard = read_wav_8k(record)
+        else:
+            twilio = stream(server, latency=0.4)
+            await twilio.run([], duration=15.0)
+            assert twilio.close_code == 1000
+            heard = twilio.audio()
+        await asyncio.sleep(0.5)
+        assert list(server.end_reasons)[-1][1] == "agent"
+    finally:
+        await server.stop()
+    tail = heard[-int(2.5 * 8000):]  # the last words
+    assert "bye" in asr.transcribe(heard).lower().split()[-1] or "goodbye" in asr.transcribe(tail).lower(), asr.transcribe(heard)

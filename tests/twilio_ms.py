@@ -29,7 +29,10 @@ SPEECH_RMS = 330.0
 
 
 class TwilioStream:
-    def __init__(self, ws_url: str, token: str, signed_url: str | None = None, call_sid: str = "CA" + "1" * 32, headers: dict | None = None) -> None:
+    def __init__(self, ws_url: str, token: str, signed_url: str | None = None, call_sid: str = "CA" + "1" * 32, headers: dict | None = None,
+                 latency: float = 0.2) -> None:
+        #: Seconds between a media frame's arrival and its playout (network and Twilio's jitter buffer).
+        self.latency = latency
         self.ws_url = ws_url
         self.signed_url = signed_url or ws_url
         self.token = token
@@ -123,7 +126,8 @@ class TwilioStream:
                 self.events.append(message)
                 kind = message.get("event")
                 if kind == "media":
-                    self._buffer.append(("media", self.codec.decode(base64.b64decode(message["media"]["payload"]))))
+                    arrived = asyncio.get_running_loop().time()
+                    self._buffer.append(("media", (self.codec.decode(base64.b64decode(message["media"]["payload"])), arrived)))
                 elif kind == "mark":
                     self._buffer.append(("mark", message["mark"]["name"]))
                 elif kind == "clear":
@@ -152,8 +156,8 @@ class TwilioStream:
         while True:
             while self._buffer and self._buffer[0][0] == "mark":
                 await self._echo_mark(ws, self._buffer.pop(0)[1])
-            if self._buffer:
-                self.received.append(self._buffer.pop(0)[1])
+            if self._buffer and self._buffer[0][1][1] + self.latency <= loop.time():
+                self.received.append(self._buffer.pop(0)[1][0])
                 self.played_at.append(loop.time())
                 while self._buffer and self._buffer[0][0] == "mark":
                     await self._echo_mark(ws, self._buffer.pop(0)[1])

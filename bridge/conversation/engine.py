@@ -46,6 +46,8 @@ log = logging.getLogger("bridge.conversation")
 
 FRAME_SAMPLES = 160  # 20 ms at 8000 Hz
 FRAME_MS = 20
+#: Longest wait for the mark that confirms the last words were heard (Media Streams), seconds.
+HEARD_TIMEOUT_S = 3.0
 #: A complete sentence at the start of the buffer: text up to . ! or ? followed by whitespace.
 _SENTENCE = re.compile(r"^\s*(.*?[.!?])\s+(.*)$", re.S)
 
@@ -185,6 +187,8 @@ class Conversation:
         self.played_by_leg = False
         self.on_hold = False
         self._after_playout: Callable[[], None] | None = None
+        #: (utterance, action, timer): an action waiting for the utterance's last mark.
+        self._heard_wait: tuple | None = None
         self._closed = False
         self._started_at = clock()
         self._end_call_re = re.compile(agent.end_call_pattern, re.I) if agent.end_call_pattern else None
@@ -390,6 +394,31 @@ class Conversation:
     def mark_played(self, owner: AgentUtterance, offset: int) -> None:
         """The leg learned that ``owner`` was played up to sample ``offset`` (Media Streams marks)."""
         owner.played = max(owner.played, offset)
+        waiting = self._heard_wait
+        if waiting is not None and waiting[0] is owner and owner.played >= sum(owner.samples):
+            self._heard_wait = None
+            waiting[2].cancel()
+            asyncio.get_running_loop().call_soon(waiting[1])
+
+    def _when_heard(self, owner: AgentUtterance | None, action: Callable[[], None]) -> None:
+        """Run ``action`` (hang up, transfer) once the caller has heard ``owner`` to its end.
+
+        On RTP handing a frame out is sending it: the last packet has just gone, so
+        at once. On a leg that reports playback (Media Streams), once the mark after
+        the last frame comes back, or after ``HEARD_TIMEOUT_S`` if it never does.
+        """
+        loop = asyncio.get_running_loop()
+        if not self.played_by_leg or owner is None or owner.played >= sum(owner.samples):
+            loop.call_soon(action)
+            return
+
+        def timed_out() -> None:
+            if self._heard_wait is not None and self._heard_wait[1] is action:
+                self._heard_wait = None
+                log.info("call=%s: no mark for the last words within %.0f s, going on", self.leg.call_id, HEARD_TIMEOUT_S)
+                action()
+
+        self._heard_wait = (owner, action, loop.call_later(HEARD_TIMEOUT_S, timed_out))
 
     def pull_item(self, now: float | None = None) -> AgentFrame | None:
         """Like :meth:`pull_frame`, with the frame's owner and sentence boundary.
@@ -415,7 +444,7 @@ class Conversation:
                 self.metrics.observe_turn(times)
         if not self._playout and self._after_playout is not None and (self._reply_task is None or self._reply_task.done()):
             action, self._after_playout = self._after_playout, None
-            asyncio.get_running_loop().call_soon(action)
+            self._when_heard(item.owner, action)
         return item
 
     @property
@@ -472,6 +501,9 @@ class Conversation:
         if self._current is not None:
             self._current.interrupted = interrupted
         self._after_playout = None
+        if self._heard_wait is not None:
+            self._heard_wait[2].cancel()
+            self._heard_wait = None
 
     def _start_reply(self, pcm: np.ndarray | None, times: dict[str, float], spec: _Speculation | None = None, rule: str = "unknown", text: str | None = None) -> None:
         if self.agent_active:
@@ -528,7 +560,7 @@ class Conversation:
         if self._playout:
             self._after_playout = action
         else:
-            action()
+            self._when_heard(self._current, action)
 
     async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event) -> None:
         """Synthesize ``text`` and queue it as 20 ms frames of ``utt``.
