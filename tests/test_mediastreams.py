@@ -91,17 +91,19 @@ def test_protocol_errors_after_start():
 # ------------------------------------------------------------------ server
 
 
-async def ms_server(engines, public_url: str = PUBLIC, api: FakeTwilioApi | None = None, **agent) -> BridgeServer:
+async def ms_server(engines, public_url: str = PUBLIC, api: FakeTwilioApi | None = None, access: dict | None = None, mediastreams: dict | None = None,
+                    models: dict | None = None, **agent) -> BridgeServer:
     port = free_port()
     http = free_port(__import__("socket").SOCK_STREAM)
     settings = load_settings(overrides={
         "sip": {"listen": f"127.0.0.1:{port}"},
         "media": {"rtp_ports": rtp_range(10)},
-        "models": {"cache_dir": str(ROOT / "models")},
+        "models": {"cache_dir": str(ROOT / "models"), **(models or {})},
         "agent": agent,
+        "access": access or {},
         "transfer": {"target": "sip:+14155550100@example.pstn.twilio.com"},
         "mediastreams": {"http_listen": f"127.0.0.1:{http}", "public_url": public_url, "auth_token": TOKEN,
-                         "account_sid": ACCOUNT if api else "", "api_base_url": api.base_url if api else ""},
+                         "account_sid": ACCOUNT if api else "", "api_base_url": api.base_url if api else "", **(mediastreams or {})},
     })
     server = BridgeServer(settings, engines)
     await server.start()
