@@ -26,6 +26,11 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length))
                 outer.requests.append((self.path, body))
+                if outer.hang_next:
+                    # A server that accepted the request and never answers (overloaded, stuck).
+                    outer.hang_next = False
+                    outer.hung.wait(60)
+                    return
                 if outer.fail_next:
                     outer.fail_next = False
                     self.send_response(500)
@@ -52,10 +57,14 @@ class FakeOpenAI:
                 self.wfile.write(b"data: [DONE]\n\n")
 
         self.fail_next = False
+        self.hang_next = False
+        self.hung = threading.Event()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.hung.set()
         self.server.shutdown()
         self.server.server_close()

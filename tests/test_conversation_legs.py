@@ -57,8 +57,8 @@ async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf:
     raise AssertionError("the call did not end")
 
 
-def scripted(engines, fake: FakeOpenAI) -> Engines:
-    return Engines(engines.vad_factory, engines.asr, OpenAiLlm(fake.base_url, "scripted"), engines.tts, engines.device)
+def scripted(engines, fake: FakeOpenAI, timeout: float = 30.0) -> Engines:
+    return Engines(engines.vad_factory, engines.asr, OpenAiLlm(fake.base_url, "scripted", timeout=timeout), engines.tts, engines.device)
 
 
 @pytest.fixture(params=LEGS)
@@ -219,3 +219,47 @@ async def test_goodbye_is_heard_to_its_last_word_before_the_hang_up(leg, engines
         await server.stop()
     tail = heard[-int(2.5 * 8000):]  # the last words
     assert "bye" in asr.transcribe(heard).lower().split()[-1] or "goodbye" in asr.transcribe(tail).lower(), asr.transcribe(heard)
+
+
+APOLOGY = "Sorry, something went wrong on my side."
+
+
+async def test_llm_errors_and_timeouts_get_an_apology_and_the_call_goes_on(leg, engines, speech, tmp_path, caplog):
+    """The OpenAI-compatible server answers 500, then accepts a request and never answers:
+    each turn gets the apology (never silence), counted by stage, logged once per call."""
+    fake = FakeOpenAI(lambda path, body: ("We open at nine.", []))
+    fake.fail_next = True
+    server = await ms_server(scripted(engines, fake, timeout=1.5), error_apology=APOLOGY, on_engine_error="continue")
+    question = read_wav_8k(speech["saturday"])
+    try:
+        with caplog.at_level(logging.WARNING, logger="bridge"):
+            async def hang_second() -> None:
+                while len(fake.requests) < 1:
+                    await asyncio.sleep(0.05)
+                fake.hang_next = True
+
+            arm = asyncio.ensure_future(hang_second())
+            conversation = await run_call(leg, server, tmp_path, [(6.0, question), (13.0, question), (20.0, question)], 27.0)
+            arm.cancel()
+        said = [text for role, text in conversation.transcript() if role == "agent"]
+        assert said.count(APOLOGY) == 2, said
+        assert said[-1] == "We open at nine.", said  # the third turn works again
+        assert server.metrics.engine_errors.labels("llm")._value.get() == 2
+        logged = [r for r in caplog.records if "engine failure" in r.getMessage()]
+        assert len(logged) == 1 and "stage=llm" in logged[0].getMessage() and conversation.leg.call_id in logged[0].getMessage()
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_llm_failure_can_end_the_call_after_the_apology(engines, speech, tmp_path):
+    fake = FakeOpenAI(lambda path, body: ("Unused.", []))
+    fake.fail_next = True
+    server = await ms_server(scripted(engines, fake), error_apology=APOLOGY, on_engine_error="end_call")
+    try:
+        conversation = await run_call("sip", server, tmp_path, [(6.0, read_wav_8k(speech["saturday"]))], 20.0)
+        assert [text for role, text in conversation.transcript() if role == "agent"][-1] == APOLOGY
+        assert list(server.end_reasons)[-1][1] == "agent"
+    finally:
+        await server.stop()
+        fake.close()
