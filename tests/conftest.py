@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -96,6 +97,38 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return cert_path, key_path
+
+
+class _ErrorRecords(logging.Handler):
+    """Collects ERROR (and worse) records from the bridge and from asyncio (which logs
+    "Task exception was never retrieved" and exceptions in callbacks)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(("bridge", "asyncio")):
+            self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_error_logs(request):
+    """Every in-process test fails on an ERROR log record or an unhandled task exception,
+    unless marked ``allow_errors`` (a test that provokes one on purpose)."""
+    import gc
+
+    handler = _ErrorRecords()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+        gc.collect()  # tasks whose exception nobody retrieved report it when collected
+    finally:
+        root.removeHandler(handler)
+    if request.node.get_closest_marker("allow_errors") is None and handler.records:
+        lines = [f"{r.name}: {r.getMessage()}" + (f" ({r.exc_info[1]!r})" if r.exc_info else "") for r in handler.records[:5]]
+        pytest.fail("ERROR log records during the test:\n" + "\n".join(lines), pytrace=False)
 
 
 def need(tool: str) -> str:

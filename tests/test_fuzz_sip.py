@@ -122,12 +122,16 @@ def test_100k_mutated_datagrams():
                 core.datagrams_to_send()
             while core.next_event() is not None:
                 pass
-    assert count == 100_000
     dropped = sum(v for k, v in core.counters.items() if k.startswith("dropped_"))
     answered = sum(v for k, v in core.counters.items() if k.startswith("responses_sent_"))
     assert dropped > 10_000 and answered > 5_000, core.counters  # both paths well exercised
     assert core.counters["dropped_internal_error"] == 0
-    # Let every timer run out: nothing may raise, everything is released.
+    held = core.active_calls
+    assert held > 0 and core.transaction_count > 0  # the fuzz left dialogs and transactions behind
+    # Hang up what the random user left up, then let every timer run out: nothing may
+    # raise, and every transaction and dialog is released.
+    for call_id in core.call_ids():
+        core.hangup(call_id, now)
     for _ in range(200):
         now += 1.0
         core.handle_timer(now)
@@ -135,7 +139,11 @@ def test_100k_mutated_datagrams():
         while (event := core.next_event()) is not None:
             if isinstance(event, ev.IncomingCall):
                 core.hangup(event.call_id, now)
+    assert core.active_calls == 0, f"{core.active_calls} dialogs still held (of {held})"
+    assert core.transaction_count == 0, f"{core.transaction_count} transactions still held"
+    assert core.get_timer() is None
     options_still_answered(core, now)
+    assert core.transaction_count == 1  # the OPTIONS' own server transaction (Timer J runs)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

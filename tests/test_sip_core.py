@@ -422,3 +422,51 @@ def test_uac_rejected():
     core.receive_datagram(uac_response(invite, 486, "Busy Here", contact=None), ("192.0.2.10", 5060), 0.5)
     assert [m.method for m, _ in sent(core)] == ["ACK"]
     assert events(core) == [ev.CallEnded(call_id, "rejected", 486)]
+
+
+# ------------------------------------------ transactions that must not leak (fuzz findings)
+
+
+def test_bye_on_an_early_dialog_answers_the_invite_487():
+    """RFC 3261 15.1.2: the caller hangs up after 180 (early dialog): BYE gets 200 and the
+    INVITE 487, so its transaction ends by its timers instead of staying forever."""
+    core = make_core()
+    event = incoming(core)
+    core.ringing(event.call_id, 0.0)
+    ringing = sent(core)[0][0]
+    core.receive_datagram(in_dialog("BYE", ringing, 2, "z9hG4bKearlybye"), TWILIO, 0.1)
+    assert sorted(statuses(sent(core))) == [200, 487]
+    for t in (1, 5, 40, 80):
+        core.handle_timer(float(t))
+        sent(core)
+    assert core.transaction_count == 0 and core.active_calls == 0
+
+
+def test_cancel_matching_another_calls_branch_gets_481():
+    """A CANCEL whose Via branch matches an INVITE transaction of a different Call-ID
+    does not end the call it names (9.2: no matching transaction -> 481)."""
+    core = make_core()
+    event = incoming(core)
+    other = vector("cancel_twilio.bin").replace(event.call_id.encode(), b"someone-else@192.0.2.9")
+    core.receive_datagram(other, TWILIO, 0.1)
+    assert statuses(sent(core)) == [481]
+    assert core.has_call(event.call_id)
+
+
+def test_old_bye_timing_out_does_not_end_a_new_call_with_the_same_call_id():
+    core = make_core()
+    first = incoming(core)
+    core.answer(first.call_id, b"v=0\r\n", 0.0)
+    ok = sent(core)[0][0]
+    core.receive_datagram(ack_for(ok), TWILIO, 0.1)
+    core.hangup(first.call_id, 0.2)  # our BYE; the caller never answers it (Timer F at 64*T1)
+    sent(core)
+    events(core)
+    # The same Call-ID comes back in a new INVITE (new branch) before our BYE times out.
+    again = vector("invite_twilio.bin").replace(b"z9hG4bK1c9a.3d9a6b1b8a2f3e4a0d52c6d3a6e8d7b0.0", b"z9hG4bKsecondcall")
+    core.receive_datagram(again, TWILIO, 1.0)
+    sent(core)
+    (second,) = events(core)
+    core.handle_timer(0.2 + 64 * T1 + 0.1)
+    sent(core)
+    assert core.has_call(second.call_id) and not any(isinstance(e, ev.CallEnded) for e in events(core))

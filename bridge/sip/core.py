@@ -112,6 +112,9 @@ class _ClientTransaction:
     timers: dict[str, float] = field(default_factory=dict)
     interval: float = 0.0
     ack: bytes | None = None
+    #: Our tag in the call this transaction belongs to: a later call that reuses the
+    #: Call-ID (a peer's bug, or hostile) is not this one.
+    local_tag: str = ""
 
     @property
     def is_invite(self) -> bool:
@@ -297,6 +300,10 @@ class SipCore:
     def has_call(self, call_id: str) -> bool:
         """Whether ``call_id`` names a call that has not ended."""
         return call_id in self._calls
+
+    def call_ids(self) -> list[str]:
+        """The Call-IDs of the calls not yet ended (for shutdown and leak checks)."""
+        return list(self._calls)
 
     @property
     def transaction_count(self) -> int:
@@ -735,7 +742,21 @@ class SipCore:
             return
         tx = _ServerTransaction(key=key, request=request, parsed=parsed, source=source, state="proceeding" if method == "INVITE" else "trying")
         self._server_tx[key] = tx
+        try:
+            self._dispatch_request(parsed, tx, source, now)
+        except (ValueError, KeyError, IndexError, UnicodeError):
+            # A header failed only when the UA core read it (Contact, Record-Route,
+            # Session-Expires): the caller answers 400 statelessly, and neither this
+            # transaction nor a dialog it began may stay behind (no timer would end them).
+            self._server_tx.pop(key, None)
+            call = self._calls.get(parsed.call_id)
+            if call is not None and call.invite_tx == key:
+                del self._calls[parsed.call_id]
+            raise
 
+    def _dispatch_request(self, parsed: ParsedMessage, tx: _ServerTransaction, source: Addr, now: float) -> None:
+        request: Request = parsed.message  # type: ignore[assignment]
+        method = request.method
         call = self._calls.get(parsed.call_id)
         if parsed.to_tag is not None:
             self._on_in_dialog_request(parsed, tx, call, now)
@@ -806,10 +827,11 @@ class SipCore:
 
     def _on_cancel(self, parsed: ParsedMessage, tx: _ServerTransaction, now: float) -> None:
         invite_tx = self._server_tx.get(self._server_key(parsed, "INVITE"))
-        if invite_tx is None:
+        call = self._calls.get(parsed.call_id)
+        if invite_tx is None or invite_tx.parsed.call_id != parsed.call_id or (call is not None and call.invite_tx != invite_tx.key):
+            # 9.2: no INVITE transaction matches (the branch may match another call's).
             self._send_server_response(tx, self._response(tx, 481, None), now)
             return
-        call = self._calls.get(parsed.call_id)
         self._send_server_response(tx, self._response(tx, 200, call), now)
         if call is not None and call.state == "incoming" and invite_tx.state == "proceeding":
             # 9.2: the INVITE gets 487 Request Terminated.
@@ -849,6 +871,10 @@ class SipCore:
         call.remote_seq = parsed.cseq.sequence
         if method == "BYE":
             self._send_server_response(tx, self._response(tx, 200, call), now)
+            invite_tx = self._server_tx.get(call.invite_tx) if call.invite_tx else None
+            if call.role == "uas" and call.state == "incoming" and invite_tx is not None and invite_tx.state == "proceeding":
+                # 15.1.2: BYE on an early dialog: the INVITE gets 487 (its transaction then ends by Timer H/I).
+                self._send_server_response(invite_tx, self._response(invite_tx, 487, call), now)
             self._end_call(call, "remote_bye")
         elif method == "OPTIONS":
             self._send_server_response(tx, self._response(tx, 200, call, extra=self._capabilities()), now)
@@ -907,6 +933,7 @@ class SipCore:
             call_id=call_id,
             state="calling" if request.method == "INVITE" else "trying",
             interval=self.timers.t1,
+            local_tag=owner.local_tag if (owner := self._calls.get(call_id)) is not None else "",
         )
         if ctx.is_invite:
             ctx.timers = {"B": now + 64 * self.timers.t1}
@@ -932,7 +959,7 @@ class SipCore:
         elif name in ("B", "F"):
             self.counters[f"timeouts_{name}"] += 1
             self._client_tx.pop(ctx.key, None)
-            call = self._calls.get(ctx.call_id)
+            call = self._call_of(ctx)
             if call is None:
                 return
             if ctx.request.method == "REFER":
@@ -944,6 +971,11 @@ class SipCore:
                 self._end_call(call, "timeout", 408)
         elif name in ("D", "K"):
             self._client_tx.pop(ctx.key, None)
+
+    def _call_of(self, ctx: _ClientTransaction) -> _Call | None:
+        """The call ``ctx`` was sent in, if it is still up (same Call-ID and our tag)."""
+        call = self._calls.get(ctx.call_id)
+        return call if call is not None and call.local_tag == ctx.local_tag else None
 
     def _on_response(self, parsed: ParsedMessage, source: Addr, now: float) -> None:
         response: Response = parsed.message  # type: ignore[assignment]
@@ -958,6 +990,7 @@ class SipCore:
                 return
             self._drop("stray_response", source)
             return
+        call = self._call_of(ctx)
         if ctx.is_invite:
             self._on_invite_response(ctx, parsed, call, source, now)
             return
