@@ -198,6 +198,8 @@ class BridgeServer:
         self._tasks: set[asyncio.Task] = set()
         self._pending_dials: dict[str, tuple[SipCallLeg, object]] = {}
         self._setup_errors_logged: set[str] = set()
+        #: Why outbound calls failed before an answer: Call-ID -> "rejected 486", "timeout 408"...
+        self.dial_failures: dict[str, str] = {}
         self.streams = StreamCalls(self)  # Media Streams legs by Call SID
         self.twilio_control = None
         self._http = None
@@ -346,6 +348,7 @@ class BridgeServer:
             pending = self._pending_dials.pop(event.call_id, None)
             if pending is not None:
                 self._release_socket(pending[1])
+                self.dial_failures[event.call_id] = f"{event.reason} {event.status}" if event.status else event.reason
                 log.info("call %s: outbound call failed (%s %s)", event.call_id, event.reason, event.status or "")
             log.info("call %s: ended by SIP (%s%s)", event.call_id, event.reason, f" {event.status}" if event.status else "")
             self.end_call(event.call_id, event.reason)

@@ -112,9 +112,13 @@ def _dial(args: argparse.Namespace) -> int:
         await asyncio.sleep(0.5)
         await server.wait_idle()
         answered = any(True for _ in server.finished)
+        failure = server.dial_failures.get(call_id, "")
         await server.stop()
-        print("call ended" if answered else "call failed", flush=True)
-        return 0 if answered else 1
+        if answered:
+            print("call ended", flush=True)
+            return 0
+        print(f"call failed: {failure or 'not answered'}", flush=True)
+        return 1
 
     return _run(main())
 
