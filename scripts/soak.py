@@ -122,8 +122,8 @@ def main() -> int:
             print(f"calls {rows[-1]['calls']:5d}  rss {rows[-1]['rss_mib']:.1f} MiB  {time.monotonic() - started:.0f} s", flush=True)
             pending.pop(0)
     sipp_rc = sipp.wait()
-    time.sleep(3.0)  # let the last calls end and their timers run out
-    for _ in range(40):
+    time.sleep(3.0)  # let the last calls end and their timers run out (Timer J/L: 64*T1 = 32 s)
+    for _ in range(90):
         after = resources(scrape(metrics_port))
         if all(after[k] <= baseline[k] for k in ("active", "rtp_ports", "sip_dialogs", "sip_transactions")):
             break

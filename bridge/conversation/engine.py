@@ -512,12 +512,13 @@ class Conversation:
         self._reply_task = self._spawn(self._reply(pcm, times, self._cancel, spec, rule, text))
 
     async def _say(self, text: str) -> None:
-        """Speak fixed text (greeting, goodbye) without the LLM."""
+        """Speak fixed text (greeting, goodbye) without the LLM, synthesized once per
+        process (:class:`bridge.engines.phrases.PhraseCache`)."""
         utt = AgentUtterance()
         self._current = utt
         self._times = None
         self.history.append(("agent", utt))
-        await self._speak_sentence(text, utt, None, self._cancel)
+        await self._speak_sentence(text, utt, None, self._cancel, fixed=True)
 
     async def _watch_silence(self) -> None:
         """Silence on both sides for ``reprompt_after_s``: ask if the caller is there;
@@ -562,13 +563,19 @@ class Conversation:
         else:
             self._when_heard(self._current, action)
 
-    async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event) -> None:
-        """Synthesize ``text`` and queue it as 20 ms frames of ``utt``.
+    async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event, fixed: bool = False) -> None:
+        """Synthesize ``text`` (``fixed``: from the phrase cache) and queue it as 20 ms frames of ``utt``.
 
         Raises:
             EngineError: TTS failed (stage ``tts``).
         """
-        pcm = await in_thread("tts", self._synthesize, text, times)
+        phrases = getattr(self.engines, "phrases", None)
+        if fixed and phrases is not None:
+            pcm = phrases.peek(text)
+            if pcm is None:
+                pcm = await in_thread("tts", phrases.get, text, lambda t: self._synthesize(t, None))
+        else:
+            pcm = await in_thread("tts", self._synthesize, text, times)
         if cancel.is_set():
             return
         n = int(np.ceil(len(pcm) / FRAME_SAMPLES)) * FRAME_SAMPLES

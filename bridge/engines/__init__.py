@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from threading import Event
 from typing import Protocol
 
 import numpy as np
+
+from .phrases import PhraseCache
 
 log = logging.getLogger("bridge.engines")
 
@@ -50,6 +52,8 @@ class Engines:
     llm: Llm
     tts: Tts
     device: str
+    #: Fixed phrases (greeting, goodbye, ...) synthesized once, as 8 kHz PCM.
+    phrases: "PhraseCache" = field(default_factory=lambda: PhraseCache())
 
 
 def _cuda_devices() -> int:
