@@ -1,7 +1,8 @@
 # bridge: SIP voice-agent endpoint with local models (CPU image).
 # Build: docker build -t bridge .      Run: docker run --network host bridge
 # The install is editable so that config/ stays beside the code (config/default.yaml).
-# (host networking: SIP and a wide RTP port range; behind NAT also set
+# (host networking: SIP and a wide RTP port range. On its default 0.0.0.0 bind it gives
+#  each peer the host's address on the route to that peer; behind NAT set
 #  BRIDGE_SIP__PUBLIC_HOST to the public address).
 FROM python:3.11-slim-bookworm
 

@@ -1,0 +1,148 @@
+"""Nothing grows in steady state: memory, descriptors, tasks, RTP ports, dialogs and
+transactions, on ``bridge serve`` with the embedded models.
+
+- Hundreds of short SIP calls from sipp, 10 at a time, each greeted by the model agent.
+- 30 sequential conversations (a question, a reply from the LLM through TTS) over SIP,
+  and 30 over Media Streams.
+
+After a warm-up, resident memory must stay within 5 MB, and once the calls are over
+(and their transactions' timers have run out) every resource is back at its baseline.
+A resource that cannot be read (the task count, say) fails the test. The long version
+with the figures is ``scripts/soak.py`` (3,000 calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bridge.client import place_call, read_wav_8k
+
+from .conftest import BridgeProcess, free_port, need
+from .twilio_ms import TwilioStream
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "leaktoken"
+PUBLIC = "https://bridge.example.test"
+KINDS = ("calls", "rtp_ports", "sip_dialogs", "sip_transactions", "tasks")
+GROWTH_LIMIT_MB = 5.0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def resources(server: BridgeProcess) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+    out = {}
+    for kind in KINDS:
+        m = re.search(rf'^bridge_resources{{kind="{kind}"}} ([\d.e+-]+)$', text, re.M)
+        assert m is not None, f"bridge_resources{{kind={kind}}} is not exported"
+        out[kind] = float(m.group(1))
+    m = re.search(r"^process_open_fds ([\d.e+-]+)$", text, re.M)
+    assert m is not None, "process_open_fds is not exported"
+    out["fds"] = float(m.group(1))
+    assert out["tasks"] >= 1, f"the task count could not be read ({out['tasks']})"
+    return out
+
+
+def back_to(server: BridgeProcess, baseline: dict[str, float], timeout: float = 30) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        now = resources(server)
+        if all(now[k] <= baseline[k] for k in now) or time.monotonic() > deadline:
+            return now
+        time.sleep(0.5)
+
+
+def leak_server(tmp_path, **extra) -> BridgeProcess:
+    config = {
+        # T1 = 100 ms: transactions are released 6.4 s (64*T1) after they complete, so the test need not wait 32 s.
+        "sip": {"t1": 0.1, "drain_timeout": 3},
+        "agent": {"reprompt_after_s": 0},
+        "access": {"invite_rate": 1000, "invite_burst": 1000, "max_calls_per_caller": 1000},
+        **extra,
+    }
+    from .conftest import TEST_CONFIG
+
+    config["models"] = TEST_CONFIG["models"]
+    server = BridgeProcess(tmp_path, config, rtp_count=20)
+    server.start()
+    return server
+
+
+def sipp_calls(server: BridgeProcess, tmp_path, count: int) -> None:
+    need("sipp")
+    result = subprocess.run(
+        ["sipp", f"127.0.0.1:{server.sip_port}", "-sn", "uac", "-s", "agent", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
+         "-d", "1200", "-m", str(count), "-l", "10", "-r", "10", "-nostdin", "-timeout", f"{count + 60}s", "-timeout_error"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=count + 120,
+    )
+    assert result.returncode == 0, result.stdout[-1500:] + server.log_text()[-2000:]
+
+
+def test_short_calls_memory_is_flat(tmp_path):
+    """100 greeted calls to warm up, then 400 more: RSS within 5 MB, everything released."""
+    server = leak_server(tmp_path)
+    try:
+        time.sleep(1)
+        baseline = resources(server)
+        sipp_calls(server, tmp_path, 100)
+        back_to(server, baseline)
+        warm = rss_mb(server.proc.pid)
+        sipp_calls(server, tmp_path, 400)
+        after = back_to(server, baseline)
+        grown = rss_mb(server.proc.pid) - warm
+        assert all(after[k] <= baseline[k] for k in after), (baseline, after)
+        assert grown <= GROWTH_LIMIT_MB, f"RSS grew {grown:.1f} MB over 400 calls after the warm-up"
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log_text()
+
+
+async def _conversations(server: BridgeProcess, leg: str, question, count: int) -> None:
+    for n in range(count):
+        if leg == "sip":
+            report = await place_call(f"sip:agent@127.0.0.1:{server.sip_port}", [server.question_wav], None, wait_greeting=False, reply_timeout=15)
+            assert report.answered and report.latencies, f"conversation {n}: no reply"
+        else:
+            http = server.http_port
+            twilio = TwilioStream(f"ws://127.0.0.1:{http}/media-stream", TOKEN, "wss://bridge.example.test/media-stream",
+                                  call_sid=f"CA{n:032d}", latency=0.0)
+            await twilio.run([(0.2, question)], duration=7.0)
+            assert twilio.close_code == 1000 and len(twilio.received) > 50, f"stream {n}"
+
+
+@pytest.mark.parametrize("leg", ["sip", "mediastreams"])
+def test_30_conversations_leave_nothing_behind(tmp_path, speech, leg):
+    http = free_port(socket.SOCK_STREAM)
+    server = leak_server(tmp_path, mediastreams={"http_listen": f"127.0.0.1:{http}", "public_url": PUBLIC, "auth_token": TOKEN})
+    server.http_port = http
+    server.question_wav = speech["saturday"]
+    question = read_wav_8k(speech["saturday"])
+    try:
+        time.sleep(1)
+        baseline = resources(server)
+        asyncio.run(_conversations(server, leg, question, 5))  # warm-up: models, caches, arenas
+        back_to(server, baseline)
+        warm = rss_mb(server.proc.pid)
+        asyncio.run(_conversations(server, leg, question, 25))
+        after = back_to(server, baseline)
+        grown = rss_mb(server.proc.pid) - warm
+        assert all(after[k] <= baseline[k] for k in after), (baseline, after)
+        assert grown <= GROWTH_LIMIT_MB, f"RSS grew {grown:.1f} MB over 25 conversations after the warm-up"
+        assert server.log_text().count("turn call=") >= 30
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in server.log_text()
