@@ -191,8 +191,8 @@ class BridgeServer:
         self.ports = PortAllocator(*parse_port_range(settings.media.rtp_ports))
         self.policy = AdmissionPolicy(settings.access, base=DEFAULT_CONFIG.parent.parent)
         self.calls: dict[str, SipCallLeg] = {}
-        #: The last calls' agents after they ended (bounded), for inspection.
-        self.finished: collections.deque = collections.deque(maxlen=100)
+        #: The last 20 calls' agents after they ended (their audio released), for inspection.
+        self.finished: collections.deque = collections.deque(maxlen=20)
         #: Why the last calls ended: (call_id, reason), bounded, for inspection.
         self.end_reasons: collections.deque = collections.deque(maxlen=100)
         self._tasks: set[asyncio.Task] = set()
@@ -349,6 +349,8 @@ class BridgeServer:
             if pending is not None:
                 self._release_socket(pending[1])
                 self.dial_failures[event.call_id] = f"{event.reason} {event.status}" if event.status else event.reason
+                while len(self.dial_failures) > 1000:  # bounded: the oldest go first
+                    del self.dial_failures[next(iter(self.dial_failures))]
                 log.info("call %s: outbound call failed (%s %s)", event.call_id, event.reason, event.status or "")
             log.info("call %s: ended by SIP (%s%s)", event.call_id, event.reason, f" {event.status}" if event.status else "")
             self.end_call(event.call_id, event.reason)
@@ -433,7 +435,7 @@ class BridgeServer:
         """A call failed after its RTP port was bound: release the port and socket,
         answer the INVITE 500 (RFC 3261 21.5.1), log once per reason, count it."""
         reason = f"{exc.__class__.__name__}: {exc}"
-        if reason not in self._setup_errors_logged:
+        if reason not in self._setup_errors_logged and len(self._setup_errors_logged) < 100:
             self._setup_errors_logged.add(reason)
             log.warning("call %s: setup failed, port %d released: %s", leg.call_id, sock.getsockname()[1], reason)
         else:

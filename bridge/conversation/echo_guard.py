@@ -52,6 +52,12 @@ class EchoGuard:
             if np.any(f):
                 self._loud_sent += 1
 
+    def clear(self) -> None:
+        """Forget the audio kept (the call ended)."""
+        self._sent.clear()
+        self._recv.clear()
+        self._loud_sent = 0
+
     def note_received(self, frame: np.ndarray) -> None:
         """Record one inbound 20 ms frame (PCM16, 160 samples)."""
         self._recv.append(np.asarray(frame, dtype=np.float32))

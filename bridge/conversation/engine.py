@@ -469,6 +469,13 @@ class Conversation:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Keep the record (history, turns, latencies), drop the audio: a finished
+        # call must not pin tens of KB of frames (issue 8's soak: RSS grew with them).
+        self._preroll.clear()
+        self._utterance = []
+        if self.echo_guard is not None:
+            self.echo_guard.clear()
+        self.vad = None
 
     def transcript(self) -> list[tuple[str, str]]:
         """The history as ``(role, text)``, agent turns reduced to what was played."""
