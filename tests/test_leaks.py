@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import statistics
 import socket
 import subprocess
 import time
@@ -36,11 +37,12 @@ KINDS = ("calls", "rtp_ports", "sip_dialogs", "sip_transactions", "tasks")
 GROWTH_LIMIT_MB = 5.0
 
 
-def rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now (``VmRSS``) or its peak so far (``VmHWM``), MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    raise AssertionError(f"no {field}")
 
 
 def resources(server: BridgeProcess) -> dict[str, float]:
@@ -111,21 +113,31 @@ def test_short_calls_memory_is_flat(tmp_path):
     assert "Traceback" not in server.log_text()
 
 
-async def _conversations(server: BridgeProcess, leg: str, question, count: int) -> None:
+async def _conversations(server: BridgeProcess, leg: str, question, count: int) -> list[float]:
+    """``count`` conversations in a row; the server's RSS (MB) after each."""
+    sizes = []
     for n in range(count):
         if leg == "sip":
             report = await place_call(f"sip:agent@127.0.0.1:{server.sip_port}", [server.question_wav], None, wait_greeting=False, reply_timeout=15)
             assert report.answered and report.latencies, f"conversation {n}: no reply"
         else:
-            http = server.http_port
-            twilio = TwilioStream(f"ws://127.0.0.1:{http}/media-stream", TOKEN, "wss://bridge.example.test/media-stream",
+            twilio = TwilioStream(f"ws://127.0.0.1:{server.http_port}/media-stream", TOKEN, "wss://bridge.example.test/media-stream",
                                   call_sid=f"CA{n:032d}", latency=0.0)
             await twilio.run([(0.2, question)], duration=7.0)
             assert twilio.close_code == 1000 and len(twilio.received) > 50, f"stream {n}"
+        await asyncio.sleep(0.5)
+        sizes.append(rss_mb(server.proc.pid))
+    return sizes
 
 
 @pytest.mark.parametrize("leg", ["sip", "mediastreams"])
 def test_30_conversations_leave_nothing_behind(tmp_path, speech, leg):
+    """30 conversations in a row. The models' allocators (CTranslate2, llama.cpp, glibc)
+    warm up over the first conversations (measured over 60 SIP conversations: 834 MB after
+    the first, 914 after the sixth, 917.4 after the 23rd, 917.8 after the 58th), and swing
+    by tens of MB within one. So the size after each conversation is sampled, and the
+    median of the last five may not exceed the median of conversations 11-15 by more
+    than 5 MB; every resource is back at its baseline at the end."""
     http = free_port(socket.SOCK_STREAM)
     server = leak_server(tmp_path, mediastreams={"http_listen": f"127.0.0.1:{http}", "public_url": PUBLIC, "auth_token": TOKEN})
     server.http_port = http
@@ -134,14 +146,11 @@ def test_30_conversations_leave_nothing_behind(tmp_path, speech, leg):
     try:
         time.sleep(1)
         baseline = resources(server)
-        asyncio.run(_conversations(server, leg, question, 5))  # warm-up: models, caches, arenas
-        back_to(server, baseline)
-        warm = rss_mb(server.proc.pid)
-        asyncio.run(_conversations(server, leg, question, 25))
+        sizes = asyncio.run(_conversations(server, leg, question, 30))
         after = back_to(server, baseline)
-        grown = rss_mb(server.proc.pid) - warm
+        warm, end = statistics.median(sizes[10:15]), statistics.median(sizes[-5:])
         assert all(after[k] <= baseline[k] for k in after), (baseline, after)
-        assert grown <= GROWTH_LIMIT_MB, f"RSS grew {grown:.1f} MB over 25 conversations after the warm-up"
+        assert end - warm <= GROWTH_LIMIT_MB, f"RSS grew {end - warm:.1f} MB from conversations 11-15 to 26-30: {[round(x) for x in sizes]}"
         assert server.log_text().count("turn call=") >= 30
     finally:
         assert server.stop() == 0
