@@ -49,12 +49,9 @@ class PhraseCache:
         Raises:
             whatever ``synthesize`` raises (nothing is cached then).
         """
-        with self._lock:
-            pcm = self._pcm.get(text)
-            if pcm is not None:
-                self._pcm.move_to_end(text)
-                self.hits += 1
-                return pcm
+        pcm = self.peek(text)
+        if pcm is not None:
+            return pcm
         pcm = synthesize(text)
         pcm.setflags(write=False)  # shared by every call
         with self._lock:
