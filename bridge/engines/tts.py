@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -52,12 +53,14 @@ class PiperTts:
 
     def __init__(self, model_path: str | Path, config_path: str | Path | None = None, use_cuda: bool = False) -> None:
         from piper import PiperVoice
+        from piper.config import PiperConfig
 
         model_path = Path(model_path)
         if not model_path.exists():
             raise FileNotFoundError(f"Piper voice not found: {model_path}")
-        self.voice = PiperVoice.load(model_path, config_path=config_path, use_cuda=use_cuda)
-        self.voice.session = _session(model_path, use_cuda)
+        config = json.loads(Path(config_path or f"{model_path}.json").read_text(encoding="utf-8"))
+        # PiperVoice.load() would build a session of its own first; one session only.
+        self.voice = PiperVoice(session=_session(model_path, use_cuda), config=PiperConfig.from_dict(config))
         self.sample_rate = int(self.voice.config.sample_rate)
         self._lock = threading.Lock()
         log.info("tts: piper %s at %d Hz%s", model_path.name, self.sample_rate, " (CUDA)" if use_cuda else "")
