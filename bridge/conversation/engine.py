@@ -475,7 +475,6 @@ class Conversation:
         self._utterance = []
         if self.echo_guard is not None:
             self.echo_guard.clear()
-        self.vad = None
 
     def transcript(self) -> list[tuple[str, str]]:
         """The history as ``(role, text)``, agent turns reduced to what was played."""
