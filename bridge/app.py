@@ -18,6 +18,7 @@ import time
 
 from sipmessage import URI, Address
 
+from . import memory
 from .agents import build_agent
 from .config import DEFAULT_CONFIG, ConfigError, Settings, parse_hostport, parse_port_range
 from .media import sdp
@@ -584,6 +585,7 @@ class BridgeServer:
                     self.metrics.rtp_dropped.labels("foreign_source").inc(leg.stream.dropped_foreign)
         finally:
             log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
+            await asyncio.to_thread(memory.trim)
 
     async def dial(self, number: str, *, transport: str | None = None) -> str:
         """Place an outbound call to ``number`` through ``outbound.termination_uri``

@@ -59,7 +59,10 @@ def _settings(args: argparse.Namespace):
 
 def _prepare(settings):
     """Load the engines (unless the echo agent needs none) and start /metrics."""
+    from .memory import limit_arenas
     from .observability.metrics import Metrics
+
+    limit_arenas()  # before the model libraries start their threads
 
     engines = None
     if settings.agent.kind != "echo":

@@ -16,9 +16,11 @@ Refusals close the WebSocket with a code and one log line:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
+from . import memory
 from .agents import build_agent
 from .mediastreams import protocol as p
 
@@ -95,3 +97,4 @@ class StreamCalls:
             await leg.agent.close()
             self.server.finished.append(leg.agent)
         log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
+        await asyncio.to_thread(memory.trim)
