@@ -12,7 +12,7 @@ playing), and prints the server's resident memory and its resources
     .venv/bin/python scripts/soak.py --calls 3000 --agent echo
 
 Exit status 1 when, after the run, a resource is not back at its baseline, or RSS grew by
-more than ``--max-growth-mb`` between the first checkpoint and the end.
+more than ``--max-growth-mb`` from the first checkpoint at or after ``--warmup`` calls to the end.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def main() -> int:
     parser.add_argument("--hold-ms", type=int, default=1500)
     parser.add_argument("--agent", choices=["llm", "echo"], default="llm")
     parser.add_argument("--checkpoints", default="100,1000,2000,3000", help="call counts at which to read RSS")
-    parser.add_argument("--max-growth-mb", type=float, default=5.0, help="allowed RSS growth from the first checkpoint to the end")
+    parser.add_argument("--max-growth-mb", type=float, default=5.0, help="allowed RSS growth after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1000, help="calls before RSS must stay flat (the first checkpoint at or after it)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
     checkpoints = sorted(int(c) for c in args.checkpoints.split(",") if int(c) <= args.calls)
@@ -144,9 +145,10 @@ def main() -> int:
     for row in rows:
         print(f"{row['calls']:>6} {row['rss_mib']:>8.1f} {row['fds']:>5.0f} {row['tasks']:>6.0f} {row['rtp_ports']:>6.0f} {row['sip_dialogs']:>8.0f} "
               f"{row['sip_transactions']:>13.0f} {row['active']:>7.0f}" + ("  (after)" if row.get("after") else ""))
-    growth = rows[-1]["rss_mib"] - rows[1]["rss_mib"] if len(rows) > 2 else 0.0
+    warm = next((row for row in rows[1:-1] if row["calls"] >= args.warmup), rows[1] if len(rows) > 2 else rows[-1])
+    growth = rows[-1]["rss_mib"] - warm["rss_mib"]
     leaks = {k: (baseline[k], after[k]) for k in ("active", "fds", "tasks", "rtp_ports", "sip_dialogs", "sip_transactions") if after[k] > baseline[k]}
-    print(f"RSS growth from call {rows[1]['calls'] if len(rows) > 2 else 0} to the end: {growth:+.1f} MiB (limit {args.max_growth_mb})")
+    print(f"RSS growth from call {warm['calls']} to the end: {growth:+.1f} MiB (limit {args.max_growth_mb})")
     print("resources back at baseline" if not leaks else f"NOT back at baseline: {leaks}")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "baseline": baseline, "failed_calls": failed_calls}, indent=2))
