@@ -162,10 +162,10 @@ class BridgeServer:
         self.engines = engines
         self.metrics = metrics or Metrics()
         host, _ = parse_hostport(settings.sip.listen, 5060)
-        #: Advertised addresses: ``sip.public_host``, the listen address, or per peer
-        #: the source address of the route to it (:mod:`bridge.sip.addressing`).
-        self.advertiser = Advertiser(settings.sip.public_host, host)
-        self.public_host = self.advertiser.fallback()
+        #: The address used where no peer is known yet: ``sip.public_host``, the listen
+        #: address, or the first non-loopback one. Calls get theirs per peer from their
+        #: listener's :class:`Advertiser` (:mod:`bridge.sip.addressing`).
+        self.public_host = Advertiser(settings.sip.public_host, host).fallback()
         self.rtp_bind_host = host
         self.listeners: list[Listener] = []
         for kind, address, default_port in (("UDP", settings.sip.listen, 5060), ("TCP", settings.sip.tcp_listen, 5060), ("TLS", settings.sip.tls_listen, 5061)):
