@@ -260,6 +260,10 @@ class ModelSettings(BaseModel):
     asr: str = "embedded"
     asr_compute_type: str = "int8"
     asr_beam_size: int = 1
+    #: Whisper's initial prompt: ``auto`` builds it from the agent's vocabulary (the
+    #: names and terms in its persona and facts, bridge/engines/asr_hints.py), ``""``
+    #: is none, anything else is used as it is.
+    asr_prompt: str = "auto"
     llm: str = "embedded"
     #: ``llama_cpp`` (in process, ``llm`` names the GGUF) or ``openai`` (an
     #: OpenAI-compatible server: llama.cpp's server, vLLM, ...).
@@ -280,8 +284,10 @@ class ModelSettings(BaseModel):
     def _check_paths(self) -> "ModelSettings":
         for name in ("asr", "tts") + (("llm",) if self.llm_backend == "llama_cpp" else ()):
             value = getattr(self, name)
-            if value != "embedded" and not Path(value).exists():
+            if value not in ("embedded", "embedded-base") and not Path(value).exists():
                 raise ConfigError(f"models.{name}", f"no such file or directory: {value} (or 'embedded')")
+            if value == "embedded-base" and name != "asr":
+                raise ConfigError(f"models.{name}", "'embedded-base' is an ASR model (faster-whisper base)")
         return self
 
 
@@ -294,7 +300,24 @@ class AgentSettings(BaseModel):
     name: str = "Sam"
     llm_mode: Literal["completion", "chat"] = "completion"
     persona: str = ""
+    #: Facts the agent answers from, one or two sentences each, written into the
+    #: prompt as a block (bridge/conversation/prompt.py). Keep them short: a 270M
+    #: model copies what it reads. A list, so a config file replaces it whole.
+    facts: list[str] = Field(default_factory=list)
     examples: list[tuple[str, str]] = Field(default_factory=list)
+    #: Completion mode: write the fact most relevant to each caller line right
+    #: above it (bridge/conversation/facts.py), for the examples and the live turn.
+    fact_lookup: bool = True
+    #: History entries (caller and agent lines) kept in the prompt: a bounded
+    #: window, so one bad turn does not poison the rest of the call.
+    history_turns: int = Field(default=4, ge=0, le=40)
+    #: Sentences per reply; generation stops after them (bridge/conversation/guards.py).
+    max_sentences: int = Field(default=2, ge=1, le=10)
+    #: Said instead of a reply the guards rejected entirely (a loop, a leaked line, nothing).
+    fallback: str = "Sorry, could you say that again?"
+    #: llama.cpp sampling penalties against loops (1.0 / 0.0 = off).
+    repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+    presence_penalty: float = Field(default=0.0, ge=0.0, le=2.0)
     greeting: str = "Hello, thanks for calling. How can I help you?"
     goodbye: str = "Thanks for calling. Goodbye!"
     max_tokens: int = 48

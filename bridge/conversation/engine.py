@@ -31,16 +31,16 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from ..media.codecs import resample_all
 from .echo_guard import EchoGuard
-from .failures import EngineError, awaited, in_thread
-from ..engines.tools import TOOL_SCHEMAS, ToolCall, digits_in, split_commands
-from .prompt import build_chat_messages, build_completion_prompt, stop_sequences
+from .failures import in_thread
+from .reply import ReplyMixin
+from .turns import UNFINISHED_WORDS, AgentFrame, AgentUtterance, CallLeg, Speculation, sentence_state
+
+__all__ = ["FRAME_MS", "FRAME_SAMPLES", "UNFINISHED_WORDS", "AgentFrame", "AgentUtterance", "CallLeg", "Conversation", "sentence_state"]
 
 log = logging.getLogger("bridge.conversation")
 
@@ -48,112 +48,9 @@ FRAME_SAMPLES = 160  # 20 ms at 8000 Hz
 FRAME_MS = 20
 #: Longest wait for the mark that confirms the last words were heard (Media Streams), seconds.
 HEARD_TIMEOUT_S = 3.0
-#: A complete sentence at the start of the buffer: text up to . ! or ? followed by whitespace.
-_SENTENCE = re.compile(r"^\s*(.*?[.!?])\s+(.*)$", re.S)
 
 
-class CallLeg(Protocol):
-    """What a conversation needs from its call leg."""
-
-    call_id: str
-
-    def hangup(self, reason: str) -> None:
-        """End the call (SIP: BYE; Media Streams: end the stream/call)."""
-
-    def clear_playout(self) -> None:
-        """Drop agent audio queued below the conversation (Media Streams: send ``clear``)."""
-
-    def transfer(self, target: str) -> None:
-        """Blind-transfer the caller to ``target`` (SIP: REFER). The leg reports a
-        failure back through :meth:`Conversation.transfer_failed`."""
-
-
-@dataclass
-class AgentUtterance:
-    """One thing the agent says, and how much of it reached the caller.
-
-    ``sentences[i]`` was synthesized to ``samples[i]`` samples (8000 Hz);
-    ``played`` counts samples handed to the leg for sending.
-    """
-
-    sentences: list[str] = field(default_factory=list)
-    samples: list[int] = field(default_factory=list)
-    played: int = 0
-    interrupted: bool = False
-
-    def played_text(self) -> str:
-        """The words the caller actually heard.
-
-        Whole sentences fully played, plus the played fraction of the current
-        sentence's words (rounded down), DESIGN.md "Barge-in" step 3.
-        """
-        out: list[str] = []
-        left = self.played
-        for text, n in zip(self.sentences, self.samples):
-            if left >= n:
-                out.append(text)
-                left -= n
-                continue
-            words = text.split()
-            k = int(len(words) * left / n) if n else 0
-            if k:
-                out.append(" ".join(words[:k]) + "...")
-            break
-        return " ".join(out)
-
-
-#: Last words after which a sentence is not over (endpointing waits longer).
-UNFINISHED_WORDS = frozenset(
-    "and or but so um uh er erm hmm the a an to because like with of for my your our their is are was "
-    "if then that which who when where i we you".split()
-)
-
-
-def sentence_state(text: str) -> str:
-    """``finished``, ``unfinished`` or ``unknown`` for a (partial) caller transcript.
-
-    Whisper punctuates: a final ``.``, ``?`` or ``!`` reads as finished unless
-    the last word is a conjunction/filler/article (``and``, ``um``, ``the``...)
-    or the text trails off with ``...``.
-    """
-    text = text.strip()
-    if not text:
-        return "unknown"
-    words = re.findall(r"[a-z']+", text.lower())
-    if text.endswith(("...", "…", ",", "-")) or (words and words[-1] in UNFINISHED_WORDS):
-        return "unfinished"
-    if text.endswith((".", "?", "!")):
-        return "finished"
-    return "unknown"
-
-
-@dataclass
-class _Speculation:
-    """An ASR pass started at the first silence of an utterance (DESIGN.md, Latency)."""
-
-    frames: int
-    future: asyncio.Future
-    started: float
-    text: str | None = None
-    done_at: float | None = None
-
-
-@dataclass
-class AgentFrame:
-    """One 20 ms frame of agent audio (PCM16 8 kHz, 160 samples) and whose it is.
-
-    ``sentence_end`` marks the last frame of a sentence (Media Streams sends a
-    ``mark`` there); ``offset`` is the owner's played-sample count once this
-    frame has been played.
-    """
-
-    pcm: np.ndarray
-    owner: AgentUtterance
-    sentence_end: bool = False
-    offset: int = 0
-
-
-class Conversation:
+class Conversation(ReplyMixin):
     """One call's conversation. See the module docstring.
 
     Args:
@@ -200,7 +97,7 @@ class Conversation:
         self._silence = 0
         self._last_voiced_at = 0.0
         self._barged = False
-        self._spec: _Speculation | None = None
+        self._spec: Speculation | None = None
         #: The latest interim transcript of the caller's current utterance.
         self.interim_text = ""
         #: The last interim transcripts (bounded), for inspection.
@@ -219,6 +116,8 @@ class Conversation:
         self.echo_frames = 0
         self._tasks: set[asyncio.Task] = set()
         self._failed_stages: set[str] = set()
+        #: Caller turns handed to the agent so far (endpoint, text or digits).
+        self.turns_started = 0
 
     # ----------------------------------------------------------- leg -> us
 
@@ -278,10 +177,16 @@ class Conversation:
         """Start an interim ASR pass over the utterance so far (streaming ASR).
 
         Bounded: at most one pass in flight, one per ``interim_interval_ms`` of
-        new audio, over at most the last ``interim_window_s`` seconds.
+        new audio, over at most the last ``interim_window_s`` seconds. Skipped
+        where ASR is slow: when a pass takes more than half the interval (tiny.en
+        takes about 1 s on some 2-core machines), an interim pass running as the
+        caller stops would hold the final pass back by up to that long (issue 9
+        measured +0.9 s on asr_final); the speculative pass still runs.
         """
         interval = self.agent.interim_interval_ms // FRAME_MS
         if not interval or self._interim_running or len(self._utterance) - self._interim_frames < interval:
+            return
+        if getattr(self.engines.asr, "pass_seconds", 0.0) > self.agent.interim_interval_ms / 2000:
             return
         self._interim_frames = len(self._utterance)
         window = int(self.agent.interim_window_s * 1000 // FRAME_MS)
@@ -312,7 +217,7 @@ class Conversation:
         if self._spec is None and enough_speech and silence_ms >= self.agent.speculate_after_ms:
             pcm = np.concatenate(self._utterance)
             future = asyncio.get_running_loop().run_in_executor(None, self.engines.asr.transcribe, pcm)
-            spec = self._spec = _Speculation(len(self._utterance), future, self.clock())
+            spec = self._spec = Speculation(len(self._utterance), future, self.clock())
             future.add_done_callback(lambda f, spec=spec: self._speculation_done(spec, f))
         if self._spec is not None and self._spec.text is not None:
             state = sentence_state(self._spec.text)
@@ -332,7 +237,7 @@ class Conversation:
             times = {"speech_end": self._last_voiced_at, "endpoint": now}
             self._start_reply(pcm, times, spec, state)
 
-    def _speculation_done(self, spec: _Speculation, future: asyncio.Future) -> None:
+    def _speculation_done(self, spec: Speculation, future: asyncio.Future) -> None:
         if future.cancelled() or future.exception() is not None:
             return
         spec.text = future.result().strip()
@@ -511,7 +416,18 @@ class Conversation:
             self._heard_wait[2].cancel()
             self._heard_wait = None
 
-    def _start_reply(self, pcm: np.ndarray | None, times: dict[str, float], spec: _Speculation | None = None, rule: str = "unknown", text: str | None = None) -> None:
+    def caller_said(self, text: str) -> None:
+        """A caller turn given as text instead of audio (``bridge bench answers --voices text``,
+        tests): the agent replies as if ASR had heard ``text``."""
+        self._start_reply(None, {}, text=text)
+
+    @property
+    def collecting_digits(self) -> bool:
+        """Whether a ``collect_digits`` request is waiting for the caller's digits."""
+        return self._collecting is not None
+
+    def _start_reply(self, pcm: np.ndarray | None, times: dict[str, float], spec: Speculation | None = None, rule: str = "unknown", text: str | None = None) -> None:
+        self.turns_started += 1
         if self.agent_active:
             self._stop_agent(interrupted=True)
         self._cancel = threading.Event()
@@ -602,194 +518,6 @@ class Conversation:
         if not chunks:
             return np.zeros(0, dtype=np.int16)
         return resample_all(np.concatenate(chunks), self.engines.tts.sample_rate, 8000)
-
-    def _llm_stream(self, cancel: threading.Event):
-        """The LLM call for this turn, by mode: completion (transcript prompt) or chat."""
-        agent = self.agent
-        if agent.llm_mode == "chat":
-            tools = [t for t in TOOL_SCHEMAS if t["function"]["name"] in agent.tools] or None
-            return self.engines.llm.stream_chat(build_chat_messages(agent, self.transcript()), agent.max_tokens, agent.temperature, cancel, tools=tools)
-        prompt = build_completion_prompt(agent, self.transcript())
-        return self.engines.llm.stream(prompt, stop_sequences(agent), agent.max_tokens, agent.temperature, cancel)
-
-    def _llm_thread(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel: threading.Event, times: dict) -> None:
-        """Worker thread: LLM pieces onto ``queue``, then ``None``; an engine
-        exception is put on the queue (as :class:`EngineError`) before the ``None``."""
-        try:
-            for piece in self._llm_stream(cancel):
-                if "llm_first_token" not in times:
-                    times["llm_first_token"] = self.clock()
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-        except Exception as exc:  # noqa: BLE001 - reported to the loop side, never kills the thread pool
-            loop.call_soon_threadsafe(queue.put_nowait, EngineError("llm", exc))
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    async def _reply(
-        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, spec: _Speculation | None = None, rule: str = "unknown", text: str | None = None
-    ) -> None:
-        """One agent turn: the caller's words (``text``, or ASR of ``pcm``) -> LLM -> TTS -> playout.
-        An engine failure on the way becomes the apology (:mod:`bridge.conversation.failures`)."""
-        try:
-            await self._turn(pcm, times, cancel, spec, rule, text)
-        except EngineError as exc:
-            self._engine_failed(exc)
-
-    async def _turn(
-        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, spec: _Speculation | None, rule: str, text: str | None
-    ) -> None:
-        if text is None:
-            if spec is not None:
-                # The speculative pass covers the whole utterance (the caller did not resume).
-                text = (await awaited("asr", spec.future)).strip()
-                times["asr_final"] = spec.done_at or self.clock()
-            else:
-                text = (await in_thread("asr", self.engines.asr.transcribe, pcm)).strip()
-                times["asr_final"] = self.clock()
-            if not text or cancel.is_set():
-                log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
-                return
-            if self._collecting is not None:
-                # collect_digits: spoken digits count like keyed ones.
-                self._add_digits(digits_in(text), spoken=text)
-                return
-        self.history.append(("caller", text))
-        utt = AgentUtterance()
-        self._current = utt
-        self._times = times
-        self.history.append(("agent", utt))
-        calls: list[ToolCall] = []
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        producer = loop.run_in_executor(None, self._llm_thread, loop, queue, cancel, times)
-        buffer = ""
-        failure: EngineError | None = None
-        try:
-            while True:
-                piece = await queue.get()
-                if piece is None:
-                    break
-                if isinstance(piece, EngineError):
-                    failure = piece
-                    continue
-                if isinstance(piece, ToolCall):
-                    calls.append(piece)
-                    continue
-                buffer += piece
-                while (m := _SENTENCE.match(buffer)) is not None:
-                    buffer = m.group(2)
-                    await self._speak_generated(m.group(1), utt, times, cancel, calls)
-            if buffer.strip() and not cancel.is_set() and failure is None:
-                await self._speak_generated(buffer.strip(), utt, times, cancel, calls)
-        finally:
-            cancel.set()
-            await asyncio.shield(producer)
-            self._log_turn(text, utt, rule, calls)
-        if failure is not None:
-            raise failure
-        self._run_tools(calls, " ".join(utt.sentences))
-
-    def _engine_failed(self, exc: EngineError) -> None:
-        """Count and log the failure (once per call and stage), apologize, then
-        continue, transfer or hang up as ``agent.on_engine_error`` says."""
-        if self.metrics:
-            self.metrics.engine_errors.labels(exc.stage).inc()
-        if exc.stage not in self._failed_stages:
-            self._failed_stages.add(exc.stage)
-            log.warning("engine failure call=%s stage=%s: %s (apologizing, then %s)", self.leg.call_id, exc.stage, exc, self.agent.on_engine_error)
-        if self._closed:
-            return
-        action = self.agent.on_engine_error
-        target = self.transfer_settings.target if self.transfer_settings is not None else ""
-        then = None
-        if action == "end_call":
-            then = self._hangup
-        elif action == "transfer" and target:
-            then = lambda: self.leg.transfer(target)  # noqa: E731
-        self._cancel = threading.Event()
-        self._spawn(self._apologize(then))
-
-    async def _apologize(self, then: Callable[[], None] | None) -> None:
-        try:
-            if self.agent.error_apology:
-                await self._say(self.agent.error_apology)
-        except EngineError as exc:  # TTS itself is down: nothing can be said
-            log.warning("call=%s: cannot say the apology: %s", self.leg.call_id, exc)
-        if then is not None:
-            self._after_playout_do(then)
-
-    def _run_tools(self, calls: list[ToolCall], said: str) -> None:
-        """Execute the turn's tool calls once what was said has been played."""
-        allowed = set(self.agent.tools)
-        for call in calls:
-            if call.name not in allowed:
-                log.info("call=%s: tool %s not enabled, ignored", self.leg.call_id, call.name)
-                continue
-            log.info("tool call=%s %s %s", self.leg.call_id, call.name, call.arguments or "")
-            if call.name == "end_call":
-                self._after_playout_do(self._hangup)
-                return
-            if call.name == "transfer":
-                target = self.transfer_settings.target if self.transfer_settings is not None else ""
-                if target:
-                    self._after_playout_do(lambda: self.leg.transfer(target))
-                else:
-                    log.warning("call=%s: transfer asked but transfer.target is not configured", self.leg.call_id)
-                return
-            if call.name == "collect_digits":
-                count = call.arguments.get("count", 4)
-                self._start_collecting(int(count) if str(count).isdigit() else 4)
-                return
-        if self._end_call_re and self._end_call_re.search(said):
-            self._after_playout_do(self._hangup)
-
-    # collect_digits ---------------------------------------------------------
-
-    def _start_collecting(self, count: int) -> None:
-        count = max(1, min(count, 20))
-        self._collecting = {"count": count, "digits": ""}
-        log.info("call=%s: collecting %d digits", self.leg.call_id, count)
-        if self._digits_timer is not None:
-            self._digits_timer.cancel()
-        self._digits_timer = asyncio.get_running_loop().call_later(self.agent.digits_timeout_s, self._digits_timed_out)
-
-    def _add_digits(self, digits: str, spoken: str | None = None) -> None:
-        state = self._collecting
-        if state is None or not digits:
-            return
-        state["digits"] += digits
-        if len(state["digits"]) >= state["count"]:
-            self._finish_collecting(state["digits"][: state["count"]])
-
-    def _finish_collecting(self, digits: str | None) -> None:
-        self._collecting = None
-        if self._digits_timer is not None:
-            self._digits_timer.cancel()
-            self._digits_timer = None
-        if digits:
-            self.collected_digits.append(digits)
-        log.info("call=%s: digits collected: %s", self.leg.call_id, digits if digits else "(none, timed out)")
-        said = f"(entered {' '.join(digits)})" if digits else "(entered nothing)"
-        self._start_reply(None, {}, text=said)
-
-    def _digits_timed_out(self) -> None:
-        self._digits_timer = None
-        if self._collecting is not None:
-            self._finish_collecting(self._collecting["digits"] or None)
-
-    async def _speak_generated(self, sentence: str, utt: AgentUtterance, times: dict, cancel: threading.Event, calls: list[ToolCall]) -> None:
-        spoken, commands = split_commands(sentence)
-        calls.extend(commands)
-        if not spoken:
-            return
-        if "first_sentence" not in times:
-            times["first_sentence"] = self.clock()
-        await self._speak_sentence(spoken, utt, times, cancel)
-
-    def _log_turn(self, caller: str, utt: AgentUtterance, rule: str, calls: list[ToolCall] | None = None) -> None:
-        agent = " ".join(utt.sentences)
-        self.turn_log.append({"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule, "tools": [c.name for c in calls or []]})
-        log.info("turn call=%s caller=%r agent=%r endpoint_rule=%s%s", self.leg.call_id, caller, agent, rule, " (interrupted)" if utt.interrupted else "")
 
     def _log_latency(self, times: dict[str, float]) -> None:
         start = times["speech_end"]

@@ -68,14 +68,20 @@ class LlamaCppLlm:
                 if text:
                     yield text
 
-    def stream(self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: threading.Event) -> Iterator[str]:
+    def stream(
+        self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: threading.Event, repeat_penalty: float = 1.0, presence_penalty: float = 0.0
+    ) -> Iterator[str]:
         """Yield the completion of ``prompt`` piece by piece (text mode, no chat template).
 
         Generation stops at a ``stop`` string, after ``max_tokens`` tokens, or as
-        soon as ``cancel`` is set (checked between tokens).
+        soon as ``cancel`` is set (checked between tokens). ``repeat_penalty`` and
+        ``presence_penalty`` are llama.cpp's sampling penalties (1.0 and 0.0: off).
         """
         with self._lock:
-            for part in self.model.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stop=stop, stream=True):
+            parts = self.model.create_completion(
+                prompt, max_tokens=max_tokens, temperature=temperature, stop=stop, stream=True, repeat_penalty=repeat_penalty, presence_penalty=presence_penalty
+            )
+            for part in parts:
                 if cancel.is_set():
                     break
                 text = part["choices"][0]["text"]

@@ -72,13 +72,16 @@ class OpenAiLlm:
                 except json.JSONDecodeError as exc:
                     raise LlmError(f"{path}: bad event {payload[:200]!r}") from exc
 
-    def stream(self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: threading.Event) -> Iterator[str]:
+    def stream(self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: threading.Event, repeat_penalty: float = 1.0, presence_penalty: float = 0.0) -> Iterator[str]:
         """Completion mode: yield text pieces of the completion of ``prompt``.
 
         Raises:
             LlmError: HTTP error, connection failure, or a malformed event.
         """
         body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature, "stop": stop[:4], "stream": True}
+        if presence_penalty:
+            body["presence_penalty"] = presence_penalty  # OpenAI's name; repeat_penalty is llama.cpp's own and not sent
+
         for event in self._events("/completions", body, cancel):
             for choice in event.get("choices", []):
                 text = choice.get("text")

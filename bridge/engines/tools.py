@@ -16,6 +16,9 @@ import re
 from dataclasses import dataclass, field
 
 TOOL_NAMES = ("end_call", "transfer", "collect_digits")
+#: Tools the model itself may start. ``end_call`` and ``transfer`` follow the
+#: caller's words, decided in code (:mod:`bridge.conversation.intents`).
+MODEL_TOOLS = ("collect_digits",)
 
 #: OpenAI-style tool definitions for chat mode.
 TOOL_SCHEMAS = [

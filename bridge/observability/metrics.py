@@ -41,6 +41,8 @@ class Metrics:
         self.active_calls = Gauge("bridge_active_calls", "Calls in progress.", registry=r)
         self.rtp_dropped = Counter("bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r)
         self.dtmf = Counter("bridge_dtmf_digits_total", "RFC 4733 digits received.", registry=r)
+        self.guarded = Counter("bridge_reply_guard_total", "LLM output not spoken, by reason (repetition, leak, too_long, farewell, empty: the fallback was said).", ["reason"], registry=r)
+        self.tools_refused = Counter("bridge_tool_calls_refused_total", "Tool calls from the model refused because the caller did not ask for them, by tool.", ["tool"], registry=r)
         self.engine_errors = Counter("bridge_engine_errors_total", "ASR, LLM or TTS failures during a turn, by stage.", ["stage"], registry=r)
         for stage in ("asr", "llm", "tts"):
             self.engine_errors.labels(stage)  # exported at 0 from the start
