@@ -179,6 +179,8 @@ def _twilio(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    if args.what == "answers":
+        return _bench_answers(args)
     if args.what == "models":
         settings = load_settings(args.config)
         _setup_logging("WARNING")
@@ -189,6 +191,33 @@ def _bench(args: argparse.Namespace) -> int:
         result = _run(bench.bench_calls(args.uri, args.concurrency, args.turns))
         bench.print_calls(result)
     bench.write_json(args.json, result)
+    return 0
+
+
+def _bench_answers(args: argparse.Namespace) -> int:
+    from .bench import write_json
+    from .engines import load_engines
+    from .evaluation.report import print_report
+    from .evaluation.runner import bench_answers
+    from .evaluation.voices import DEFAULT_VOICES, VOICES
+
+    settings = load_settings(args.config)
+    voices = [v.strip() for v in (args.voices or ",".join(DEFAULT_VOICES)).split(",") if v.strip()]
+    unknown = [v for v in voices if v != "text" and v not in VOICES]
+    if unknown:
+        print(f"bridge: unknown voice {unknown[0]!r} (known: text, {', '.join(VOICES)})", file=sys.stderr)
+        return 2
+    _setup_logging(args.log_level or "WARNING")
+    from .memory import limit_arenas
+
+    limit_arenas()
+    engines = load_engines(settings)
+    splits = [args.split] if args.split else None
+    report = _run(bench_answers(settings, engines, voices, args.eval, splits))
+    m = report["models"]
+    print_report(report, f"answers: {report['overall']['turns']} turns ({', '.join(voices)}) in {report['seconds']} s; "
+                         f"ASR {m['asr']} (beam {m['asr_beam_size']}), LLM {m['llm']}, on {m['device']}")
+    write_json(args.json, report)
     return 0
 
 
@@ -231,9 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     twilio.add_argument("--api-base-url", help=argparse.SUPPRESS)
     twilio.set_defaults(func=_twilio)
 
-    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed) or 'calls' (latency of real SIP calls)")
-    bench.add_argument("what", choices=["models", "calls"])
-    bench.add_argument("--config", help="YAML merged over config/default.yaml (models)")
+    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval)")
+    bench.add_argument("what", choices=["models", "calls", "answers"])
+    bench.add_argument("--config", help="YAML merged over config/default.yaml (models, answers)")
+    bench.add_argument("--voices", metavar="V,V", help="answers: caller voices, from piper, piper-fast, espeak, espeak-fast, text (default: the first four)")
+    bench.add_argument("--eval", action="append", metavar="YAML", help="answers: evaluation file (repeat; default config/eval/*.yaml)")
+    bench.add_argument("--split", choices=["tune", "heldout"], help="answers: only this part of the evaluation set")
+    bench.add_argument("--log-level", help="answers: log level (INFO shows every turn)")
     bench.add_argument("--runs", type=int, default=5, help="runs per model (models)")
     bench.add_argument("--uri", default="sip:agent@127.0.0.1:5060", help="server to call (calls)")
     bench.add_argument("--concurrency", type=int, default=1, help="simultaneous calls (calls)")
