@@ -147,6 +147,9 @@ def speech(tmp_path_factory) -> dict[str, Path]:
         "saturday": "What time do you open on Saturday?",
         "cleaning": "How much does a cleaning cost?",
         "where": "Where is the clinic?",
+        "appointment": "I want to check my appointment.",
+        "bye": "Thank you, goodbye.",
+        "person": "Can I talk to a real person, please?",
     }
     out = {}
     for name, text in texts.items():

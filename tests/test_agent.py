@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import numpy as np
 import pytest
 
 from bridge.client import place_call
@@ -103,9 +104,12 @@ async def test_interim_transcripts_while_the_caller_speaks(engines, tmp_path):
 
     long_question = tmp_path / "long.wav"
     subprocess.run(["espeak-ng", "-s", "140", "-w", str(long_question),
-                    "Hello, I would like to book a cleaning for my daughter next Tuesday afternoon if you have any time available"], check=True)
+                    "Hello, I would like to book a cleaning for my daughter and a check-up for my son, next Tuesday or Wednesday afternoon, "
+                    "if you have any time available"], check=True)
     fake = FakeOpenAI(lambda path, body: ("Sure, Tuesday works.", []))
-    server = await start_server(scripted(engines, fake), interim_interval_ms=1000)
+    # An interval well above a pass (tiny.en: 0.35-1.1 s on 2 cores): passes longer than
+    # half the interval are skipped (see the next test).
+    server = await start_server(scripted(engines, fake), interim_interval_ms=3000)
     try:
         await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [long_question], None)
         conversation = await wait_finished(server)
@@ -114,6 +118,28 @@ async def test_interim_transcripts_while_the_caller_speaks(engines, tmp_path):
         assert first_words and "hello" in first_words[0]
         final = conversation.turn_log[0]["caller"].lower()
         assert "available" in final and len(final) > len(conversation.interims[0])  # the end of the sentence, not in the first interim
+    finally:
+        await server.stop()
+        fake.close()
+
+
+async def test_interim_passes_are_skipped_where_a_pass_is_slower_than_half_the_interval(engines, tmp_path):
+    """An interim pass that runs as the caller stops holds the final pass back: with
+    passes slower than half the interval (every tiny.en pass takes more than 0.1 s),
+    no interim pass starts once one pass has been timed; the turn still gets its text."""
+    import subprocess
+
+    question = tmp_path / "long.wav"
+    subprocess.run(["espeak-ng", "-s", "140", "-w", str(question), "Hello, I would like to book a cleaning for my daughter next Tuesday afternoon"], check=True)
+    engines.asr.transcribe(np.zeros(8000, dtype=np.int16))  # one timed pass
+    assert engines.asr.pass_seconds > 0.1
+    fake = FakeOpenAI(lambda path, body: ("Sure, Tuesday works.", []))
+    server = await start_server(scripted(engines, fake), interim_interval_ms=200)
+    try:
+        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [question], None)
+        conversation = await wait_finished(server)
+        assert conversation.interims == []
+        assert "cleaning" in conversation.turn_log[0]["caller"].lower()
     finally:
         await server.stop()
         fake.close()
