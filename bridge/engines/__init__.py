@@ -9,6 +9,7 @@ serves all calls.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from threading import Event
@@ -104,5 +105,11 @@ def load_engines(settings) -> Engines:
         llm = LlamaCppLlm.from_settings(m, device)
     tts = PiperTts.from_settings(m, device)
     agent = settings.agent
+    if agent.kind == "llm" and agent.llm_mode == "completion" and hasattr(llm, "warm"):
+        from ..conversation.prompt import build_completion_prompt
+
+        started = time.monotonic()
+        llm.warm(build_completion_prompt(agent, []))  # persona, facts and examples: every prompt starts so
+        log.info("llm: prompt prefix evaluated in %.1f s", time.monotonic() - started)
     vad = silero_vad_factory(agent.silero_threshold) if agent.vad == "silero" else webrtc_vad_factory(agent.vad_aggressiveness)
     return Engines(vad, asr, llm, tts, device)

@@ -53,6 +53,15 @@ class LlamaCppLlm:
         path = embedded_llm_path(m.cache_dir) if m.llm == "embedded" else Path(m.llm)
         return cls(path, m.llm_context, m.llm_threads, m.llm_gpu_layers if device == "cuda" else 0)
 
+    def warm(self, prompt: str) -> None:
+        """Evaluate ``prompt`` once (one token generated) so that its tokens sit in the
+        KV cache: llama-cpp-python reuses the longest common prefix of the previous
+        evaluation, so the first caller's turn only pays for its own lines. On a
+        2-core machine the embedded persona's ~650-token prefix costs ~5 s cold."""
+        with self._lock:
+            for _ in self.model.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True):
+                pass
+
     def stream_chat(self, messages: list[dict], max_tokens: int, temperature: float, cancel: threading.Event, tools: list[dict] | None = None) -> Iterator[str]:
         """Chat mode through the GGUF's chat template: yield content pieces.
 
