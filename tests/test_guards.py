@@ -87,6 +87,7 @@ def test_a_plain_no_ends_the_call_only_after_anything_else():
         ("Please transfer me to the front desk.", True),
         ("Could you put me through to a dentist?", True),
         ("Operator, please.", True),
+        ("Place transfer meet to someone in billing.", True),  # tiny.en's hearing of "Please transfer me ..."
         ("Is the dentist a person I can trust?", False),
         ("Do you transfer records to other clinics?", False),
         ("How much is a cleaning?", False),

@@ -32,6 +32,8 @@ _PERSON = re.compile(
     r"\b(?:speak|talk|talking|speaking)\s+(?:to|with)\s+(?:a |an |the |some |your )?(?:real |actual |live )?"
     r"(?:person|human|human being|someone|somebody|anyone|anybody|manager|supervisor|operator|representative|agent|staff|colleague|receptionist|dentist|doctor|billing)\b"
     r"|\b(?:transfer|connect|put)\s+me\b"
+    r"|\b(?:transfer|connect|put)\b.*?\b(?:to|with)\s+(?:a |an |the |some |your )?(?:real |actual |live )?"
+    r"(?:person|human|someone|somebody|manager|supervisor|operator|representative|agent|billing|reception|front desk)\b"
     r"|\b(?:a|an)\s+(?:real |actual |live )?(?:person|human|operator|representative),?\s+(?:please|now)\b"
     r"|^\W*(?:operator|representative|human|agent)\W*(?:please)?\W*$",
     re.I,
