@@ -168,11 +168,11 @@ class ReplyMixin:
     def _previous_reply(self, caller: str) -> str:
         """The agent's reply before this turn, when the caller now says something else
         (the same question twice may get the same answer twice)."""
-        said = [(role, item.played_text() if isinstance(item, AgentUtterance) else str(item)) for role, item in self.history[:-2]]
+        said = self.transcript()[:-1]  # without this turn's caller line (its agent line is still empty)
         callers = [t for r, t in said if r == "caller"]
         if callers and " ".join(callers[-1].lower().split()) == " ".join(caller.lower().split()):
             return ""
-        agents = [t for r, t in said if r == "agent" and t]
+        agents = [t for r, t in said if r == "agent"]
         return agents[-1] if agents else ""
 
     def _asked_anything_else(self) -> bool:

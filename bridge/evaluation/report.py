@@ -5,19 +5,11 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
+from ..bench import _pct
 from .evalset import CATEGORIES
 from .scoring import TurnScore
 
 STAGES = ("endpoint", "asr_final", "llm_first_token", "first_sentence", "tts_first_audio", "first_packet")
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
-    return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
 def summarize(scores: list[TurnScore]) -> dict:
