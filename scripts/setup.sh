@@ -34,6 +34,12 @@ python=${PYTHON:-python3}
 extras=""
 [ $with_tests = 1 ] && extras="[test,asr-base]"  # asr-base: faster-whisper base, measured against tiny.en by the tests
 echo "setup: installing bridge$extras into .venv (llama-cpp-python compiles once: several minutes)"
+# llama.cpp builds for this CPU (-march=native) but without Intel AMX: its AMX matmul
+# kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) with the embedded Gemma 3 GGUF on
+# Sapphire Rapids hosts. An operator's own CMAKE_ARGS (CUDA, say) win.
+export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'}"
 .venv/bin/python -m pip install -q -e ".$extras"
-.venv/bin/python -c "from bridge.engines.llm import embedded_llm_path; print('setup: LLM at', embedded_llm_path('models'))"
+# One token from the embedded LLM: a llama.cpp build that cannot run here fails setup, not the first call.
+.venv/bin/python -c "from bridge.engines.llm import embedded_llm_path, smoke; p = embedded_llm_path('models'); smoke(p); print('setup: LLM at', p, 'generates')" \
+  || { echo "setup: llama.cpp cannot run the embedded GGUF on this CPU (see CMAKE_ARGS above; rebuild with pip install --force-reinstall --no-cache-dir llama-cpp-python)" >&2; exit 1; }
 echo "setup: done"

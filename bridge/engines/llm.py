@@ -25,6 +25,20 @@ def embedded_llm_path(cache_dir: str | Path) -> Path:
     return target
 
 
+def smoke(model_path: str | Path) -> str:
+    """Load ``model_path`` and generate one token on CPU; return it.
+
+    Setup and the container build call this so that a llama.cpp build that cannot run
+    on this CPU fails there (a crash kills the process: exit status 139), not on the
+    first call.
+
+    Raises:
+        FileNotFoundError: ``model_path`` does not exist.
+    """
+    llm = LlamaCppLlm(model_path, n_ctx=256, n_threads=1)
+    return llm.model.create_completion("Hello", max_tokens=1, temperature=0.0)["choices"][0]["text"]
+
+
 class LlamaCppLlm:
     """A GGUF model through llama.cpp, streaming completions.
 
