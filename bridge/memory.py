@@ -8,13 +8,22 @@ Two remedies, both no-ops off glibc:
 
 - :func:`limit_arenas` at start (``mallopt(M_ARENA_MAX, 2)``, as ``MALLOC_ARENA_MAX=2``);
 - :func:`trim` after each call (``malloc_trim(0)``), in a worker thread.
+
+A finished call also leaves reference cycles behind (asyncio tasks and the
+exceptions that cancelled them, frames, callbacks): measured on test_leaks, about
+3 MB per conversation that only the next full cyclic-GC pass frees, a saw-tooth of
+tens of MB. So :func:`freeze` moves everything alive at start (models, libraries)
+out of the collector's sight (``gc.freeze``), and :func:`collect` runs a full
+pass after each call: it then scans only what calls created, milliseconds.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
+import time
 
 log = logging.getLogger("bridge.memory")
 
@@ -41,6 +50,21 @@ def limit_arenas(count: int = 2) -> bool:
     if _LIBC is None:
         return False
     return bool(_LIBC.mallopt(_M_ARENA_MAX, count))
+
+
+def freeze() -> None:
+    """Exclude every object alive now from future GC passes (call once, after the
+    models are loaded and before calls arrive)."""
+    gc.collect()
+    gc.freeze()
+
+
+def collect() -> int:
+    """A full cyclic-GC pass over what is not frozen; returns the objects freed (logged at DEBUG with its time)."""
+    started = time.perf_counter()
+    freed = gc.collect()
+    log.debug("gc: %d unreachable objects freed in %.1f ms", freed, (time.perf_counter() - started) * 1000)
+    return freed
 
 
 def trim() -> None:

@@ -253,7 +253,7 @@ async def test_transfer_and_hangup_through_the_rest_api(engines):
     server = await ms_server(engines, api=api, max_call_seconds=9)
     try:
         twilio = stream(server)
-        await twilio.run([], duration=14.0, dtmf=[(5.0, "0")])
+        await twilio.run([], duration=20.0, dtmf=[(5.0, "0")])  # the bridge closes the stream at ~12 s
         await finished(server)
         updates = [(path, form) for method, path, form in api.requests if path.endswith(f"/Calls/{twilio.call_sid}.json")]
         assert updates, api.requests

@@ -84,7 +84,7 @@ async def test_duplicate_call_sid_is_refused_and_the_first_goes_on(engines):
         assert first.close_code == 1000 and len(first.received) > 100
         await asyncio.sleep(0.3)
         assert len(server.streams) == 0 and server.metrics.active_calls._value.get() == 0
-        assert len(server.finished) == 1 and server.finished[-1] is leg.agent  # its agent was closed
+        assert len(server.finished) == 1 and server.finished[-1].leg is leg and leg.agent is None  # its agent was closed and let go
     finally:
         await server.stop()
 

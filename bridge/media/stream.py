@@ -92,6 +92,10 @@ class _Protocol(asyncio.DatagramProtocol):
         log.debug("rtp socket error: %r", exc)
 
 
+def _ignore(*_args) -> None:
+    """A closed stream's callbacks."""
+
+
 class RtpStream:
     """One call's RTP session: symmetric (sends from the port it receives on, RFC 4961).
 
@@ -195,6 +199,8 @@ class RtpStream:
         self.params = params
 
     def _on_datagram(self, data: bytes, addr) -> None:
+        if self.closed:
+            return
         addr = (addr[0], addr[1])
         if self._latched and addr != self.remote:
             self.dropped_foreign += 1
@@ -301,3 +307,9 @@ class RtpStream:
             self._transport.close()
         else:
             self.sock.close()
+        # Break the stream <-> leg and stream <-> transport cycles, so that a finished
+        # call is freed by reference counting at once, not at the next cyclic GC pass
+        # (a ~3 MB-per-call saw-tooth in test_leaks otherwise).
+        self._transport = None
+        self.source = None
+        self.on_audio = self.on_dtmf = self.on_timeout = _ignore
