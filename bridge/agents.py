@@ -50,8 +50,13 @@ class Agent(Protocol):
         """Stop everything in flight (idempotent)."""
 
 
-def build_agent(settings, engines, leg, metrics) -> Agent:
-    """The agent for a new call on ``leg`` by ``settings.agent.kind``."""
-    if settings.agent.kind == "echo":
+def build_agent(settings, engines, leg, metrics, profile=None) -> Agent:
+    """The agent for a new call on ``leg``, by the agent kind of ``profile`` (a
+    :class:`bridge.routing.Profile`, with its own settings and engines) or, without
+    one, of ``settings.agent`` with ``engines``."""
+    agent, transfer = settings.agent, settings.transfer
+    if profile is not None:
+        agent, transfer, engines = profile.agent, profile.transfer, profile.engines
+    if agent.kind == "echo":
         return EchoAgent(leg)
-    return Conversation(engines, settings.agent, leg, metrics, transfer=settings.transfer)
+    return Conversation(engines, agent, leg, metrics, transfer=transfer)

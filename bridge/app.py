@@ -30,106 +30,14 @@ from .sip.addressing import WILDCARDS, Advertiser
 from .sip.core import SipCore, SipUsageError, Timers
 from .sip.policy import AdmissionPolicy
 from .sip.transport import SipStreamTransport, SipUdpTransport
+from .sip_calls import Listener, SipCallLeg
+from .privacy import Redactor
+from .records.calls import CallRecords, header, number_of
+from .routing import Router
+from .records.store import RecordStore, default_node
 from .stream_calls import StreamCalls
 
 log = logging.getLogger("bridge.app")
-
-
-class Listener:
-    """One SIP transport: its sans-IO core and the asyncio transport driving it."""
-
-    def __init__(self, core: SipCore, transport, advertiser: Advertiser) -> None:
-        self.core = core
-        self.transport = transport
-        self.advertiser = advertiser
-
-    @property
-    def name(self) -> str:
-        return self.core.transport
-
-
-class SipCallLeg:
-    """A SIP+RTP call leg as the conversation sees it (:class:`bridge.conversation.engine.CallLeg`).
-
-    Attributes:
-        call_id: the SIP Call-ID.
-        listener: the transport the call's signalling uses.
-        caller: the caller identity used for per-caller caps (user part).
-        meta: call metadata for the logs (numbers, ``X-Twilio-*``).
-    """
-
-    def __init__(self, server: "BridgeServer", call_id: str, listener: Listener, caller: str = "", meta: dict | None = None) -> None:
-        self.server = server
-        self.call_id = call_id
-        self.listener = listener
-        self.caller = caller
-        self.meta = meta or {}
-        self.stream: RtpStream | None = None
-        self.agent = None
-        self.params: sdp.MediaParams | None = None
-        self.local_crypto = None
-        #: The address in our SDP ``c=`` (the route's source towards the peer's media address).
-        self.media_host = server.public_host
-        self.sdp_version = 0
-        self.session_id = int(time.time())
-        self.ended = False
-        self.started = time.monotonic()
-
-    @property
-    def conversation(self):
-        return self.agent
-
-    def _now(self) -> float:
-        return self.listener.transport.now()
-
-    def hangup(self, reason: str) -> None:
-        """Send BYE (or a final response before answer) and tear the call down."""
-        if self.ended:
-            return
-        log.info("call %s: hanging up (%s)", self.call_id, reason)
-        self.server.end_call(self.call_id, reason)  # first, so that the reason recorded is ours
-        core = self.listener.core
-        if core.has_call(self.call_id):
-            try:
-                core.hangup(self.call_id, self._now())
-            except SipUsageError:
-                pass
-            self.listener.transport.flush()
-
-    def clear_playout(self) -> None:
-        """Nothing is queued below the conversation on an RTP leg: the pacer pulls per packet."""
-
-    def transfer(self, target: str) -> None:
-        """Blind transfer with REFER (RFC 3515); progress comes back as TransferProgress."""
-        log.info("call %s: REFER to %s", self.call_id, target)
-        try:
-            self.listener.core.refer(self.call_id, target, self._now())
-        except (SipUsageError, ValueError) as exc:
-            log.warning("call %s: cannot transfer: %s", self.call_id, exc)
-            if self.agent is not None:
-                self.agent.transfer_failed()
-            return
-        self.listener.transport.flush()
-
-    def answer_sdp(self, params: sdp.MediaParams) -> bytes:
-        """Our SDP answer for ``params``, bumping the o= version each time (RFC 3264 section 8)."""
-        self.sdp_version += 1
-        return sdp.build_answer(params, self.media_host, self.stream.local_port, self.session_id, self.local_crypto, self.session_id + self.sdp_version)
-
-    # RtpStream callbacks
-    def on_audio(self, frame, now: float) -> None:
-        if self.agent is not None:
-            self.agent.feed_audio(frame)
-
-    def on_dtmf(self, event) -> None:
-        if self.agent is not None:
-            self.agent.feed_dtmf(event.digit)
-
-    def on_rtp_timeout(self) -> None:
-        self.hangup("rtp_timeout")
-
-    def pull_frame(self, now: float):
-        return self.agent.pull_frame(now) if self.agent is not None else None
 
 
 def _server_ssl(settings: Settings) -> ssl.SSLContext:
@@ -161,6 +69,11 @@ class BridgeServer:
         self.settings = settings
         self.engines = engines
         self.metrics = metrics or Metrics()
+        storage = settings.storage
+        node = storage.node or default_node(settings.sip.listen)
+        self.store = RecordStore(storage.url, storage.spool_dir, node, self.metrics) if storage.url else None
+        self.router = Router(settings, engines)
+        self.records = CallRecords(self.store, node, Redactor(settings.privacy.redact) if settings.privacy.redact else None, settings.recording)
         host, _ = parse_hostport(settings.sip.listen, 5060)
         #: The address used where no peer is known yet: ``sip.public_host``, the listen
         #: address, or the first non-loopback one. Calls get theirs per peer from their
@@ -197,6 +110,7 @@ class BridgeServer:
         #: Why the last calls ended: (call_id, reason), bounded, for inspection.
         self.end_reasons: collections.deque = collections.deque(maxlen=100)
         self._tasks: set[asyncio.Task] = set()
+        self._background: list[asyncio.Task] = []
         self._pending_dials: dict[str, tuple[SipCallLeg, object]] = {}
         self._setup_errors_logged: set[str] = set()
         #: Why outbound calls failed before an answer: Call-ID -> "rejected 486", "timeout 408"...
@@ -250,6 +164,11 @@ class BridgeServer:
     async def start(self) -> list[tuple[str, int]]:
         """Bind every configured transport; returns their bound addresses."""
         self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.router.load)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.open)
+            if self.settings.records.retention_days or self.settings.recording.retention_days:
+                self._spawn_forever(self._retention())
         bound = []
         for listener in self.listeners:
             addr = await listener.transport.start()
@@ -260,6 +179,7 @@ class BridgeServer:
             bound.append(addr)
         if self.settings.mediastreams.http_listen:
             await self._start_http()
+        memory.freeze()  # models and libraries are loaded: the GC pass after each call skips them
         return bound
 
     # ------------------------------------------------------- Media Streams mode
@@ -393,6 +313,11 @@ class BridgeServer:
         if decision is not None:
             self._reject(listener, event.call_id, decision.status, decision.reason, decision.headers)
             return
+        called = number_of(event.request_uri) or number_of(event.to_uri)
+        profile = self.router.route(called)
+        if profile is None:
+            self._reject(listener, event.call_id, self.settings.routes.reject_status, "no_route")
+            return
         try:
             params = sdp.negotiate(event.offer, self.settings.media.srtp)
         except sdp.SdpError as exc:
@@ -407,13 +332,19 @@ class BridgeServer:
         leg = SipCallLeg(self, event.call_id, listener, caller, {"from": event.from_uri, "to": event.to_uri, **event.headers})
         try:
             leg.media_host = self._media_host(listener, params, event.source)
-            self._setup_media(leg, sock, params)
+            self._setup_media(leg, sock, params, profile=profile)
             answer = leg.answer_sdp(params)
         except Exception as exc:  # noqa: BLE001 - one call's failed setup must not leak or stop the server
             self._abort_setup(listener, leg, sock, exc)
             return
         self.calls[event.call_id] = leg
         self.call_started()
+        self.records.started(
+            event.call_id, "sip", caller=caller, called=called, route=profile.name,
+            call_sid=header(event.headers, "X-Twilio-CallSid"), account_sid=header(event.headers, "X-Twilio-AccountSid"),
+            codec=params.codec, transport=listener.name, srtp=params.secure,
+        )
+        self.records.attach(event.call_id, leg.agent)
         if self.settings.sip.send_ringing:
             listener.core.ringing(event.call_id, now)
         delay = self.settings.sip.answer_delay
@@ -455,7 +386,7 @@ class BridgeServer:
         sock.close()
         self.ports.release(port)
 
-    def _setup_media(self, leg: SipCallLeg, sock, params: sdp.MediaParams, local_crypto=None) -> None:
+    def _setup_media(self, leg: SipCallLeg, sock, params: sdp.MediaParams, local_crypto=None, profile=None) -> None:
         """RTP stream and agent for a negotiated call. ``local_crypto``: our SDES key when we
         sent it in our offer (outbound); else a new one for our answer."""
         media = self.settings.media
@@ -465,7 +396,8 @@ class BridgeServer:
         leg.stream = RtpStream(sock, params, leg, leg.on_audio, leg.on_dtmf, leg.on_rtp_timeout,
                                rtp_timeout=media.rtp_timeout, latch=media.latch, send_silence=media.send_silence, srtp=srtp)
         leg.stream.on_hold = params.hold
-        leg.agent = build_agent(self.settings, self.engines, leg, self.metrics)
+        leg.profile = profile or self.router.default
+        leg.agent = build_agent(self.settings, self.engines, leg, self.metrics, leg.profile)
 
     def _answer(self, leg: SipCallLeg, answer: bytes) -> None:
         core = leg.listener.core
@@ -474,6 +406,8 @@ class BridgeServer:
         core.answer(leg.call_id, answer, leg._now())
         leg.listener.transport.flush()
         self.metrics.calls.labels("answered").inc()
+        self.records.answered(leg.call_id)
+        self.records.start_recording(leg.call_id, leg)
         p = leg.params
         log.info("call %s: answered %s/8000 pt=%d dtmf_pt=%s %s rtp %s:%d <-> %s:%d", leg.call_id, p.codec, p.payload_type, p.dtmf_payload_type,
                  "SRTP" if p.secure else "RTP", leg.media_host, leg.stream.local_port, *p.remote_addr)
@@ -527,6 +461,7 @@ class BridgeServer:
         log.info("call %s: transfer progress %d%s", event.call_id, event.status, " (final)" if event.final else "")
         if leg is None or not event.final:
             return
+        self.records.transfer(event.call_id, leg.transfer_target, "completed" if 200 <= event.status < 300 else f"failed {event.status}")
         if 200 <= event.status < 300:
             self.metrics.calls.labels("transferred").inc()
             leg.hangup("transferred")  # TWILIO.md: the transferor hangs up once the target answered
@@ -549,6 +484,11 @@ class BridgeServer:
         self.calls[event.call_id] = leg
         self.call_started()
         self.metrics.calls.labels("outbound_answered").inc()
+        self.records.started(event.call_id, "sip", caller=self.settings.outbound.caller_id, called=number_of(leg.meta.get("to")),
+                             codec=params.codec, transport=leg.listener.name, srtp=params.secure)
+        self.records.answered(event.call_id)
+        self.records.attach(event.call_id, leg.agent)
+        self.records.start_recording(event.call_id, leg)
         log.info("call %s: outbound call answered, %s rtp %d <-> %s:%d", event.call_id, params.codec, leg.stream.local_port, *params.remote_addr)
         self._spawn(self._start_media(leg))
 
@@ -575,8 +515,11 @@ class BridgeServer:
                 self.finished.append(leg.agent)
                 for role, text in leg.agent.transcript():
                     log.debug("call %s transcript %s: %s", leg.call_id, role, text)
+            self.records.ended(leg.call_id, reason, leg.agent)
             if leg.stream is not None:
                 await leg.stream.close()
+            await self.records.stop_recording(leg)
+            if leg.stream is not None:
                 self.ports.release(leg.stream.local_port)
                 for name, count in leg.stream.receiver.counters.items():
                     if name not in ("audio", "dtmf") and count:
@@ -585,7 +528,30 @@ class BridgeServer:
                     self.metrics.rtp_dropped.labels("foreign_source").inc(leg.stream.dropped_foreign)
         finally:
             log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
+            # The agent keeps its leg (for inspection in self.finished); the leg lets go of
+            # the agent and the stream, so no reference cycle keeps the call's memory
+            # (codecs, VAD, buffers) until the next cyclic GC pass.
+            leg.agent = None
+            leg.stream = None
+            memory.collect()
             await asyncio.to_thread(memory.trim)
+
+    def _spawn_forever(self, coro) -> None:
+        """A background task that lives until :meth:`stop` cancels it."""
+        self._background.append(asyncio.create_task(coro))
+
+    async def _retention(self) -> None:
+        """Apply ``records.retention_days`` and ``recording.retention_days`` at start and
+        every ``records.purge_interval_s`` (:mod:`bridge.records.retention`)."""
+        from .records.retention import purge
+
+        s = self.settings
+        while True:
+            try:
+                await asyncio.to_thread(purge, self.store.engine, s.records.retention_days, s.recording.retention_days)
+            except Exception as exc:  # noqa: BLE001 - the database may be away: try again next time
+                log.warning("retention: purge failed, retrying in %.0f s: %s", s.records.purge_interval_s, exc)
+            await asyncio.sleep(s.records.purge_interval_s)
 
     async def dial(self, number: str, *, transport: str | None = None) -> str:
         """Place an outbound call to ``number`` through ``outbound.termination_uri``
@@ -633,10 +599,10 @@ class BridgeServer:
         log.info("call %s: dialing %s via %s over %s", call_id, number, out.termination_uri, kind)
         return call_id
 
-    async def stop(self) -> None:
-        """Hang up every call, close sockets."""
+    async def stop(self, reason: str = "shutdown") -> None:
+        """Hang up every call (end reason ``reason``), close sockets, write the records."""
         for leg in list(self.calls.values()) + list(self.streams.values()):
-            leg.hangup("shutdown")
+            leg.hangup(reason)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         for listener in self.listeners:
@@ -647,6 +613,11 @@ class BridgeServer:
         if self._http is not None:
             self._http.should_exit = True
             await asyncio.gather(self._http_task, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
 
     async def drain(self, deadline: float) -> None:
         """Graceful shutdown: refuse new calls (503), let calls in progress go on for
@@ -657,7 +628,7 @@ class BridgeServer:
             await asyncio.wait_for(self._all_ended.wait(), deadline)
         except asyncio.TimeoutError:
             log.info("drain deadline reached: ending %d call(s)", len(self.calls) + len(self.streams))
-        await self.stop()
+        await self.stop("drained")
 
     async def run_forever(self) -> None:
         """Serve until SIGTERM (drain) or SIGINT (stop at once)."""

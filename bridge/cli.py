@@ -54,6 +54,10 @@ def _settings(args: argparse.Namespace):
 
         _server_ssl(settings)  # a bad certificate is a bad setting: refuse before anything starts
     _setup_logging(settings.observability.log_level)
+    if settings.privacy.redact:
+        from .privacy import install_log_redaction
+
+        install_log_redaction(settings.privacy.redact)
     return settings
 
 
@@ -221,6 +225,14 @@ def _bench_answers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calls(args: argparse.Namespace) -> int:
+    from .records.commands import run
+
+    settings = load_settings(args.config)
+    _setup_logging("WARNING")
+    return run(settings, args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridge", description="Self-hosted voice-AI endpoint for phone calls.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -274,6 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(func=_bench)
 
+    calls = sub.add_parser("calls", help="call records: list, show CALL_ID, export, purge (same config and database as serve)")
+    calls.add_argument("action", choices=["list", "show", "export", "purge"])
+    calls.add_argument("call_id", nargs="?", help="show: the call id (SIP Call-ID or Twilio CallSid)")
+    calls.add_argument("--config", help="YAML merged over config/default.yaml")
+    calls.add_argument("--since", metavar="ISO", help="list/export: calls invited at or after this time (UTC unless a zone is given)")
+    calls.add_argument("--until", metavar="ISO", help="list/export: calls invited before this time")
+    calls.add_argument("--number", help="list: calls from or to this number")
+    calls.add_argument("--limit", type=int, default=50, help="list: at most N calls, newest first (default 50)")
+    calls.add_argument("--json", action="store_true", help="list/show: JSON")
+    calls.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="export: jsonl (default) or csv")
+    calls.add_argument("--dry-run", action="store_true", help="purge: say what would be deleted, delete nothing")
+    calls.set_defaults(func=_calls)
+
     call = sub.add_parser("call", help="dial a SIP URI, speak WAV files, record the agent")
     call.add_argument("uri", help="sip:user@host:port")
     call.add_argument("--play", action="append", metavar="WAV", help="caller audio; repeat for several turns")
@@ -295,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     A bad setting (file, environment or option) prints one line naming it on
     stderr and exits with status 2, like a bad option does.
     """
+    from .offline import lock_down
+
+    lock_down()  # before any model library is imported
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

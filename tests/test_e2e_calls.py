@@ -3,6 +3,8 @@ running the embedded models. Agent audio is checked by transcribing it with the 
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.client import read_wav_8k
 
 from .conftest import ROOT, BridgeProcess, free_port, need, rtp_pair
+from .records_db import load, wait_for
 
 pytestmark = pytest.mark.e2e
 SIPP_DIR = ROOT / "tests" / "sipp"
@@ -115,6 +118,24 @@ def test_baresip_conversation(bridge, tmp_path, speech, asr):
     greeting = "hello thanks for calling maple street dental this is sam how can i help you"
     assert len(w - set(greeting.split())) >= 2, f"no reply after the greeting: {transcript!r}"
     assert bridge.wait_for_log("caller='", 10), bridge.log_text()[-3000:]
+    # The call's record, read with `bridge calls` (same config and database) while serve runs.
+    def cli(*args):
+        result = subprocess.run([sys.executable, "-m", "bridge", "calls", *args, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    deadline = time.monotonic() + 15
+    while True:
+        mine = [c for c in cli("list", "--limit", "200") if c["caller"] == "tester" and c["ended_at"]]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert mine, "no ended record of baresip's call"
+    record = cli("show", mine[0]["call_id"])
+    turns = [(t["caller"], t["agent"]) for t in record["turns"]]
+    assert turns[0][0] is None and "Maple Street Dental" in turns[0][1], turns
+    assert any(caller and "saturday" in caller.lower() and agent for caller, agent in turns), turns
+    assert record["leg"] == "sip" and record["codec"] == "PCMU" and record["end_reason"] == "caller_hangup", record
 
 
 def test_bridge_call_cli(bridge, tmp_path, speech, asr):
@@ -274,3 +295,8 @@ def test_transfer_with_refer(bridge, tmp_path):
     assert f"call {call_id}: transfer progress 202" in log
     assert f"call {call_id}: transfer progress 200 (final)" in log
     assert f"call {call_id}: hanging up (transferred)" in log
+    # The call record has the transfer, its outcome and the end reason.
+    record = wait_for(lambda: (lambda c: c if c is not None and c.ended_at else None)(load(os.environ["BRIDGE_STORAGE__URL"])[0].get(call_id)), 15)
+    assert record is not None, "no ended record of the transferred call"
+    assert (record.transfer_target, record.transfer_outcome, record.end_reason) == ("sip:+14155550100@example.pstn.twilio.com", "completed", "transfer")
+    assert record.dtmf == "0"

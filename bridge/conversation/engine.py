@@ -39,6 +39,7 @@ from .echo_guard import EchoGuard
 from .failures import in_thread
 from .reply import ReplyMixin
 from .turns import UNFINISHED_WORDS, AgentFrame, AgentUtterance, CallLeg, Speculation, sentence_state
+from .turn_records import TurnRecorder
 
 __all__ = ["FRAME_MS", "FRAME_SAMPLES", "UNFINISHED_WORDS", "AgentFrame", "AgentUtterance", "CallLeg", "Conversation", "sentence_state"]
 
@@ -72,6 +73,8 @@ class Conversation(ReplyMixin):
         self.history: list[tuple[str, object]] = []  # ("caller", str) | ("agent", AgentUtterance)
         self.dtmf_digits: list[str] = []
         self.turn_log: list[dict] = []
+        #: Turn records for the call record (:mod:`.turn_records`), set by the leg's owner.
+        self.records: TurnRecorder | None = None
         self.latencies: list[dict[str, float]] = []
         self._playout: collections.deque[AgentFrame] = collections.deque()
         self._reply_task: asyncio.Task | None = None
@@ -248,6 +251,8 @@ class Conversation(ReplyMixin):
     def feed_dtmf(self, digit: str) -> None:
         """A DTMF digit from the caller (RFC 4733 or Media Streams ``dtmf``)."""
         self.dtmf_digits.append(digit)
+        if self.records is not None:
+            self.records.dtmf(digit)
         if self.metrics:
             self.metrics.dtmf.inc()
         log.info("dtmf call=%s digit=%s", self.leg.call_id, digit)
@@ -299,6 +304,8 @@ class Conversation(ReplyMixin):
     def mark_played(self, owner: AgentUtterance, offset: int) -> None:
         """The leg learned that ``owner`` was played up to sample ``offset`` (Media Streams marks)."""
         owner.played = max(owner.played, offset)
+        if self.records is not None:
+            self.records.progressed(owner)
         waiting = self._heard_wait
         if waiting is not None and waiting[0] is owner and owner.played >= sum(owner.samples):
             self._heard_wait = None
@@ -341,6 +348,8 @@ class Conversation(ReplyMixin):
             self.echo_guard.note_sent(item.pcm)
         if not self.played_by_leg:
             item.owner.played += FRAME_SAMPLES
+            if self.records is not None:
+                self.records.progressed(item.owner)
         times = self._times
         if times is not None and item.owner is self._current and "first_packet" not in times and "speech_end" in times:
             times["first_packet"] = self.clock()
@@ -411,6 +420,8 @@ class Conversation(ReplyMixin):
             self._reply_task.cancel()
         if self._current is not None:
             self._current.interrupted = interrupted
+        if self.records is not None:
+            self.records.stopped(self._current)
         self._after_playout = None
         if self._heard_wait is not None:
             self._heard_wait[2].cancel()
@@ -440,7 +451,11 @@ class Conversation(ReplyMixin):
         self._current = utt
         self._times = None
         self.history.append(("agent", utt))
+        if self.records is not None:
+            self.records.begin(None, utt, None)
         await self._speak_sentence(text, utt, None, self._cancel, fixed=True)
+        if self.records is not None:
+            self.records.generated(utt, None, [])
 
     async def _watch_silence(self) -> None:
         """Silence on both sides for ``reprompt_after_s``: ask if the caller is there;

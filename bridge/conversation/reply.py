@@ -98,6 +98,8 @@ class ReplyMixin:
         self._current = utt
         self._times = times
         self.history.append(("agent", utt))
+        if self.records is not None:
+            self.records.begin(text, utt, times)
         if await self._call_control(text, utt, rule, cancel):
             return
         calls: list[ToolCall] = []
@@ -316,6 +318,8 @@ class ReplyMixin:
 
     def _log_turn(self, caller: str, utt: AgentUtterance, rule: str, calls: list[ToolCall] | None = None, dropped: list[str] | None = None) -> None:
         agent = " ".join(utt.sentences)
+        if self.records is not None:
+            self.records.generated(utt, rule, [c.name for c in calls or []])
         self.turn_log.append(
             {"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule, "tools": [c.name for c in calls or []], "dropped": list(dropped or [])}
         )

@@ -83,28 +83,60 @@ def resolve_device(requested: str) -> str:
     return "cpu"
 
 
-def load_engines(settings) -> Engines:
-    """Load every engine named in ``settings.models`` (a :class:`bridge.config.ModelSettings` owner).
+def model_keys(m, device: str) -> dict[str, tuple]:
+    """The keys under which :func:`load_engines` shares loaded models: one per model
+    file (or server) and device, for ``asr``, ``llm``, ``tts`` and the TTS's ``phrases``."""
+    from .asr import asr_model_path
+
+    compute = m.asr_compute_type if device == "cpu" else "float16"
+    llm = ("llm", "openai", m.openai_base_url, m.openai_model) if m.llm_backend == "openai" else (
+        "llm", m.llm, m.cache_dir, m.llm_context, m.llm_threads, m.llm_gpu_layers, device)
+    tts = ("tts", m.tts, m.cache_dir, device)
+    return {"asr": ("asr", str(asr_model_path(m)), device, compute), "llm": llm, "tts": tts, "phrases": ("phrases", *tts[1:])}
+
+
+def load_engines(settings, shared: dict | None = None) -> Engines:
+    """Load every engine named in ``settings.models`` for ``settings.agent`` (any owner of
+    a :class:`bridge.config.ModelSettings` and an :class:`bridge.config.AgentSettings`).
+
+    Args:
+        shared: models already loaded, by file and device (several agent profiles
+            pass the same dict: a model file is loaded once and shared, each profile
+            keeping its own ASR prompt and beam). ``None``: load everything.
 
     Raises:
         FileNotFoundError: a configured model path does not exist.
     """
-    from .asr import WhisperAsr
+    from ..offline import lock_down
+
+    lock_down()  # before any library that could phone home is loaded
+    from .asr import WhisperAsr, asr_model_path
+    from .asr_hints import initial_prompt
     from .llm import LlamaCppLlm
     from .tts import PiperTts
     from .vad import silero_vad_factory, webrtc_vad_factory
 
-    m = settings.models
+    shared = {} if shared is None else shared
+
+    def once(key: tuple, make):
+        if key not in shared:
+            shared[key] = make()
+        return shared[key]
+
+    m, agent = settings.models, settings.agent
     device = resolve_device(m.device)
-    asr = WhisperAsr.from_settings(m, device, settings.agent)
+    keys = model_keys(m, device)
+    compute = keys["asr"][3]
+    whisper = once(keys["asr"], lambda: WhisperAsr(asr_model_path(m), device, compute))
+    asr = whisper.variant(beam_size=m.asr_beam_size, initial_prompt=initial_prompt(m, agent))
     if m.llm_backend == "openai":
         from .openai_llm import OpenAiLlm
 
-        llm = OpenAiLlm.from_settings(m, device)
+        llm = once(keys["llm"], lambda: OpenAiLlm.from_settings(m, device))
     else:
-        llm = LlamaCppLlm.from_settings(m, device)
-    tts = PiperTts.from_settings(m, device)
-    agent = settings.agent
+        llm = once(keys["llm"], lambda: LlamaCppLlm.from_settings(m, device))
+    tts = once(keys["tts"], lambda: PiperTts.from_settings(m, device))
+    phrases = once(keys["phrases"], PhraseCache)
     if agent.kind == "llm" and agent.llm_mode == "completion" and hasattr(llm, "warm"):
         from ..conversation.prompt import build_completion_prompt
 
@@ -112,4 +144,4 @@ def load_engines(settings) -> Engines:
         llm.warm(build_completion_prompt(agent, []))  # persona, facts and examples: every prompt starts so
         log.info("llm: prompt prefix evaluated in %.1f s", time.monotonic() - started)
     vad = silero_vad_factory(agent.silero_threshold) if agent.vad == "silero" else webrtc_vad_factory(agent.vad_aggressiveness)
-    return Engines(vad, asr, llm, tts, device)
+    return Engines(vad, asr, llm, tts, device, phrases)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -124,6 +125,13 @@ class WhisperAsr:
         path = asr_model_path(m)
         compute = m.asr_compute_type if device == "cpu" else "float16"
         return cls(path, device, compute, m.asr_beam_size, initial_prompt=initial_prompt(m, agent) if agent is not None else None)
+
+    def variant(self, beam_size: int, initial_prompt: str | None) -> "WhisperAsr":
+        """The same loaded model (and its lock) with another beam size and prompt: one
+        model file serves several agent profiles."""
+        other = copy.copy(self)
+        other.beam_size, other.initial_prompt, other.pass_seconds = beam_size, initial_prompt, 0.0
+        return other
 
     def transcribe(self, pcm: np.ndarray) -> str:
         """PCM16 mono 8000 Hz (int16 array) -> text (empty when nothing was recognized).

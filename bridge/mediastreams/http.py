@@ -66,6 +66,13 @@ def build_app(server) -> FastAPI:
             log.warning("twiml: bad or missing X-Twilio-Signature for %s from %s", url, request.client.host if request.client else "?")
             return PlainTextResponse("invalid signature", status_code=403)
         response = VoiceResponse()
+        if server.router.route(params.get("To")) is None:
+            # routes.unrouted: reject -- Twilio rejects the call before any stream ("rejected":
+            # the caller hears that the number is not in service, the nearest TwiML has to 404/603).
+            log.info("twiml: call %s to %s has no route: <Reject>", params.get("CallSid"), params.get("To"))
+            server.metrics.calls.labels("rejected_no_route").inc()
+            response.reject(reason="rejected")
+            return Response(str(response), media_type="application/xml")
         stream = response.connect().stream(url=ws_base(base) + "/media-stream")
         for name in ("CallSid", "From", "To", "AccountSid"):
             if params.get(name):
@@ -118,4 +125,7 @@ def build_app(server) -> FastAPI:
             leg._end("disconnected")
         await close(*(leg.refused or (p.CLOSE_NORMAL, "stream ended")))
 
+    from ..console import mount_console
+
+    mount_console(app, server)
     return app

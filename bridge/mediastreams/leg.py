@@ -86,6 +86,8 @@ class MediaStreamLeg:
         self.codec = G711("PCMU")
         self.call_id = ""
         self.agent = None
+        #: The call's recording (:class:`bridge.records.recording.CallRecording`), when on.
+        self.recording = None
         self.ended = False
         self.meta: dict = {}
         self.started = time.monotonic()
@@ -127,6 +129,8 @@ class MediaStreamLeg:
             return
         self.clears += 1
         self._marks.clear()
+        if self.recording is not None:
+            self.recording.clear_agent()  # what Twilio drops is never heard
         self._spawn(self._send(self.session.clear()))
 
     def transfer(self, target: str) -> None:
@@ -140,6 +144,8 @@ class MediaStreamLeg:
 
         async def run() -> None:
             ok = await self._rest(self.control.transfer, self.session.call_sid, target)
+            # Twilio's <Dial> takes the call over: the stream stops next.
+            self.server.records.transfer(self.call_id, target, "completed" if ok else "failed")
             if not ok and self.agent is not None:
                 self.agent.transfer_failed()
 
@@ -212,8 +218,12 @@ class MediaStreamLeg:
         while len(self._inbound) >= FRAME_SAMPLES:
             chunk = bytes(self._inbound[:FRAME_SAMPLES])
             del self._inbound[:FRAME_SAMPLES]
+            pcm = self.codec.decode(chunk)
             if self.agent is not None:
-                self.agent.feed_audio(self.codec.decode(chunk))
+                self.agent.feed_audio(pcm)
+            if self.recording is not None:
+                self.recording.caller(pcm)  # Twilio paces inbound media: each frame is a slot
+                self.recording.tick()
 
     async def _send_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -231,6 +241,8 @@ class MediaStreamLeg:
                         continue
                     await self._send(self.session.media(self.codec.encode(item.pcm)))
                     self.media_sent += 1
+                    if self.recording is not None:
+                        self.recording.agent(item.pcm)
                     since_mark += 1
                     if item.sentence_end or since_mark >= MARK_EVERY_FRAMES:
                         since_mark = 0

@@ -6,7 +6,13 @@ sets; never call ids or phone numbers (those go to the logs).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
+import socket
+import socketserver
+import threading
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily
 
 #: Turn stages, each measured from the end of caller speech (last voiced frame).
@@ -49,6 +55,12 @@ class Metrics:
         self._sip_counters: list = []
         r.register(_SipCollector(self._sip_counters))
         ProcessCollector(registry=r)  # process_open_fds, process_cpu_seconds_total, ...
+        self.records = Counter(
+            "bridge_records_writes_total",
+            "Call-record events by outcome: written, spooled (database unavailable), replayed (from the spool), failed (refused), lost, error_* (attempts that failed).",
+            ["result"], registry=r,
+        )
+        self.records_spooled = Gauge("bridge_records_spooled", "Call-record events waiting in the on-disk spool for the database.", registry=r)
         self.resources = Gauge("bridge_resources", "Live resources, for leak checks.", ["kind"], registry=r)
 
     def watch_resource(self, kind: str, read) -> None:
@@ -78,8 +90,42 @@ class Metrics:
             self.voice_to_voice.observe(max(0.0, times["first_packet"] - start))
 
     def serve(self, host: str, port: int):
-        """Expose ``/metrics`` over HTTP on ``host:port`` (a daemon thread)."""
-        return start_http_server(port, addr=host, registry=self.registry)
+        """Expose ``/metrics`` over HTTP on ``host:port`` (a daemon thread); returns the server.
+
+        Not ``prometheus_client.start_http_server``: its ``http.server`` base resolves
+        the listen address's name (``socket.getfqdn``, a reverse lookup that may go to
+        DNS) when it binds; this one looks nothing up (``tests/test_residency.py``).
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        server = make_server(host, port, make_wsgi_app(self.registry), server_class=_NoLookupServer, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+        return server
+
+
+class _NoLookupServer(ThreadingMixIn, WSGIServer):
+    """A WSGI server whose bind does not resolve its own name."""
+
+    daemon_threads = True
+    address_family = socket.AF_INET
+
+    def __init__(self, address, handler, bind_and_activate: bool = True) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler, bind_and_activate)
+
+    def server_bind(self) -> None:
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+        self.setup_environ()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+        pass
 
 
 class _SipCollector:
