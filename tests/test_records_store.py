@@ -110,3 +110,21 @@ def test_end_reasons_and_numbers():
     assert number_of("sip:+14155550100@bridge.example.com;transport=tcp") == "+14155550100"
     assert number_of('"Alice" <sip:+14155550111@pstn.twilio.com>;tag=1') == "+14155550111"
     assert number_of("+14155550100") == "+14155550100" and number_of("") is None
+
+
+@pytest.mark.allow_errors
+def test_an_event_the_database_refuses_is_counted_and_does_not_block_the_rest(url, tmp_path):
+    """A turn for a call the database does not have violates its foreign key: that
+    event is refused (counted, logged), not spooled for ever, and the next ones are written."""
+    metrics = Metrics()
+    store = RecordStore(url, tmp_path / "spool", "node-p", metrics)
+    store.open()
+    t0 = utcnow()
+    store.submit("turn", "ghost", seq=0, started_at=t0, ended_at=t0, caller_text="Hi", agent_text="Hello.")
+    CallRecords(store, "node-p").started("real", "sip")
+    assert store.flush()
+    store.close()
+    calls, turns = load(url)
+    assert set(calls) == {"real"} and not turns
+    assert counted(metrics, "failed") == 1 and counted(metrics, "written") == 1 and counted(metrics, "spooled") == 0
+    assert store.spooled == 0

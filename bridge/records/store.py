@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from .schema import Call, Turn
@@ -41,6 +41,9 @@ log = logging.getLogger("bridge.records")
 RETRY_S = 2.0
 #: Seconds a PostgreSQL connection attempt may take before the event is spooled.
 CONNECT_TIMEOUT_S = 5
+#: Events the writer may lag behind by (about an hour of 100 busy calls); beyond it the
+#: writer thread is stuck, and further events are counted as ``lost`` and logged.
+QUEUE_MAX = 100_000
 _CALL_FIELDS = {c.key for c in Call.__table__.columns}
 _TURN_FIELDS = {c.key for c in Turn.__table__.columns} - {"id", "call_id"}
 _TIMES = {"invited_at", "answered_at", "ended_at", "started_at"}
@@ -190,7 +193,8 @@ class RecordStore:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in node)
         self.spool_path = Path(spool_dir) / f"records-{safe}.jsonl"
         self.engine = create_db_engine(url)
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.Queue = queue.Queue(QUEUE_MAX)
+        self._overflowed = False
         self._ready = False
         self._spooled = self._count_spooled()
         self._thread: threading.Thread | None = None
@@ -219,8 +223,15 @@ class RecordStore:
         self.engine.dispose()
 
     def submit(self, op: str, call_id: str, **fields) -> None:
-        """Queue one event for the writer; returns at once (safe on the event loop)."""
-        self._queue.put({"op": op, "call_id": call_id, "fields": _encode(fields)})
+        """Queue one event for the writer; returns at once (safe on the event loop). A
+        full queue (the writer stuck for ``QUEUE_MAX`` events) counts the event as ``lost``."""
+        try:
+            self._queue.put_nowait({"op": op, "call_id": call_id, "fields": _encode(fields)})
+        except queue.Full:
+            if not self._overflowed:
+                log.error("records: the writer is %d events behind; records are being lost (call %s)", QUEUE_MAX, call_id)
+                self._overflowed = True
+            self._count("lost")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event queued so far is written or spooled. Blocking."""
@@ -275,8 +286,14 @@ class RecordStore:
         try:
             with Session(self.engine) as session, session.begin():
                 apply_event(session, ev)
-        except ValueError as exc:
-            log.error("records: event for call %s refused: %s", ev.get("call_id"), exc)
+        except (ValueError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+                self._failed("write", exc)  # the database is away: spool, retry later
+                self._ready = False
+                self._spool(ev)
+                return
+            # The database refused this event (a constraint, a value): retrying cannot help.
+            log.error("records: event for call %s refused: %s", ev.get("call_id"), str(exc).splitlines()[0][:200])
             self._count("failed")
             return
         except SQLAlchemyError as exc:
@@ -325,8 +342,11 @@ class RecordStore:
                 try:
                     with session.begin_nested():
                         apply_event(session, ev)
-                except ValueError as exc:
-                    log.error("records: spooled event for call %s refused: %s", ev.get("call_id"), exc)
+                        session.flush()
+                except (ValueError, DBAPIError) as exc:
+                    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+                        raise  # away again: keep the spool, retry later
+                    log.error("records: spooled event for call %s refused: %s", ev.get("call_id"), str(exc).splitlines()[0][:200])
                     self._count("failed")
         self.spool_path.unlink()
         self._spooled = 0
