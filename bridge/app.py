@@ -279,7 +279,7 @@ class BridgeServer:
     @staticmethod
     def _caller_of(event: ev.IncomingCall) -> str:
         """The caller's identity for per-caller caps: P-Asserted-Identity's user, else From's."""
-        pai = next((v for k, v in event.headers.items() if k.lower() == "p-asserted-identity"), None)
+        pai = header(event.headers, "P-Asserted-Identity")
         candidates = []
         if pai:
             try:

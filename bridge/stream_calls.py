@@ -60,7 +60,7 @@ class StreamCalls:
             return CLOSE_TRY_AGAIN, "at_capacity"
         if leg.caller and server.caller_calls(leg.caller) >= access.max_calls_per_caller:
             return CLOSE_TRY_AGAIN, "caller_at_capacity"
-        if server.router.route(leg.meta.get("To")) is None:
+        if leg.profile is None:
             return p.CLOSE_POLICY, "no_route"
         return None
 
@@ -68,6 +68,7 @@ class StreamCalls:
         """A session sent ``start``: admit it and give it an agent. Returns the agent,
         or ``None`` when refused (the WebSocket is then being closed)."""
         server = self.server
+        leg.profile = server.router.route(leg.meta.get("To"))  # resolved once, when the call arrives
         refused = self.refusal(leg)
         if refused is not None:
             code, reason = refused
@@ -75,7 +76,7 @@ class StreamCalls:
             server.metrics.calls.labels(f"rejected_{reason}").inc()
             leg.refuse(code, reason)
             return None
-        profile = server.router.route(leg.meta.get("To"))
+        profile = leg.profile
         agent = build_agent(server.settings, server.engines, leg, server.metrics, profile)
         if hasattr(agent, "played_by_leg"):
             agent.played_by_leg = True  # marks tell what Twilio played

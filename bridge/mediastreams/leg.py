@@ -88,6 +88,8 @@ class MediaStreamLeg:
         self.agent = None
         #: The call's recording (:class:`bridge.records.recording.CallRecording`), when on.
         self.recording = None
+        #: The agent profile that answers (:class:`bridge.routing.Profile`), set at ``start``.
+        self.profile = None
         self.ended = False
         self.meta: dict = {}
         self.started = time.monotonic()

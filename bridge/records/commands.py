@@ -58,6 +58,16 @@ def _engine(settings):
     return engine
 
 
+def _between(query, since: str | None, until: str | None):
+    """``query`` limited to calls invited at or after ``since`` and before ``until`` (ISO 8601)."""
+    start, end = _since(since), _since(until)
+    if start:
+        query = query.where(Call.invited_at >= start)
+    if end:
+        query = query.where(Call.invited_at < end)
+    return query
+
+
 def _since(text: str | None) -> datetime | None:
     if not text:
         return None
@@ -76,10 +86,7 @@ def query_calls(engine, since: str | None = None, limit: int = 50, number: str |
         ValueError: a time that is not ISO 8601.
     """
     query = select(Call).order_by(Call.invited_at.desc()).limit(limit)
-    if _since(since):
-        query = query.where(Call.invited_at >= _since(since))
-    if _since(until):
-        query = query.where(Call.invited_at < _since(until))
+    query = _between(query, since, until)
     if number:
         query = query.where((Call.caller == number) | (Call.called == number))
     with Session(engine) as session:
@@ -181,10 +188,7 @@ def export(settings, fmt: str, since: str | None = None, until: str | None = Non
     out = out or sys.stdout
     engine = _engine(settings)
     query = select(Call).options(selectinload(Call.turns)).order_by(Call.invited_at)
-    if _since(since):
-        query = query.where(Call.invited_at >= _since(since))
-    if _since(until):
-        query = query.where(Call.invited_at < _since(until))
+    query = _between(query, since, until)
     writer = csv.DictWriter(out, fieldnames=CSV_FIELDS) if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()

@@ -120,6 +120,12 @@ def default_node(sip_listen: str) -> str:
     return f"{socket.gethostname()}:{sip_listen.rsplit(':', 1)[-1]}"
 
 
+def _away(exc: Exception) -> bool:
+    """Whether ``exc`` says the database cannot be reached (spool and retry), not that
+    it refused the event (count and skip)."""
+    return isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
 def _decode(fields: dict) -> dict:
     return {k: (datetime.fromisoformat(v) if k in _TIMES and isinstance(v, str) else v) for k, v in fields.items()}
 
@@ -287,7 +293,7 @@ class RecordStore:
             with Session(self.engine) as session, session.begin():
                 apply_event(session, ev)
         except (ValueError, DBAPIError) as exc:
-            if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+            if _away(exc):
                 self._failed("write", exc)  # the database is away: spool, retry later
                 self._ready = False
                 self._spool(ev)
@@ -344,7 +350,7 @@ class RecordStore:
                         apply_event(session, ev)
                         session.flush()
                 except (ValueError, DBAPIError) as exc:
-                    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+                    if _away(exc):
                         raise  # away again: keep the spool, retry later
                     log.error("records: spooled event for call %s refused: %s", ev.get("call_id"), str(exc).splitlines()[0][:200])
                     self._count("failed")
