@@ -91,7 +91,6 @@ class CallRecording:
             raise ValueError(f"recording format {fmt!r}: use wav or flac")
         self.path = Path(path)
         self.fmt = fmt
-        self.slots = 0
         self.dropped = 0
         self.failed = False
         self._caller: collections.deque = collections.deque()
@@ -130,7 +129,6 @@ class CallRecording:
             pcm = self._agent.popleft()
             slot[: len(pcm), 1] = pcm[:FRAME]
         self._batch.append(slot)
-        self.slots += 1
         if len(self._batch) >= BATCH:
             self._flush()
 
@@ -141,13 +139,10 @@ class CallRecording:
             return
         self._flush()
         self._closed = True
+        if self.dropped:
+            log.info("recording %s: %d caller frames dropped (they arrived in a burst, more than %d ahead)", self.path, self.dropped, MAX_CALLER_BACKLOG)
         self._last = _writer.submit(self._finish)
         await asyncio.wrap_future(self._last)
-
-    @property
-    def seconds(self) -> float:
-        """Recorded length so far, seconds."""
-        return self.slots * FRAME / RATE
 
     # ---------------------------------------------------------------- the writer's side
 
