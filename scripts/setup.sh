@@ -42,6 +42,13 @@ echo "setup: installing bridge$extras into .venv (llama-cpp-python compiles once
 # Sapphire Rapids hosts. An operator's own CMAKE_ARGS (CUDA, say) win.
 export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16' -DCMAKE_CXX_FLAGS='-mno-amx-tile -mno-amx-int8 -mno-amx-bf16'}"
 .venv/bin/python -m pip install -q -e ".$extras"
+# pip's wheel cache keys a built llama-cpp-python on its source, not on CMAKE_ARGS: a
+# wheel cached by an earlier build with AMX is reused as is. Rebuild such a one.
+if .venv/bin/python -c "import sys; from bridge.engines.llm import amx_kernels_built; sys.exit(0 if amx_kernels_built() else 1)"; then
+  version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+  echo "setup: the installed llama-cpp-python $version has the AMX kernels: rebuilding it without them (several minutes)"
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$version"
+fi
 # One token from the embedded LLM: a llama.cpp build that cannot run here fails setup, not the first call.
 .venv/bin/python -c "from bridge.engines.llm import embedded_llm_path, smoke; p = embedded_llm_path('models'); smoke(p); print('setup: LLM at', p, 'generates')" \
   || { echo "setup: llama.cpp cannot run the embedded GGUF on this CPU (see CMAKE_ARGS above; rebuild with pip install --force-reinstall --no-cache-dir llama-cpp-python)" >&2; exit 1; }

@@ -25,6 +25,32 @@ def embedded_llm_path(cache_dir: str | Path) -> Path:
     return target
 
 
+def amx_kernels_built() -> bool:
+    """Whether the installed llama.cpp CPU backend carries ggml's Intel AMX kernels.
+
+    Those kernels crash (SIGSEGV in ``ggml_backend_amx_mul_mat``) with the embedded
+    Gemma 3 GGUF on CPUs that have AMX, so setup rebuilds such a build without them.
+    A wheel built elsewhere (pip's wheel cache keys on the source, not on CMAKE_ARGS)
+    can carry them even when this machine's setup asked for none. Looks the symbol up
+    with ctypes; llama_cpp itself is not imported.
+
+    Raises:
+        ModuleNotFoundError: llama-cpp-python is not installed.
+    """
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("llama_cpp")
+    for folder in spec.submodule_search_locations:
+        for lib in sorted(Path(folder, "lib").glob("libggml-cpu*.so*")):
+            handle = ctypes.CDLL(str(lib), mode=ctypes.RTLD_LOCAL)
+            # C++ name of ggml_backend_amx_buffer_type(): only defined in an AMX build.
+            return hasattr(handle, "_Z28ggml_backend_amx_buffer_typev")
+    return False
+
+
 def smoke(model_path: str | Path) -> str:
     """Load ``model_path`` and generate one token on CPU; return it.
 
