@@ -48,7 +48,7 @@ def _settings(args: argparse.Namespace):
         overrides["media"]["rtp_ports"] = args.rtp_ports
     if args.metrics_listen:
         overrides["observability"]["metrics_listen"] = args.metrics_listen
-    settings = load_settings(args.config, overrides)
+    settings = load_settings(args.config, overrides, preset=getattr(args, "preset", None))
     if settings.sip.tls_listen:
         from .app import _server_ssl
 
@@ -225,6 +225,14 @@ def _bench_answers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models(args: argparse.Namespace) -> int:
+    from .models.commands import run
+
+    settings = load_settings(args.config, preset=args.preset if args.action == "check" else None)
+    _setup_logging("WARNING")
+    return run(args, settings)
+
+
 def _calls(args: argparse.Namespace) -> int:
     from .records.commands import run
 
@@ -239,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="answer SIP calls with the configured agent")
     serve.add_argument("--config", help="YAML file merged over config/default.yaml")
+    serve.add_argument("--preset", help="a model preset from config/presets/ (cpu-small, cpu-better, gpu), laid under --config")
     serve.add_argument("--sip-listen", metavar="HOST:PORT", help="SIP UDP address (default 0.0.0.0:5060)")
     serve.add_argument("--sip-tcp-listen", metavar="HOST:PORT", help="also serve SIP over TCP here")
     serve.add_argument("--sip-tls-listen", metavar="HOST:PORT", help="also serve SIP over TLS here (needs --tls-cert/--tls-key)")
@@ -299,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--dry-run", action="store_true", help="purge: say what would be deleted, delete nothing")
     calls.set_defaults(func=_calls)
 
+    from .models.commands import add_parser as add_models_parser
+
+    add_models_parser(sub).set_defaults(func=_models)
+
     call = sub.add_parser("call", help="dial a SIP URI, speak WAV files, record the agent")
     call.add_argument("uri", help="sip:user@host:port")
     call.add_argument("--play", action="append", metavar="WAV", help="caller audio; repeat for several turns")
@@ -322,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     from .offline import lock_down
 
-    lock_down()  # before any model library is imported
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse loads no model library
+    lock_down(hub=args.command == "models" and args.action == "pull")  # before any model library is imported
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -592,22 +592,47 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return loaded
 
 
-def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Load ``config/default.yaml``, then ``path`` over it, then ``overrides``.
+def _env_models() -> dict[str, Any]:
+    """``BRIDGE_MODELS__*`` variables as a ``{"models": {...}}`` mapping (they win over files)."""
+    prefix = "BRIDGE_MODELS__"
+    found = {k[len(prefix):].lower(): v for k, v in os.environ.items() if k.startswith(prefix)}
+    return {"models": found} if found else {}
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None) -> Settings:
+    """Load ``config/default.yaml``, then preset ``preset`` (``config/presets/``), then
+    ``path`` over them, then the environment, then ``overrides``.
 
     Raises:
         ConfigError: the file is missing or not YAML, a key is unknown at any depth, a
             value has the wrong type or shape, or a value is invalid (a port range, an
-            address, a missing TLS certificate or model file). The message is one line
-            naming the setting by its dotted path.
+            address, a missing TLS certificate or model file), an unknown preset, or a
+            preset whose models are not here (the message says which ``bridge models
+            pull`` to run). The message is one line naming the setting by its dotted path.
     """
-    data: dict[str, Any] = {}
-    for file in [DEFAULT_CONFIG] + ([Path(path)] if path else []):
-        if file.exists() or file != DEFAULT_CONFIG:
-            data = _merge(data, _read_yaml(Path(file)))
+    data: dict[str, Any] = _read_yaml(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else {}
+    block: dict[str, Any] = {}
+    preset_data: dict[str, Any] = {}
+    if preset:
+        from .models.presets import read_preset
+
+        try:
+            preset_data, block = read_preset(preset)
+        except KeyError as exc:
+            raise ConfigError("--preset", exc.args[0]) from None
+        data = _merge(data, preset_data)
+    if path:
+        data = _merge(data, _read_yaml(Path(path)))
     overrides = {k: v for k, v in (overrides or {}).items() if v != {}}
     if overrides:
         data = _merge(data, overrides)
+    if block:
+        from .models.presets import missing_models
+
+        missing = missing_models(block, preset_data, _merge(data, _env_models()))
+        if missing:
+            raise ConfigError(f"preset {preset}", "models not here: " + ", ".join(missing) + "; run "
+                              + " and ".join(f"`bridge models pull {name}`" for name in missing))
     try:
         settings = Settings(**data)
     except ValidationError as exc:

@@ -7,8 +7,9 @@ engine loads; ``tests/test_residency.py`` watches a serving process with strace 
 fails on any destination that is not a call peer, the configured database or a
 configured engine.
 
-An operator who wants a library online sets its variable first (``HF_HUB_OFFLINE=0``,
-for ``bridge models pull``): :func:`lock_down` only fills in what is unset.
+An operator who wants a library online sets its variable first: :func:`lock_down` only
+fills in what is unset. ``bridge models pull``, whose job is to reach the hub, leaves
+``HF_HUB_OFFLINE`` to the operator (``HF_HUB_OFFLINE=1`` there means: ``--from DIR`` only).
 """
 
 from __future__ import annotations
@@ -33,11 +34,19 @@ OFFLINE_ENV = {
 }
 
 
-def lock_down() -> None:
+#: What stays unset for ``bridge models pull``, the one command whose job is to reach
+#: the hub the operator names (``HF_ENDPOINT``, with ``HF_TOKEN`` or a stored login).
+HUB_ACCESS = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN")
+
+
+def lock_down(hub: bool = False) -> None:
     """Set :data:`OFFLINE_ENV` where unset and turn onnxruntime's telemetry events off.
-    Idempotent; call before onnxruntime is imported (the CLI does it first thing)."""
+    Idempotent; call before onnxruntime or huggingface_hub is imported (the CLI does it
+    first thing). ``hub=True`` (``bridge models pull``) leaves :data:`HUB_ACCESS` alone,
+    so the operator's own ``HF_HUB_OFFLINE`` still decides; telemetry stays off."""
     for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
+        if not (hub and key in HUB_ACCESS):
+            os.environ.setdefault(key, value)
     try:
         import onnxruntime
     except ImportError:  # pragma: no cover - Piper depends on it
