@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 import time
+from pathlib import Path
 
 from .config import ConfigError, load_settings, parse_hostport
 
@@ -181,31 +182,71 @@ def _twilio(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from .benchmarks import write_json
 
     if args.what == "answers":
         return _bench_answers(args)
+    _setup_logging("WARNING")
     if args.what == "models":
-        settings = load_settings(args.config)
-        _setup_logging("WARNING")
-        result = bench.bench_models(settings, args.runs)
-        bench.print_models(result)
-    else:
-        _setup_logging("WARNING")
-        result = _run(bench.bench_calls(args.uri, args.concurrency, args.turns))
-        bench.print_calls(result)
-    bench.write_json(args.json, result)
+        return _bench_models(args)
+    from .benchmarks.calls import bench_calls, print_calls
+
+    result = _run(bench_calls(args.uri, args.concurrency, args.turns))
+    print_calls(result)
+    write_json(args.json, result)
     return 0
 
 
+def _bench_models(args: argparse.Namespace) -> int:
+    """``bridge bench models [--preset P ...]``: one preset in this process; several, each
+    in a process of its own (so that memory and loaded models do not mix)."""
+    import json
+    import subprocess
+    import tempfile
+
+    from .benchmarks import write_json
+    from .benchmarks.stages import bench_stages, print_stages
+
+    presets = args.preset or [None]
+    results = []
+    if len(presets) == 1:
+        settings = load_settings(args.config, preset=presets[0])
+        results.append(bench_stages(settings, args.runs, presets[0] or "configured"))
+    else:
+        for preset in presets:
+            with tempfile.NamedTemporaryFile(suffix=".json") as out:
+                command = [sys.executable, "-m", "bridge", "bench", "models", "--preset", preset, "--runs", str(args.runs), "--json", out.name]
+                if args.config:
+                    command += ["--config", args.config]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode == 0:
+                    results.append(json.loads(Path(out.name).read_text())[0])
+                else:
+                    lines = done.stderr.strip().splitlines()
+                    results.append({"label": preset, "error": lines[-1] if lines else f"exit status {done.returncode}"})
+    print_stages(results)
+    write_json(args.json, results)
+    if args.chart:
+        from .benchmarks.chart import budget_chart
+
+        try:
+            print(f"chart: {budget_chart(results, args.chart)}")
+        except ValueError as exc:
+            print(f"bridge bench models: no chart: {exc}", file=sys.stderr)
+    return 0 if any("error" not in r for r in results) else 1
+
+
 def _bench_answers(args: argparse.Namespace) -> int:
-    from .bench import write_json
+    from .benchmarks import write_json
     from .engines import load_engines
     from .evaluation.report import print_report
     from .evaluation.runner import bench_answers
     from .evaluation.voices import DEFAULT_VOICES, VOICES
 
-    settings = load_settings(args.config)
+    if args.preset and len(args.preset) > 1:
+        print("bridge bench answers: one --preset at a time (run it once per preset)", file=sys.stderr)
+        return 2
+    settings = load_settings(args.config, preset=args.preset[0] if args.preset else None)
     voices = [v.strip() for v in (args.voices or ",".join(DEFAULT_VOICES)).split(",") if v.strip()]
     unknown = [v for v in voices if v != "text" and v not in VOICES]
     if unknown:
@@ -288,10 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--eval", action="append", metavar="YAML", help="answers: evaluation file (repeat; default config/eval/*.yaml)")
     bench.add_argument("--split", choices=["tune", "heldout"], help="answers: only this part of the evaluation set")
     bench.add_argument("--log-level", help="answers: log level (INFO shows every turn)")
-    bench.add_argument("--runs", type=int, default=5, help="runs per model (models)")
+    bench.add_argument("--runs", type=int, default=5, help="models: utterances per stage (at most 6)")
     bench.add_argument("--uri", default="sip:agent@127.0.0.1:5060", help="server to call (calls)")
     bench.add_argument("--concurrency", type=int, default=1, help="simultaneous calls (calls)")
     bench.add_argument("--turns", type=int, default=5, help="caller turns per call (calls)")
+    bench.add_argument("--preset", action="append", metavar="NAME", help="models, answers: a preset from config/presets/ (models: repeat to compare; default: the configured models)")
+    bench.add_argument("--chart", metavar="PNG", help="models: also draw the voice-to-voice budget per preset (matplotlib)")
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(func=_bench)
 

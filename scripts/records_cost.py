@@ -28,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.bench import _pct, bench_calls  # noqa: E402
+from bridge.benchmarks import percentile as _pct  # noqa: E402
+from bridge.benchmarks.calls import bench_calls  # noqa: E402
 
 
 def free_port(kind: int) -> int:

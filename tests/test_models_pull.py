@@ -212,3 +212,13 @@ def test_offline_from_a_copied_folder(tmp_path, repos):
         assert "NOT checked" in voice.stdout
         assert (airgapped / "models/piper-joe-medium/en/en_US/joe/medium/en_US-joe-medium.onnx.json").is_file()
         assert len(hub.requests) == seen  # offline: not one request
+
+
+def test_download_script_pulls_a_list_of_names(tmp_path, repos):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "download_models.sh"
+    with HubServer(repos) as hub:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+        env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"))
+        done = subprocess.run(["bash", str(script), TINY, "piper-joe-medium"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(manifest(tmp_path)) == ["piper-joe-medium", TINY]
