@@ -274,6 +274,21 @@ def _models(args: argparse.Namespace) -> int:
     return run(args, settings)
 
 
+def _health(args: argparse.Namespace) -> int:
+    from .health import sip_options
+
+    settings = load_settings(args.config)
+    host, port = parse_hostport(args.sip or settings.sip.listen, 5060)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # a wildcard listen answers on loopback
+    try:
+        status = sip_options(host, port, args.timeout)
+    except (TimeoutError, OSError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    print(f"sip:{host}:{port} answered OPTIONS with {status}")
+    return 0 if status == 200 else 1
+
+
 def _calls(args: argparse.Namespace) -> int:
     from .records.commands import run
 
@@ -350,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     calls.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="export: jsonl (default) or csv")
     calls.add_argument("--dry-run", action="store_true", help="purge: say what would be deleted, delete nothing")
     calls.set_defaults(func=_calls)
+
+    health = sub.add_parser("health", help="probe a node with SIP OPTIONS (exit 0 on 200 OK): the container's HEALTHCHECK")
+    health.add_argument("--sip", metavar="HOST:PORT", help="the node's SIP UDP address (default: sip.listen, a wildcard probed on loopback)")
+    health.add_argument("--config", help="YAML merged over config/default.yaml")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)")
+    health.set_defaults(func=_health)
 
     from .models.commands import add_parser as add_models_parser
 
