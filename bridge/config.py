@@ -264,6 +264,10 @@ class ModelSettings(BaseModel):
     #: names and terms in its persona and facts, bridge/engines/asr_hints.py), ``""``
     #: is none, anything else is used as it is.
     asr_prompt: str = "auto"
+    #: Batch the ASR passes of calls whose turns end together (one model, no lock
+    #: between calls): ``auto`` = batches of up to 8 on CUDA, none on the CPU; 0 = never;
+    #: N = batches of up to N (bridge/engines/asr_batch.py).
+    asr_batch: Literal["auto"] | int = "auto"
     llm: str = "embedded"
     #: ``llama_cpp`` (in process, ``llm`` names the GGUF) or ``openai`` (an
     #: OpenAI-compatible server: llama.cpp's server, vLLM, ...).

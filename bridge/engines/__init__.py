@@ -86,13 +86,13 @@ def resolve_device(requested: str) -> str:
 def model_keys(m, device: str) -> dict[str, tuple]:
     """The keys under which :func:`load_engines` shares loaded models: one per model
     file (or server) and device, for ``asr``, ``llm``, ``tts`` and the TTS's ``phrases``."""
-    from .asr import asr_model_path
+    from .asr import asr_batch, asr_model_path
 
     compute = m.asr_compute_type if device == "cpu" else "float16"
     llm = ("llm", "openai", m.openai_base_url, m.openai_model) if m.llm_backend == "openai" else (
         "llm", m.llm, m.cache_dir, m.llm_context, m.llm_threads, m.llm_gpu_layers, device)
     tts = ("tts", m.tts, m.cache_dir, device)
-    return {"asr": ("asr", str(asr_model_path(m)), device, compute), "llm": llm, "tts": tts, "phrases": ("phrases", *tts[1:])}
+    return {"asr": ("asr", str(asr_model_path(m)), device, compute, asr_batch(m, device)), "llm": llm, "tts": tts, "phrases": ("phrases", *tts[1:])}
 
 
 def load_engines(settings, shared: dict | None = None) -> Engines:
@@ -127,7 +127,7 @@ def load_engines(settings, shared: dict | None = None) -> Engines:
     device = resolve_device(m.device)
     keys = model_keys(m, device)
     compute = keys["asr"][3]
-    whisper = once(keys["asr"], lambda: WhisperAsr(asr_model_path(m), device, compute))
+    whisper = once(keys["asr"], lambda: WhisperAsr(asr_model_path(m), device, compute, batch=keys["asr"][4]))
     asr = whisper.variant(beam_size=m.asr_beam_size, initial_prompt=initial_prompt(m, agent))
     if m.llm_backend == "openai":
         from .openai_llm import OpenAiLlm

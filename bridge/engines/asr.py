@@ -12,6 +12,8 @@ import numpy as np
 
 from ..media.codecs import resample_all
 
+from .asr_batch import WINDOW_SAMPLES
+
 log = logging.getLogger("bridge.engines.asr")
 
 
@@ -84,6 +86,14 @@ def asr_model_path(m) -> Path:
     return Path(m.asr)
 
 
+def asr_batch(m, device: str) -> int:
+    """The batch size ``models.asr_batch`` means on ``device``: ``auto`` batches on CUDA
+    (8), not on the CPU (0: one pass at a time, under the model's lock)."""
+    if m.asr_batch == "auto":
+        return 8 if device == "cuda" else 0
+    return int(m.asr_batch)
+
+
 class WhisperAsr:
     """Transcribes one utterance at a time.
 
@@ -101,7 +111,8 @@ class WhisperAsr:
     """
 
     def __init__(
-        self, model_path: str | Path, device: str = "cpu", compute_type: str = "int8", beam_size: int = 1, language: str = "en", initial_prompt: str | None = None
+        self, model_path: str | Path, device: str = "cpu", compute_type: str = "int8", beam_size: int = 1, language: str = "en",
+        initial_prompt: str | None = None, batch: int = 0,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -109,6 +120,13 @@ class WhisperAsr:
         if not path.exists():
             raise FileNotFoundError(f"ASR model not found: {path}")
         self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=2)
+        #: ``batch`` > 0: passes of several calls that coincide run as one batch of up to
+        #: that many, with no lock between calls (:mod:`bridge.engines.asr_batch`).
+        self.batcher = None
+        if batch > 0:
+            from .asr_batch import WhisperBatcher
+
+            self.batcher = WhisperBatcher(self.model, language, max_batch=batch)
         self.beam_size = beam_size
         self.language = language
         self.initial_prompt = initial_prompt
@@ -116,7 +134,7 @@ class WhisperAsr:
         #: The conversation skips interim passes when this is long.
         self.pass_seconds = 0.0
         self._lock = threading.Lock()
-        log.info("asr: faster-whisper %s on %s (%s)", path.name, device, compute_type)
+        log.info("asr: faster-whisper %s on %s (%s)%s", path.name, device, compute_type, f", batches of up to {batch}" if batch > 0 else "")
 
     @classmethod
     def from_settings(cls, m, device: str, agent=None) -> "WhisperAsr":
@@ -124,7 +142,8 @@ class WhisperAsr:
 
         path = asr_model_path(m)
         compute = m.asr_compute_type if device == "cpu" else "float16"
-        return cls(path, device, compute, m.asr_beam_size, initial_prompt=initial_prompt(m, agent) if agent is not None else None)
+        return cls(path, device, compute, m.asr_beam_size, initial_prompt=initial_prompt(m, agent) if agent is not None else None,
+                   batch=asr_batch(m, device))
 
     def variant(self, beam_size: int, initial_prompt: str | None) -> "WhisperAsr":
         """The same loaded model (and its lock) with another beam size and prompt: one
@@ -139,6 +158,12 @@ class WhisperAsr:
         The audio is resampled to Whisper's 16000 Hz with FFmpeg (PyAV).
         """
         audio16k = resample_all(pcm, 8000, 16000).astype(np.float32) / 32768.0
+        if self.batcher is not None and len(audio16k) <= WINDOW_SAMPLES:
+            started = time.perf_counter()
+            text = self.batcher.transcribe(audio16k, self.beam_size, self.initial_prompt)
+            elapsed = time.perf_counter() - started
+            self.pass_seconds = elapsed if not self.pass_seconds else 0.7 * self.pass_seconds + 0.3 * elapsed
+            return text
         with self._lock:
             started = time.perf_counter()
             segments, _info = self.model.transcribe(
