@@ -46,12 +46,17 @@ class PiperTts:
         model_path: Piper ``.onnx`` voice; its ``.onnx.json`` config beside it
             unless ``config_path`` is given.
         use_cuda: run onnxruntime with the CUDA execution provider.
+        concurrent: let calls synthesize at the same time: only the phonemization
+            (espeak-ng, which keeps global state) is serialized; the voice's
+            onnxruntime ``run`` is thread-safe (https://onnxruntime.ai/docs/api/python/api_summary.html,
+            InferenceSession). The default on CUDA, where runs overlap well; on a
+            2-core CPU one at a time is as fast and keeps the cores for ASR and LLM.
 
     Raises:
         FileNotFoundError: the voice does not exist.
     """
 
-    def __init__(self, model_path: str | Path, config_path: str | Path | None = None, use_cuda: bool = False) -> None:
+    def __init__(self, model_path: str | Path, config_path: str | Path | None = None, use_cuda: bool = False, concurrent: bool | None = None) -> None:
         from piper import PiperVoice
         from piper.config import PiperConfig
 
@@ -63,6 +68,7 @@ class PiperTts:
         self.voice = PiperVoice(session=_session(model_path, use_cuda), config=PiperConfig.from_dict(config))
         self.sample_rate = int(self.voice.config.sample_rate)
         self._lock = threading.Lock()
+        self.concurrent = use_cuda if concurrent is None else concurrent
         log.info("tts: piper %s at %d Hz%s", model_path.name, self.sample_rate, " (CUDA)" if use_cuda else "")
 
     @classmethod
@@ -75,7 +81,27 @@ class PiperTts:
 
     def synthesize(self, text: str) -> Iterator[np.ndarray]:
         """Yield PCM16 mono int16 chunks at :attr:`sample_rate` Hz, one per Piper sentence."""
+        if self.concurrent:
+            yield from self._synthesize_concurrently(text)
+            return
         with self._lock:
             chunks = list(self.voice.synthesize(text))
         for chunk in chunks:
             yield np.asarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)
+
+    def _synthesize_concurrently(self, text: str) -> Iterator[np.ndarray]:
+        """Piper's ``synthesize`` with only the phonemization under the lock; each sentence
+        through Piper's own ``phonemes_to_ids``/``phoneme_ids_to_audio``, then its default
+        post-processing (peak normalization, clip), as PCM16."""
+        from piper.config import SynthesisConfig
+
+        with self._lock:  # espeak-ng: one phonemization at a time in the process
+            sentences = self.voice.phonemize(text)
+        config = SynthesisConfig()
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            audio = np.asarray(self.voice.phoneme_ids_to_audio(self.voice.phonemes_to_ids(phonemes), config), dtype=np.float32).reshape(-1)
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
+            yield (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
