@@ -21,9 +21,12 @@ if ! podman image exists localhost/debian:bookworm; then
 fi
 
 step "podman build --isolation chroot (BASE=localhost/debian:bookworm)"
-podman build --isolation chroot --network host --build-arg BASE=localhost/debian:bookworm -t localhost/bridge:cpu -f Dockerfile . 2>&1 | tee "$work/build.log" | grep -E "^(STEP|COMMIT|Successfully)|setup|error" || true
+# This machine's HTTPS goes through a proxy with its own CA: pip in the build gets the bundle.
+ca=()
+[ -f /etc/ssl/certs/ca-certificates.crt ] && ca=(--volume /etc/ssl/certs/ca-certificates.crt:/run/site-ca.crt:ro --build-arg PIP_CERT=/run/site-ca.crt)
+podman build --isolation chroot --format docker --network host "${ca[@]}" --build-arg BASE=localhost/debian:bookworm -t localhost/bridge:cpu -f Dockerfile . 2>&1 | tee "$work/build.log" | grep -E "^(STEP|COMMIT|Successfully)|setup|error" || true
 podman image exists localhost/bridge:cpu || { echo "build failed: see $work/build.log"; exit 1; }
-podman image inspect localhost/bridge:cpu --format 'image {{.Id}}: {{.Size}} bytes, user {{.Config.User}}, healthcheck {{.Config.Healthcheck.Test}}'
+podman image inspect localhost/bridge:cpu --format 'image {{.Id}}: {{.Size}} bytes, user {{.Config.User}}, healthcheck {{.HealthCheck}}'
 
 step "podman run"
 if podman run --rm --network host localhost/bridge:cpu bridge --help > "$work/run.log" 2>&1; then
