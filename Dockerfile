@@ -31,6 +31,10 @@ COPY models/README.md ./models/README.md
 # llama.cpp for any x86-64 with AVX2 (not -march=native: the image runs on other hosts
 # than the one that built it), without Intel AMX (its kernels crash on the embedded GGUF).
 ARG CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON"
+# A site whose HTTPS goes through an inspecting proxy passes its CA bundle (and/or a
+# package mirror) to pip: --build-arg PIP_CERT=/ca.crt with the file mounted at build.
+ARG PIP_CERT
+ARG PIP_INDEX_URL
 # The install is editable so that config/ stays beside the code (config/default.yaml).
 RUN python3 -m venv /opt/bridge/.venv \
  && /opt/bridge/.venv/bin/pip install --no-cache-dir --upgrade pip \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from ..bench import _pct
+from ..benchmarks import percentile as _pct
 from .evalset import CATEGORIES
 from .scoring import TurnScore
 
