@@ -24,6 +24,7 @@ import ctypes.util
 import gc
 import logging
 import time
+from pathlib import Path
 
 log = logging.getLogger("bridge.memory")
 
@@ -72,3 +73,16 @@ def trim() -> None:
     so call it from a worker thread."""
     if _LIBC is not None:
         _LIBC.malloc_trim(0)
+
+
+def rss_mb(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """Resident memory of process ``pid`` now (``VmRSS``) or its peak so far (``VmHWM``),
+    MB, from ``/proc/PID/status`` (Linux).
+
+    Raises:
+        RuntimeError: the status file has no such field.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")

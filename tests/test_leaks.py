@@ -20,11 +20,11 @@ import socket
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from bridge.client import place_call, read_wav_8k
+from bridge.memory import rss_mb
 
 from .conftest import BridgeProcess, free_port, need
 from .twilio_ms import TwilioStream
@@ -35,14 +35,6 @@ TOKEN = "leaktoken"
 PUBLIC = "https://bridge.example.test"
 KINDS = ("calls", "rtp_ports", "sip_dialogs", "sip_transactions", "tasks")
 GROWTH_LIMIT_MB = 5.0
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory now (``VmRSS``) or its peak so far (``VmHWM``), MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no {field}")
 
 
 def resources(server: BridgeProcess) -> dict[str, float]:

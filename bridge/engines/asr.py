@@ -12,7 +12,7 @@ import numpy as np
 
 from ..media.codecs import resample_all
 
-from .asr_batch import WINDOW_SAMPLES
+from .asr_batch import WINDOW_SAMPLES, WhisperBatcher
 
 log = logging.getLogger("bridge.engines.asr")
 
@@ -124,8 +124,6 @@ class WhisperAsr:
         #: that many, with no lock between calls (:mod:`bridge.engines.asr_batch`).
         self.batcher = None
         if batch > 0:
-            from .asr_batch import WhisperBatcher
-
             self.batcher = WhisperBatcher(self.model, language, max_batch=batch)
         self.beam_size = beam_size
         self.language = language
@@ -152,6 +150,10 @@ class WhisperAsr:
         other.beam_size, other.initial_prompt, other.pass_seconds = beam_size, initial_prompt, 0.0
         return other
 
+    def _note_pass(self, elapsed: float) -> None:
+        """Fold one pass's seconds into :attr:`pass_seconds` (exponential smoothing, 0.3)."""
+        self.pass_seconds = elapsed if not self.pass_seconds else 0.7 * self.pass_seconds + 0.3 * elapsed
+
     def transcribe(self, pcm: np.ndarray) -> str:
         """PCM16 mono 8000 Hz (int16 array) -> text (empty when nothing was recognized).
 
@@ -161,8 +163,7 @@ class WhisperAsr:
         if self.batcher is not None and len(audio16k) <= WINDOW_SAMPLES:
             started = time.perf_counter()
             text = self.batcher.transcribe(audio16k, self.beam_size, self.initial_prompt)
-            elapsed = time.perf_counter() - started
-            self.pass_seconds = elapsed if not self.pass_seconds else 0.7 * self.pass_seconds + 0.3 * elapsed
+            self._note_pass(time.perf_counter() - started)
             return text
         with self._lock:
             started = time.perf_counter()
@@ -176,6 +177,5 @@ class WhisperAsr:
                 vad_filter=False,
             )
             text = " ".join(s.text.strip() for s in segments).strip()
-            elapsed = time.perf_counter() - started
-            self.pass_seconds = elapsed if not self.pass_seconds else 0.7 * self.pass_seconds + 0.3 * elapsed
+            self._note_pass(time.perf_counter() - started)
             return text

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from threading import Event
 
 import numpy as np
+
+from ..memory import rss_mb
 
 #: llama.cpp's ``general.file_type`` (enum llama_ftype) -> the quantization's name.
 GGUF_FILE_TYPES = {
@@ -50,14 +51,6 @@ class ModelReport:
 
     def as_dict(self) -> dict:
         return asdict(self) | {"ok": self.ok}
-
-
-def rss_mb() -> float:
-    """This process's resident set size, MB (Linux ``/proc/self/status``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def _asr(m, device: str) -> tuple[str, str]:
