@@ -470,3 +470,42 @@ def test_old_bye_timing_out_does_not_end_a_new_call_with_the_same_call_id():
     core.handle_timer(0.2 + 64 * T1 + 0.1)
     sent(core)
     assert core.has_call(second.call_id) and not any(isinstance(e, ev.CallEnded) for e in events(core))
+
+
+def test_options_while_unavailable_gets_503_with_retry_after():
+    """RFC 3261 11.2: OPTIONS is answered as an INVITE would be; a draining node says 503,
+    which takes it out of a load balancer's rotation (Kamailio's dispatcher probes)."""
+    core = make_core()
+    core.unavailable = 10
+    core.receive_datagram(vector("options.bin"), ("127.0.0.1", 5070), 0.0)
+    (resp, _), = sent(core)
+    assert resp.code == 503 and resp.headers["Retry-After"] == "10"
+    assert "OPTIONS" in resp.headers["Allow"]
+    core.unavailable = None
+    core.receive_datagram(vector("options.bin").replace(b"z9hG4bKopt1", b"z9hG4bKopt2"), ("127.0.0.1", 5070), 0.0)
+    (resp, _), = sent(core)
+    assert resp.code == 200
+
+
+def test_record_route_copied_into_dialog_creating_responses():
+    """RFC 3261 12.1.1: the UAS copies Record-Route (values and order) into 18x/2xx, so
+    the caller's route set keeps a record-routing proxy in the dialog; not into 100, and
+    the UAS's own in-dialog requests follow the route set (12.2.1.1)."""
+    core = make_core()
+    rr = b"Record-Route: <sip:198.51.100.5;lr>\r\nRecord-Route: <sip:54.172.60.2;lr;ftag=x>\r\n"
+    data = vector("invite_twilio.bin").replace(b"Max-Forwards:", rr + b"Max-Forwards:", 1)
+    core.receive_datagram(data, TWILIO, 0.0)
+    (trying, _), = sent(core)
+    assert trying.code == 100 and not trying.headers.getlist("Record-Route")
+    (event,) = events(core)
+    core.ringing(event.call_id, 0.0)
+    core.answer(event.call_id, b"v=0\r\n", 0.0)
+    for resp, _ in sent(core):
+        assert resp.headers.getlist("Record-Route") == ["<sip:198.51.100.5;lr>", "<sip:54.172.60.2;lr;ftag=x>"], resp.code
+    core.receive_datagram(ack_for(resp), TWILIO, 0.1)
+    core.hangup(event.call_id, 0.2)
+    (bye, dest), = sent(core)
+    assert bye.method == "BYE"
+    # UAS route set = Record-Route in order; the first hop is a loose router.
+    assert bye.headers.getlist("Route") == ["<sip:198.51.100.5;lr>", "<sip:54.172.60.2;lr;ftag=x>"]
+    assert dest == ("198.51.100.5", 5060)

@@ -20,6 +20,12 @@ Layers inside, as RFC 3261 draws them:
   retransmission until ACK (13.3.1.4), ACK for 2xx (13.2.2.4), CANCEL (9),
   BYE (15), OPTIONS (11), 481/501 answers.
 
+Rooms: this module holds the UA core: the API, request dispatch, the UAS and the
+dialog rules; :mod:`.server_tx` and :mod:`.client_tx` the transaction layer (mixins;
+the client side also builds in-dialog requests), :mod:`.uac` placing calls (a mixin),
+:mod:`.session_timer` RFC 4028 (a mixin), and :mod:`.state` the records they share
+(transactions, calls, timers).
+
 Errors: hostile input never raises out of :meth:`receive_datagram`; it is
 answered (400) or dropped and counted in :attr:`SipCore.counters` under
 ``dropped_<reason>``. Misuse of the API (unknown ``call_id``, answering twice)
@@ -29,148 +35,24 @@ raises :class:`SipUsageError`.
 from __future__ import annotations
 
 import collections
-import ipaddress
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from sipmessage import Address, Parameters, Request, Response, URI, Via
+from sipmessage import Address, Parameters, Request, URI, Via
 
 from . import events as ev
-from .digest import authorization_for
-from .message import (
-    ParsedMessage,
-    SipParseError,
-    build_request,
-    build_response,
-    new_branch,
-    new_call_id,
-    new_tag,
-    parse_datagram,
-    with_tag,
-)
+from .client_tx import ClientTransactionMixin
+from .server_tx import ServerTransactionMixin
+from .session_timer import SessionTimerMixin
+from .state import ALLOWED_METHODS, Addr, CallState, ClientTransaction, ServerTransaction, SipUsageError, Timers
+from .uac import UacMixin
+from .message import ParsedMessage, SipParseError, new_tag, parse_datagram
 
 log = logging.getLogger("bridge.sip")
 
-#: Methods this UA implements (sent in ``Allow``, RFC 3261 section 20.5).
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "REFER", "NOTIFY")
+__all__ = ["ALLOWED_METHODS", "SipCore", "SipUsageError", "Timers"]
 
-Addr = tuple[str, int]
-
-
-class SipUsageError(Exception):
-    """The user of :class:`SipCore` called it wrongly (unknown call, wrong state)."""
-
-
-@dataclass
-class Timers:
-    """RFC 3261 timer base values in seconds (section 17.1.1.1, table 4)."""
-
-    t1: float = 0.5
-    t2: float = 4.0
-    t4: float = 5.0
-
-
-# ---------------------------------------------------------------------------
-# Transactions (RFC 3261 section 17)
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class _ServerTransaction:
-    """An INVITE (IST, 17.2.1) or non-INVITE (NIST, 17.2.2) server transaction.
-
-    States: ``proceeding``/``trying`` -> ``completed`` -> (IST) ``confirmed``
-    -> ``terminated``. ``timers`` maps a timer letter to its deadline.
-    """
-
-    key: tuple[str, str, str]
-    request: Request
-    parsed: ParsedMessage
-    source: Addr
-    state: str
-    last_response: bytes | None = None
-    response_dest: Addr | None = None
-    timers: dict[str, float] = field(default_factory=dict)
-    g_interval: float = 0.0
-
-    @property
-    def is_invite(self) -> bool:
-        return self.request.method == "INVITE"
-
-
-@dataclass
-class _ClientTransaction:
-    """An INVITE (ICT, 17.1.1) or non-INVITE (NICT, 17.1.2) client transaction."""
-
-    key: tuple[str, str]
-    request: Request
-    data: bytes
-    dest: Addr
-    call_id: str
-    state: str  # calling/trying, proceeding, completed, terminated
-    timers: dict[str, float] = field(default_factory=dict)
-    interval: float = 0.0
-    ack: bytes | None = None
-    #: Our tag in the call this transaction belongs to: a later call that reuses the
-    #: Call-ID (a peer's bug, or hostile) is not this one.
-    local_tag: str = ""
-
-    @property
-    def is_invite(self) -> bool:
-        return self.request.method == "INVITE"
-
-
-@dataclass
-class _Call:
-    """One call: its dialog (RFC 3261 section 12) and the UA-core state.
-
-    ``role`` is ``uas`` or ``uac``. ``state``: ``incoming``/``calling`` (no
-    final response yet), ``early`` (UAC got a provisional), ``answered``
-    (2xx sent, waiting for ACK), ``confirmed``, ``terminated``.
-    """
-
-    call_id: str
-    role: str
-    local_tag: str
-    local_uri: Address
-    remote_uri: Address
-    remote_target: URI
-    peer: Addr
-    state: str
-    remote_tag: str | None = None
-    local_seq: int = 1
-    remote_seq: int | None = None
-    route_set: list[Address] = field(default_factory=list)
-    invite_tx: tuple | None = None
-    # UAS 2xx retransmission (13.3.1.4)
-    ok_data: bytes | None = None
-    ok_dest: Addr | None = None
-    ok_next: float | None = None
-    ok_interval: float = 0.0
-    ok_give_up: float = 0.0
-    last_answer_sdp: bytes = b""
-    ok_cseq: int = 0
-    # re-INVITE/UPDATE from the peer waiting for answer_update()
-    update_tx: tuple | None = None
-    # our re-INVITE in progress
-    reinvite_tx: tuple | None = None
-    # RFC 4028 session timer: interval (s), who refreshes ("uac"/"uas" as in the
-    # dialog-creating INVITE), the next deadline and what to do then.
-    se_interval: int = 0
-    se_refresher: str = ""
-    se_deadline: float | None = None
-    peer_supports_timer: bool = False
-    # UAC
-    invite_request: Request | None = None
-    ack_data: bytes | None = None
-    cancel_pending: bool = False
-    provisional_seen: bool = False
-    credentials: tuple[str, str] | None = None
-    auth_tried: bool = False
-
-
-class SipCore:
+class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransactionMixin):
     """A SIP user agent (UAS and UAC) over UDP, sans-IO. See the module docstring.
 
     Args:
@@ -220,10 +102,15 @@ class SipCore:
         self.counters: collections.Counter[str] = collections.Counter()
         self._out: list[tuple[bytes, Addr]] = []
         self._events: collections.deque[ev.Event] = collections.deque()
-        self._server_tx: dict[tuple[str, str, str], _ServerTransaction] = {}
-        self._client_tx: dict[tuple[str, str], _ClientTransaction] = {}
-        self._calls: dict[str, _Call] = {}
+        self._server_tx: dict[tuple[str, str, str], ServerTransaction] = {}
+        self._client_tx: dict[tuple[str, str], ClientTransaction] = {}
+        self._calls: dict[str, CallState] = {}
         self._logged_reasons: set[str] = set()
+        #: ``Retry-After`` seconds while the node refuses new calls (draining), else
+        #: ``None``. Out-of-dialog OPTIONS then get ``503`` too: RFC 3261 section 11.2,
+        #: OPTIONS is answered as an INVITE would be, so a load balancer's keepalive
+        #: (Kamailio's dispatcher) takes the node out of rotation.
+        self.unavailable: int | None = None
 
     # ------------------------------------------------------------------ API
 
@@ -327,7 +214,7 @@ class SipCore:
         call.state = "answered"
         self._answer_invite(call, tx, sdp, now)
 
-    def _answer_invite(self, call: _Call, tx: _ServerTransaction, sdp: bytes, now: float) -> None:
+    def _answer_invite(self, call: CallState, tx: ServerTransaction, sdp: bytes, now: float) -> None:
         """200 OK to an INVITE or re-INVITE; the UA core retransmits it until ACK (13.3.1.4)."""
         extra = [("Contact", str(self._contact(call.peer))), ("Allow", ", ".join(ALLOWED_METHODS)), ("Supported", "timer")]
         extra += self._session_timer_headers(call, now)
@@ -346,63 +233,6 @@ class SipCore:
         call.ok_give_up = now + 64 * self.timers.t1
 
     # Session timers (RFC 4028) ---------------------------------------------
-
-    def _read_session_expires(self, call: _Call, request: Request, now: float) -> int | None:
-        """Apply the request's Session-Expires; return a too-small interval (-> 422) or None."""
-        supported = [t.lower() for t in request.supported + request.require]
-        call.peer_supports_timer = call.peer_supports_timer or "timer" in supported
-        value = request.headers.get("Session-Expires")
-        if value is None:
-            if call.peer_supports_timer and call.se_interval == 0:
-                # 9: the UAS may ask for a session timer when the UAC supports it.
-                call.se_interval, call.se_refresher = self.session_expires, "uac"
-            return None
-        head, _, params = value.partition(";")
-        interval = int(head.strip())
-        if interval < self.min_se:
-            return interval
-        call.se_interval = interval
-        refresher = ""
-        for param in params.split(";"):
-            name, _, val = param.strip().partition("=")
-            if name.lower() == "refresher":
-                refresher = val.strip().lower()
-        # 9: a UAS choosing the refresher picks the UAC when it supports timers.
-        call.se_refresher = refresher if refresher in ("uac", "uas") else ("uac" if call.peer_supports_timer else "uas")
-        return None
-
-    def _session_timer_headers(self, call: _Call, now: float) -> list[tuple[str, str]]:
-        if not call.se_interval:
-            return []
-        self._arm_session_timer(call, now)
-        headers = [("Session-Expires", f"{call.se_interval};refresher={call.se_refresher}")]
-        if call.peer_supports_timer:
-            headers.append(("Require", "timer"))
-        return headers
-
-    def _we_refresh(self, call: _Call) -> bool:
-        # The refresher names a role in the dialog-creating transaction.
-        return (call.se_refresher == "uas") == (call.role == "uas")
-
-    def _arm_session_timer(self, call: _Call, now: float) -> None:
-        interval = call.se_interval
-        if self._we_refresh(call):
-            call.se_deadline = now + interval / 2  # 10: refresh at half the interval
-        else:
-            call.se_deadline = now + interval - min(32, interval / 3)  # 10: BYE before expiry
-
-    def _session_timer(self, call: _Call, now: float) -> None:
-        call.se_deadline = None
-        if self._we_refresh(call):
-            self.counters["session_refreshes_sent"] += 1
-            self.reinvite(call.call_id, call.last_answer_sdp, now)
-        else:
-            self.counters["session_timer_expired"] += 1
-            log.info("sip: call %s: session expired without refresh (RFC 4028): BYE", call.call_id)
-            self._send_in_dialog(call, "BYE", now)
-            self._end_call(call, "session_expired", 408)
-
-    # Mid-call actions --------------------------------------------------------
 
     def answer_update(self, call_id: str, sdp: bytes, now: float) -> None:
         """Answer the pending re-INVITE/UPDATE (:class:`SessionUpdate`) with 200 and ``sdp``.
@@ -427,7 +257,7 @@ class SipCore:
         call, tx = self._pending_update(call_id)
         self._send_server_response(tx, self._response(tx, status, call), now)
 
-    def _pending_update(self, call_id: str) -> tuple[_Call, _ServerTransaction]:
+    def _pending_update(self, call_id: str) -> tuple[CallState, ServerTransaction]:
         call = self._calls.get(call_id)
         tx = self._server_tx.get(call.update_tx) if call is not None and call.update_tx else None
         if call is None or tx is None or tx.last_response is not None and int(tx.last_response[8:11]) >= 200:
@@ -484,66 +314,6 @@ class SipCore:
         call, tx = self._incoming(call_id)
         self._send_server_response(tx, self._response(tx, status, call, extra=extra_headers), now)
         self._end_call(call, "rejected", status)
-
-    # UAC action ------------------------------------------------------------
-
-    def invite(
-        self,
-        target: str,
-        dest: Addr,
-        sdp: bytes,
-        now: float,
-        *,
-        from_user: str = "bridge",
-        extra_headers: list[tuple[str, str]] | None = None,
-        credentials: tuple[str, str] | None = None,
-    ) -> str:
-        """Place a call: send an INVITE for ``target`` (a ``sip:`` URI) to ``dest``.
-
-        ``credentials`` (user, password) answer one 401/407 digest challenge
-        (RFC 3261 section 22.2) by resending the INVITE with credentials.
-
-        Returns:
-            the new call's Call-ID.
-
-        Raises:
-            ValueError: ``target`` is not a valid SIP URI.
-        """
-        uri = URI.parse(target)
-        host = self.local_host(dest)
-        call_id = new_call_id(host)
-        local_tag = new_tag()
-        local = Address(uri=URI(scheme="sip", user=from_user, host=f"[{host}]" if ":" in host else host, port=self.public_port))
-        remote = Address(uri=uri)
-        call = _Call(
-            call_id=call_id,
-            role="uac",
-            local_tag=local_tag,
-            local_uri=local,
-            remote_uri=remote,
-            remote_target=uri,
-            peer=dest,
-            state="calling",
-            credentials=credentials,
-        )
-        branch = new_branch()
-        request = build_request(
-            "INVITE",
-            uri,
-            via=self._via(branch, dest),
-            from_addr=with_tag(local, local_tag),
-            to_addr=remote,
-            call_id=call_id,
-            cseq=call.local_seq,
-            contact=self._contact(dest),
-            extra_headers=[("Allow", ", ".join(ALLOWED_METHODS)), ("User-Agent", self.user_agent)] + (extra_headers or []),
-            body=sdp,
-        )
-        call.invite_request = request
-        self._calls[call_id] = call
-        ctx = self._start_client_tx(request, dest, call_id, now)
-        call.invite_tx = ctx.key
-        return call_id
 
     def hangup(self, call_id: str, now: float) -> None:
         """End a call from our side, whatever its state.
@@ -611,92 +381,7 @@ class SipCore:
         host = f"[{host}]" if ":" in host else host
         return Address(uri=URI(scheme="sip", user="bridge", host=host, port=self.public_port, parameters=params))
 
-    def _response_dest(self, parsed: ParsedMessage, source: Addr) -> Addr:
-        """Where a response goes, RFC 3261 section 18.2.2 with RFC 3581 ``rport``."""
-        top = parsed.via[0]
-        if self.reliable or "rport" in top.parameters:
-            return source
-        return (source[0], top.port or 5060)
-
-    @staticmethod
-    def _response_vias(parsed: ParsedMessage, source: Addr) -> list[str]:
-        """Via values for a response: top Via gets ``received``/``rport`` (18.2.1, RFC 3581)."""
-        top = parsed.via[0]
-        changes: dict[str, str | None] = {}
-        if top.host.strip("[]") != source[0]:
-            changes["received"] = source[0]
-        if "rport" in top.parameters:
-            changes["rport"] = str(source[1])
-            changes["received"] = source[0]
-        vias = [str(Via(top.transport, top.host, top.port, top.parameters.replace(**changes)))] if changes else [str(top)]
-        return vias + [str(v) for v in parsed.via[1:]]
-
-    def _response(
-        self,
-        tx: _ServerTransaction,
-        status: int,
-        call: _Call | None,
-        *,
-        body: bytes = b"",
-        extra: list[tuple[str, str]] | None = None,
-    ) -> bytes:
-        response = build_response(
-            tx.request,
-            status,
-            to_tag=call.local_tag if call else new_tag(),
-            extra_headers=[("Server", self.user_agent)] + (extra or []),
-            body=body,
-        )
-        response.headers.setlist("Via", self._response_vias(tx.parsed, tx.source))
-        return bytes(response)
-
-    def _respond_stateless(self, request: Request, status: int, addr: Addr) -> None:
-        """Answer outside any transaction (malformed requests): best effort."""
-        if request.method == "ACK":
-            return
-        try:
-            response = build_response(request, status, to_tag=new_tag(), extra_headers=[("Server", self.user_agent)])
-            via = request.via
-            dest = addr if self.reliable or "rport" in via[0].parameters else (addr[0], via[0].port or 5060)
-        except (KeyError, ValueError, IndexError):
-            return
-        self.counters[f"responses_sent_{status}"] += 1
-        self._out.append((bytes(response), dest))
-
-    def _send_server_response(self, tx: _ServerTransaction, data: bytes, now: float) -> None:
-        status = int(data[8:11])
-        tx.last_response = data
-        tx.response_dest = self._response_dest(tx.parsed, tx.source)
-        self.counters[f"responses_sent_{status}"] += 1
-        self._out.append((data, tx.response_dest))
-        if status >= 200:
-            if tx.is_invite:
-                if status >= 300:
-                    tx.state = "completed"
-                    tx.g_interval = self.timers.t1
-                    if not self.reliable:
-                        tx.timers["G"] = now + self.timers.t1
-                    tx.timers["H"] = now + 64 * self.timers.t1
-            else:
-                tx.state = "completed"
-                tx.timers["J"] = now + (0 if self.reliable else 64 * self.timers.t1)
-        elif not tx.is_invite:
-            tx.state = "proceeding"
-
-    def _server_timer(self, tx: _ServerTransaction, name: str, now: float) -> None:
-        if name == "G" and tx.state == "completed" and tx.last_response:
-            self.counters["retransmissions"] += 1
-            self._out.append((tx.last_response, tx.response_dest))
-            tx.g_interval = min(2 * tx.g_interval, self.timers.t2)
-            tx.timers["G"] = now + tx.g_interval
-        elif name == "H":
-            # No ACK for our non-2xx final: give up (17.2.1).
-            self.counters["timeouts_H"] += 1
-            self._server_tx.pop(tx.key, None)
-        elif name in ("I", "J", "L"):
-            self._server_tx.pop(tx.key, None)
-
-    def _incoming(self, call_id: str) -> tuple[_Call, _ServerTransaction]:
+    def _incoming(self, call_id: str) -> tuple[CallState, ServerTransaction]:
         call = self._calls.get(call_id)
         if call is None or call.role != "uas" or call.state != "incoming":
             raise SipUsageError(f"no unanswered incoming call {call_id!r}")
@@ -705,7 +390,7 @@ class SipCore:
             raise SipUsageError(f"call {call_id!r} has no INVITE transaction")
         return call, tx
 
-    def _end_call(self, call: _Call, reason: str, status: int | None = None) -> None:
+    def _end_call(self, call: CallState, reason: str, status: int | None = None) -> None:
         if self._calls.pop(call.call_id, None) is not None:
             already_ended = call.state == "cancelling"
             call.state = "terminated"
@@ -713,11 +398,6 @@ class SipCore:
             call.se_deadline = None
             if not already_ended:
                 self._events.append(ev.CallEnded(call.call_id, reason, status))
-
-    @staticmethod
-    def _server_key(parsed: ParsedMessage, method: str) -> tuple[str, str, str]:
-        top = parsed.via[0]
-        return (parsed.branch or "", f"{top.host}:{top.port or 5060}", method)
 
     # Requests --------------------------------------------------------------
 
@@ -740,7 +420,7 @@ class SipCore:
             if tx.last_response is not None and tx.state not in ("confirmed", "accepted"):
                 self._out.append((tx.last_response, tx.response_dest))
             return
-        tx = _ServerTransaction(key=key, request=request, parsed=parsed, source=source, state="proceeding" if method == "INVITE" else "trying")
+        tx = ServerTransaction(key=key, request=request, parsed=parsed, source=source, state="proceeding" if method == "INVITE" else "trying")
         self._server_tx[key] = tx
         try:
             self._dispatch_request(parsed, tx, source, now)
@@ -754,7 +434,7 @@ class SipCore:
                 del self._calls[parsed.call_id]
             raise
 
-    def _dispatch_request(self, parsed: ParsedMessage, tx: _ServerTransaction, source: Addr, now: float) -> None:
+    def _dispatch_request(self, parsed: ParsedMessage, tx: ServerTransaction, source: Addr, now: float) -> None:
         request: Request = parsed.message  # type: ignore[assignment]
         method = request.method
         call = self._calls.get(parsed.call_id)
@@ -766,7 +446,11 @@ class SipCore:
         elif method == "CANCEL":
             self._on_cancel(parsed, tx, now)
         elif method == "OPTIONS":
-            self._send_server_response(tx, self._response(tx, 200, None, extra=self._capabilities()), now)
+            if self.unavailable is not None:
+                extra = [("Retry-After", str(self.unavailable))] + self._capabilities()
+                self._send_server_response(tx, self._response(tx, 503, None, extra=extra), now)
+            else:
+                self._send_server_response(tx, self._response(tx, 200, None, extra=self._capabilities()), now)
         elif method in ("BYE",):
             self._send_server_response(tx, self._response(tx, 481, None), now)
         else:
@@ -775,7 +459,7 @@ class SipCore:
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ", ".join(ALLOWED_METHODS)), ("Accept", "application/sdp"), ("Supported", "timer")]
 
-    def _on_invite(self, parsed: ParsedMessage, tx: _ServerTransaction, source: Addr, now: float) -> None:
+    def _on_invite(self, parsed: ParsedMessage, tx: ServerTransaction, source: Addr, now: float) -> None:
         request: Request = parsed.message  # type: ignore[assignment]
         if parsed.call_id in self._calls:
             # Same Call-ID, new transaction, no To tag: a merged request (8.2.2.2).
@@ -783,7 +467,7 @@ class SipCore:
             return
         contact = request.contact
         remote_target = contact[0].uri if contact else parsed.from_addr.uri
-        call = _Call(
+        call = CallState(
             call_id=parsed.call_id,
             role="uas",
             local_tag=new_tag(),
@@ -825,7 +509,7 @@ class SipCore:
             )
         )
 
-    def _on_cancel(self, parsed: ParsedMessage, tx: _ServerTransaction, now: float) -> None:
+    def _on_cancel(self, parsed: ParsedMessage, tx: ServerTransaction, now: float) -> None:
         invite_tx = self._server_tx.get(self._server_key(parsed, "INVITE"))
         call = self._calls.get(parsed.call_id)
         if invite_tx is None or invite_tx.parsed.call_id != parsed.call_id or (call is not None and call.invite_tx != invite_tx.key):
@@ -838,7 +522,7 @@ class SipCore:
             self._send_server_response(invite_tx, self._response(invite_tx, 487, call), now)
             self._end_call(call, "cancelled", 487)
 
-    def _on_ack(self, parsed: ParsedMessage, tx: _ServerTransaction | None, now: float) -> None:
+    def _on_ack(self, parsed: ParsedMessage, tx: ServerTransaction | None, now: float) -> None:
         if tx is not None and tx.state == "completed":
             # ACK for a non-2xx final (17.2.1): Confirmed, Timer I.
             tx.state = "confirmed"
@@ -857,7 +541,7 @@ class SipCore:
             return
         self._drop("stray_ack", (parsed.via[0].host, parsed.via[0].port or 5060))
 
-    def _on_in_dialog_request(self, parsed: ParsedMessage, tx: _ServerTransaction, call: _Call | None, now: float) -> None:
+    def _on_in_dialog_request(self, parsed: ParsedMessage, tx: ServerTransaction, call: CallState | None, now: float) -> None:
         request: Request = parsed.message  # type: ignore[assignment]
         method = request.method
         if call is None or parsed.to_tag != call.local_tag or (call.remote_tag and parsed.from_tag != call.remote_tag):
@@ -904,7 +588,7 @@ class SipCore:
         else:
             self._send_server_response(tx, self._response(tx, 501, call, extra=self._capabilities()), now)
 
-    def _retransmit_2xx(self, call: _Call, now: float) -> None:
+    def _retransmit_2xx(self, call: CallState, now: float) -> None:
         if call.ok_data is None:
             call.ok_next = None
             return
@@ -919,253 +603,6 @@ class SipCore:
         self._out.append((call.ok_data, call.ok_dest or call.peer))
         call.ok_interval = min(2 * call.ok_interval, self.timers.t2)
         call.ok_next = min(now + call.ok_interval, call.ok_give_up)
-
-    # Client side -----------------------------------------------------------
-
-    def _start_client_tx(self, request: Request, dest: Addr, call_id: str, now: float) -> _ClientTransaction:
-        branch = request.via[0].parameters["branch"]
-        data = bytes(request)
-        ctx = _ClientTransaction(
-            key=(branch, request.method),
-            request=request,
-            data=data,
-            dest=dest,
-            call_id=call_id,
-            state="calling" if request.method == "INVITE" else "trying",
-            interval=self.timers.t1,
-            local_tag=owner.local_tag if (owner := self._calls.get(call_id)) is not None else "",
-        )
-        if ctx.is_invite:
-            ctx.timers = {"B": now + 64 * self.timers.t1}
-            if not self.reliable:
-                ctx.timers["A"] = now + self.timers.t1
-        else:
-            ctx.timers = {"F": now + 64 * self.timers.t1}
-            if not self.reliable:
-                ctx.timers["E"] = now + self.timers.t1
-        self._client_tx[ctx.key] = ctx
-        self._out.append((data, dest))
-        return ctx
-
-    def _client_timer(self, ctx: _ClientTransaction, name: str, now: float) -> None:
-        if name in ("A", "E"):
-            if ctx.state in ("calling", "trying", "proceeding") and not (name == "A" and ctx.state == "proceeding"):
-                self.counters["retransmissions"] += 1
-                self._out.append((ctx.data, ctx.dest))
-                ctx.interval = 2 * ctx.interval if name == "A" else min(2 * ctx.interval, self.timers.t2)
-                if ctx.state == "proceeding":
-                    ctx.interval = self.timers.t2
-                ctx.timers[name] = now + ctx.interval
-        elif name in ("B", "F"):
-            self.counters[f"timeouts_{name}"] += 1
-            self._client_tx.pop(ctx.key, None)
-            call = self._call_of(ctx)
-            if call is None:
-                return
-            if ctx.request.method == "REFER":
-                self._events.append(ev.TransferProgress(call.call_id, 408, True))
-            elif ctx.key == call.reinvite_tx:
-                self._send_in_dialog(call, "BYE", now)
-                self._end_call(call, "timeout", 408)
-            elif ctx.is_invite or ctx.request.method == "BYE":
-                self._end_call(call, "timeout", 408)
-        elif name in ("D", "K"):
-            self._client_tx.pop(ctx.key, None)
-
-    def _call_of(self, ctx: _ClientTransaction) -> _Call | None:
-        """The call ``ctx`` was sent in, if it is still up (same Call-ID and our tag)."""
-        call = self._calls.get(ctx.call_id)
-        return call if call is not None and call.local_tag == ctx.local_tag else None
-
-    def _on_response(self, parsed: ParsedMessage, source: Addr, now: float) -> None:
-        response: Response = parsed.message  # type: ignore[assignment]
-        key = (parsed.branch or "", parsed.cseq.method)
-        ctx = self._client_tx.get(key)
-        status = response.code
-        call = self._calls.get(parsed.call_id)
-        if ctx is None:
-            if status // 100 == 2 and parsed.cseq.method == "INVITE" and call is not None and call.ack_data:
-                # Retransmitted 2xx: the UA core resends the ACK (13.2.2.4).
-                self._out.append((call.ack_data, call.peer))
-                return
-            self._drop("stray_response", source)
-            return
-        call = self._call_of(ctx)
-        if ctx.is_invite:
-            self._on_invite_response(ctx, parsed, call, source, now)
-            return
-        # NICT (17.1.2)
-        if status < 200:
-            ctx.state = "proceeding"
-            return
-        if ctx.state in ("trying", "proceeding"):
-            ctx.state = "completed"
-            ctx.timers = {"K": now + (0 if self.reliable else self.timers.t4)}
-            if ctx.request.method == "REFER" and call is not None:
-                self._events.append(ev.TransferProgress(call.call_id, status, status >= 300))
-
-    def _on_invite_response(self, ctx: _ClientTransaction, parsed: ParsedMessage, call: _Call | None, source: Addr, now: float) -> None:
-        response: Response = parsed.message  # type: ignore[assignment]
-        status = response.code
-        if call is not None and ctx.key == call.reinvite_tx:
-            self._on_reinvite_response(ctx, call, response, now)
-            return
-        if status < 200:
-            if ctx.state == "calling":
-                ctx.state = "proceeding"
-                ctx.timers.pop("A", None)
-            if call is not None:
-                call.provisional_seen = True
-                if call.cancel_pending:
-                    call.cancel_pending = False
-                    self._send_cancel(call, now)
-                elif call.state == "calling":
-                    call.state = "early"
-                    self._events.append(ev.CallProgress(call.call_id, status))
-            return
-        if status < 300:
-            # 2xx: transaction ends; the UA core ACKs (17.1.1.2, 13.2.2.4).
-            self._client_tx.pop(ctx.key, None)
-            if call is None:
-                return
-            call.remote_tag = parsed.to_tag
-            call.remote_uri = parsed.to_addr
-            contact = response.contact
-            if contact:
-                call.remote_target = contact[0].uri
-            call.route_set = list(reversed(response.record_route))
-            call.peer = source if self.reliable else self._target_addr(call.remote_target, source)
-            ack = self._build_in_dialog(call, "ACK", cseq=ctx.request.cseq.sequence)
-            call.ack_data = bytes(ack)
-            self._out.append((call.ack_data, call.peer))
-            if call.state == "cancelling":
-                self._send_in_dialog(call, "BYE", now)
-                self._end_call(call, "local_bye")
-                return
-            call.state = "confirmed"
-            self._events.append(ev.CallAnswered(call.call_id, response.body, source))
-            return
-        # 3xx-6xx: ACK in the transaction (17.1.1.3), Timer D.
-        self._ack_non_2xx(ctx, response, now)
-        if call is not None and status in (401, 407) and call.credentials and not call.auth_tried and call.state != "cancelling":
-            self._retry_with_credentials(call, ctx, response, now)
-            return
-        if call is not None:
-            self._end_call(call, "cancelled" if status == 487 else "rejected", status)
-
-    def _ack_non_2xx(self, ctx: _ClientTransaction, response: Response, now: float) -> None:
-        if ctx.ack is None:
-            ack = Request("ACK", ctx.request.uri)
-            ack.headers.set("Via", ctx.request.headers["Via"])
-            ack.headers.set("Max-Forwards", "70")
-            ack.headers.set("From", ctx.request.headers["From"])
-            ack.headers.set("To", response.headers["To"])
-            ack.headers.set("Call-ID", ctx.request.headers["Call-ID"])
-            ack.headers.set("CSeq", f"{ctx.request.cseq.sequence} ACK")
-            ack.headers.set("Content-Length", "0")
-            ctx.ack = bytes(ack)
-        self._out.append((ctx.ack, ctx.dest))
-        if ctx.state != "completed":
-            ctx.state = "completed"
-            ctx.timers = {"D": now + (0 if self.reliable else 32.0)}
-
-    def _retry_with_credentials(self, call: _Call, ctx: _ClientTransaction, response: Response, now: float) -> None:
-        """22.2: resend the INVITE with Authorization/Proxy-Authorization, CSeq + 1."""
-        call.auth_tried = True
-        header = "WWW-Authenticate" if response.code == 401 else "Proxy-Authenticate"
-        reply = "Authorization" if response.code == 401 else "Proxy-Authorization"
-        old = ctx.request
-        try:
-            value = authorization_for(response.headers[header], call.credentials[0], call.credentials[1], "INVITE", str(old.uri))
-        except (KeyError, ValueError) as exc:
-            log.warning("sip: call %s: cannot answer the %d challenge: %r", call.call_id, response.code, exc)
-            self._end_call(call, "rejected", response.code)
-            return
-        call.local_seq += 1
-        request = Request("INVITE", old.uri, body=old.body)
-        for name in old.headers.keys():
-            request.headers.setlist(name, list(old.headers.getlist(name)))
-        request.headers.set("Via", str(self._via(new_branch(), call.peer)))
-        request.headers.set("CSeq", f"{call.local_seq} INVITE")
-        request.headers.set(reply, value)
-        call.invite_request = request
-        new = self._start_client_tx(request, call.peer, call.call_id, now)
-        call.invite_tx = new.key
-
-    def _on_reinvite_response(self, ctx: _ClientTransaction, call: _Call, response: Response, now: float) -> None:
-        status = response.code
-        if status < 200:
-            if ctx.state == "calling":
-                ctx.state = "proceeding"
-                ctx.timers.pop("A", None)
-            return
-        if status < 300:
-            self._client_tx.pop(ctx.key, None)
-            call.reinvite_tx = None
-            ack = self._build_in_dialog(call, "ACK", cseq=ctx.request.cseq.sequence)
-            self._out.append((bytes(ack), ctx.dest))
-            if call.se_interval:
-                self._arm_session_timer(call, now)
-            return
-        self._ack_non_2xx(ctx, response, now)
-        call.reinvite_tx = None
-        if status in (408, 481):
-            # RFC 4028 section 10 / RFC 3261 14.1: the dialog is gone.
-            self._send_in_dialog(call, "BYE", now)
-            self._end_call(call, "timeout" if status == 408 else "failed", status)
-
-    @staticmethod
-    def _target_addr(uri: URI, fallback: Addr) -> Addr:
-        """Where to send in-dialog requests: the remote target if it is an IP literal."""
-        try:
-            ipaddress.ip_address(uri.host.strip("[]"))
-        except ValueError:
-            return fallback
-        return (uri.host.strip("[]"), uri.port or 5060)
-
-    def _build_in_dialog(self, call: _Call, method: str, *, cseq: int | None = None, extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> Request:
-        if cseq is None:
-            call.local_seq += 1
-            cseq = call.local_seq
-        remote = call.remote_uri
-        if call.remote_tag:
-            remote = with_tag(remote, call.remote_tag)
-        return build_request(
-            method,
-            call.remote_target,
-            via=self._via(new_branch(), call.peer),
-            from_addr=with_tag(call.local_uri, call.local_tag),
-            to_addr=remote,
-            call_id=call.call_id,
-            cseq=cseq,
-            route=call.route_set,
-            extra_headers=[("User-Agent", self.user_agent)] + (extra or []),
-            body=body,
-        )
-
-    def _dialog_dest(self, call: _Call) -> Addr:
-        if call.role == "uac" or self.reliable:
-            return call.peer  # UAC: the 2xx's target; reliable: the dialog's connection
-        return self._target_addr(call.remote_target, call.peer)
-
-    def _send_in_dialog(self, call: _Call, method: str, now: float) -> None:
-        request = self._build_in_dialog(call, method)
-        self._start_client_tx(request, self._dialog_dest(call), call.call_id, now)
-
-    def _send_cancel(self, call: _Call, now: float) -> None:
-        """CANCEL per 9.1: same Request-URI, Call-ID, From, To, CSeq number and Via."""
-        invite = call.invite_request
-        assert invite is not None
-        cancel = Request("CANCEL", invite.uri)
-        cancel.headers.set("Via", invite.headers["Via"])
-        cancel.headers.set("Max-Forwards", "70")
-        cancel.headers.set("From", invite.headers["From"])
-        cancel.headers.set("To", invite.headers["To"])
-        cancel.headers.set("Call-ID", invite.headers["Call-ID"])
-        cancel.headers.set("CSeq", f"{invite.cseq.sequence} CANCEL")
-        cancel.headers.set("Content-Length", "0")
-        call.state = "cancelling"
-        self._start_client_tx(cancel, call.peer, call.call_id, now)
 
 
 def _sipfrag_status(body: bytes) -> int | None:

@@ -195,7 +195,10 @@ def build_response(
     """Build a response to ``request`` per RFC 3261 section 8.2.6.
 
     Via, From, Call-ID and CSeq are copied verbatim; To is copied and gets
-    ``to_tag`` when the request had none (never on 100 Trying).
+    ``to_tag`` when the request had none (never on 100 Trying). Record-Route is
+    copied, values and order unchanged, into 101-299 responses: section 12.1.1, the
+    UAS copies it into dialog-creating responses, so that the caller's route set
+    keeps a record-routing proxy (Kamailio in front of the nodes) in the dialog.
 
     Args:
         request: the request being answered.
@@ -217,6 +220,10 @@ def build_response(
     response.headers.set("To", to_value)
     response.headers.set("Call-ID", request.headers["Call-ID"])
     response.headers.set("CSeq", request.headers["CSeq"])
+    if 100 < status < 300:
+        record_route = list(request.headers.getlist("Record-Route"))
+        if record_route:
+            response.headers.setlist("Record-Route", record_route)
     for name, value in extra_headers or []:
         response.headers.add(name, value)
     if body:
