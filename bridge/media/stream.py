@@ -2,7 +2,9 @@
 
 Thin by design: the arithmetic is in :mod:`bridge.media.rtp`, the codec in
 :mod:`bridge.media.codecs`. This module reads the socket, feeds the
-receiver, and on each 20 ms deadline asks the frame source for audio.
+receiver, and on each 20 ms deadline asks the frame source for audio. The
+deadlines of every stream on the loop share one timer
+(:class:`bridge.media.clock.SendClock`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import pylibsrtp
 
+from .clock import SendClock
 from .codecs import FRAME_SAMPLES, G711
 from .rtp import PTIME, DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender
 from .sdp import MediaParams
@@ -149,7 +152,9 @@ class RtpStream:
         self.remote = params.remote_addr
         self._latched = False
         self._transport: asyncio.DatagramTransport | None = None
-        self._task: asyncio.Task | None = None
+        self._pacer: Pacer | None = None
+        self._clock: SendClock | None = None
+        self._timed_out = False
         self._last_rx = 0.0
         self._was_talking = False
         self._silence = self.codec.encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
@@ -175,7 +180,9 @@ class RtpStream:
         loop = asyncio.get_running_loop()
         self._transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=self.sock)
         self._last_rx = loop.time()
-        self._task = asyncio.create_task(self._send_loop(), name=f"rtp-send-{self.local_port}")
+        self._pacer = Pacer(loop.time(), PTIME)
+        self._clock = SendClock.for_loop(loop)
+        self._clock.add(self, self._pacer.deadline())
 
     def update_remote(self, params: MediaParams, srtp: SrtpContext | None = None) -> None:
         """Follow a new offer/answer (re-INVITE/UPDATE, RFC 3264 section 8): remote
@@ -236,48 +243,52 @@ class RtpStream:
         else:
             self.on_dtmf(value)  # type: ignore[arg-type]
 
-    async def _send_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        pacer = Pacer(loop.time(), PTIME)
-        timed_out = False
+    def tick(self, now: float) -> float | None:
+        """Send the packets due by ``now`` and return the next deadline (loop
+        monotonic seconds), or ``None`` once the stream is closed or dead.
+
+        Called by the loop's :class:`bridge.media.clock.SendClock`, one timer
+        for every stream (issue 13), at or just after each 20 ms deadline.
+        Never raises: a broken frame source ends this call (``on_timeout``), not
+        the clock or the other calls.
+        """
+        pacer = self._pacer
+        if self.closed or pacer is None:
+            return None
         try:
-            while not self.closed:
-                delay = pacer.deadline() - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                now = loop.time()
-                if self.on_hold:
-                    pacer.due_slots(now)  # keep the schedule (timestamps) running, send nothing
-                    self._last_rx = now
-                    continue
-                for slot in pacer.due_slots(now):
-                    event = self.dtmf.next(slot) if self.dtmf.active else None
-                    if event is not None:
-                        start, code, end, duration, first = event
-                        data = self.sender.dtmf_packet(start, code, end=end, duration=duration, first=first, payload_type=self.params.dtmf_payload_type)
-                        self._send(data)
-                        continue
-                    frame = self.source.pull_frame(now)
-                    talking = frame is not None
-                    if frame is None:
-                        if not self.send_silence:
-                            self._was_talking = False
-                            continue
-                        payload = self._silence
-                    else:
-                        payload = self.codec.encode(frame)
-                    data = self.sender.packet(slot, payload, talkspurt_start=talking and not self._was_talking)
-                    self._was_talking = talking
+            if self.on_hold:
+                pacer.due_slots(now)  # keep the schedule (timestamps) running, send nothing
+                self._last_rx = now
+                return pacer.deadline()
+            for slot in pacer.due_slots(now):
+                event = self.dtmf.next(slot) if self.dtmf.active else None
+                if event is not None:
+                    start, code, end, duration, first = event
+                    data = self.sender.dtmf_packet(start, code, end=end, duration=duration, first=first, payload_type=self.params.dtmf_payload_type)
                     self._send(data)
-                if not timed_out and now - self._last_rx > self.rtp_timeout:
-                    timed_out = True
-                    log.info("rtp: no packet for %.0f s on port %s", self.rtp_timeout, self.local_port)
-                    self.on_timeout()
-        except asyncio.CancelledError:
-            pass
+                    continue
+                frame = self.source.pull_frame(now)
+                talking = frame is not None
+                if frame is None:
+                    if not self.send_silence:
+                        self._was_talking = False
+                        continue
+                    payload = self._silence
+                else:
+                    payload = self.codec.encode(frame)
+                data = self.sender.packet(slot, payload, talkspurt_start=talking and not self._was_talking)
+                self._was_talking = talking
+                self._send(data)
+            if not self._timed_out and now - self._last_rx > self.rtp_timeout:
+                self._timed_out = True
+                log.info("rtp: no packet for %.0f s on port %s", self.rtp_timeout, self.local_port)
+                self.on_timeout()
         except Exception:  # noqa: BLE001 - a broken source ends this call, not the process
             log.exception("rtp: sender on port %s failed", self.local_port)
+            self._pacer = None
             self.on_timeout()
+            return None
+        return None if self.closed else pacer.deadline()
 
     def _log_drop(self, reason: str, addr) -> None:
         """Log the first drop of each reason on this stream (the rest are only counted)."""
@@ -297,12 +308,10 @@ class RtpStream:
         if self.closed:
             return
         self.closed = True
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        if self._clock is not None:
+            self._clock.remove(self)
+            self._clock = None
+        self._pacer = None
         if self._transport is not None:
             self._transport.close()
         else:
