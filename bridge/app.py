@@ -509,6 +509,7 @@ class BridgeServer:
         self._spawn(self._teardown(leg, reason))
 
     async def _teardown(self, leg: SipCallLeg, reason: str) -> None:
+        duration = time.monotonic() - leg.started
         try:
             if leg.agent is not None:
                 await leg.agent.close()
@@ -527,14 +528,14 @@ class BridgeServer:
                 if leg.stream.dropped_foreign:
                     self.metrics.rtp_dropped.labels("foreign_source").inc(leg.stream.dropped_foreign)
         finally:
-            log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
             # The agent keeps its leg (for inspection in self.finished); the leg lets go of
             # the agent and the stream, so no reference cycle keeps the call's memory
             # (codecs, VAD, buffers) until the next cyclic GC pass.
             leg.agent = None
             leg.stream = None
-            memory.collect()
-            await asyncio.to_thread(memory.trim)
+            await memory.release_after_call(self.active_calls())
+            # Logged last: the call's resources are all released when this line appears.
+            log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, duration)
 
     def _spawn_forever(self, coro) -> None:
         """A background task that lives until :meth:`stop` cancels it."""
@@ -623,6 +624,8 @@ class BridgeServer:
         """Graceful shutdown: refuse new calls (503), let calls in progress go on for
         up to ``deadline`` seconds, then end the rest with BYE."""
         self.policy.draining = True
+        for listener in self.listeners:
+            listener.core.unavailable = self.settings.access.retry_after
         log.info("draining: %d call(s) in progress, new INVITEs get 503, deadline %.0f s", len(self.calls) + len(self.streams), deadline)
         try:
             await asyncio.wait_for(self._all_ended.wait(), deadline)

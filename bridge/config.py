@@ -265,7 +265,7 @@ class ModelSettings(BaseModel):
     #: is none, anything else is used as it is.
     asr_prompt: str = "auto"
     #: Batch the ASR passes of calls whose turns end together (one model, no lock
-    #: between calls): ``auto`` = batches of up to 8 on CUDA, none on the CPU; 0 = never;
+    #: between calls): ``auto`` = batches of up to 8 on CUDA, 4 on the CPU; 0 = never;
     #: N = batches of up to N (bridge/engines/asr_batch.py).
     asr_batch: Literal["auto"] | int = "auto"
     llm: str = "embedded"
@@ -347,8 +347,17 @@ class AgentSettings(BaseModel):
     interim_window_s: float = 10.0
     #: Speech shorter than this is ignored (clicks, coughs), milliseconds.
     min_utterance_ms: int = 200
-    #: Caller speech during agent speech needed to interrupt it, milliseconds.
+    #: Caller speech during agent speech that pauses it (playout stops at the next
+    #: packet), milliseconds (bridge/conversation/backchannel.py).
     barge_in_min_speech_ms: int = 200
+    #: A paused agent is interrupted for good (queue dropped, LLM/TTS cancelled,
+    #: history cut) once the caller has spoken this long, or said words that are not
+    #: a backchannel; after a backchannel ("mm-hmm", "okay") or no words (a cough) it
+    #: resumes where it stopped. Milliseconds; 0 = every barge-in is final at once.
+    barge_in_confirm_ms: int = Field(default=700, ge=0)
+    #: Words a backchannel is made of (lowercase); empty: the built-in list
+    #: (bridge.conversation.backchannel.BACKCHANNEL_WORDS).
+    backchannel_words: list[str] = Field(default_factory=list)
     #: Do not count the agent's own voice coming back (echo) as caller speech.
     echo_guard: bool = True
     #: Normalized correlation with recently sent audio above which a frame is echo.

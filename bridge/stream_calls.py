@@ -105,12 +105,13 @@ class StreamCalls:
         self.server.spawn(self._finish(leg, reason))
 
     async def _finish(self, leg, reason: str) -> None:
+        duration = time.monotonic() - leg.started
         if leg.agent is not None:
             await leg.agent.close()
             self.server.finished.append(leg.agent)
         self.server.records.ended(leg.call_id, reason, leg.agent)
         await self.server.records.stop_recording(leg)
         leg.agent = None  # no leg <-> agent cycle: the call is freed at once (see BridgeServer._teardown)
-        log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, time.monotonic() - leg.started)
-        memory.collect()
-        await asyncio.to_thread(memory.trim)
+        await memory.release_after_call(self.server.active_calls())
+        # Logged last: the call's resources are all released when this line appears.
+        log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, duration)

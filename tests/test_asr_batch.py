@@ -1,6 +1,6 @@
 """Batched ASR (bridge/engines/asr_batch.py): passes of calls that coincide run as one
 CTranslate2 batch on one model, with the text each call would get alone. Run here on the
-CPU with the embedded tiny.en; on CUDA it is the default (models.asr_batch: auto)."""
+CPU with the embedded tiny.en; it is the default (models.asr_batch: auto: up to 8 on CUDA, 4 on the CPU)."""
 
 from __future__ import annotations
 
@@ -76,4 +76,4 @@ def test_long_audio_takes_faster_whispers_own_path(speech, batched):
 
 def test_auto_batches_on_cuda_only():
     m = load_settings().models
-    assert m.asr_batch == "auto" and asr_batch(m, "cuda") == 8 and asr_batch(m, "cpu") == 0
+    assert m.asr_batch == "auto" and asr_batch(m, "cuda") == 8 and asr_batch(m, "cpu") == 4

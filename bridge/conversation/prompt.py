@@ -90,6 +90,17 @@ def build_completion_prompt(agent, transcript: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def completion_prompt_prefix(agent, transcript: list[tuple[str, str]]) -> str:
+    """The start of the next turn's completion prompt that does not depend on the
+    caller's coming line: everything :func:`build_completion_prompt` writes before
+    that line, given the played history ``transcript`` (what the LLM can evaluate
+    while the caller is still speaking). Assumes the coming line is not about an
+    existing record (it then carries no collect_digits example), the common case."""
+    marker = "\x00"
+    prompt = build_completion_prompt(agent, [*transcript, ("caller", marker)])
+    return prompt[: prompt.index(f"Caller: {marker}")]
+
+
 def stop_sequences(agent) -> list[str]:
     """Stop strings for completion mode: the next speaker line, or any newline."""
     return ["\nCaller:", f"\n{agent.name}:", "\n"]

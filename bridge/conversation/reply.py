@@ -26,11 +26,11 @@ from collections.abc import Callable
 import numpy as np
 
 from ..engines.tools import TOOL_SCHEMAS, ToolCall, digits_in, split_commands
-from .failures import EngineError, awaited, in_thread
+from .failures import EngineError, awaited
 from .facts import grounding_fact
 from .guards import ReplyGuard
 from .intents import about_existing_record, wants_person, wants_to_end
-from .prompt import build_chat_messages, build_completion_prompt, stop_sequences
+from .prompt import build_chat_messages, build_completion_prompt, completion_prompt_prefix, stop_sequences
 from .sentences import first_sentence
 from .turns import AgentUtterance, EitherEvent, Speculation
 
@@ -51,6 +51,23 @@ class ReplyMixin:
         return self.engines.llm.stream(
             prompt, stop_sequences(agent), agent.max_tokens, agent.temperature, cancel, repeat_penalty=agent.repeat_penalty, presence_penalty=agent.presence_penalty
         )
+
+    def _prime_llm(self) -> None:
+        """The caller started speaking while the agent is quiet: evaluate the prompt up
+        to the caller's coming line in a worker thread (:func:`.prompt.completion_prompt_prefix`),
+        so that the turn's first token waits only for the caller's own line and its
+        fact note (measured on 2 cores: first token 106 -> 53 ms on the third turn).
+        Completion mode on an engine with ``prime`` (in-process llama.cpp) only; once
+        per history; skipped by the engine while another call's turn holds it."""
+        prime = getattr(self.engines.llm, "prime", None)
+        if prime is None or self.agent.llm_mode != "completion":
+            return
+        prefix = completion_prompt_prefix(self.agent, self.transcript())
+        if prefix == self._primed:
+            return
+        self._primed = prefix
+        future = self.threads.run(prime, prefix)
+        future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or log.debug("llm: priming failed: %s", f.exception()))
 
     def _llm_thread(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel, times: dict) -> None:
         """Worker thread: LLM pieces onto ``queue``, then ``None``; an engine
@@ -84,7 +101,7 @@ class ReplyMixin:
                 text = (await awaited("asr", spec.future)).strip()
                 times["asr_final"] = spec.done_at or self.clock()
             else:
-                text = (await in_thread("asr", self.engines.asr.transcribe, pcm)).strip()
+                text = (await self.threads.call("asr", self.engines.asr.transcribe, pcm)).strip()
                 times["asr_final"] = self.clock()
             if not text or cancel.is_set():
                 log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
@@ -108,7 +125,7 @@ class ReplyMixin:
         stop = threading.Event()  # the guards stop generation; ``cancel`` is barge-in's
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        producer = loop.run_in_executor(None, self._llm_thread, loop, queue, EitherEvent(cancel, stop), times)
+        producer = self.threads.run(self._llm_thread, loop, queue, EitherEvent(cancel, stop), times)
         buffer = ""
         failure: EngineError | None = None
         try:

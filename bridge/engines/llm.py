@@ -7,6 +7,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from .fifo import FifoLock
+
 log = logging.getLogger("bridge.engines.llm")
 
 
@@ -85,7 +87,7 @@ class LlamaCppLlm:
         if not path.exists():
             raise FileNotFoundError(f"LLM not found: {path}")
         self.model = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, n_gpu_layers=n_gpu_layers, verbose=False)
-        self._lock = threading.Lock()
+        self._lock = FifoLock()  # turns take the model in arrival order
         log.info("llm: llama.cpp %s (ctx %d, gpu layers %d)", path.name, n_ctx, n_gpu_layers)
 
     @classmethod
@@ -101,6 +103,18 @@ class LlamaCppLlm:
         with self._lock:
             for _ in self.model.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True):
                 pass
+
+    def prime(self, prompt: str) -> bool:
+        """Like :meth:`warm`, unless the model is busy (another call's turn, whose KV
+        cache the priming would only displace): then nothing. Returns whether it ran."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            for _ in self.model.create_completion(prompt, max_tokens=1, temperature=0.0, stream=True):
+                pass
+        finally:
+            self._lock.release()
+        return True
 
     def stream_chat(self, messages: list[dict], max_tokens: int, temperature: float, cancel: threading.Event, tools: list[dict] | None = None) -> Iterator[str]:
         """Chat mode through the GGUF's chat template: yield content pieces.
@@ -125,6 +139,7 @@ class LlamaCppLlm:
         Generation stops at a ``stop`` string, after ``max_tokens`` tokens, or as
         soon as ``cancel`` is set (checked between tokens). ``repeat_penalty`` and
         ``presence_penalty`` are llama.cpp's sampling penalties (1.0 and 0.0: off).
+        Turns wait for the model in arrival order (:class:`~bridge.engines.fifo.FifoLock`).
         """
         with self._lock:
             parts = self.model.create_completion(

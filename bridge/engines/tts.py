@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+from .fifo import FifoLock
 
 log = logging.getLogger("bridge.engines.tts")
 
@@ -67,7 +68,7 @@ class PiperTts:
         # PiperVoice.load() would build a session of its own first; one session only.
         self.voice = PiperVoice(session=_session(model_path, use_cuda), config=PiperConfig.from_dict(config))
         self.sample_rate = int(self.voice.config.sample_rate)
-        self._lock = threading.Lock()
+        self._lock = FifoLock()  # one synthesis at a time on the CPU, in arrival order
         self.concurrent = use_cuda if concurrent is None else concurrent
         log.info("tts: piper %s at %d Hz%s", model_path.name, self.sample_rate, " (CUDA)" if use_cuda else "")
 

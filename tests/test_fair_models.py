@@ -1,0 +1,58 @@
+"""Turns are served in arrival order: the oldest waiting turn takes the model first
+(bridge/engines/fifo.py; the LLM, TTS and unbatched ASR locks)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from bridge.engines.fifo import FifoLock
+
+
+def _wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.001)
+
+
+def test_waiters_get_the_lock_in_the_order_they_asked():
+    lock = FifoLock()
+    order = []
+    lock.acquire()
+    threads = []
+    for name in "abcd":
+        t = threading.Thread(target=lambda n=name: (lock.acquire(), order.append(n), lock.release()))
+        t.start()
+        threads.append(t)
+        _wait_for(lambda k=len(threads): lock.waiting == k)  # each one queued before the next asks
+    assert lock.acquire(blocking=False) is False  # held
+    lock.release()
+    for t in threads:
+        t.join(5)
+    assert order == list("abcd")
+    assert lock.waiting == 0 and lock.acquire(blocking=False) is True
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_the_llm_serves_waiting_turns_in_arrival_order(engines):
+    llm = engines.llm
+    order = []
+    never = threading.Event()
+    a = llm.stream("The first of three short notes:", [], 8, 0.0, never)
+    next(a)  # one turn holds the model, generating
+    threads = []
+    for name in "bcd":
+        t = threading.Thread(target=lambda n=name: (list(llm.stream(f"Note {n}:", [], 4, 0.0, never)), order.append(n)))
+        t.start()
+        threads.append(t)
+        _wait_for(lambda k=len(threads): llm._lock.waiting == k)
+    list(a)
+    for t in threads:
+        t.join(60)
+    assert order == list("bcd")

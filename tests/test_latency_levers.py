@@ -1,0 +1,83 @@
+"""Issue 13's single-call latency levers, against the real engines: the LLM evaluates
+the prompt up to the caller's coming line while the caller speaks (priming), and an
+utterance starts with its first sound, not with the TTS voice's leading silence."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from bridge.config import load_settings
+from bridge.conversation.playout import ONSET_MARGIN, trim_leading_silence
+from bridge.conversation.prompt import build_completion_prompt, completion_prompt_prefix
+
+HISTORY = [("agent", "Hello, this is Sam, how can I help you?"), ("caller", "What time do you open on Saturday?"), ("agent", "On Saturday we are open from 9 am to 1 pm.")]
+
+
+def test_the_prefix_is_what_the_next_prompt_starts_with():
+    agent = load_settings(None).agent
+    prefix = completion_prompt_prefix(agent, HISTORY)
+    for line in ("How much is a cleaning?", "Where do I park?"):
+        prompt = build_completion_prompt(agent, [*HISTORY, ("caller", line)])
+        assert prompt.startswith(prefix)
+        assert prompt[len(prefix) :].startswith(f"Caller: {line}")
+    assert "On Saturday we are open" in prefix  # the history is in it
+
+
+def test_priming_runs_when_the_model_is_free_and_not_when_it_is_busy(engines):
+    agent = load_settings(None).agent
+    llm = engines.llm
+    prefix = completion_prompt_prefix(agent, HISTORY)
+    assert llm.prime(prefix) is True
+    # The KV cache now starts with the prefix: the next prompt re-evaluates only its tail.
+    tokens = llm.model.tokenize(prefix.encode())
+    assert list(llm.model._input_ids[: len(tokens) - 1]) == tokens[: len(tokens) - 1]
+    held = threading.Event()
+    release = threading.Event()
+
+    def busy():
+        with llm._lock:
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=busy)
+    t.start()
+    held.wait(5)
+    try:
+        assert llm.prime(prefix + "Caller:") is False  # another call's turn holds the model
+    finally:
+        release.set()
+        t.join()
+
+
+def test_leading_silence_is_cut_to_the_margin():
+    pcm = np.concatenate([np.zeros(400, np.int16), np.full(50, 3, np.int16), (np.sin(np.arange(800) / 3) * 8000).astype(np.int16)])
+    out = trim_leading_silence(pcm)
+    first_loud = int(np.flatnonzero(np.abs(pcm) > 200)[0])
+    assert len(out) == len(pcm) - (first_loud - ONSET_MARGIN)
+    assert np.array_equal(out[ONSET_MARGIN:], pcm[first_loud:])
+    silent = np.zeros(300, np.int16)
+    assert trim_leading_silence(silent) is silent
+
+
+async def test_a_conversation_primes_when_the_caller_starts_speaking(engines):
+    import asyncio
+
+    from bridge.conversation.engine import Conversation
+    from bridge.evaluation.harness import RecordingLeg
+    from bridge.evaluation.voices import voice
+
+    agent = load_settings(None).agent.model_copy(update={"greeting": "", "reprompt_after_s": 0})
+    conv = Conversation(engines, agent, RecordingLeg("prime"))
+    conv.start()
+    pcm = voice("espeak", engines.tts)("Hello there.")
+    try:
+        for i in range(0, len(pcm) - 160, 160):
+            conv.feed_audio(pcm[i : i + 160])
+            if conv._primed:
+                break
+        assert conv._primed == completion_prompt_prefix(agent, conv.transcript())
+        await asyncio.sleep(0.5)  # the priming pass in its worker thread
+    finally:
+        await conv.close()
