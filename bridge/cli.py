@@ -186,6 +186,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.what == "answers":
         return _bench_answers(args)
+    if args.what == "bargein":
+        return _bench_bargein(args)
     _setup_logging("WARNING")
     if args.what == "models":
         return _bench_models(args)
@@ -234,6 +236,23 @@ def _bench_models(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"bridge bench models: no chart: {exc}", file=sys.stderr)
     return 0 if any("error" not in r for r in results) else 1
+
+
+def _bench_bargein(args: argparse.Namespace) -> int:
+    """``bridge bench bargein``: config/bargein's interruptions and backchannels over the agent."""
+    from .benchmarks import write_json
+    from .benchmarks.bargein import bench_bargein, print_bargein
+    from .engines import load_engines
+    from .memory import limit_arenas
+
+    settings = load_settings(args.config, preset=args.preset[0] if args.preset else None)
+    _setup_logging(args.log_level or "WARNING")
+    limit_arenas()
+    engines = load_engines(settings)
+    report = _run(bench_bargein(settings, engines, [args.split] if args.split else None))
+    print_bargein(report)
+    write_json(args.json, report)
+    return 0
 
 
 def _bench_answers(args: argparse.Namespace) -> int:
@@ -337,12 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     twilio.add_argument("--api-base-url", help=argparse.SUPPRESS)
     twilio.set_defaults(func=_twilio)
 
-    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval)")
-    bench.add_argument("what", choices=["models", "calls", "answers"])
+    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval), 'bargein' (true and false interruptions, config/bargein)")
+    bench.add_argument("what", choices=["models", "calls", "answers", "bargein"])
     bench.add_argument("--config", help="YAML merged over config/default.yaml (models, answers)")
     bench.add_argument("--voices", metavar="V,V", help="answers: caller voices, from piper, piper-fast, espeak, espeak-fast, text (default: the first four)")
     bench.add_argument("--eval", action="append", metavar="YAML", help="answers: evaluation file (repeat; default config/eval/*.yaml)")
-    bench.add_argument("--split", choices=["tune", "heldout"], help="answers: only this part of the evaluation set")
+    bench.add_argument("--split", choices=["tune", "heldout"], help="answers, bargein: only this part of the evaluation set")
     bench.add_argument("--log-level", help="answers: log level (INFO shows every turn)")
     bench.add_argument("--runs", type=int, default=5, help="models: utterances per stage (at most 6)")
     bench.add_argument("--uri", default="sip:agent@127.0.0.1:5060", help="server to call (calls)")

@@ -4,7 +4,9 @@ OpenAI-compatible backend against a local server speaking that API."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -143,3 +145,39 @@ async def test_interim_passes_are_skipped_where_a_pass_is_slower_than_half_the_i
     finally:
         await server.stop()
         fake.close()
+
+
+def test_openai_backend_stream_that_stalls_or_breaks_midway_is_an_llm_error():
+    """A server that starts a stream and then stalls past the timeout, or cuts the
+    connection mid-chunk: LlmError (the turn's engine-failure rule), never a raw
+    TimeoutError; warm() against a dead server logs and returns."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+    event = b'data: {"choices": [{"text": "We open"}]}\n\n'
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def serve(mode):
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(head + f"{len(event):x}\r\n".encode() + event + b"\r\n")
+        if mode == "cut":
+            conn.sendall(b"40\r\ndata: {\"choi")  # a chunk announced longer than what comes
+            conn.close()
+        else:
+            time.sleep(3)
+            conn.close()
+
+    for mode in ("stall", "cut"):
+        t = threading.Thread(target=serve, args=(mode,), daemon=True)
+        t.start()
+        llm = OpenAiLlm(f"http://127.0.0.1:{port}/v1", "m", timeout=1.0)
+        pieces = []
+        with pytest.raises(LlmError, match="stream broke"):
+            for piece in llm.stream("x", [], 5, 0.0, threading.Event()):
+                pieces.append(piece)
+        assert pieces == ["We open"], mode
+        t.join(5)
+    listener.close()
+    OpenAiLlm(f"http://127.0.0.1:{port}/v1", "m", timeout=1.0).warm("prefix")  # refused: logged, not raised

@@ -34,24 +34,26 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..media.codecs import resample_all
+from .backchannel import BACKCHANNEL_WORDS, is_backchannel
 from .echo_guard import EchoGuard
-from .failures import in_thread
+from .failures import EngineError, awaited
+from .playout import HEARD_TIMEOUT_S, PlayoutMixin
 from .reply import ReplyMixin
 from .turns import UNFINISHED_WORDS, AgentFrame, AgentUtterance, CallLeg, Speculation, sentence_state
 from .turn_records import TurnRecorder
+from .work import WorkerThreads
 
-__all__ = ["FRAME_MS", "FRAME_SAMPLES", "UNFINISHED_WORDS", "AgentFrame", "AgentUtterance", "CallLeg", "Conversation", "sentence_state"]
+__all__ = ["FRAME_MS", "FRAME_SAMPLES", "HEARD_TIMEOUT_S", "UNFINISHED_WORDS", "AgentFrame", "AgentUtterance", "CallLeg", "Conversation", "sentence_state"]
 
 log = logging.getLogger("bridge.conversation")
 
 FRAME_SAMPLES = 160  # 20 ms at 8000 Hz
 FRAME_MS = 20
-#: Longest wait for the mark that confirms the last words were heard (Media Streams), seconds.
-HEARD_TIMEOUT_S = 3.0
+#: Longest wait at the end of a call for its engine calls still in worker threads, seconds.
+CLOSE_WAIT_S = 5.0
 
 
-class Conversation(ReplyMixin):
+class Conversation(PlayoutMixin, ReplyMixin):
     """One call's conversation. See the module docstring.
 
     Args:
@@ -100,7 +102,20 @@ class Conversation(ReplyMixin):
         self._silence = 0
         self._last_voiced_at = 0.0
         self._barged = False
+        #: The utterance (its id) that paused the agent, while its barge-in is pending.
+        self._paused: int | None = None
+        #: The utterance whose pause was withdrawn while it went on (it may still interrupt).
+        self._withdrawn: int | None = None
+        self._judging = False
+        #: The utterance whose words confirmed a barge-in (interim or judging pass): if it
+        #: had already ended, its settling turns it into the caller's turn.
+        self._confirmed: int | None = None
+        #: Utterances heard over the agent that did not interrupt it (bounded), for inspection.
+        self.backchannels: list[str] = []
+        self._backchannel_words = frozenset(w.lower() for w in agent.backchannel_words) or BACKCHANNEL_WORDS
         self._spec: Speculation | None = None
+        #: The prompt prefix last handed to the LLM to evaluate ahead of a turn.
+        self._primed = ""
         #: The latest interim transcript of the caller's current utterance.
         self.interim_text = ""
         #: The last interim transcripts (bounded), for inspection.
@@ -118,6 +133,7 @@ class Conversation(ReplyMixin):
         #: Frames the VAD called speech that were the agent's own echo.
         self.echo_frames = 0
         self._tasks: set[asyncio.Task] = set()
+        self.threads = WorkerThreads()  # engine calls in worker threads, waited for by close()
         self._failed_stages: set[str] = set()
         #: Caller turns handed to the agent so far (endpoint, text or digits).
         self.turns_started = 0
@@ -156,6 +172,8 @@ class Conversation(ReplyMixin):
                 self._utterance = list(self._preroll)
                 self._voiced = 0
                 self._barged = False
+                if not self.agent_active:
+                    self._prime_llm()
             self._utterance.append(frame)
             self._voiced += 1
             self._silence = 0
@@ -167,7 +185,12 @@ class Conversation(ReplyMixin):
             self._maybe_interim()
             if not self._barged and self._voiced * FRAME_MS >= self.agent.barge_in_min_speech_ms and self.agent_active:
                 self._barged = True
-                self.barge_in()
+                if self.agent.barge_in_confirm_ms > 0:
+                    self._pause()
+                else:
+                    self.barge_in()
+            elif self._paused == self._utterance_id and not self._judging and self._voiced * FRAME_MS >= self.agent.barge_in_confirm_ms:
+                self._judge()
             return
         if not self._in_speech:
             self._preroll.append(frame)
@@ -196,7 +219,7 @@ class Conversation(ReplyMixin):
         pcm = np.concatenate(self._utterance[-window:])
         self._interim_running = True
         started_in = self._utterance_id
-        future = asyncio.get_running_loop().run_in_executor(None, self.engines.asr.transcribe, pcm)
+        future = self.threads.run(self.engines.asr.transcribe, pcm)
         future.add_done_callback(lambda f: self._interim_done(f, started_in))
 
     def _interim_done(self, future: asyncio.Future, utterance_id: int) -> None:
@@ -207,6 +230,8 @@ class Conversation(ReplyMixin):
         self.interims.append(self.interim_text)
         del self.interims[:-20]
         log.debug("interim call=%s %r", self.leg.call_id, self.interim_text)
+        if utterance_id in (self._paused, self._withdrawn) and self.agent_active and not is_backchannel(self.interim_text, self._backchannel_words):
+            self._confirm(utterance_id, self.interim_text)
 
     def _check_endpoint(self, now: float) -> None:
         """Speculate at the first silence, and end the turn once the silence is long enough.
@@ -219,7 +244,7 @@ class Conversation(ReplyMixin):
         enough_speech = self._voiced * FRAME_MS >= self.agent.min_utterance_ms
         if self._spec is None and enough_speech and silence_ms >= self.agent.speculate_after_ms:
             pcm = np.concatenate(self._utterance)
-            future = asyncio.get_running_loop().run_in_executor(None, self.engines.asr.transcribe, pcm)
+            future = self.threads.run(self.engines.asr.transcribe, pcm)
             spec = self._spec = Speculation(len(self._utterance), future, self.clock())
             future.add_done_callback(lambda f, spec=spec: self._speculation_done(spec, f))
         if self._spec is not None and self._spec.text is not None:
@@ -236,8 +261,11 @@ class Conversation(ReplyMixin):
         self._utterance = []
         self._preroll.clear()
         spec, self._spec = self._spec, None
-        if enough_speech:
-            times = {"speech_end": self._last_voiced_at, "endpoint": now}
+        times = {"speech_end": self._last_voiced_at, "endpoint": now}
+        if self._utterance_id in (self._paused, self._withdrawn):
+            # The utterance that paused the agent is over: resume, or interrupt and answer it.
+            self._spawn(self._settle(self._utterance_id, pcm if enough_speech else None, times, spec, state))
+        elif enough_speech:
             self._start_reply(pcm, times, spec, state)
 
     def _speculation_done(self, spec: Speculation, future: asyncio.Future) -> None:
@@ -293,78 +321,105 @@ class Conversation(ReplyMixin):
         if held != self.on_hold:
             log.info("call=%s %s", self.leg.call_id, "on hold" if held else "off hold")
         self.on_hold = held
+        self._paused = None  # playout pauses with the hold anyway, and goes on after it
         self._in_speech = False
         self._utterance = []
-
-    def pull_frame(self, now: float | None = None) -> np.ndarray | None:
-        """The agent frame for the current 20 ms send slot (PCM16 8 kHz, 160 samples) or ``None``."""
-        item = self.pull_item(now)
-        return item.pcm if item is not None else None
-
-    def mark_played(self, owner: AgentUtterance, offset: int) -> None:
-        """The leg learned that ``owner`` was played up to sample ``offset`` (Media Streams marks)."""
-        owner.played = max(owner.played, offset)
-        if self.records is not None:
-            self.records.progressed(owner)
-        waiting = self._heard_wait
-        if waiting is not None and waiting[0] is owner and owner.played >= sum(owner.samples):
-            self._heard_wait = None
-            waiting[2].cancel()
-            asyncio.get_running_loop().call_soon(waiting[1])
-
-    def _when_heard(self, owner: AgentUtterance | None, action: Callable[[], None]) -> None:
-        """Run ``action`` (hang up, transfer) once the caller has heard ``owner`` to its end.
-
-        On RTP handing a frame out is sending it: the last packet has just gone, so
-        at once. On a leg that reports playback (Media Streams), once the mark after
-        the last frame comes back, or after ``HEARD_TIMEOUT_S`` if it never does.
-        """
-        loop = asyncio.get_running_loop()
-        if not self.played_by_leg or owner is None or owner.played >= sum(owner.samples):
-            loop.call_soon(action)
-            return
-
-        def timed_out() -> None:
-            if self._heard_wait is not None and self._heard_wait[1] is action:
-                self._heard_wait = None
-                log.info("call=%s: no mark for the last words within %.0f s, going on", self.leg.call_id, HEARD_TIMEOUT_S)
-                action()
-
-        self._heard_wait = (owner, action, loop.call_later(HEARD_TIMEOUT_S, timed_out))
-
-    def pull_item(self, now: float | None = None) -> AgentFrame | None:
-        """Like :meth:`pull_frame`, with the frame's owner and sentence boundary.
-
-        With ``played_by_leg`` set, handing a frame out does not count it as
-        played: the leg reports playback with :meth:`mark_played`."""
-        if not self._playout:
-            if self.echo_guard is not None:
-                self.echo_guard.note_sent(None)
-            return None
-        if len(self._playout) == 1:
-            self._last_activity = self.clock()  # the agent stops talking now
-        item = self._playout.popleft()
-        if self.echo_guard is not None:
-            self.echo_guard.note_sent(item.pcm)
-        if not self.played_by_leg:
-            item.owner.played += FRAME_SAMPLES
-            if self.records is not None:
-                self.records.progressed(item.owner)
-        times = self._times
-        if times is not None and item.owner is self._current and "first_packet" not in times and "speech_end" in times:
-            times["first_packet"] = self.clock()
-            self._log_latency(times)
-            if self.metrics:
-                self.metrics.observe_turn(times)
-        if not self._playout and self._after_playout is not None and (self._reply_task is None or self._reply_task.done()):
-            action, self._after_playout = self._after_playout, None
-            self._when_heard(item.owner, action)
-        return item
 
     @property
     def agent_active(self) -> bool:
         """Whether the agent is speaking or preparing a reply."""
         return bool(self._playout) or (self._reply_task is not None and not self._reply_task.done())
+
+    @property
+    def barge_in_pending(self) -> bool:
+        """Whether caller speech has paused the agent and is not yet judged (:mod:`.backchannel`)."""
+        return self._paused is not None
+
+    def _pause(self) -> None:
+        """The first step of a barge-in (:mod:`.backchannel`): playout stops at the next
+        packet; the queue, the LLM and TTS are kept until the utterance is judged."""
+        self._paused = self._utterance_id
+        log.info("barge-in call=%s pending: agent paused at %r", self.leg.call_id, self._current.played_text() if self._current else "")
+
+    def _judge(self) -> None:
+        """``barge_in_confirm_ms`` of speech while paused: transcribe the utterance so
+        far; words that are not a backchannel interrupt for good, anything else resumes
+        (a long "okay, right", or steady noise the VAD calls speech)."""
+        self._judging = True
+        utterance = self._utterance_id
+        pcm = np.concatenate(self._utterance[-int(self.agent.interim_window_s * 1000 // FRAME_MS):])
+        future = self.threads.run(self.engines.asr.transcribe, pcm)
+        future.add_done_callback(lambda f: self._judged(f, utterance))
+
+    def _judged(self, future: asyncio.Future, utterance: int) -> None:
+        self._judging = False
+        if self._paused != utterance or self._closed:
+            return  # decided meanwhile (the utterance ended and was settled, or a new one paused)
+        if future.cancelled() or future.exception() is not None:
+            self.barge_in()  # ASR failed: the caller may have said something
+            return
+        text = future.result().strip()
+        if is_backchannel(text, self._backchannel_words):
+            self._resume(text)
+            self._withdrawn = utterance  # its later words (interim, final) may still interrupt
+        else:
+            self._confirm(utterance, text)
+
+    def _confirm(self, utterance: int, words: str) -> None:
+        """Words that are not a backchannel (interim or judging pass) interrupt for good;
+        ``utterance`` is remembered, so that its settling answers it if it has ended."""
+        log.info("barge-in call=%s confirmed by the words %r", self.leg.call_id, words)
+        self._confirmed = utterance
+        self.barge_in()
+
+    def _resume(self, heard: str) -> None:
+        """The utterance that paused the agent was no interruption: play on from where it stopped."""
+        self._paused = None
+        self.backchannels.append(heard)
+        del self.backchannels[:-20]
+        if self.metrics:
+            self.metrics.barge_ins_resumed.inc()
+        log.info("barge-in call=%s withdrawn: %r is a backchannel or no words; the agent resumes", self.leg.call_id, heard)
+
+    async def _settle(self, utterance: int, pcm: np.ndarray | None, times: dict[str, float], spec: Speculation | None, rule: str) -> None:
+        """Judge the utterance that paused the agent once it has ended: transcribe it
+        (the speculative pass when there is one), then resume the agent after a
+        backchannel or no words, else interrupt it and answer the utterance as a turn.
+
+        An ASR failure interrupts (the caller may have said something) and becomes the
+        engine-failure apology.
+        """
+        text = ""
+        try:
+            if spec is not None:
+                text = (await awaited("asr", spec.future)).strip()
+                times["asr_final"] = spec.done_at or self.clock()
+            elif pcm is not None:
+                text = (await self.threads.call("asr", self.engines.asr.transcribe, pcm)).strip()
+                times["asr_final"] = self.clock()
+        except EngineError as exc:
+            if self._paused == utterance:
+                self.barge_in()
+            self._engine_failed(exc)
+            return
+        if self._closed:
+            return
+        if utterance == self._confirmed:
+            # Its words confirmed the barge-in while it was being settled (the judging
+            # pass finished after the caller stopped): the agent has stopped; answer it.
+            if pcm is not None:
+                self._start_reply(pcm, times, rule=rule, text=text or None)
+            return
+        if utterance not in (self._paused, self._withdrawn):
+            return  # decided meanwhile: the caller spoke again
+        if pcm is None or is_backchannel(text, self._backchannel_words):
+            if self._paused == utterance:
+                self._resume(text)
+            return
+        log.info("barge-in call=%s confirmed by the words %r", self.leg.call_id, text)
+        if self.agent_active:
+            self.barge_in()
+        self._start_reply(pcm, times, rule=rule, text=text)
 
     def barge_in(self) -> None:
         """Stop the agent now: drop queued audio, cancel LLM/TTS, truncate history."""
@@ -374,7 +429,9 @@ class Conversation(ReplyMixin):
         self._stop_agent(interrupted=True)
 
     async def close(self) -> None:
-        """Cancel everything in flight (idempotent)."""
+        """Cancel everything in flight and wait (up to :data:`CLOSE_WAIT_S`) until the
+        engine calls already in worker threads have returned, so that the end of the
+        call frees their memory too (:mod:`.work`). Idempotent."""
         self._closed = True
         if self._digits_timer is not None:
             self._digits_timer.cancel()
@@ -383,6 +440,7 @@ class Conversation(ReplyMixin):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.threads.settle(CLOSE_WAIT_S)
         # Keep the record (history, turns, latencies), drop the audio: a finished
         # call must not pin tens of KB of frames (issue 8's soak: RSS grew with them).
         self._preroll.clear()
@@ -413,13 +471,15 @@ class Conversation(ReplyMixin):
             log.error("conversation task failed call=%s", self.leg.call_id, exc_info=task.exception())
 
     def _stop_agent(self, interrupted: bool) -> None:
+        self._paused = None
         self._playout.clear()
         self.leg.clear_playout()
         self._cancel.set()
         if self._reply_task is not None and not self._reply_task.done():
             self._reply_task.cancel()
         if self._current is not None:
-            self._current.interrupted = interrupted
+            # Once interrupted, always: closing the call later must not clear the flag.
+            self._current.interrupted = self._current.interrupted or interrupted
         if self.records is not None:
             self.records.stopped(self._current)
         self._after_playout = None
@@ -493,58 +553,3 @@ class Conversation(ReplyMixin):
         """Say ``text``, then run ``action`` once it has been played out."""
         await self._say(text)
         self._after_playout_do(action)
-
-    def _after_playout_do(self, action: Callable[[], None]) -> None:
-        if self._playout:
-            self._after_playout = action
-        else:
-            self._when_heard(self._current, action)
-
-    async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event, fixed: bool = False) -> None:
-        """Synthesize ``text`` (``fixed``: from the phrase cache) and queue it as 20 ms frames of ``utt``.
-
-        Raises:
-            EngineError: TTS failed (stage ``tts``).
-        """
-        phrases = getattr(self.engines, "phrases", None)
-        if fixed and phrases is not None:
-            pcm = phrases.peek(text)
-            if pcm is None:
-                pcm = await in_thread("tts", phrases.get, text, lambda t: self._synthesize(t, None))
-        else:
-            pcm = await in_thread("tts", self._synthesize, text, times)
-        if cancel.is_set():
-            return
-        n = int(np.ceil(len(pcm) / FRAME_SAMPLES)) * FRAME_SAMPLES
-        pcm = np.pad(pcm, (0, n - len(pcm)))
-        utt.sentences.append(text)
-        utt.samples.append(n)
-        base = sum(utt.samples[:-1])
-        for i in range(0, n, FRAME_SAMPLES):
-            self._playout.append(AgentFrame(pcm[i : i + FRAME_SAMPLES], utt, i + FRAME_SAMPLES >= n, base + i + FRAME_SAMPLES))
-
-    def _synthesize(self, text: str, times: dict | None) -> np.ndarray:
-        """Worker thread: text -> PCM16 8 kHz via Piper and FFmpeg resampling."""
-        chunks = []
-        for chunk in self.engines.tts.synthesize(text):
-            if times is not None and "tts_first_audio" not in times:
-                times["tts_first_audio"] = self.clock()
-            chunks.append(chunk)
-        if not chunks:
-            return np.zeros(0, dtype=np.int16)
-        return resample_all(np.concatenate(chunks), self.engines.tts.sample_rate, 8000)
-
-    def _log_latency(self, times: dict[str, float]) -> None:
-        start = times["speech_end"]
-        rel = {k: round(v - start, 3) for k, v in times.items() if k != "speech_end"}
-        self.latencies.append(rel)
-        log.info(
-            "latency call=%s voice_to_voice=%s endpoint=%s asr_final=%s llm_first_token=%s first_sentence=%s tts_first_audio=%s",
-            self.leg.call_id,
-            rel.get("first_packet"),
-            rel.get("endpoint"),
-            rel.get("asr_final"),
-            rel.get("llm_first_token"),
-            rel.get("first_sentence"),
-            rel.get("tts_first_audio"),
-        )

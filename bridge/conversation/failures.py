@@ -12,7 +12,6 @@ or ``end_call``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 #: The stages that can fail, as the ``stage`` label of ``bridge_engine_errors_total``.
@@ -33,23 +32,9 @@ class EngineError(Exception):
         self.cause = cause
 
 
-async def in_thread(stage: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` in a worker thread; its exception becomes :class:`EngineError`.
-
-    Raises:
-        EngineError: ``fn`` raised.
-        asyncio.CancelledError: the turn was cancelled (barge-in, hang-up).
-    """
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any engine error becomes a reported failure
-        raise EngineError(stage, exc) from exc
-
-
 async def awaited(stage: str, future: "asyncio.Future[Any]") -> Any:
-    """Await an engine future started earlier (speculative ASR), as :func:`in_thread`."""
+    """Await an engine future (speculative ASR, :meth:`bridge.conversation.work.WorkerThreads.call`):
+    its exception becomes :class:`EngineError`."""
     try:
         return await future
     except asyncio.CancelledError:

@@ -18,6 +18,13 @@ from prometheus_client.core import CounterMetricFamily
 #: Turn stages, each measured from the end of caller speech (last voiced frame).
 STAGES = ("endpoint", "asr_final", "llm_first_token", "first_sentence", "tts_first_audio", "first_packet")
 
+#: Label values exported at 0 from the start, so that a dashboard's rate() has a series
+#: before the first event (Prometheus's advice for counters with known label values).
+RTP_DROP_REASONS = ("foreign_source", "malformed", "rtcp", "unknown_payload_type", "unknown_event", "duplicate_or_late",
+                    "sequence_jump", "srtp_unprotect_failed")
+CALL_OUTCOMES = ("answered",)
+RECORD_RESULTS = ("written", "spooled", "replayed", "failed", "lost")
+
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0)
 
 
@@ -40,12 +47,21 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        for stage in STAGES:  # at 0 from the start: the first turn's observation is then a rate()
+            self.stage.labels(stage)
         self.turns = Counter("bridge_turns_total", "Caller turns answered.", registry=r)
         self.barge_ins = Counter("bridge_barge_ins_total", "Agent speech interrupted by the caller.", registry=r)
+        self.barge_ins_resumed = Counter(
+            "bridge_barge_ins_resumed_total", "Agent speech paused by caller sound that was a backchannel or no words, then resumed.", registry=r
+        )
         self.echo_frames = Counter("bridge_echo_frames_total", "Inbound frames the VAD called speech that were the agent's own echo.", registry=r)
         self.calls = Counter("bridge_calls_total", "Calls by outcome.", ["outcome"], registry=r)
         self.active_calls = Gauge("bridge_active_calls", "Calls in progress.", registry=r)
         self.rtp_dropped = Counter("bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r)
+        for reason in RTP_DROP_REASONS:
+            self.rtp_dropped.labels(reason)
+        for outcome in CALL_OUTCOMES:
+            self.calls.labels(outcome)
         self.dtmf = Counter("bridge_dtmf_digits_total", "RFC 4733 digits received.", registry=r)
         self.guarded = Counter("bridge_reply_guard_total", "LLM output not spoken, by reason (repetition, leak, too_long, farewell, empty: the fallback was said).", ["reason"], registry=r)
         self.tools_refused = Counter("bridge_tool_calls_refused_total", "Tool calls from the model refused because the caller did not ask for them, by tool.", ["tool"], registry=r)
@@ -60,6 +76,8 @@ class Metrics:
             "Call-record events by outcome: written, spooled (database unavailable), replayed (from the spool), failed (refused), lost, error_* (attempts that failed).",
             ["result"], registry=r,
         )
+        for result in RECORD_RESULTS:
+            self.records.labels(result)
         self.records_spooled = Gauge("bridge_records_spooled", "Call-record events waiting in the on-disk spool for the database.", registry=r)
         self.resources = Gauge("bridge_resources", "Live resources, for leak checks.", ["kind"], registry=r)
 
@@ -73,7 +91,9 @@ class Metrics:
 
         The core keeps its own counts (it is sans-IO and knows nothing of
         Prometheus); this reads them when ``/metrics`` is scraped:
-        ``bridge_sip_dropped_total{transport,reason}`` and ``bridge_sip_events_total{transport,event}``.
+        ``bridge_sip_dropped_total{transport,reason}``, ``bridge_sip_events_total{transport,event}``
+        and ``bridge_sip_responses_total{transport,code}`` (final and provisional responses
+        sent, by status code: 200, 180, 503...).
         """
         self._sip_counters.append((transport, counters))
 
@@ -135,14 +155,18 @@ class _SipCollector:
     def collect(self):
         dropped = CounterMetricFamily("bridge_sip_dropped", "SIP messages dropped, by reason.", labels=["transport", "reason"])
         other = CounterMetricFamily("bridge_sip_events", "SIP core counters (requests, responses, retransmissions, timeouts).", labels=["transport", "event"])
+        responses = CounterMetricFamily("bridge_sip_responses", "SIP responses sent, by status code.", labels=["transport", "code"])
         for transport, counters in self.sources:
             for key, value in sorted(counters.items()):
                 if key.startswith("dropped_"):
                     dropped.add_metric([transport, key[len("dropped_") :]], value)
                 else:
                     other.add_metric([transport, key], value)
+                    if key.startswith("responses_sent_"):
+                        responses.add_metric([transport, key[len("responses_sent_") :]], value)
         yield dropped
         yield other
+        yield responses
 
     def describe(self):
         return []
