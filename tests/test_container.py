@@ -17,7 +17,7 @@ from tests.conftest import ROOT, BridgeProcess, free_port
 DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]
 
 
-@pytest.mark.parametrize("name", DOCKERFILES)
+@pytest.mark.parametrize("name", DOCKERFILES + ["deploy/kamailio/Dockerfile"])
 def test_hadolint_passes(name):
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     result = subprocess.run([hadolint, "--failure-threshold", "info", name], cwd=ROOT, capture_output=True, text=True)
