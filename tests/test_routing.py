@@ -64,14 +64,16 @@ def test_two_numbers_two_agents_on_both_legs_and_the_rest_refused(tmp_path):
     server.start()
     try:
         async def calls():
+            # Each caller stays until the greeting has been heard to its end (the record keeps
+            # what was played: a fixed 5 s cut the 4.9 s clinic greeting short under load).
             for number in (CLINIC, SALES):
-                report = await place_call(f"sip:{number}@127.0.0.1:{server.sip_port}", [], None, duration=5)
+                report = await place_call(f"sip:{number}@127.0.0.1:{server.sip_port}", [], None)
                 assert report.answered, number
             with pytest.raises(ConnectionError, match="rejected 603"):
                 await place_call(f"sip:{NOBODY}@127.0.0.1:{server.sip_port}", [], None, duration=2)
             for n, number in enumerate((CLINIC, SALES)):
                 twilio = TwilioStream(f"ws://127.0.0.1:{http}/media-stream", TOKEN, "wss://bridge.example.test/media-stream", call_sid=f"CA{n:032d}", latency=0.0)
-                await twilio.run([], duration=5.0, custom={"From": "+14155550123", "To": number})
+                await twilio.run([], duration=8.0, custom={"From": "+14155550123", "To": number})
                 assert twilio.close_code == 1000, number
             stranger = TwilioStream(f"ws://127.0.0.1:{http}/media-stream", TOKEN, "wss://bridge.example.test/media-stream", call_sid="CA" + "9" * 32, latency=0.0)
             await stranger.run([], duration=2.0, custom={"From": "+14155550123", "To": NOBODY})
