@@ -50,7 +50,7 @@ async def test_evaluation_item(engines, settings, item):
 
 def test_whisper_base_assembles_from_its_packages_and_transcribes(tmp_path, speech):
     """models.asr: embedded-base: the two PyPI parts become one checked model.bin in
-    models.cache_dir, once, and it recognizes a question through G.711."""
+    models.cache_dir, once, and it recognizes the caller's key words through G.711."""
     from bridge.client import read_wav_8k
     from bridge.engines.asr import BASE_MODEL_SHA256, WhisperAsr, embedded_base_asr_path
 
@@ -60,5 +60,22 @@ def test_whisper_base_assembles_from_its_packages_and_transcribes(tmp_path, spee
     assert embedded_base_asr_path(tmp_path) == path and len(BASE_MODEL_SHA256) == 64
     from bridge.evaluation.voices import telephone
 
-    text = WhisperAsr(path, initial_prompt="Maple Street Dental.").transcribe(telephone(read_wav_8k(speech["where"]), 8000))
-    assert "clinic" in text.lower(), text
+    asr = WhisperAsr(path, initial_prompt="Maple Street Dental.")
+    heard = {name: asr.transcribe(telephone(read_wav_8k(speech[name]), 8000)).lower() for name in BASE_KEYWORDS}
+    recognized = [name for name, words in BASE_KEYWORDS.items() if any(w in heard[name] for w in words)]
+    # espeak-ng's robot voice is hard on a 74M-parameter model, and what it hears in a
+    # word or two shifts with the CPU's float paths ("Where is the clinic?" came out as
+    # "Where in particular clinic." here and "Well infotlidic." on CI): a broken model
+    # or a wrong assembly hears none of it, so four of six is the bar.
+    assert len(recognized) >= 4, "; ".join(f"{name}: {text!r}" for name, text in heard.items())
+
+
+#: Each espeak-ng utterance of the ``speech`` fixture and the words whisper-base must hear in it.
+BASE_KEYWORDS = {
+    "saturday": ("saturday",),
+    "cleaning": ("cleaning",),
+    "where": ("clinic",),
+    "appointment": ("appointment",),
+    "bye": ("goodbye", "bye"),
+    "person": ("person",),
+}
