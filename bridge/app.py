@@ -39,6 +39,9 @@ from .stream_calls import StreamCalls
 
 log = logging.getLogger("bridge.app")
 
+#: Finished agents a server keeps for inspection (BridgeServer.finished).
+FINISHED_KEPT = 4
+
 
 def _server_ssl(settings: Settings) -> ssl.SSLContext:
     """The TLS server context.
@@ -105,8 +108,10 @@ class BridgeServer:
         self.ports = PortAllocator(*parse_port_range(settings.media.rtp_ports))
         self.policy = AdmissionPolicy(settings.access, base=DEFAULT_CONFIG.parent.parent)
         self.calls: dict[str, SipCallLeg] = {}
-        #: The last 20 calls' agents after they ended (their audio released), for inspection.
-        self.finished: collections.deque = collections.deque(maxlen=20)
+        #: The last few calls' agents after they ended (their audio released), for
+        #: inspection by tests and ``bridge dial``; few, so that what a finished call
+        #: keeps (history, transcript, timings) is not held for 20 calls.
+        self.finished: collections.deque = collections.deque(maxlen=FINISHED_KEPT)
         #: Why the last calls ended: (call_id, reason), bounded, for inspection.
         self.end_reasons: collections.deque = collections.deque(maxlen=100)
         self._tasks: set[asyncio.Task] = set()
