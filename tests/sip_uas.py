@@ -5,7 +5,10 @@ here (sipp has no TLS in Debian's build, and no SRTP keys of its own).
 It answers the first INVITE either with a final error (``reject=486``) or with ``200 OK``
 and an SDP answer (plain RTP or SDES-SRTP with its own key), takes the ACK, exchanges
 RTP for ``hold`` seconds (decrypting the caller's SRTP with the key from the INVITE), then
-sends BYE. What it saw is kept for the test to assert on.
+sends BYE. What it saw is kept for the test to assert on. With ``late_180`` it also sends
+180 Ringing right behind its 200 and again after the ACK, as a proxy whose workers forward
+responses out of order does (RFC 3261 17.1.1.2: a provisional response after the final one
+changes nothing for the caller).
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from bridge.media.srtp import SrtpContext, new_crypto, parse_crypto
 
 class ScriptedUas:
     def __init__(self, transport: str = "udp", reject: int | None = None, srtp: bool = False, hold: float = 2.0,
-                 cert: str | None = None, key: str | None = None) -> None:
+                 cert: str | None = None, key: str | None = None, late_180: bool = False) -> None:
         self.transport = transport
+        self.late_180 = late_180
         self.reject = reject
         self.srtp = srtp
         self.hold = hold
@@ -92,6 +96,8 @@ class ScriptedUas:
             self.invite = text
             self._tasks.append(asyncio.ensure_future(self._answer(text)))
         elif first.startswith("ACK"):
+            if self.late_180 and not self.ack_seen.is_set():
+                self.send(self._response(self.invite, 180, "Ringing"))
             self.ack_seen.set()
         elif first.startswith("SIP/2.0 200") and "CSeq: 1 BYE" in text:
             self.bye_answered.set()
@@ -145,6 +151,8 @@ class ScriptedUas:
                f"m=audio {rtp_port} {profile} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n{crypto_line}a=ptime:20\r\n")
         self.send(self._response(invite, 100, "Trying", to_tag=False))
         self.send(self._response(invite, 200, "OK", sdp))
+        if self.late_180:
+            self.send(self._response(invite, 180, "Ringing"))
         await asyncio.wait_for(self.ack_seen.wait(), 10)
         codec = G711("PCMU")
         tone = codec.encode((4000 * np.sin(2 * np.pi * 300 * np.arange(160) / 8000)).astype(np.int16))

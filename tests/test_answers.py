@@ -48,6 +48,17 @@ async def test_evaluation_item(engines, settings, item):
     assert not score.missing and not score.forbidden, score.to_json()
 
 
+#: Each espeak-ng utterance of the ``speech`` fixture and the words whisper-base must hear in it.
+BASE_KEYWORDS = {
+    "saturday": ("saturday",),
+    "cleaning": ("cleaning",),
+    "where": ("clinic",),
+    "appointment": ("appointment",),
+    "bye": ("bye",),  # "goodbye" too
+    "person": ("person",),
+}
+
+
 def test_whisper_base_assembles_from_its_packages_and_transcribes(tmp_path, speech):
     """models.asr: embedded-base: the two PyPI parts become one checked model.bin in
     models.cache_dir, once, and it recognizes the caller's key words through G.711."""
@@ -68,14 +79,3 @@ def test_whisper_base_assembles_from_its_packages_and_transcribes(tmp_path, spee
     # "Where in particular clinic." here and "Well infotlidic." on CI): a broken model
     # or a wrong assembly hears none of it, so four of six is the bar.
     assert len(recognized) >= 4, "; ".join(f"{name}: {text!r}" for name, text in heard.items())
-
-
-#: Each espeak-ng utterance of the ``speech`` fixture and the words whisper-base must hear in it.
-BASE_KEYWORDS = {
-    "saturday": ("saturday",),
-    "cleaning": ("cleaning",),
-    "where": ("clinic",),
-    "appointment": ("appointment",),
-    "bye": ("goodbye", "bye"),
-    "person": ("person",),
-}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import time
 
 import pytest
@@ -160,54 +159,24 @@ def test_allowlist_and_pike(tmp_path):
         assert c.stop() == 0, c.output() + c.logs()
 
 
-def test_the_call_scenario_ignores_a_180_after_the_200(tmp_path):
+async def test_the_call_scenario_ignores_a_180_after_the_200(tmp_path):
     """The scenario the tests above rely on: Kamailio's UDP workers may forward a node's
-    180 after its 200 (no order between two processes). Here a UAS on 127.0.0.1 sends its
-    180 right behind its 200 and again after the ACK: every call still completes. (With
-    the caller's RTP started in a <nop> after the ACK, the first 180 arrived at the nop
-    and sipp aborted the call: the drain test failed that way once.)"""
-    import threading
+    180 after its 200 (no order between two processes). Here the scripted UAS on 127.0.0.1
+    sends its 180 right behind its 200 and again after the ACK: the call still completes,
+    and the caller's RTP reaches it. (With the caller's RTP started in a <nop> after the
+    ACK, the first 180 arrived at the nop and sipp aborted the call: the drain test failed
+    that way once.)"""
+    import asyncio
     from types import SimpleNamespace
 
-    from .conftest import free_port
+    from .sip_uas import ScriptedUas
 
-    sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sip.bind(("127.0.0.1", free_port()))
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # takes the caller's RTP
-    rtp.bind(("127.0.0.1", 0))
-    sip.settimeout(0.2)
-    done = threading.Event()
-
-    def uas():
-        ringing = {}
-        while not done.is_set():
-            try:
-                data, peer = sip.recvfrom(65535)
-            except TimeoutError:
-                continue
-            msg = data.decode()
-            lines = msg.split("\r\n")
-            keep = "\r\n".join(x for x in lines if x.split(":")[0].lower() in ("via", "from", "call-id", "cseq"))
-            to = next(x for x in lines if x.lower().startswith("to:"))
-            call_id = next(x for x in lines if x.lower().startswith("call-id:"))
-            if msg.startswith("INVITE"):
-                sdp = f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {rtp.getsockname()[1]} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\n"
-                sip.sendto(f"SIP/2.0 200 OK\r\n{keep}\r\n{to};tag=uas\r\nContact: <sip:uas@127.0.0.1:{sip.getsockname()[1]}>\r\n"
-                           f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}".encode(), peer)
-                ringing[call_id] = f"SIP/2.0 180 Ringing\r\n{keep}\r\n{to};tag=uas\r\nContent-Length: 0\r\n\r\n".encode()
-                sip.sendto(ringing[call_id], peer)
-            elif msg.startswith("ACK") and call_id in ringing:
-                sip.sendto(ringing.pop(call_id), peer)
-            elif msg.startswith("BYE"):
-                sip.sendto(f"SIP/2.0 200 OK\r\n{keep}\r\n{to}\r\nContent-Length: 0\r\n\r\n".encode(), peer)
-
-    t = threading.Thread(target=uas, daemon=True)
-    t.start()
+    uas = ScriptedUas("udp", hold=1.0, late_180=True)
+    port = await uas.start()
     try:
-        run = sipp_calls(SimpleNamespace(sip_port=sip.getsockname()[1]), tmp_path / "sipp", calls=3, rate=3, timeout=30)
+        run = await asyncio.to_thread(sipp_calls, SimpleNamespace(sip_port=port), tmp_path / "sipp", calls=1, timeout=30)
+        await asyncio.wait_for(uas.done.wait(), 10)
     finally:
-        done.set()
-        t.join(5)
-        sip.close()
-        rtp.close()
-    assert run.returncode == 0 and run.failed == 0 and run.successful == 3, run.errors
+        uas.close()
+    assert run.returncode == 0 and run.failed == 0 and run.successful == 1, run.errors
+    assert uas.rtp_in > 0 and uas.rtp_bad == 0, (uas.rtp_in, uas.rtp_bad)
