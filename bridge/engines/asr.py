@@ -11,7 +11,7 @@ import numpy as np
 
 from ..media.codecs import resample_all
 
-from .asr_batch import WINDOW_SAMPLES, WhisperBatcher
+from .asr_batch import HEADROOM, WINDOW_SAMPLES, WINDOWS, WhisperBatcher
 from .fifo import FifoLock
 
 log = logging.getLogger("bridge.engines.asr")
@@ -107,6 +107,10 @@ class WhisperAsr:
         language: the spoken language.
         initial_prompt: text Whisper reads as if it had just heard it (names and
             terms of the agent's domain, :mod:`bridge.engines.asr_hints`), or ``None``.
+        batch: most passes of different calls run as one batch (0 or 1: one at a time).
+        windows: encoder windows, seconds: a pass over up to 30 s of audio is padded to
+            the smallest one that fits it with ``headroom`` (:mod:`bridge.engines.asr_batch`),
+            not to Whisper's full 30 s; longer audio takes faster-whisper's own path.
 
     Raises:
         FileNotFoundError: ``model_path`` does not exist.
@@ -114,7 +118,7 @@ class WhisperAsr:
 
     def __init__(
         self, model_path: str | Path, device: str = "cpu", compute_type: str = "int8", beam_size: int = 1, language: str = "en",
-        initial_prompt: str | None = None, batch: int = 0,
+        initial_prompt: str | None = None, batch: int = 0, windows: tuple[int, ...] = WINDOWS, headroom: float = HEADROOM,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -122,11 +126,9 @@ class WhisperAsr:
         if not path.exists():
             raise FileNotFoundError(f"ASR model not found: {path}")
         self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=2)
-        #: ``batch`` > 0: passes of several calls that coincide run as one batch of up to
-        #: that many, with no lock between calls (:mod:`bridge.engines.asr_batch`).
-        self.batcher = None
-        if batch > 0:
-            self.batcher = WhisperBatcher(self.model, language, max_batch=batch)
+        #: Passes over up to 30 s of audio; several calls' passes that coincide run as one
+        #: batch of up to ``batch``, with no lock between calls (:mod:`bridge.engines.asr_batch`).
+        self.batcher = WhisperBatcher(self.model, language, max_batch=max(1, batch), windows=windows, headroom=headroom)
         self.beam_size = beam_size
         self.language = language
         self.initial_prompt = initial_prompt
@@ -143,7 +145,7 @@ class WhisperAsr:
         path = asr_model_path(m)
         compute = m.asr_compute_type if device == "cpu" else "float16"
         return cls(path, device, compute, m.asr_beam_size, initial_prompt=initial_prompt(m, agent) if agent is not None else None,
-                   batch=asr_batch(m, device))
+                   batch=asr_batch(m, device), windows=tuple(m.asr_windows), headroom=m.asr_window_headroom)
 
     def variant(self, beam_size: int, initial_prompt: str | None) -> "WhisperAsr":
         """The same loaded model (and its lock) with another beam size and prompt: one
@@ -156,15 +158,19 @@ class WhisperAsr:
         """Fold one pass's seconds into :attr:`pass_seconds` (exponential smoothing, 0.3)."""
         self.pass_seconds = elapsed if not self.pass_seconds else 0.7 * self.pass_seconds + 0.3 * elapsed
 
-    def transcribe(self, pcm: np.ndarray) -> str:
+    def transcribe(self, pcm: np.ndarray, previous: str = "") -> str:
         """PCM16 mono 8000 Hz (int16 array) -> text (empty when nothing was recognized).
 
-        The audio is resampled to Whisper's 16000 Hz with FFmpeg (PyAV).
+        ``previous``: what the speaker said just before this audio; Whisper reads it after
+        the initial prompt, as faster-whisper's ``condition_on_previous_text`` does between
+        windows. The audio is resampled to Whisper's 16000 Hz with FFmpeg (PyAV). Up to
+        30 s go through the windowed, batched path; longer audio through faster-whisper's own.
         """
         audio16k = resample_all(pcm, 8000, 16000).astype(np.float32) / 32768.0
-        if self.batcher is not None and len(audio16k) <= WINDOW_SAMPLES:
+        prompt = " ".join(p for p in (self.initial_prompt, previous.strip()) if p) or None
+        if len(audio16k) <= WINDOW_SAMPLES:
             started = time.perf_counter()
-            text = self.batcher.transcribe(audio16k, self.beam_size, self.initial_prompt)
+            text = self.batcher.transcribe(audio16k, self.beam_size, prompt)
             self._note_pass(time.perf_counter() - started)
             return text
         with self._lock:
@@ -175,7 +181,7 @@ class WhisperAsr:
                 beam_size=self.beam_size,
                 without_timestamps=True,
                 condition_on_previous_text=False,
-                initial_prompt=self.initial_prompt,
+                initial_prompt=prompt,
                 vad_filter=False,
             )
             text = " ".join(s.text.strip() for s in segments).strip()
