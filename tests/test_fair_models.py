@@ -1,5 +1,5 @@
 """Turns are served in arrival order: the oldest waiting turn takes the model first
-(bridge/engines/fifo.py; the LLM, TTS and unbatched ASR locks)."""
+(bridge/engines/fifo.py for TTS and unbatched ASR; the LLM's admission to its sequences)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import time
 import pytest
 
 from bridge.engines.fifo import FifoLock
+
+from .conftest import ROOT
 
 
 def _wait_for(predicate, timeout=10.0):
@@ -40,19 +42,25 @@ def test_waiters_get_the_lock_in_the_order_they_asked():
         lock.release()
 
 
-def test_the_llm_serves_waiting_turns_in_arrival_order(engines):
-    llm = engines.llm
-    order = []
-    never = threading.Event()
-    a = llm.stream("The first of three short notes:", [], 8, 0.0, never)
-    next(a)  # one turn holds the model, generating
-    threads = []
-    for name in "bcd":
-        t = threading.Thread(target=lambda n=name: (list(llm.stream(f"Note {n}:", [], 4, 0.0, never)), order.append(n)))
-        t.start()
-        threads.append(t)
-        _wait_for(lambda k=len(threads): llm._lock.waiting == k)
-    list(a)
-    for t in threads:
-        t.join(60)
-    assert order == list("bcd")
+def test_the_llm_serves_waiting_turns_in_arrival_order():
+    """More turns than sequences: the waiting ones take a sequence in the order they asked."""
+    from bridge.engines.llm import LlamaCppLlm, embedded_llm_path
+
+    llm = LlamaCppLlm(embedded_llm_path(ROOT / "models"), n_ctx=512, parallel=1)
+    try:
+        order = []
+        never = threading.Event()
+        a = llm.stream("The first of three short notes:", [], 8, 0.0, never)
+        next(a)  # one turn holds the only sequence, generating
+        threads = []
+        for name in "bcd":
+            t = threading.Thread(target=lambda n=name: (list(llm.stream(f"Note {n}:", [], 4, 0.0, never)), order.append(n)))
+            t.start()
+            threads.append(t)
+            _wait_for(lambda k=len(threads): llm.waiting == k)
+        list(a)
+        for t in threads:
+            t.join(60)
+        assert order == list("bcd")
+    finally:
+        llm.close()

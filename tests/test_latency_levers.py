@@ -5,6 +5,7 @@ utterance starts with its first sound, not with the TTS voice's leading silence.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -30,25 +31,22 @@ def test_priming_runs_when_the_model_is_free_and_not_when_it_is_busy(engines):
     llm = engines.llm
     prefix = completion_prompt_prefix(agent, HISTORY)
     assert llm.prime(prefix) is True
-    # The KV cache now starts with the prefix: the next prompt re-evaluates only its tail.
-    tokens = llm.model.tokenize(prefix.encode())
-    assert list(llm.model._input_ids[: len(tokens) - 1]) == tokens[: len(tokens) - 1]
-    held = threading.Event()
-    release = threading.Event()
-
-    def busy():
-        with llm._lock:
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=busy)
-    t.start()
-    held.wait(5)
+    for _ in range(200):  # priming does not wait for the evaluation
+        if llm.cached(prefix):
+            break
+        time.sleep(0.02)
+    # A slot's KV cache now holds the prefix: the next prompt re-evaluates only its tail.
+    assert llm.cached(prefix)
+    # Every slot busy generating: priming would only displace a cache, so nothing.
+    never = threading.Event()
+    streams = [llm.stream(f"Note {i}: the longest list of words you know is", [], 40, 0.0, never) for i in range(llm.parallel)]
+    for s in streams:
+        next(s)
     try:
-        assert llm.prime(prefix + "Caller:") is False  # another call's turn holds the model
+        assert llm.prime(prefix + "Caller:") is False
     finally:
-        release.set()
-        t.join()
+        for s in streams:
+            s.close()
 
 
 def test_leading_silence_is_cut_to_the_margin():
