@@ -188,6 +188,8 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_answers(args)
     if args.what == "bargein":
         return _bench_bargein(args)
+    if args.what == "turns":
+        return _bench_turns(args)
     _setup_logging("WARNING")
     if args.what == "models":
         return _bench_models(args)
@@ -251,6 +253,23 @@ def _bench_bargein(args: argparse.Namespace) -> int:
     engines = load_engines(settings)
     report = _run(bench_bargein(settings, engines, [args.split] if args.split else None))
     print_bargein(report)
+    write_json(args.json, report)
+    return 0
+
+
+def _bench_turns(args: argparse.Namespace) -> int:
+    """``bridge bench turns``: config/eval/turns' pauses and complete turns, when the agent answers."""
+    from .benchmarks import write_json
+    from .benchmarks.turns import bench_turns, print_turns
+    from .engines import load_engines
+    from .evaluation.voices import DEFAULT_VOICES
+
+    settings = load_settings(args.config, preset=args.preset[0] if args.preset else None)
+    _setup_logging(args.log_level or "WARNING")
+    engines = load_engines(settings)
+    voices = [v.strip() for v in (args.voices or ",".join(DEFAULT_VOICES)).split(",") if v.strip()]
+    report = _run(bench_turns(settings, engines, voices, [args.split] if args.split else None, args.late_after))
+    print_turns(report)
     write_json(args.json, report)
     return 0
 
@@ -356,12 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     twilio.add_argument("--api-base-url", help=argparse.SUPPRESS)
     twilio.set_defaults(func=_twilio)
 
-    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval), 'bargein' (true and false interruptions, config/bargein)")
-    bench.add_argument("what", choices=["models", "calls", "answers", "bargein"])
+    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval), 'bargein' (true and false interruptions, config/bargein), 'turns' (answers at the right moment, config/eval/turns)")
+    bench.add_argument("what", choices=["models", "calls", "answers", "bargein", "turns"])
     bench.add_argument("--config", help="YAML merged over config/default.yaml (models, answers)")
     bench.add_argument("--voices", metavar="V,V", help="answers: caller voices, from piper, piper-fast, espeak, espeak-fast, text (default: the first four)")
     bench.add_argument("--eval", action="append", metavar="YAML", help="answers: evaluation file (repeat; default config/eval/*.yaml)")
-    bench.add_argument("--split", choices=["tune", "heldout"], help="answers, bargein: only this part of the evaluation set")
+    bench.add_argument("--split", choices=["tune", "heldout"], help="answers, bargein, turns: only this part of the evaluation set")
+    bench.add_argument("--late-after", type=float, default=1.0, metavar="S", help="turns: a reply later than this after the caller's speech is late")
     bench.add_argument("--log-level", help="answers: log level (INFO shows every turn)")
     bench.add_argument("--runs", type=int, default=5, help="models: utterances per stage (at most 6)")
     bench.add_argument("--uri", default="sip:agent@127.0.0.1:5060", help="server to call (calls)")

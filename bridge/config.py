@@ -268,6 +268,11 @@ class ModelSettings(BaseModel):
     #: between calls): ``auto`` = batches of up to 8 on CUDA, 4 on the CPU; 0 = never;
     #: N = batches of up to N (bridge/engines/asr_batch.py).
     asr_batch: Literal["auto"] | int = "auto"
+    #: Encoder windows a pass is padded to, seconds (the smallest that holds the audio
+    #: ``asr_window_headroom`` times over; bridge/engines/asr_batch.py). [30] is
+    #: faster-whisper's fixed window.
+    asr_windows: list[int] = Field(default_factory=lambda: [10, 20, 30])
+    asr_window_headroom: float = Field(default=2.0, ge=1.0)
     llm: str = "embedded"
     #: ``llama_cpp`` (in process, ``llm`` names the GGUF) or ``openai`` (an
     #: OpenAI-compatible server: llama.cpp's server, vLLM, ...).
@@ -278,11 +283,22 @@ class ModelSettings(BaseModel):
     #: Seconds to wait for the server's connection and between streamed chunks.
     openai_timeout: float = 10.0
     llm_threads: int = 2
+    #: Context length in tokens, per sequence (a call's prompt and reply).
     llm_context: int = 2048
+    #: In-process llama.cpp: calls' turns decoded together as sequences of one batch
+    #: (bridge/engines/llm.py): ``auto`` = 8 on CUDA, 4 on the CPU; 1 = one at a time.
+    llm_parallel: Literal["auto"] | int = "auto"
     llm_gpu_layers: int = -1
     tts: str = "embedded"
     #: Where the embedded GGUF is assembled (from its 4 chunk packages).
     cache_dir: str = "models"
+
+    @field_validator("asr_windows")
+    @classmethod
+    def _check_windows(cls, value: list[int]) -> list[int]:
+        if not value or any(not 1 <= w <= 30 for w in value) or 30 not in value:
+            raise ValueError(f"{value}: windows are 1..30 seconds and must include 30 (Whisper's full window)")
+        return sorted(set(value))
 
     @model_validator(mode="after")
     def _check_paths(self) -> "ModelSettings":
@@ -332,19 +348,41 @@ class AgentSettings(BaseModel):
     vad_aggressiveness: int = 2
     #: Silero speech probability threshold.
     silero_threshold: float = 0.5
-    #: Caller silence that ends a turn when nothing better is known, milliseconds.
-    endpoint_silence_ms: int = 500
-    #: ... when the speculative transcript reads as a finished sentence ("?" "." "!").
-    endpoint_fast_ms: int = 300
-    #: ... when it does not (ends on "and", "um", "the", "..."): wait longer.
-    endpoint_slow_ms: int = 1100
-    #: Silence after which the ASR pass starts speculatively (its text picks the
-    #: threshold above, and it is the final transcript unless the caller resumes).
-    speculate_after_ms: int = 120
-    #: Interim transcripts while the caller speaks: one pass per this much new
-    #: speech (at most one in flight), over at most ``interim_window_s``; 0 = off.
+    #: End of turn (bridge/conversation/turntaking.py). Silence that ends a turn while
+    #: the end-of-turn signals are not in yet, milliseconds.
+    endpoint_silence_ms: int = 700
+    #: ... when every signal says the turn is finished.
+    endpoint_fast_ms: int = 200
+    #: ... when one says it is not (words such as "and", "for", "um"; the language model;
+    #: the end-of-turn model): the longest pause the caller gets to go on.
+    endpoint_slow_ms: int = 1800
+    #: Silence after which the speculative pass starts: the transcript, the end-of-turn
+    #: scores, and a reply prepared unheard (released at the end of the turn).
+    speculate_after_ms: int = 100
+    #: Below this probability that the caller's line ends where the transcript stops
+    #: (the language model's next token, bridge/engines/llm.py), the turn is unfinished;
+    #: 0 = not asked. Completion mode on in-process llama.cpp only.
+    turn_text_threshold: float = Field(default=0.02, ge=0.0, le=1.0)
+    #: At or above this end-of-line probability the language model is sure the line is
+    #: over (``endpoint_fast_ms``); between the two, the silence needed shrinks log-linearly.
+    turn_text_sure: float = Field(default=0.3, gt=0.0, le=1.0)
+    #: Below this end-of-turn probability from the audio (Smart Turn v3,
+    #: bridge/engines/turn.py; pip extra ``turn``), the turn is unfinished; 0 = the model
+    #: is not loaded (the default: on the evaluation set's synthetic voices it read 101
+    #: of 176 moments right, against 155 for the language model; docs/turn-taking.md).
+    turn_audio_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: Speak a reply's first clause (up to a ",", ";" or ":") once it has this many
+    #: words, before its sentence is complete; 0 = whole sentences only.
+    first_clause_words: int = Field(default=4, ge=0)
+    #: Interim transcripts while the caller speaks over the agent (their words confirm
+    #: a barge-in): one pass per this much new speech (at most one in flight), over at
+    #: most ``interim_window_s``; 0 = off.
     interim_interval_ms: int = 1000
     interim_window_s: float = 10.0
+    #: Interim passes also while the caller speaks to a quiet agent (logs, inspection):
+    #: off by default, since a pass in flight when the caller stops holds the
+    #: speculative pass back.
+    interim_always: bool = False
     #: Speech shorter than this is ignored (clicks, coughs), milliseconds.
     min_utterance_ms: int = 200
     #: Caller speech during agent speech that pauses it (playout stops at the next
@@ -385,6 +423,15 @@ class AgentSettings(BaseModel):
     error_apology: str = "Sorry, I am having trouble right now."
     #: ...and then: ``continue`` (listen), ``transfer`` (to transfer.target) or ``end_call``.
     on_engine_error: Literal["continue", "transfer", "end_call"] = "continue"
+
+    @model_validator(mode="after")
+    def _check_turn_model(self) -> "AgentSettings":
+        if self.turn_audio_threshold > 0:
+            import importlib.util
+
+            if importlib.util.find_spec("pipecat") is None:
+                raise ConfigError("agent.turn_audio_threshold", "the Smart Turn model comes with pipecat-ai: pip install 'bridge[turn]'")
+        return self
 
 
 class StorageSettings(BaseModel):

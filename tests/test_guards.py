@@ -59,7 +59,7 @@ def test_a_farewell_to_a_caller_who_did_not_take_leave_is_dropped():
     "text, ends",
     [
         ("Thanks a lot, goodbye.", True),
-        ("No, that's everything. Bye now.", True),
+        ("No, that's everything for today. Bye now.", True),
         ("Okay, bye!", True),
         ("That's all I needed, thank you.", True),
         ("Sorry to interrupt, but are you open on Sunday?", False),
@@ -104,11 +104,11 @@ def test_digits_only_about_an_existing_record():
 
 
 def test_scoring_on_words_not_substrings():
-    item = EvalItem(id="x", category="hours", say="When do you open on Saturday?", must=[["9", "nine"]], must_not=["sunday"])
-    assert score_turn(item, "When do you open on Saturday?", "We open at 9 am.", []).correct
-    wrong = score_turn(item, "When do you open on Saturday?", "We open at 90 am.", [])
+    item = EvalItem(id="x", category="hours", say="When does the office open on Saturday?", must=[["9", "nine"]], must_not=["sunday"])
+    assert score_turn(item, "When does the office open on Saturday?", "We open at 9 am.", []).correct
+    wrong = score_turn(item, "When does the office open on Saturday?", "We open at 90 am.", [])
     assert not wrong.correct and wrong.missing == [["9", "nine"]]
-    hung_up = score_turn(item, "When do you open on Saturday?", "We open at 9 am.", ["end_call"])
+    hung_up = score_turn(item, "When does the office open on Saturday?", "We open at 9 am.", ["end_call"])
     assert not hung_up.correct and hung_up.unrequested == ["end_call"]
     looped = score_turn(item, "x", "I'm sorry, I'm sorry, I'm sorry, we open at 9.", [])
     assert "repetition" in looped.degenerate and not looped.correct
@@ -137,12 +137,19 @@ def test_no_evaluation_item_is_in_the_prompt_or_the_code():
     from bridge.conversation.prompt import build_completion_prompt
     from bridge.evaluation.scoring import words
 
+    from bridge.benchmarks.turns import load_turn_sets
+
     agent = load_settings(None).agent
     prompt = " ".join(words(build_completion_prompt(agent, [])))
-    code = " ".join(words(" ".join(p.read_text() for p in Path("bridge").rglob("*.py"))))
-    for item in (i for s in load_sets() for i in s.items):
-        said = " ".join(words(item.say))
-        assert said not in prompt and said not in code, item.id
+    code = " ".join(words(" ".join(p.read_text() for p in [*Path("bridge").rglob("*.py"), *Path("tests").glob("test_*.py")])))
+    answers = [(i.id, i.say) for s in load_sets() for i in s.items]
+    turns = [(i.id, f"{i.say} {i.then}") for s in load_turn_sets() for i in s.items]  # the turn-taking set
+    assert len(turns) >= 40
+    for item_id, text in answers + turns:
+        said = " ".join(words(text))
+        if len(said.split()) < 3:
+            continue  # "Yes.", "Okay.", "Tuesday." are words, not items anyone copied
+        assert said not in prompt and said not in code, item_id
 
 
 def test_sentences_end_at_punctuation_not_at_titles():
@@ -174,8 +181,8 @@ def test_an_ungrounded_answer_is_replaced_by_its_fact():
     assert guard.sentence("It's $15.00").speak == "A filling costs 150 dollars."  # an invented price
     guard = ReplyGuard("Sam", fact="A filling costs 150 dollars.", known_numbers=known, caller="How much is a filling?")
     assert guard.sentence("A filling is 150 dollars.").speak == "A filling is 150 dollars."
-    guard = ReplyGuard("Sam", fact="There is free parking behind the building.", caller="Is there parking nearby?")
-    assert guard.sentence("Yes, there is parking nearby.").reason == "ungrounded"  # only the question again
+    guard = ReplyGuard("Sam", fact="There is free parking behind the building.", caller="Is there parking close by?")
+    assert guard.sentence("Yes, there is parking close by.").reason == "ungrounded"  # only the question again
 
 
 def test_the_completion_prompt():
@@ -194,9 +201,9 @@ def test_the_completion_prompt():
 
 
 def test_an_echo_of_the_question_and_a_repeated_reply_are_not_answers():
-    guard = ReplyGuard("Sam", caller="Can you recommend a good pizza place around there?")
+    guard = ReplyGuard("Sam", caller="Can you recommend a good pizza place near you?")
     assert guard.sentence("Yes, I can recommend a good pizza place.").reason == "echo"
-    assert ReplyGuard("Sam", caller="Good morning!").sentence("Good morning! How can I help you?").speak
+    assert ReplyGuard("Sam", caller="Good afternoon!").sentence("Good afternoon! How can I help you?").speak
     guard = ReplyGuard("Sam", caller="Third, they afternoon would be ideal.", previous="Yes, I can do a cleaning for you.")
     assert guard.sentence("Yes, I can do a cleaning for you.").reason == "repeated_reply"
     assert guard.finish() == "empty"

@@ -1,4 +1,4 @@
-"""The call brain: turn-taking, barge-in and the agent, independent of the call leg.
+"""The call brain, independent of the call leg: wires turn-taking, the reply path and playout.
 
 A leg (SIP+RTP, or a Media Streams WebSocket) drives a :class:`Conversation`:
 
@@ -9,17 +9,20 @@ A leg (SIP+RTP, or a Media Streams WebSocket) drives a :class:`Conversation`:
   that goes on the wire now (or ``None``);
 
 and implements :class:`CallLeg` so the conversation can hang up or flush
-audio queued below it. This module never imports ``sip``, ``media`` or
-``mediastreams`` (DESIGN.md, Layers).
+audio queued below it. This package never imports ``sip``, ``media`` or
+``mediastreams`` (docs/architecture.md, Layers).
 
-Turn pipeline: webrtcvad endpointing -> ASR on the utterance -> LLM tokens
--> sentence splitter -> TTS per sentence -> 20 ms frames -> playout queue.
-Inference runs in worker threads, never on the event loop.
+Who speaks when is decided by :class:`~.turntaking.TurnTaking`, a sans-IO state
+machine; this module carries out its actions with the engines: the VAD and the echo
+guard on each frame, the speculative pass at the caller's first silence (ASR, then the
+end-of-turn scores of the language model and of Smart Turn, then a reply prepared in
+the background: :class:`~.turns.Reply`), and at the end of the turn the release of that
+reply to playout (:mod:`.reply`, :mod:`.playout`). Inference runs in worker threads,
+never on the event loop.
 
-Barge-in (DESIGN.md): caller speech of at least ``barge_in_min_speech_ms``
-while the agent speaks or prepares a reply stops playout at the next packet,
-cancels LLM and TTS, keeps in the history only what was played, and the
-caller's turn continues with the audio already captured.
+Barge-in (RFC-free, but exact): caller speech over the agent pauses it at the next
+packet; words that are not a backchannel stop it for good, cancel LLM and TTS, and keep
+in the history only what was played (:mod:`.backchannel`).
 """
 
 from __future__ import annotations
@@ -34,18 +37,30 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .backchannel import BACKCHANNEL_WORDS, is_backchannel
+from . import turntaking as tt
 from .echo_guard import EchoGuard
-from .failures import EngineError, awaited
+from .failures import EngineError
 from .playout import HEARD_TIMEOUT_S, PlayoutMixin
 from .reply import ReplyMixin
-from .turns import UNFINISHED_WORDS, AgentFrame, AgentUtterance, CallLeg, Speculation, sentence_state
 from .turn_records import TurnRecorder
+from .turns import UNFINISHED_WORDS, AgentFrame, AgentUtterance, CallLeg, Reply, joined, probe_text, sentence_state
 from .work import WorkerThreads
 
 __all__ = ["FRAME_MS", "FRAME_SAMPLES", "HEARD_TIMEOUT_S", "UNFINISHED_WORDS", "AgentFrame", "AgentUtterance", "CallLeg", "Conversation", "sentence_state"]
 
 log = logging.getLogger("bridge.conversation")
+
+
+async def _score(job: asyncio.Future | None) -> float | None:
+    """The result of an end-of-turn score in a worker thread; ``None`` when there is none
+    or it failed (a score not known does not hold the turn)."""
+    if job is None:
+        return None
+    try:
+        return await job
+    except Exception as exc:  # noqa: BLE001
+        log.debug("end-of-turn score failed: %s", exc)
+        return None
 
 FRAME_SAMPLES = 160  # 20 ms at 8000 Hz
 FRAME_MS = 20
@@ -72,6 +87,7 @@ class Conversation(PlayoutMixin, ReplyMixin):
         self.metrics = metrics
         self.clock = clock
         self.vad = engines.vad_factory()
+        self.turns = tt.TurnTaking(agent, clock())
         self.history: list[tuple[str, object]] = []  # ("caller", str) | ("agent", AgentUtterance)
         self.dtmf_digits: list[str] = []
         self.turn_log: list[dict] = []
@@ -80,6 +96,8 @@ class Conversation(PlayoutMixin, ReplyMixin):
         self.latencies: list[dict[str, float]] = []
         self._playout: collections.deque[AgentFrame] = collections.deque()
         self._reply_task: asyncio.Task | None = None
+        #: The reply prepared for the utterance being judged (not heard until released).
+        self._prepared: Reply | None = None
         self._cancel = threading.Event()
         self._current: AgentUtterance | None = None
         self._times: dict[str, float] | None = None
@@ -92,40 +110,14 @@ class Conversation(PlayoutMixin, ReplyMixin):
         #: (utterance, action, timer): an action waiting for the utterance's last mark.
         self._heard_wait: tuple | None = None
         self._closed = False
-        self._started_at = clock()
         self._end_call_re = re.compile(agent.end_call_pattern, re.I) if agent.end_call_pattern else None
-        # endpointing state
-        self._preroll: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, agent.preroll_ms // FRAME_MS))
-        self._in_speech = False
-        self._utterance: list[np.ndarray] = []
-        self._voiced = 0
-        self._silence = 0
-        self._last_voiced_at = 0.0
-        self._barged = False
-        #: The utterance (its id) that paused the agent, while its barge-in is pending.
-        self._paused: int | None = None
-        #: The utterance whose pause was withdrawn while it went on (it may still interrupt).
-        self._withdrawn: int | None = None
-        self._judging = False
-        #: The utterance whose words confirmed a barge-in (interim or judging pass): if it
-        #: had already ended, its settling turns it into the caller's turn.
-        self._confirmed: int | None = None
         #: Utterances heard over the agent that did not interrupt it (bounded), for inspection.
         self.backchannels: list[str] = []
-        self._backchannel_words = frozenset(w.lower() for w in agent.backchannel_words) or BACKCHANNEL_WORDS
-        self._spec: Speculation | None = None
         #: The prompt prefix last handed to the LLM to evaluate ahead of a turn.
         self._primed = ""
-        #: The latest interim transcript of the caller's current utterance.
-        self.interim_text = ""
         #: The last interim transcripts (bounded), for inspection.
         self.interims: list[str] = []
-        self._interim_running = False
-        self._interim_frames = 0
-        self._utterance_id = 0
         self._collecting: dict | None = None
-        self._last_activity = clock()
-        self._reprompts = 0
         self._digits_timer: asyncio.TimerHandle | None = None
         #: Digit strings gathered by collect_digits (DTMF or spoken), in order.
         self.collected_digits: list[str] = []
@@ -141,7 +133,7 @@ class Conversation(PlayoutMixin, ReplyMixin):
     # ----------------------------------------------------------- leg -> us
 
     def start(self) -> None:
-        """Speak the greeting; start the max-duration timer if configured."""
+        """Speak the greeting; start the max-duration timer and the silence watch if configured."""
         if self.agent.greeting:
             self._spawn(self._say(self.agent.greeting))
         if self.agent.max_call_seconds > 0:
@@ -163,118 +155,8 @@ class Conversation(PlayoutMixin, ReplyMixin):
                 self.echo_frames += 1
                 if self.metrics:
                     self.metrics.echo_frames.inc()
-        if voiced:
-            if not self._in_speech:
-                self._in_speech = True
-                self._utterance_id += 1
-                self._interim_frames = 0
-                self.interim_text = ""
-                self._utterance = list(self._preroll)
-                self._voiced = 0
-                self._barged = False
-                if not self.agent_active:
-                    self._prime_llm()
-            self._utterance.append(frame)
-            self._voiced += 1
-            self._silence = 0
-            self._last_voiced_at = now
-            self._last_activity = now
-            self._reprompts = 0
-            if self._spec is not None:
-                self._spec = None  # the caller went on: the speculative pass is stale
-            self._maybe_interim()
-            if not self._barged and self._voiced * FRAME_MS >= self.agent.barge_in_min_speech_ms and self.agent_active:
-                self._barged = True
-                if self.agent.barge_in_confirm_ms > 0:
-                    self._pause()
-                else:
-                    self.barge_in()
-            elif self._paused == self._utterance_id and not self._judging and self._voiced * FRAME_MS >= self.agent.barge_in_confirm_ms:
-                self._judge()
-            return
-        if not self._in_speech:
-            self._preroll.append(frame)
-            return
-        self._utterance.append(frame)
-        self._silence += 1
-        self._check_endpoint(now)
-
-    def _maybe_interim(self) -> None:
-        """Start an interim ASR pass over the utterance so far (streaming ASR).
-
-        Bounded: at most one pass in flight, one per ``interim_interval_ms`` of
-        new audio, over at most the last ``interim_window_s`` seconds. Skipped
-        where ASR is slow: when a pass takes more than half the interval (tiny.en
-        takes about 1 s on some 2-core machines), an interim pass running as the
-        caller stops would hold the final pass back by up to that long (issue 9
-        measured +0.9 s on asr_final); the speculative pass still runs.
-        """
-        interval = self.agent.interim_interval_ms // FRAME_MS
-        if not interval or self._interim_running or len(self._utterance) - self._interim_frames < interval:
-            return
-        if getattr(self.engines.asr, "pass_seconds", 0.0) > self.agent.interim_interval_ms / 2000:
-            return
-        self._interim_frames = len(self._utterance)
-        window = int(self.agent.interim_window_s * 1000 // FRAME_MS)
-        pcm = np.concatenate(self._utterance[-window:])
-        self._interim_running = True
-        started_in = self._utterance_id
-        future = self.threads.run(self.engines.asr.transcribe, pcm)
-        future.add_done_callback(lambda f: self._interim_done(f, started_in))
-
-    def _interim_done(self, future: asyncio.Future, utterance_id: int) -> None:
-        self._interim_running = False
-        if future.cancelled() or future.exception() is not None or utterance_id != self._utterance_id:
-            return
-        self.interim_text = future.result().strip()
-        self.interims.append(self.interim_text)
-        del self.interims[:-20]
-        log.debug("interim call=%s %r", self.leg.call_id, self.interim_text)
-        if utterance_id in (self._paused, self._withdrawn) and self.agent_active and not is_backchannel(self.interim_text, self._backchannel_words):
-            self._confirm(utterance_id, self.interim_text)
-
-    def _check_endpoint(self, now: float) -> None:
-        """Speculate at the first silence, and end the turn once the silence is long enough.
-
-        The threshold depends on the speculative transcript (:func:`sentence_state`):
-        ``endpoint_fast_ms`` for a finished sentence, ``endpoint_slow_ms`` for an
-        unfinished one, ``endpoint_silence_ms`` while unknown or still running.
-        """
-        silence_ms = self._silence * FRAME_MS
-        enough_speech = self._voiced * FRAME_MS >= self.agent.min_utterance_ms
-        if self._spec is None and enough_speech and silence_ms >= self.agent.speculate_after_ms:
-            pcm = np.concatenate(self._utterance)
-            future = self.threads.run(self.engines.asr.transcribe, pcm)
-            spec = self._spec = Speculation(len(self._utterance), future, self.clock())
-            future.add_done_callback(lambda f, spec=spec: self._speculation_done(spec, f))
-        if self._spec is not None and self._spec.text is not None:
-            state = sentence_state(self._spec.text)
-        elif self.interim_text and sentence_state(self.interim_text) == "unfinished":
-            state = "unfinished"  # the interim transcript already ends on "and"/"um": be patient
-        else:
-            state = "unknown"
-        threshold = {"finished": self.agent.endpoint_fast_ms, "unfinished": self.agent.endpoint_slow_ms}.get(state, self.agent.endpoint_silence_ms)
-        if silence_ms < threshold:
-            return
-        self._in_speech = False
-        pcm = np.concatenate(self._utterance)
-        self._utterance = []
-        self._preroll.clear()
-        spec, self._spec = self._spec, None
-        times = {"speech_end": self._last_voiced_at, "endpoint": now}
-        if self._utterance_id in (self._paused, self._withdrawn):
-            # The utterance that paused the agent is over: resume, or interrupt and answer it.
-            self._spawn(self._settle(self._utterance_id, pcm if enough_speech else None, times, spec, state))
-        elif enough_speech:
-            self._start_reply(pcm, times, spec, state)
-
-    def _speculation_done(self, spec: Speculation, future: asyncio.Future) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        spec.text = future.result().strip()
-        spec.done_at = self.clock()
-        if spec is self._spec and self._in_speech:
-            self._check_endpoint(self.clock())  # a finished sentence may end the turn now
+        self.turns.asr_pass_s = getattr(self.engines.asr, "pass_seconds", 0.0)
+        self._apply(self.turns.frame(frame, voiced, now, self.agent_active))
 
     def feed_dtmf(self, digit: str) -> None:
         """A DTMF digit from the caller (RFC 4733 or Media Streams ``dtmf``)."""
@@ -321,105 +203,38 @@ class Conversation(PlayoutMixin, ReplyMixin):
         if held != self.on_hold:
             log.info("call=%s %s", self.leg.call_id, "on hold" if held else "off hold")
         self.on_hold = held
-        self._paused = None  # playout pauses with the hold anyway, and goes on after it
-        self._in_speech = False
-        self._utterance = []
+        self._drop_prepared()
+        self.turns.reset()  # playout pauses with the hold anyway, and goes on after it
+
+    def caller_said(self, text: str) -> None:
+        """A caller turn given as text instead of audio (``bridge bench answers --voices text``,
+        tests): the agent replies as if ASR had heard ``text``."""
+        self._start_reply(None, {}, text=text)
 
     @property
     def agent_active(self) -> bool:
-        """Whether the agent is speaking or preparing a reply."""
+        """Whether the agent is speaking or answering (a reply released to the caller)."""
         return bool(self._playout) or (self._reply_task is not None and not self._reply_task.done())
 
     @property
     def barge_in_pending(self) -> bool:
         """Whether caller speech has paused the agent and is not yet judged (:mod:`.backchannel`)."""
-        return self._paused is not None
+        return self.turns.paused is not None
 
-    def _pause(self) -> None:
-        """The first step of a barge-in (:mod:`.backchannel`): playout stops at the next
-        packet; the queue, the LLM and TTS are kept until the utterance is judged."""
-        self._paused = self._utterance_id
-        log.info("barge-in call=%s pending: agent paused at %r", self.leg.call_id, self._current.played_text() if self._current else "")
+    @property
+    def _paused(self) -> int | None:
+        """The utterance that paused the agent (playout hands nothing out meanwhile)."""
+        return self.turns.paused
 
-    def _judge(self) -> None:
-        """``barge_in_confirm_ms`` of speech while paused: transcribe the utterance so
-        far; words that are not a backchannel interrupt for good, anything else resumes
-        (a long "okay, right", or steady noise the VAD calls speech)."""
-        self._judging = True
-        utterance = self._utterance_id
-        pcm = np.concatenate(self._utterance[-int(self.agent.interim_window_s * 1000 // FRAME_MS):])
-        future = self.threads.run(self.engines.asr.transcribe, pcm)
-        future.add_done_callback(lambda f: self._judged(f, utterance))
+    @property
+    def interim_text(self) -> str:
+        """The latest interim transcript of the caller's current utterance."""
+        return self.turns.interim_text
 
-    def _judged(self, future: asyncio.Future, utterance: int) -> None:
-        self._judging = False
-        if self._paused != utterance or self._closed:
-            return  # decided meanwhile (the utterance ended and was settled, or a new one paused)
-        if future.cancelled() or future.exception() is not None:
-            self.barge_in()  # ASR failed: the caller may have said something
-            return
-        text = future.result().strip()
-        if is_backchannel(text, self._backchannel_words):
-            self._resume(text)
-            self._withdrawn = utterance  # its later words (interim, final) may still interrupt
-        else:
-            self._confirm(utterance, text)
-
-    def _confirm(self, utterance: int, words: str) -> None:
-        """Words that are not a backchannel (interim or judging pass) interrupt for good;
-        ``utterance`` is remembered, so that its settling answers it if it has ended."""
-        log.info("barge-in call=%s confirmed by the words %r", self.leg.call_id, words)
-        self._confirmed = utterance
-        self.barge_in()
-
-    def _resume(self, heard: str) -> None:
-        """The utterance that paused the agent was no interruption: play on from where it stopped."""
-        self._paused = None
-        self.backchannels.append(heard)
-        del self.backchannels[:-20]
-        if self.metrics:
-            self.metrics.barge_ins_resumed.inc()
-        log.info("barge-in call=%s withdrawn: %r is a backchannel or no words; the agent resumes", self.leg.call_id, heard)
-
-    async def _settle(self, utterance: int, pcm: np.ndarray | None, times: dict[str, float], spec: Speculation | None, rule: str) -> None:
-        """Judge the utterance that paused the agent once it has ended: transcribe it
-        (the speculative pass when there is one), then resume the agent after a
-        backchannel or no words, else interrupt it and answer the utterance as a turn.
-
-        An ASR failure interrupts (the caller may have said something) and becomes the
-        engine-failure apology.
-        """
-        text = ""
-        try:
-            if spec is not None:
-                text = (await awaited("asr", spec.future)).strip()
-                times["asr_final"] = spec.done_at or self.clock()
-            elif pcm is not None:
-                text = (await self.threads.call("asr", self.engines.asr.transcribe, pcm)).strip()
-                times["asr_final"] = self.clock()
-        except EngineError as exc:
-            if self._paused == utterance:
-                self.barge_in()
-            self._engine_failed(exc)
-            return
-        if self._closed:
-            return
-        if utterance == self._confirmed:
-            # Its words confirmed the barge-in while it was being settled (the judging
-            # pass finished after the caller stopped): the agent has stopped; answer it.
-            if pcm is not None:
-                self._start_reply(pcm, times, rule=rule, text=text or None)
-            return
-        if utterance not in (self._paused, self._withdrawn):
-            return  # decided meanwhile: the caller spoke again
-        if pcm is None or is_backchannel(text, self._backchannel_words):
-            if self._paused == utterance:
-                self._resume(text)
-            return
-        log.info("barge-in call=%s confirmed by the words %r", self.leg.call_id, text)
-        if self.agent_active:
-            self.barge_in()
-        self._start_reply(pcm, times, rule=rule, text=text)
+    @property
+    def collecting_digits(self) -> bool:
+        """Whether a ``collect_digits`` request is waiting for the caller's digits."""
+        return self._collecting is not None
 
     def barge_in(self) -> None:
         """Stop the agent now: drop queued audio, cancel LLM/TTS, truncate history."""
@@ -435,6 +250,7 @@ class Conversation(PlayoutMixin, ReplyMixin):
         self._closed = True
         if self._digits_timer is not None:
             self._digits_timer.cancel()
+        self._drop_prepared()
         self._stop_agent(interrupted=False)
         for task in list(self._tasks):
             task.cancel()
@@ -443,8 +259,7 @@ class Conversation(PlayoutMixin, ReplyMixin):
         await self.threads.settle(CLOSE_WAIT_S)
         # Keep the record (history, turns, latencies), drop the audio: a finished
         # call must not pin tens of KB of frames (issue 8's soak: RSS grew with them).
-        self._preroll.clear()
-        self._utterance = []
+        self.turns.clear()
         if self.echo_guard is not None:
             self.echo_guard.clear()
 
@@ -456,6 +271,163 @@ class Conversation(PlayoutMixin, ReplyMixin):
             if text:
                 out.append((role, text))
         return out
+
+    # ------------------------------------------------ turn-taking actions
+
+    def _apply(self, actions: list[tt.Action]) -> None:
+        """Carry out what :class:`~.turntaking.TurnTaking` asked for."""
+        for action in actions:
+            if isinstance(action, tt.UtteranceStarted):
+                if not action.agent_active:
+                    self._prime_llm()
+            elif isinstance(action, tt.Speculate):
+                self._speculate(action)
+            elif isinstance(action, tt.Discard):
+                self._drop_prepared(action.utterance)
+            elif isinstance(action, tt.Transcribe):
+                self._transcribe(action)
+            elif isinstance(action, tt.PauseAgent):
+                log.info("barge-in call=%s pending: agent paused at %r", self.leg.call_id, self._current.played_text() if self._current else "")
+            elif isinstance(action, tt.ResumeAgent):
+                self.backchannels.append(action.heard)
+                del self.backchannels[:-20]
+                if self.metrics:
+                    self.metrics.barge_ins_resumed.inc()
+                log.info("barge-in call=%s withdrawn: %r is a backchannel or no words; the agent resumes", self.leg.call_id, action.heard)
+            elif isinstance(action, tt.Interrupt):
+                if action.words:
+                    log.info("barge-in call=%s confirmed by the words %r", self.leg.call_id, action.words)
+                if self.agent_active:
+                    self.barge_in()
+            elif isinstance(action, tt.EndOfTurn):
+                self._end_of_turn(action)
+            elif isinstance(action, tt.Reprompt):
+                log.info("call=%s: silence for %.0f s, reprompt", self.leg.call_id, self.agent.reprompt_after_s)
+                self._cancel = threading.Event()
+                self._spawn(self._say(self.agent.reprompt))
+            elif isinstance(action, tt.GiveUp):
+                log.info("call=%s: no answer to %d reprompts, ending the call", self.leg.call_id, self.agent.max_reprompts)
+                self._cancel = threading.Event()
+                self._spawn(self._say_then(self.agent.goodbye, self._hangup))
+
+    def _speculate(self, action: tt.Speculate) -> None:
+        """The caller fell silent: transcribe, score the end of the turn, and (``prepare``)
+        prepare the reply unheard (:meth:`_prepared_turn`)."""
+        self._drop_prepared()
+        prepare = action.prepare and self._collecting is None  # spoken digits are no turn to answer
+        reply = Reply(action.utterance, action.frames, cancel=threading.Event())
+        if prepare:
+            self._prepared = reply
+        reply.task = self._spawn(self._prepared_turn(reply, action.pcm, prepare, action.heard, action.utterance_pcm))
+
+    async def _prepared_turn(self, reply: Reply, pcm: np.ndarray, prepare: bool, heard: str = "", utterance_pcm: np.ndarray | None = None) -> None:
+        """Transcribe the utterance; then, at the same time, score the end of the turn
+        (Smart Turn on the audio; the LLM's end-of-line probability, read from the very
+        evaluation of the reply's prompt) and generate the reply into its stash; report
+        the transcript and the scores to turn-taking, which may release the reply."""
+        text = None
+        try:
+            if heard:  # the caller went on after a pause: the rest, conditioned on what was heard
+                text = joined(heard, await self.threads.call("asr", self.engines.asr.transcribe, pcm, heard))
+            else:
+                text = (await self.threads.call("asr", self.engines.asr.transcribe, pcm)).strip()
+        except EngineError as exc:
+            reply.failure = exc
+        reply.asr_done = self.clock()
+        reply.text = text
+        pcm = pcm if utterance_pcm is None else utterance_pcm
+        if reply.failure is not None and reply.release_asked:
+            self._engine_failed(reply.failure)
+        generate = prepare and bool(text) and not reply.dropped
+        if generate and self._wants_text_score():
+            reply.probed = asyncio.get_running_loop().create_future()
+        audio_score = self._audio_score(pcm) if text else None
+        if generate:
+            generation = self._spawn(self._reply(None, reply.times, reply.cancel, text=text, reply=reply))
+            p_text = await reply.probed if reply.probed is not None else None
+        else:
+            generation = None
+            p_text = (await self._text_score(text)) if text else None
+        p_audio = await _score(audio_score)
+        self._apply(self.turns.speculated(reply.utterance, reply.frames, text, p_text, p_audio, self.clock(), self.agent_active, heard_at=reply.asr_done))
+        if reply.release_asked and text == "" and reply.failure is None:
+            log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
+        if generation is not None:
+            await asyncio.shield(generation)
+
+    def _wants_text_score(self) -> bool:
+        """Whether the LLM is asked how likely the caller's line ends where it stops."""
+        return self.agent.turn_text_threshold > 0 and self.agent.llm_mode == "completion" and hasattr(self.engines.llm, "end_probability")
+
+    def _audio_score(self, pcm: np.ndarray) -> asyncio.Future | None:
+        """Smart Turn's end-of-turn probability of ``pcm``, in a worker thread (``None``: off)."""
+        model = getattr(self.engines, "turn", None)
+        if self.agent.turn_audio_threshold <= 0 or model is None:
+            return None
+        return self.threads.run(model.probability, pcm)
+
+    async def _text_score(self, text: str) -> float | None:
+        """The LLM's end-of-line probability for ``text`` on its own (a caller speaking
+        over the agent: no reply is prepared to read it from)."""
+        if not self._wants_text_score():
+            return None
+        from .prompt import completion_prompt_prefix
+
+        prompt = completion_prompt_prefix(self.agent, self.transcript()) + "Caller: " + probe_text(text)
+        return await _score(self.threads.run(self.engines.llm.end_probability, prompt))
+
+    def _end_of_turn(self, action: tt.EndOfTurn) -> None:
+        """The caller's turn is over: release the prepared reply, or start one."""
+        if action.reason:
+            log.info("turn call=%s: unfinished by its %s, answered after %.2f s of silence", self.leg.call_id, action.reason, action.times["endpoint"] - action.times["speech_end"])
+        if action.pcm is None:
+            return
+        reply = self._prepared
+        if action.prepared and reply is not None and reply.utterance == action.utterance and not reply.dropped:
+            self._prepared = None
+            self.turns_started += 1
+            if self.agent_active:
+                self._stop_agent(interrupted=True)
+            reply.times.update(action.times)
+            reply.rule, reply.reason = action.rule, action.reason
+            reply.release_asked = True
+            self._cancel = reply.cancel
+            self._reply_task = reply.task
+            if reply.failure is not None:
+                self._engine_failed(reply.failure)
+            elif reply.text == "":
+                log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(action.pcm) / 8000)
+            else:
+                self._release(reply)
+            return
+        self._drop_prepared()
+        self._start_reply(action.pcm, dict(action.times), rule=action.rule, text=action.text)
+
+    def _drop_prepared(self, utterance: int | None = None) -> None:
+        """Throw away the prepared reply (of ``utterance``, or any): the caller went on."""
+        reply = self._prepared
+        if reply is None or (utterance is not None and reply.utterance != utterance):
+            return
+        self._prepared = None
+        reply.dropped = True
+        reply.cancel.set()
+        if reply.task is not None and not reply.task.done():
+            reply.task.cancel()
+
+    def _transcribe(self, action: tt.Transcribe) -> None:
+        future = self.threads.run(self.engines.asr.transcribe, action.pcm)
+
+        def done(f: asyncio.Future) -> None:
+            if self._closed or f.cancelled():
+                return
+            text = f.result().strip() if f.exception() is None else None
+            if action.purpose == "interim" and text is not None:
+                self.interims.append(text)
+                del self.interims[:-20]
+                log.debug("interim call=%s %r", self.leg.call_id, text)
+            self._apply(self.turns.heard(action.utterance, action.purpose, text, self.clock(), self.agent_active))
+
+        future.add_done_callback(done)
 
     # ------------------------------------------------------------ internals
 
@@ -471,7 +443,7 @@ class Conversation(PlayoutMixin, ReplyMixin):
             log.error("conversation task failed call=%s", self.leg.call_id, exc_info=task.exception())
 
     def _stop_agent(self, interrupted: bool) -> None:
-        self._paused = None
+        self.turns.agent_stopped()
         self._playout.clear()
         self.leg.clear_playout()
         self._cancel.set()
@@ -487,22 +459,12 @@ class Conversation(PlayoutMixin, ReplyMixin):
             self._heard_wait[2].cancel()
             self._heard_wait = None
 
-    def caller_said(self, text: str) -> None:
-        """A caller turn given as text instead of audio (``bridge bench answers --voices text``,
-        tests): the agent replies as if ASR had heard ``text``."""
-        self._start_reply(None, {}, text=text)
-
-    @property
-    def collecting_digits(self) -> bool:
-        """Whether a ``collect_digits`` request is waiting for the caller's digits."""
-        return self._collecting is not None
-
-    def _start_reply(self, pcm: np.ndarray | None, times: dict[str, float], spec: Speculation | None = None, rule: str = "unknown", text: str | None = None) -> None:
+    def _start_reply(self, pcm: np.ndarray | None, times: dict[str, float], rule: str = "unknown", text: str | None = None) -> None:
         self.turns_started += 1
         if self.agent_active:
             self._stop_agent(interrupted=True)
         self._cancel = threading.Event()
-        self._reply_task = self._spawn(self._reply(pcm, times, self._cancel, spec, rule, text))
+        self._reply_task = self._spawn(self._reply(pcm, times, self._cancel, rule=rule, text=text))
 
     async def _say(self, text: str) -> None:
         """Speak fixed text (greeting, goodbye) without the LLM, synthesized once per
@@ -518,26 +480,11 @@ class Conversation(PlayoutMixin, ReplyMixin):
             self.records.generated(utt, None, [])
 
     async def _watch_silence(self) -> None:
-        """Silence on both sides for ``reprompt_after_s``: ask if the caller is there;
-        after ``max_reprompts`` unanswered, say goodbye and hang up."""
-        agent = self.agent
+        """Reprompts: :meth:`~.turntaking.TurnTaking.tick` four times a second."""
         while not self._closed:
             await asyncio.sleep(0.25)
-            if self.on_hold or self.agent_active or self._in_speech or self._collecting is not None:
-                self._last_activity = self.clock()  # the clock runs only while both sides are quiet
-                continue
-            if self.clock() - self._last_activity < agent.reprompt_after_s:
-                continue
-            self._last_activity = self.clock()
-            if self._reprompts >= agent.max_reprompts:
-                log.info("call=%s: no answer to %d reprompts, ending the call", self.leg.call_id, self._reprompts)
-                self._cancel = threading.Event()
-                await self._say_then(agent.goodbye, self._hangup)
-                return
-            self._reprompts += 1
-            log.info("call=%s: silence for %.0f s, reprompt %d", self.leg.call_id, agent.reprompt_after_s, self._reprompts)
-            self._cancel = threading.Event()
-            await self._say(agent.reprompt)
+            waiting = self.on_hold or self._collecting is not None or self._prepared is not None
+            self._apply(self.turns.tick(self.clock(), self.agent_active, waiting))
 
     async def _max_duration(self) -> None:
         await asyncio.sleep(self.agent.max_call_seconds)

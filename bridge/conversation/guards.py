@@ -119,6 +119,8 @@ class ReplyGuard:
         self._name = re.compile(rf"(?:^|\s|[.!?,;]){re.escape(agent_name)}\s*:", re.I)
         self.spoken: list[str] = []
         self.dropped: list[str] = []
+        #: The last spoken entry is a first clause whose sentence goes on.
+        self._clause_open = False
 
     def _cut_label(self, text: str) -> tuple[str, bool]:
         cut = len(text)
@@ -134,8 +136,22 @@ class ReplyGuard:
         _, leaked = self._cut_label(buffer)
         return leaked or repeats(_MARKER.sub(" ", buffer))
 
+    def clause(self, text: str) -> Verdict:
+        """The first clause of the reply's first sentence, spoken before the sentence ends
+        (:func:`bridge.conversation.sentences.first_clause`): the same checks as a
+        sentence, and it counts as one sentence together with the rest of its sentence.
+        Only for a turn without a grounding fact (whose check needs the whole sentence)."""
+        if self.fact is not None or self.spoken:
+            raise ValueError("a first clause is only checked first, on a turn without a grounding fact")
+        verdict = self.sentence(text)
+        if verdict.speak and not verdict.stop:
+            self._clause_open = True
+        return verdict
+
     def sentence(self, text: str) -> Verdict:
         """One complete sentence (or the reply's unfinished tail) -> what to speak."""
+        if self._clause_open:
+            return self._rest_of_clause(text)
         if len(self.spoken) >= self.max_sentences:
             return self._drop(text, "too_long", stop=True)
         body, leaked = self._cut_label(text)
@@ -166,6 +182,17 @@ class ReplyGuard:
         if norm:
             self.spoken.append(body.strip())
         return Verdict(body.strip(), stop=len(self.spoken) >= self.max_sentences)
+
+    def _rest_of_clause(self, text: str) -> Verdict:
+        """The rest of the sentence whose first clause was spoken: one sentence with it."""
+        self._clause_open = False
+        head = self.spoken.pop()
+        verdict = self.sentence(text)
+        if verdict.speak:
+            self.spoken[-1] = f"{head} {self.spoken[-1]}"
+        else:
+            self.spoken.append(head)
+        return verdict
 
     def finish(self) -> str | None:
         """At the end of the reply: ``None`` if something speakable was said, else

@@ -90,12 +90,12 @@ class PlayoutMixin:
         With ``played_by_leg`` set, handing a frame out does not count it as
         played: the leg reports playback with :meth:`mark_played`. While a
         barge-in is pending (the agent is paused) nothing is handed out."""
-        if not self._playout or self._paused is not None:
+        if not self._playout or self.turns.paused is not None:
             if self.echo_guard is not None:
                 self.echo_guard.note_sent(None)
             return None
         if len(self._playout) == 1:
-            self._last_activity = self.clock()  # the agent stops talking now
+            self.turns.agent_quiet(self.clock())  # the agent stops talking now
         item = self._playout.popleft()
         if self.echo_guard is not None:
             self.echo_guard.note_sent(item.pcm)
@@ -121,8 +121,10 @@ class PlayoutMixin:
         else:
             self._when_heard(self._current, action)
 
-    async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event, fixed: bool = False) -> None:
-        """Synthesize ``text`` (``fixed``: from the phrase cache) and queue it as 20 ms frames of ``utt``.
+    async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event, fixed: bool = False, reply=None) -> None:
+        """Synthesize ``text`` (``fixed``: from the phrase cache) and queue it as 20 ms frames of ``utt``:
+        to playout, or to ``reply``'s stash while that prepared reply is not released
+        (:class:`~.turns.Reply`).
 
         Raises:
             EngineError: TTS failed (stage ``tts``).
@@ -143,8 +145,9 @@ class PlayoutMixin:
         utt.sentences.append(text)
         utt.samples.append(n)
         base = sum(utt.samples[:-1])
+        queue = self._playout if reply is None or reply.released else reply.stash
         for i in range(0, n, FRAME_SAMPLES):
-            self._playout.append(AgentFrame(pcm[i : i + FRAME_SAMPLES], utt, i + FRAME_SAMPLES >= n, base + i + FRAME_SAMPLES))
+            queue.append(AgentFrame(pcm[i : i + FRAME_SAMPLES], utt, i + FRAME_SAMPLES >= n, base + i + FRAME_SAMPLES))
 
     def _synthesize(self, text: str, times: dict | None) -> np.ndarray:
         """Worker thread: text -> PCM16 8 kHz via Piper and FFmpeg resampling."""

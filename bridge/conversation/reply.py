@@ -25,31 +25,43 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..engines.llm import Probe
 from ..engines.tools import TOOL_SCHEMAS, ToolCall, digits_in, split_commands
 from .failures import EngineError, awaited
 from .facts import grounding_fact
 from .guards import ReplyGuard
 from .intents import about_existing_record, wants_person, wants_to_end
 from .prompt import build_chat_messages, build_completion_prompt, completion_prompt_prefix, stop_sequences
-from .sentences import first_sentence
-from .turns import AgentUtterance, EitherEvent, Speculation
+from .sentences import first_clause, first_sentence
+from .turns import AgentUtterance, EitherEvent, Reply, probe_text
 
 log = logging.getLogger("bridge.conversation")
+
+
+def _resolve(future: asyncio.Future | None, value) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
 
 
 class ReplyMixin:
     """Reply generation for :class:`~bridge.conversation.engine.Conversation` (see the module docstring)."""
 
-    def _llm_stream(self, cancel):
-        """The LLM call for this turn, by mode: completion (transcript prompt) or chat."""
+    def _llm_stream(self, cancel, transcript: list[tuple[str, str]], probe: bool = False):
+        """The LLM call for this turn, by mode: completion (transcript prompt) or chat.
+        ``probe``: also ask for the end-of-line probability after the caller's words
+        (:class:`bridge.engines.llm.Probe`, yielded first; completion mode, in-process llama.cpp)."""
         agent = self.agent
-        transcript = self.transcript()
         if agent.llm_mode == "chat":
             tools = [t for t in TOOL_SCHEMAS if t["function"]["name"] in agent.tools] or None
             return self.engines.llm.stream_chat(build_chat_messages(agent, transcript), agent.max_tokens, agent.temperature, cancel, tools=tools)
         prompt = build_completion_prompt(agent, transcript)
+        extra = {}
+        if probe:
+            at = prompt.rindex("Caller: ") + len("Caller: ")  # the live caller line is the last one
+            extra["probe"] = prompt[:at] + probe_text(" ".join(transcript[-1][1].split()))
         return self.engines.llm.stream(
-            prompt, stop_sequences(agent), agent.max_tokens, agent.temperature, cancel, repeat_penalty=agent.repeat_penalty, presence_penalty=agent.presence_penalty
+            prompt, stop_sequences(agent), agent.max_tokens, agent.temperature, cancel, repeat_penalty=agent.repeat_penalty, presence_penalty=agent.presence_penalty,
+            **extra,
         )
 
     def _prime_llm(self) -> None:
@@ -58,7 +70,7 @@ class ReplyMixin:
         so that the turn's first token waits only for the caller's own line and its
         fact note (measured on 2 cores: first token 106 -> 53 ms on the third turn).
         Completion mode on an engine with ``prime`` (in-process llama.cpp) only; once
-        per history; skipped by the engine while another call's turn holds it."""
+        per history; skipped by the engine while turns wait for it."""
         prime = getattr(self.engines.llm, "prime", None)
         if prime is None or self.agent.llm_mode != "completion":
             return
@@ -69,11 +81,15 @@ class ReplyMixin:
         future = self.threads.run(prime, prefix)
         future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or log.debug("llm: priming failed: %s", f.exception()))
 
-    def _llm_thread(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel, times: dict) -> None:
+    def _llm_thread(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel, times: dict, transcript: list[tuple[str, str]], probed: asyncio.Future | None) -> None:
         """Worker thread: LLM pieces onto ``queue``, then ``None``; an engine
-        exception is put on the queue (as :class:`EngineError`) before the ``None``."""
+        exception is put on the queue (as :class:`EngineError`) before the ``None``.
+        ``probed``: resolved with the end-of-line probability, when the engine gives one."""
         try:
-            for piece in self._llm_stream(cancel):
+            for piece in self._llm_stream(cancel, transcript, probe=probed is not None):
+                if isinstance(piece, Probe):
+                    loop.call_soon_threadsafe(_resolve, probed, piece.probability)
+                    continue
                 if "llm_first_token" not in times:
                     times["llm_first_token"] = self.clock()
                 loop.call_soon_threadsafe(queue.put_nowait, piece)
@@ -82,27 +98,49 @@ class ReplyMixin:
         finally:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
+    def _release(self, reply: Reply) -> None:
+        """The end of the turn: ``reply`` is heard from now on. Its caller line and utterance
+        enter the history and the call record, and what it has synthesized so far goes to
+        playout. Asked before the reply has begun (its transcript still running), the
+        reply releases itself when it begins."""
+        reply.release_asked = True
+        if reply.utt is None or reply.released:
+            return
+        reply.released = True
+        self.history.append(("caller", reply.text))
+        self.history.append(("agent", reply.utt))
+        self._current = reply.utt
+        self._times = reply.times
+        if self.records is not None:
+            self.records.begin(reply.text, reply.utt, reply.times)
+        self._playout.extend(reply.stash)
+        reply.stash.clear()
+        reply.released_event.set()
+
     async def _reply(
-        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, spec: Speculation | None = None, rule: str = "unknown", text: str | None = None
+        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, rule: str = "unknown", text: str | None = None, reply: Reply | None = None
     ) -> None:
         """One agent turn: the caller's words (``text``, or ASR of ``pcm``) -> LLM -> TTS -> playout.
-        An engine failure on the way becomes the apology (:mod:`bridge.conversation.failures`)."""
+        ``reply``: a prepared reply (heard once released), else one heard at once. An
+        engine failure on the way becomes the apology (:mod:`bridge.conversation.failures`),
+        for a prepared reply once it is released."""
         try:
-            await self._turn(pcm, times, cancel, spec, rule, text)
+            await self._turn(pcm, times, cancel, rule, text, reply)
         except EngineError as exc:
-            self._engine_failed(exc)
+            if reply is None or reply.release_asked:
+                self._engine_failed(exc)
+            else:
+                reply.failure = exc
+        finally:
+            if reply is not None:
+                _resolve(reply.probed, None)  # no LLM pass gave one (a call-control turn, a failure)
 
     async def _turn(
-        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, spec: Speculation | None, rule: str, text: str | None
+        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, rule: str, text: str | None, reply: Reply | None
     ) -> None:
         if text is None:
-            if spec is not None:
-                # The speculative pass covers the whole utterance (the caller did not resume).
-                text = (await awaited("asr", spec.future)).strip()
-                times["asr_final"] = spec.done_at or self.clock()
-            else:
-                text = (await self.threads.call("asr", self.engines.asr.transcribe, pcm)).strip()
-                times["asr_final"] = self.clock()
+            text = (await self.threads.call("asr", self.engines.asr.transcribe, pcm)).strip()
+            times["asr_final"] = self.clock()
             if not text or cancel.is_set():
                 log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
                 return
@@ -110,24 +148,25 @@ class ReplyMixin:
                 # collect_digits: spoken digits count like keyed ones.
                 self._add_digits(digits_in(text), spoken=text)
                 return
-        self.history.append(("caller", text))
+        if reply is None:
+            reply = Reply(0, 0, cancel, times=times, rule=rule, release_asked=True)
+        before = self.transcript()  # the history this turn answers (without its own lines)
         utt = AgentUtterance()
-        self._current = utt
-        self._times = times
-        self.history.append(("agent", utt))
-        if self.records is not None:
-            self.records.begin(text, utt, times)
-        if await self._call_control(text, utt, rule, cancel):
+        reply.text, reply.utt = text, utt
+        if reply.release_asked:
+            self._release(reply)
+        if await self._call_control(text, utt, reply, cancel, before):
             return
         calls: list[ToolCall] = []
         fact, known_numbers = grounding_fact(self.agent, text)
-        guard = ReplyGuard(self.agent.name, self.agent.max_sentences, fact=fact, known_numbers=known_numbers, caller=text, previous=self._previous_reply(text))
+        guard = ReplyGuard(self.agent.name, self.agent.max_sentences, fact=fact, known_numbers=known_numbers, caller=text, previous=self._previous_reply(text, before))
         stop = threading.Event()  # the guards stop generation; ``cancel`` is barge-in's
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        producer = self.threads.run(self._llm_thread, loop, queue, EitherEvent(cancel, stop), times)
+        producer = self.threads.run(self._llm_thread, loop, queue, EitherEvent(cancel, stop), reply.times, [*before, ("caller", text)], reply.probed)
         buffer = ""
         failure: EngineError | None = None
+        clause = self.agent.first_clause_words
         try:
             while True:
                 piece = await queue.get()
@@ -142,64 +181,75 @@ class ReplyMixin:
                 if stop.is_set():
                     continue
                 buffer += piece
-                while not stop.is_set() and (found := first_sentence(buffer)) is not None:
+                while not stop.is_set():
+                    found, part = first_sentence(buffer), False
+                    if found is None and clause and not utt.sentences and guard.fact is None:
+                        found = first_clause(buffer, clause)  # speak the first clause while the model writes on
+                        part = found is not None
+                    if found is None:
+                        break
                     sentence, buffer = found
-                    await self._speak_generated(sentence, utt, times, cancel, calls, guard, stop)
+                    await self._speak_generated(sentence, utt, reply, cancel, calls, guard, stop, clause=part)
                 if not stop.is_set() and guard.partial(buffer):
                     # A loop or another speaker's line before any sentence end: the
                     # guard keeps what may be said of it, and generation stops.
                     tail, buffer = buffer, ""
-                    await self._speak_generated(tail, utt, times, cancel, calls, guard, stop)
+                    await self._speak_generated(tail, utt, reply, cancel, calls, guard, stop)
                     stop.set()
             if buffer.strip() and not cancel.is_set() and failure is None and not stop.is_set():
-                await self._speak_generated(buffer.strip(), utt, times, cancel, calls, guard, stop)
+                await self._speak_generated(buffer.strip(), utt, reply, cancel, calls, guard, stop)
             if failure is None and not cancel.is_set() and guard.finish() == "empty" and not calls and self.agent.fallback:
                 # Nothing speakable survived the guards: a short clarifying question instead.
                 self._guarded("empty", "")
-                await self._speak_sentence(self.agent.fallback, utt, times, cancel, fixed=True)
+                await self._speak_sentence(self.agent.fallback, utt, reply.times, cancel, fixed=True, reply=reply)
         finally:
             cancel.set()
             await asyncio.shield(producer)
-            self._log_turn(text, utt, rule, calls, guard.dropped)
+            if reply.released:
+                self._log_turn(text, utt, reply.rule, calls, guard.dropped, reply.reason)
         if failure is not None:
             raise failure
-        self._run_tools(calls, " ".join(utt.sentences), text)
+        if not reply.released:
+            await reply.released_event.wait()
+            self._log_turn(text, utt, reply.rule, calls, guard.dropped, reply.reason)
+        self._run_tools(calls, " ".join(utt.sentences), text, before)
 
-    async def _call_control(self, text: str, utt: AgentUtterance, rule: str, cancel: threading.Event) -> bool:
+    async def _call_control(self, text: str, utt: AgentUtterance, reply: Reply, cancel: threading.Event, before: list[tuple[str, str]]) -> bool:
         """Leave-taking and explicit requests for a person are answered in code
         (:mod:`bridge.conversation.intents`), not by the model: say ``agent.goodbye``
-        and hang up, or say ``transfer.announce`` and transfer. True when handled."""
+        and hang up, or say ``transfer.announce`` and transfer (once released). True when handled."""
         agent = self.agent
-        if "end_call" in agent.tools and wants_to_end(text, self._asked_anything_else()):
-            await self._speak_sentence(agent.goodbye, utt, None, cancel, fixed=True)
-            self._log_turn(text, utt, rule, [ToolCall("end_call")])
-            self._after_playout_do(self._hangup)
-            return True
         t = self.transfer_settings
-        if "transfer" in agent.tools and t is not None and t.target and wants_person(text):
+        if "end_call" in agent.tools and wants_to_end(text, self._asked_anything_else(before)):
+            phrase, tool, action = agent.goodbye, "end_call", self._hangup
+        elif "transfer" in agent.tools and t is not None and t.target and wants_person(text):
+            phrase, tool, action = t.announce, "transfer", lambda: self.leg.transfer(t.target)
+        else:
+            return False
+        await self._speak_sentence(phrase, utt, None, cancel, fixed=True, reply=reply)
+        await reply.released_event.wait()
+        if tool == "transfer":
             log.info("transfer call=%s to %s (the caller asked for a person)", self.leg.call_id, t.target)
-            await self._speak_sentence(t.announce, utt, None, cancel, fixed=True)
-            self._log_turn(text, utt, rule, [ToolCall("transfer")])
-            self._after_playout_do(lambda: self.leg.transfer(t.target))
-            return True
-        return False
+        self._log_turn(text, utt, reply.rule, [ToolCall(tool)], reason=reply.reason)
+        self._after_playout_do(action)
+        return True
 
-    def _previous_reply(self, caller: str) -> str:
-        """The agent's reply before this turn, when the caller now says something else
-        (the same question twice may get the same answer twice)."""
-        said = self.transcript()[:-1]  # without this turn's caller line (its agent line is still empty)
-        callers = [t for r, t in said if r == "caller"]
+    def _previous_reply(self, caller: str, before: list[tuple[str, str]]) -> str:
+        """The agent's reply before this turn (``before``: the transcript without this
+        turn), when the caller now says something else (the same question twice may get
+        the same answer twice)."""
+        callers = [t for r, t in before if r == "caller"]
         if callers and " ".join(callers[-1].lower().split()) == " ".join(caller.lower().split()):
             return ""
-        agents = [t for r, t in said if r == "agent"]
+        agents = [t for r, t in before if r == "agent"]
         return agents[-1] if agents else ""
 
-    def _asked_anything_else(self) -> bool:
-        """Whether the agent's last words asked if the caller needs anything else
-        (then a plain "no" takes leave)."""
-        for role, item in reversed(self.history[:-2]):
+    @staticmethod
+    def _asked_anything_else(before: list[tuple[str, str]]) -> bool:
+        """Whether the agent's last words before this turn asked if the caller needs
+        anything else (then a plain "no" takes leave)."""
+        for role, said in reversed(before):
             if role == "agent":
-                said = item.played_text() if isinstance(item, AgentUtterance) else str(item)
                 return bool(re.search(r"\banything else\b", said, re.I))
         return False
 
@@ -238,7 +288,7 @@ class ReplyMixin:
         if then is not None:
             self._after_playout_do(then)
 
-    def _run_tools(self, calls: list[ToolCall], said: str, caller: str) -> None:
+    def _run_tools(self, calls: list[ToolCall], said: str, caller: str, before: list[tuple[str, str]]) -> None:
         """Execute the turn's tool calls once what was said has been played.
 
         The model proposes, the caller's words dispose (:mod:`bridge.conversation.intents`):
@@ -248,7 +298,7 @@ class ReplyMixin:
         """
         allowed = set(self.agent.tools)
         permitted = {
-            "end_call": lambda: wants_to_end(caller, self._asked_anything_else()),
+            "end_call": lambda: wants_to_end(caller, self._asked_anything_else(before)),
             "transfer": lambda: wants_person(caller),
             "collect_digits": lambda: about_existing_record(caller),
         }
@@ -276,7 +326,7 @@ class ReplyMixin:
                 count = call.arguments.get("count", 4)
                 self._start_collecting(int(count) if str(count).isdigit() else 4)
                 return
-        if self._end_call_re and self._end_call_re.search(said) and wants_to_end(caller, self._asked_anything_else()):
+        if self._end_call_re and self._end_call_re.search(said) and wants_to_end(caller, self._asked_anything_else(before)):
             self._after_playout_do(self._hangup)
 
     # collect_digits ---------------------------------------------------------
@@ -314,30 +364,34 @@ class ReplyMixin:
             self._finish_collecting(self._collecting["digits"] or None)
 
     async def _speak_generated(
-        self, sentence: str, utt: AgentUtterance, times: dict, cancel: threading.Event, calls: list[ToolCall], guard: ReplyGuard, stop: threading.Event
+        self, sentence: str, utt: AgentUtterance, reply: Reply, cancel: threading.Event, calls: list[ToolCall], guard: ReplyGuard, stop: threading.Event,
+        clause: bool = False,
     ) -> None:
-        """One generated sentence: take out ``[command]`` markers, pass the rest
-        through the guard, speak what it allows; set ``stop`` when it says so."""
+        """One generated sentence (``clause``: the first clause of one): take out
+        ``[command]`` markers, pass the rest through the guard, speak what it allows;
+        set ``stop`` when it says so."""
         text, commands = split_commands(sentence)
         calls.extend(commands)
         if not text:
             return
-        verdict = guard.sentence(text)
+        verdict = guard.clause(text) if clause else guard.sentence(text)
         if verdict.reason:
             self._guarded(verdict.reason, text)
         if verdict.stop:
             stop.set()
         if not verdict.speak:
             return
-        if "first_sentence" not in times:
-            times["first_sentence"] = self.clock()
-        await self._speak_sentence(verdict.speak, utt, times, cancel)
+        if "first_sentence" not in reply.times:
+            reply.times["first_sentence"] = self.clock()
+        await self._speak_sentence(verdict.speak, utt, reply.times, cancel, reply=reply)
 
-    def _log_turn(self, caller: str, utt: AgentUtterance, rule: str, calls: list[ToolCall] | None = None, dropped: list[str] | None = None) -> None:
+    def _log_turn(self, caller: str, utt: AgentUtterance, rule: str, calls: list[ToolCall] | None = None, dropped: list[str] | None = None, reason: str = "") -> None:
         agent = " ".join(utt.sentences)
         if self.records is not None:
             self.records.generated(utt, rule, [c.name for c in calls or []])
         self.turn_log.append(
-            {"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule, "tools": [c.name for c in calls or []], "dropped": list(dropped or [])}
+            {"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule, "endpoint_reason": reason,
+             "tools": [c.name for c in calls or []], "dropped": list(dropped or [])}
         )
-        log.info("turn call=%s caller=%r agent=%r endpoint_rule=%s%s", self.leg.call_id, caller, agent, rule, " (interrupted)" if utt.interrupted else "")
+        log.info("turn call=%s caller=%r agent=%r endpoint_rule=%s%s%s", self.leg.call_id, caller, agent, rule, f" ({reason})" if reason else "",
+                 " (interrupted)" if utt.interrupted else "")

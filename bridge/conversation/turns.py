@@ -66,11 +66,21 @@ class AgentUtterance:
         return " ".join(out)
 
 
-#: Last words after which a sentence is not over (endpointing waits longer).
+#: Last words after which a sentence is not over (endpointing waits longer): conjunctions,
+#: prepositions, articles, possessives, fillers. Words that often end a finished sentence
+#: ("Thank you.", "Where is it?", "I'd like that.") are not here; the language model's
+#: end-of-line probability judges those (bridge/conversation/turntaking.py).
 UNFINISHED_WORDS = frozenset(
-    "and or but so um uh er erm hmm the a an to because like with of for my your our their is are was "
-    "if then that which who when where i we you".split()
+    "and or but so um uh er erm hmm the a an to because like with of for my your our their "
+    "if then which who when where i we".split()
 )
+
+
+def joined(heard: str, more: str) -> str:
+    """A transcript of an utterance heard in two passes: ``heard`` (up to a pause, its
+    final punctuation dropped) and ``more`` (what came after the pause)."""
+    head = " ".join(heard.strip().rstrip(".?!…").split())
+    return f"{head} {more.strip()}".strip() if head else more.strip()
 
 
 def sentence_state(text: str) -> str:
@@ -101,15 +111,44 @@ class EitherEvent:
         return any(e.is_set() for e in self.events)
 
 
-@dataclass
-class Speculation:
-    """An ASR pass started at the first silence of an utterance (DESIGN.md, Latency)."""
+def probe_text(text: str) -> str:
+    """A transcript without its final punctuation (Whisper writes "." or "?" after a
+    fragment too), for asking the language model whether the line ends there."""
+    return " ".join(text.strip().rstrip(".?!,;:…-– ").split())
 
+
+@dataclass(eq=False)
+class Reply:
+    """A reply to one caller utterance, prepared while the end of the turn is judged.
+
+    It is generated (LLM, guards, TTS) as soon as the utterance's speculative transcript
+    is known, into :attr:`stash`; nothing of it is heard, in the history or in the call
+    record until it is *released* at the end of the turn. If the caller goes on first it
+    is dropped, and nothing of it ever existed for the call.
+
+    ``utterance``/``frames``: the utterance and how much of it the transcript covers;
+    ``times``: the turn's latency clock readings (monotonic seconds).
+    """
+
+    utterance: int
     frames: int
-    future: asyncio.Future
-    started: float
+    cancel: threading.Event
+    times: dict = field(default_factory=dict)
     text: str | None = None
-    done_at: float | None = None
+    utt: "AgentUtterance | None" = None
+    rule: str = "unknown"
+    reason: str = ""
+    stash: list = field(default_factory=list)
+    task: "asyncio.Task | None" = None
+    failure: Exception | None = None
+    asr_done: float | None = None
+    release_asked: bool = False
+    released: bool = False
+    dropped: bool = False
+    released_event: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Resolved with the LLM's end-of-line probability from the reply's own prompt
+    #: evaluation (``None``: none came); ``None`` when not asked for.
+    probed: "asyncio.Future | None" = None
 
 
 @dataclass

@@ -1,15 +1,18 @@
 """Adapters for the VAD, ASR, LLM and TTS engines, behind small Protocols.
 
 Each engine is a plain class (composition, no base class). Inference methods
-are blocking and meant to run in a worker thread (``asyncio.to_thread``);
-every adapter serializes access to its model with a lock, so one loaded model
-serves all calls.
+are blocking and meant to run in a worker thread (``asyncio.to_thread``), and one
+loaded model serves every call: calls take the in-process LLM in arrival order and
+decode together as sequences of one batch (:mod:`.llm`); ASR passes that coincide
+run as one batch (:mod:`.asr_batch`); Piper takes calls one at a time on the CPU in
+arrival order (:mod:`.fifo`), concurrently on CUDA; Smart Turn's and Silero's
+onnxruntime sessions are thread-safe; the OpenAI-compatible backend leaves
+concurrency to its server.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from threading import Event
@@ -28,8 +31,9 @@ class Vad(Protocol):
 
 
 class Asr(Protocol):
-    def transcribe(self, pcm: np.ndarray) -> str:
-        """``pcm``: PCM16 mono 8000 Hz int16 array, any length -> text."""
+    def transcribe(self, pcm: np.ndarray, previous: str = "") -> str:
+        """``pcm``: PCM16 mono 8000 Hz int16 array, any length -> text; ``previous``: what
+        was said just before (context for the recognizer)."""
 
 
 class Llm(Protocol):
@@ -55,6 +59,8 @@ class Engines:
     device: str
     #: Fixed phrases (greeting, goodbye, ...) synthesized once, as 8 kHz PCM.
     phrases: "PhraseCache" = field(default_factory=lambda: PhraseCache())
+    #: The end-of-turn model on the audio (:class:`bridge.engines.turn.SmartTurn`), or ``None``.
+    turn: object = None
 
 
 def _cuda_devices() -> int:
@@ -90,12 +96,13 @@ def model_keys(m, device: str) -> dict[str, tuple]:
 
     compute = m.asr_compute_type if device == "cpu" else "float16"
     llm = ("llm", "openai", m.openai_base_url, m.openai_model) if m.llm_backend == "openai" else (
-        "llm", m.llm, m.cache_dir, m.llm_context, m.llm_threads, m.llm_gpu_layers, device)
+        "llm", m.llm, m.cache_dir, m.llm_context, m.llm_threads, m.llm_gpu_layers, m.llm_parallel, device)
     tts = ("tts", m.tts, m.cache_dir, device)
-    return {"asr": ("asr", str(asr_model_path(m)), device, compute, asr_batch(m, device)), "llm": llm, "tts": tts, "phrases": ("phrases", *tts[1:])}
+    asr = ("asr", str(asr_model_path(m)), device, compute, asr_batch(m, device), tuple(m.asr_windows), m.asr_window_headroom)
+    return {"asr": asr, "llm": llm, "tts": tts, "phrases": ("phrases", *tts[1:])}
 
 
-def load_engines(settings, shared: dict | None = None) -> Engines:
+def load_engines(settings, shared: dict | None = None, warm: bool = True) -> Engines:
     """Load every engine named in ``settings.models`` for ``settings.agent`` (any owner of
     a :class:`bridge.config.ModelSettings` and an :class:`bridge.config.AgentSettings`).
 
@@ -103,6 +110,8 @@ def load_engines(settings, shared: dict | None = None) -> Engines:
         shared: models already loaded, by file and device (several agent profiles
             pass the same dict: a model file is loaded once and shared, each profile
             keeping its own ASR prompt and beam). ``None``: load everything.
+        warm: run every model once as a call would (:mod:`bridge.engines.warmup`), so
+            that the first caller's first turn is not the slow one.
 
     Raises:
         FileNotFoundError: a configured model path does not exist.
@@ -115,6 +124,7 @@ def load_engines(settings, shared: dict | None = None) -> Engines:
     from .llm import LlamaCppLlm
     from .tts import PiperTts
     from .vad import silero_vad_factory, webrtc_vad_factory
+    from .warmup import warm_engines
 
     shared = {} if shared is None else shared
 
@@ -127,7 +137,7 @@ def load_engines(settings, shared: dict | None = None) -> Engines:
     device = resolve_device(m.device)
     keys = model_keys(m, device)
     compute = keys["asr"][3]
-    whisper = once(keys["asr"], lambda: WhisperAsr(asr_model_path(m), device, compute, batch=keys["asr"][4]))
+    whisper = once(keys["asr"], lambda: WhisperAsr(asr_model_path(m), device, compute, batch=keys["asr"][4], windows=keys["asr"][5], headroom=keys["asr"][6]))
     asr = whisper.variant(beam_size=m.asr_beam_size, initial_prompt=initial_prompt(m, agent))
     if m.llm_backend == "openai":
         from .openai_llm import OpenAiLlm
@@ -137,11 +147,13 @@ def load_engines(settings, shared: dict | None = None) -> Engines:
         llm = once(keys["llm"], lambda: LlamaCppLlm.from_settings(m, device))
     tts = once(keys["tts"], lambda: PiperTts.from_settings(m, device))
     phrases = once(keys["phrases"], PhraseCache)
-    if agent.kind == "llm" and agent.llm_mode == "completion" and hasattr(llm, "warm"):
-        from ..conversation.prompt import build_completion_prompt
+    turn = None
+    if agent.turn_audio_threshold > 0:
+        from .turn import SmartTurn
 
-        started = time.monotonic()
-        llm.warm(build_completion_prompt(agent, []))  # persona, facts and examples: every prompt starts so
-        log.info("llm: prompt prefix evaluated in %.1f s", time.monotonic() - started)
+        turn = once(("turn",), SmartTurn)
     vad = silero_vad_factory(agent.silero_threshold) if agent.vad == "silero" else webrtc_vad_factory(agent.vad_aggressiveness)
-    return Engines(vad, asr, llm, tts, device, phrases)
+    engines = Engines(vad, asr, llm, tts, device, phrases, turn)
+    if warm:
+        warm_engines(engines, agent)
+    return engines

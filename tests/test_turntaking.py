@@ -1,0 +1,242 @@
+"""Turn-taking as a state machine (bridge/conversation/turntaking.py), with a fake clock:
+frames are 20 ms apart on paper, results arrive when the test says, nothing sleeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bridge.config import load_settings
+from bridge.conversation import turntaking as tt
+
+FRAME = np.zeros(160, np.int16)
+
+
+class Line:
+    """One call's caller side: frames on a fake 20 ms clock, and every action collected."""
+
+    def __init__(self, **agent) -> None:
+        self.agent = load_settings(None).agent.model_copy(update={"reprompt_after_s": 0, **agent})
+        self.now = 100.0
+        self.turns = tt.TurnTaking(self.agent, self.now)
+        self.actions: list[tt.Action] = []
+        self.agent_active = False
+
+    def feed(self, ms: int, voiced: bool) -> list[tt.Action]:
+        out = []
+        for _ in range(ms // 20):
+            self.now += 0.02
+            out += self.turns.frame(FRAME, voiced, self.now, self.agent_active)
+        self.actions += out
+        return out
+
+    def speak(self, ms: int) -> list[tt.Action]:
+        return self.feed(ms, True)
+
+    def silence(self, ms: int) -> list[tt.Action]:
+        return self.feed(ms, False)
+
+    def speculation(self) -> tt.Speculate:
+        found = [a for a in self.actions if isinstance(a, tt.Speculate)]
+        assert found, self.actions
+        return found[-1]
+
+    def scores(self, text: str | None, p_text: float | None = None, p_audio: float | None = None) -> list[tt.Action]:
+        s = self.speculation()
+        out = self.turns.speculated(s.utterance, s.frames, text, p_text, p_audio, self.now, self.agent_active)
+        self.actions += out
+        return out
+
+    def ends(self) -> list[tt.EndOfTurn]:
+        return [a for a in self.actions if isinstance(a, tt.EndOfTurn)]
+
+
+def _of(actions, kind):
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def test_a_finished_turn_ends_after_the_short_silence_once_its_scores_are_in():
+    line = Line()
+    line.silence(200)
+    assert _of(line.speak(1500), tt.UtteranceStarted)
+    line.silence(100)
+    spec = line.speculation()
+    assert spec.prepare and spec.frames == len(spec.pcm) // 160
+    line.silence(100)  # 200 ms: fast enough, but the scores are not in
+    assert not line.ends()
+    out = line.scores("What time do you open on Saturday?", p_text=0.4, p_audio=0.97)
+    (end,) = _of(out, tt.EndOfTurn)
+    assert end.rule == "finished" and end.prepared and end.text == "What time do you open on Saturday?"
+    assert end.times["endpoint"] - end.times["speech_end"] == pytest.approx(0.2)
+
+
+def test_an_unfinished_phrase_then_a_pause_gets_no_reply_and_the_completion_does():
+    """ "I would like to book an appointment for ... a cleaning next Tuesday": the pause
+    after "for" is 0.9 s; the turn must not end inside it."""
+    line = Line()
+    line.speak(1800)
+    line.silence(100)
+    line.scores("I would like to book an appointment for.", p_text=0.0, p_audio=0.96)
+    line.silence(800)  # 0.9 s of silence in all
+    assert not line.ends()
+    out = line.speak(1200)  # "...a cleaning next Tuesday morning"
+    assert _of(out, tt.Discard)  # the reply prepared for the half sentence is thrown away
+    line.silence(100)
+    line.scores("I would like to book an appointment for a cleaning next Tuesday morning.", p_text=0.3, p_audio=0.98)
+    line.silence(100)
+    (end,) = line.ends()
+    assert end.rule == "finished" and "Tuesday" in end.text and end.utterance == 1
+
+
+@pytest.mark.parametrize("text,p_text,p_audio,reason", [
+    ("My daughter needs to see someone because", 0.6, 0.9, "words"),       # ends on a conjunction
+    ("Could you tell me whether you take?", 0.001, 0.9, "language"),       # the LLM: "take" wants an object
+    ("Is it possible to get an appointment?", 0.5, 0.1, "audio"),          # Smart Turn hears a phrase that goes on
+])
+def test_each_signal_alone_holds_the_turn_open(text, p_text, p_audio, reason):
+    line = Line(turn_audio_threshold=0.5)  # Smart Turn on (off by default)
+    line.speak(1500)
+    line.silence(100)
+    line.scores(text, p_text=p_text, p_audio=p_audio)
+    line.silence(1500)
+    assert not line.ends()
+    line.silence(300)  # endpoint_slow_ms = 1.8 s: a long silence still ends it
+    (end,) = line.ends()
+    assert end.rule == "unfinished" and end.reason == reason
+
+
+def test_without_scores_the_turn_ends_at_the_plain_silence():
+    line = Line()
+    line.speak(1000)
+    line.silence(680)
+    assert not line.ends()
+    line.silence(20)  # endpoint_silence_ms = 700
+    (end,) = line.ends()
+    assert end.rule == "unknown" and end.text is None and end.prepared  # the pass in flight is used
+
+
+def test_a_caller_who_goes_on_after_a_short_silence_gets_a_new_speculation():
+    line = Line()
+    line.speak(1000)
+    line.silence(140)
+    first = line.speculation()
+    assert _of(line.speak(600), tt.Discard)
+    line.silence(100)
+    second = line.speculation()
+    assert second.utterance == first.utterance and second.frames > first.frames
+    stale = line.turns.speculated(first.utterance, first.frames, "Hello.", 0.9, 0.9, line.now, False)
+    assert stale == []  # the first pass's result no longer counts
+    line.scores("Hello, I need a cleaning.", 0.5, 0.9)
+    line.silence(100)
+    assert [e.text for e in line.ends()] == ["Hello, I need a cleaning."]
+
+
+def test_short_noise_is_no_turn():
+    line = Line()
+    line.speak(100)  # below min_utterance_ms
+    line.silence(2000)
+    assert not line.ends() and not _of(line.actions, tt.Speculate)
+
+
+def test_speech_over_the_agent_pauses_it_then_a_backchannel_resumes_it():
+    line = Line()
+    line.agent_active = True
+    out = line.speak(200)
+    assert _of(out, tt.PauseAgent) and line.turns.barge_in_pending
+    line.silence(100)
+    assert not line.speculation().prepare  # no reply is prepared over the agent
+    out = line.scores("Mm-hmm.", 0.5, 0.9)
+    line.silence(200)
+    assert _of(line.actions, tt.ResumeAgent) and not line.turns.barge_in_pending
+    assert not line.ends()
+
+
+def test_words_over_the_agent_interrupt_it_and_are_answered():
+    line = Line()
+    line.agent_active = True
+    line.speak(400)
+    line.silence(100)
+    line.scores("Wait, I meant Tuesday.", 0.5, 0.9)
+    line.silence(200)
+    assert [a.words for a in _of(line.actions, tt.Interrupt)] == ["Wait, I meant Tuesday."]
+    (end,) = line.ends()
+    assert end.text == "Wait, I meant Tuesday." and not end.prepared
+
+
+def test_the_judging_pass_decides_a_long_utterance_over_the_agent():
+    line = Line()
+    line.agent_active = True
+    out = line.speak(700)  # barge_in_confirm_ms
+    (judge,) = [a for a in _of(line.actions, tt.Transcribe) if a.purpose == "judge"]
+    out = line.turns.heard(judge.utterance, "judge", "Okay, right.", line.now, True)
+    assert _of(out, tt.ResumeAgent)
+    line2 = Line()
+    line2.agent_active = True
+    line2.speak(700)
+    (judge,) = [a for a in _of(line2.actions, tt.Transcribe) if a.purpose == "judge"]
+    out = line2.turns.heard(judge.utterance, "judge", "No, that is not what I asked", line2.now, True)
+    assert _of(out, tt.Interrupt)
+
+
+def test_confirm_zero_interrupts_at_once():
+    line = Line(barge_in_confirm_ms=0)
+    line.agent_active = True
+    out = line.speak(200)
+    assert _of(out, tt.Interrupt) and not _of(out, tt.PauseAgent)
+
+
+def test_silence_on_both_sides_reprompts_then_gives_up():
+    line = Line(reprompt_after_s=8, max_reprompts=2)
+    t = line.now
+    assert line.turns.tick(t + 7.9, False) == []
+    assert _of(line.turns.tick(t + 8.0, False), tt.Reprompt)
+    assert line.turns.tick(t + 12.0, True) == []  # the agent speaks: the clock restarts
+    assert _of(line.turns.tick(t + 20.0, False), tt.Reprompt)
+    assert _of(line.turns.tick(t + 28.0, False), tt.GiveUp)
+
+
+def test_the_caller_speaking_restarts_the_silence_clock():
+    line = Line(reprompt_after_s=8)
+    line.speak(500)
+    line.silence(100)
+    line.scores("Hello.", 0.5, 0.9)
+    line.silence(200)
+    assert line.turns.tick(line.now + 7.0, False) == []
+
+
+def test_the_audio_score_counts_only_when_the_model_is_on():
+    line = Line()  # turn_audio_threshold 0: Smart Turn off
+    line.speak(1000)
+    line.silence(100)
+    line.scores("Is it possible to get an appointment?", p_text=0.5, p_audio=0.01)
+    line.silence(100)
+    assert [e.rule for e in line.ends()] == ["finished"]
+
+
+def test_after_a_pause_only_the_new_audio_is_transcribed_and_joined_to_what_was_heard():
+    line = Line()
+    line.speak(1000)
+    line.silence(100)
+    first = line.speculation()
+    line.scores("Do you know if you accept.", p_text=0.0, p_audio=None)
+    line.silence(500)
+    line.speak(800)
+    line.silence(100)
+    second = line.speculation()
+    assert second.heard == "Do you know if you accept."
+    assert len(second.pcm) == len(second.utterance_pcm) - len(first.pcm)  # only what came after the first pass
+    assert second.frames == len(second.utterance_pcm) // 160
+
+
+def test_a_line_that_may_go_on_gets_a_silence_between_the_short_and_the_long_one():
+    """ "Friday." (the LLM: 8% that the line ends there) may go on "...or Monday"."""
+    line = Line()
+    line.speak(700)
+    line.silence(100)
+    line.scores("Friday.", p_text=0.08, p_audio=None)
+    line.silence(700)
+    assert not line.ends()  # longer than a sure finish (200 ms)...
+    line.silence(300)
+    (end,) = line.ends()  # ...shorter than an unfinished line (1800 ms)
+    assert end.rule == "finished" and end.reason == "language (unsure)"
+    assert 0.9 < end.times["endpoint"] - end.times["speech_end"] < 1.1
