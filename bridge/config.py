@@ -257,7 +257,7 @@ class ModelSettings(BaseModel):
     """Which models to load; ``embedded`` means the PyPI model packages."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    asr: str = "embedded"
+    asr: str = "embedded-base"
     asr_compute_type: str = "int8"
     asr_beam_size: int = 1
     #: Whisper's initial prompt: ``auto`` builds it from the agent's vocabulary (the
@@ -362,10 +362,10 @@ class AgentSettings(BaseModel):
     #: Below this probability that the caller's line ends where the transcript stops
     #: (the language model's next token, bridge/engines/llm.py), the turn is unfinished;
     #: 0 = not asked. Completion mode on in-process llama.cpp only.
-    turn_text_threshold: float = Field(default=0.02, ge=0.0, le=1.0)
+    turn_text_threshold: float = Field(default=0.03, ge=0.0, le=1.0)
     #: At or above this end-of-line probability the language model is sure the line is
     #: over (``endpoint_fast_ms``); between the two, the silence needed shrinks log-linearly.
-    turn_text_sure: float = Field(default=0.3, gt=0.0, le=1.0)
+    turn_text_sure: float = Field(default=0.5, gt=0.0, le=1.0)
     #: Below this end-of-turn probability from the audio (Smart Turn v3,
     #: bridge/engines/turn.py; pip extra ``turn``), the turn is unfinished; 0 = the model
     #: is not loaded (the default: on the evaluation set's synthetic voices it read 101

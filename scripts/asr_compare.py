@@ -3,7 +3,7 @@
 Usage: .venv/bin/python scripts/asr_compare.py [--split tune|heldout] [--voices piper,espeak] SETTING...
 
 Each SETTING is MODEL:BEAM[:WINDOWS[:PROMPT]]:
-  MODEL    tiny (tiny.en, embedded) or base (faster-whisper base, pip extra asr-base);
+  MODEL    tiny (tiny.en, embedded) or base (faster-whisper base, embedded-base);
   BEAM     the beam size;
   WINDOWS  the encoder windows in seconds, "/"-separated (bridge/engines/asr_batch.py):
            30 is faster-whisper's fixed window, 10/20/30 the default buckets, 10 alone

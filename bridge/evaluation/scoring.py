@@ -78,6 +78,9 @@ class TurnScore:
     no_reply: bool = False
     #: The call had already ended (an earlier turn hung up or transferred).
     after_end: bool = False
+    #: The reply was the agent's fallback ("Sorry, could you say that again?"): nothing
+    #: the model wrote survived the guards.
+    fallback: bool = False
     wer: float | None = None
     latency: dict = field(default_factory=dict)
 
@@ -86,7 +89,7 @@ class TurnScore:
             "id": self.item.id, "category": self.item.category, "said": self.item.say, "heard": self.heard, "reply": self.reply,
             "tools": self.tools, "expected_tool": self.item.tool, "correct": self.correct, "degenerate": self.degenerate,
             "missing": self.missing, "forbidden": self.forbidden, "unrequested": self.unrequested, "missed_tool": self.missed_tool,
-            "no_reply": self.no_reply, "after_end": self.after_end, "wer": self.wer, "latency": self.latency,
+            "no_reply": self.no_reply, "after_end": self.after_end, "fallback": self.fallback, "wer": self.wer, "latency": self.latency,
         }
 
 
