@@ -365,7 +365,7 @@ class AgentSettings(BaseModel):
     turn_text_threshold: float = Field(default=0.03, ge=0.0, le=1.0)
     #: At or above this end-of-line probability the language model is sure the line is
     #: over (``endpoint_fast_ms``); between the two, the silence needed shrinks log-linearly.
-    turn_text_sure: float = Field(default=0.5, gt=0.0, le=1.0)
+    turn_text_sure: float = Field(default=0.3, gt=0.0, le=1.0)
     #: Below this end-of-turn probability from the audio (Smart Turn v3,
     #: bridge/engines/turn.py; pip extra ``turn``), the turn is unfinished; 0 = the model
     #: is not loaded (the default: on the evaluation set's synthetic voices it read 101

@@ -233,10 +233,10 @@ def test_a_line_that_may_go_on_gets_a_silence_between_the_short_and_the_long_one
     line = Line()
     line.speak(700)
     line.silence(100)
-    line.scores("Friday.", p_text=0.08, p_audio=None)
-    line.silence(700)
+    line.scores("Friday.", p_text=0.08, p_audio=None)  # thresholds 0.03 and 0.3: ln(0.08/0.03) / ln(0.3/0.03) = 0.43 of the way
+    line.silence(800)
     assert not line.ends()  # longer than a sure finish (200 ms)...
-    line.silence(300)
+    line.silence(500)
     (end,) = line.ends()  # ...shorter than an unfinished line (1800 ms)
     assert end.rule == "finished" and end.reason == "language (unsure)"
-    assert 0.9 < end.times["endpoint"] - end.times["speech_end"] < 1.1
+    assert end.times["endpoint"] - end.times["speech_end"] == pytest.approx(1.8 - 0.426 * 1.6, abs=0.03)
