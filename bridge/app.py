@@ -326,8 +326,8 @@ class BridgeServer:
         try:
             params = sdp.negotiate(event.offer, self.settings.media.srtp)
         except sdp.SdpError as exc:
-            warning = [("Warning", '304 bridge "Media type not available"')] if exc.status == 488 else None
-            self._reject(listener, event.call_id, exc.status, f"sdp: {exc}", warning)
+            warning = exc.warning_header()
+            self._reject(listener, event.call_id, exc.status, f"sdp: {exc}", [warning] if warning else None)
             return
         try:
             sock = self.ports.bind(self.rtp_bind_host)

@@ -76,3 +76,11 @@ async def test_confirm_zero_makes_every_barge_in_final(engines, agent):
     speak = voice("piper", engines.tts, deterministic=True)
     run = await play_over_agent(engines, agent.model_copy(update={"barge_in_confirm_ms": 0}), render("Okay.", speak, CLEAN, 4))
     assert run["outcome"] == "interrupted"
+
+
+@pytest.mark.parametrize("text", ["M.M.A.M.A.", "M. M. D.", "Dr. Patel,", "Maple Street Dental."])
+def test_whispers_noise_is_no_interruption(text):
+    """A hum spelled as letters, and a cough heard as words of the recognizer's own
+    initial prompt (the agent's names and terms)."""
+    assert is_backchannel(text, prompt_words=frozenset("maple street dental dr patel moreno".split()))
+    assert not is_backchannel("Dr. Patel, is he in today?", prompt_words=frozenset("maple street dental dr patel moreno".split()))

@@ -50,7 +50,7 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(_NON_SPEECH.sub(" ", text.lower()))
 
 
-def is_backchannel(text: str, vocabulary: frozenset[str] = BACKCHANNEL_WORDS) -> bool:
+def is_backchannel(text: str, vocabulary: frozenset[str] = BACKCHANNEL_WORDS, prompt_words: frozenset[str] = frozenset()) -> bool:
     """Whether a caller transcript heard over the agent is no interruption: no
     words at all (a cough, a noise), or at most :data:`MAX_WORDS` words that are
     all in ``vocabulary`` ("Mm-hmm.", "Okay, right.", "Uh-huh, yeah").
@@ -58,8 +58,18 @@ def is_backchannel(text: str, vocabulary: frozenset[str] = BACKCHANNEL_WORDS) ->
     ``vocabulary`` words may be hyphenated ("mm-hmm"); a hyphenated word also
     counts when each of its parts is in the vocabulary or a hum (``m``, ``mmm``,
     ``hm``: Whisper spells "mm-hmm" "M-M-M" or "Mm-m" on a phone line).
+
+    Two shapes of Whisper's own noise count as no words too: single letters only
+    ("M. M. D.": faster-whisper base spells a hum so), and only words of its initial
+    prompt (``prompt_words``, lowercase: the agent's names and terms,
+    :mod:`bridge.engines.asr_hints`): given a cough, Whisper writes "Dr. Patel," from
+    the prompt it was primed with.
     """
     words = words_of(text)
+    if words and all(len(w.replace("-", "")) == 1 for w in words):
+        return True
+    if words and prompt_words and all(w in prompt_words or w in vocabulary for w in words):
+        return True
     if len(words) > MAX_WORDS:
         return False
     return all(w in vocabulary or all(part in vocabulary or _HUM.fullmatch(part) for part in w.split("-")) for w in words)

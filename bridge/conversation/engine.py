@@ -87,7 +87,7 @@ class Conversation(PlayoutMixin, ReplyMixin):
         self.metrics = metrics
         self.clock = clock
         self.vad = engines.vad_factory()
-        self.turns = tt.TurnTaking(agent, clock())
+        self.turns = tt.TurnTaking(agent, clock(), getattr(engines.asr, "initial_prompt", None))
         self.history: list[tuple[str, object]] = []  # ("caller", str) | ("agent", AgentUtterance)
         self.dtmf_digits: list[str] = []
         self.turn_log: list[dict] = []

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backchannel import BACKCHANNEL_WORDS, is_backchannel
+from .backchannel import BACKCHANNEL_WORDS, is_backchannel, words_of
 from .turns import sentence_state
 
 #: One frame: 20 ms at 8000 Hz.
@@ -197,12 +197,15 @@ class TurnTaking:
     Args:
         agent: :class:`bridge.config.AgentSettings` (the thresholds named above).
         now: the call's start, monotonic seconds.
+        asr_prompt: the recognizer's initial prompt: a transcript of only its words, heard
+            over the agent, is Whisper's noise, no interruption (:func:`.backchannel.is_backchannel`).
     """
 
-    def __init__(self, agent, now: float) -> None:
+    def __init__(self, agent, now: float, asr_prompt: str | None = None) -> None:
         self.agent = agent
         self._preroll: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, agent.preroll_ms // FRAME_MS))
         self._backchannel_words = frozenset(w.lower() for w in agent.backchannel_words) or BACKCHANNEL_WORDS
+        self._prompt_words = frozenset(words_of(asr_prompt or ""))
         #: Seconds an ASR pass takes (the owner keeps it current); interim passes are
         #: skipped while it is more than half their interval.
         self.asr_pass_s = 0.0
@@ -298,7 +301,7 @@ class TurnTaking:
         spec.failed = text is None
         spec.p_text, spec.p_audio, spec.done_at = p_text, p_audio, now if heard_at is None else heard_at
         out = self._settled_by(utterance, spec.text, now, agent_active) if spec.text is not None else []
-        if self.paused == utterance and spec.text is not None and is_backchannel(spec.text, self._backchannel_words):
+        if self.paused == utterance and spec.text is not None and self._backchannel(spec.text):
             # "Mm-hmm" over the agent: resume now, not at the end of the turn ("hmm" reads
             # as unfinished); words that follow may still interrupt.
             self._withdrawn = utterance
@@ -314,7 +317,7 @@ class TurnTaking:
             if utterance != self.utterance or text is None:
                 return []
             self.interim_text = text.strip()
-            if utterance in (self.paused, self._withdrawn) and agent_active and not is_backchannel(self.interim_text, self._backchannel_words):
+            if utterance in (self.paused, self._withdrawn) and agent_active and not self._backchannel(self.interim_text):
                 return self._confirm(utterance, self.interim_text)
             return []
         if purpose == "judge":
@@ -323,7 +326,7 @@ class TurnTaking:
                 return []  # decided meanwhile (the utterance ended and was settled, or another paused)
             if text is None:
                 return self._confirm(utterance, "")  # ASR failed: the caller may have said something
-            if is_backchannel(text, self._backchannel_words):
+            if self._backchannel(text):
                 self._withdrawn = utterance  # its later words may still interrupt
                 return self._resume(utterance, text.strip())
             return self._confirm(utterance, text.strip())
@@ -469,13 +472,16 @@ class TurnTaking:
             return [EndOfTurn(utterance, s.pcm, text, False, s.times, s.rule)] if s.pcm is not None else []
         if utterance not in (self.paused, self._withdrawn):
             return []  # decided meanwhile: the caller spoke again
-        if s.pcm is None or is_backchannel(text, self._backchannel_words):
+        if s.pcm is None or self._backchannel(text):
             return self._resume(utterance, text) if self.paused == utterance else []
         out: list[Action] = []
         if agent_active:
             out += self._confirm(utterance, text)
         self.paused = None
         return out + [EndOfTurn(utterance, s.pcm, text, False, s.times, s.rule)]
+
+    def _backchannel(self, text: str) -> bool:
+        return is_backchannel(text, self._backchannel_words, self._prompt_words)
 
     def _confirm(self, utterance: int, words: str) -> list[Action]:
         self._confirmed = utterance

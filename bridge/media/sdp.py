@@ -9,11 +9,30 @@ stream) are answered with exactly as many ``m=`` lines, in the offer's order:
 the one audio stream we use, and every other one refused with port 0 (RFC
 3264 section 6). Only the audio sections go through ``aiortc.sdp``; the others
 are copied from their ``m=`` line (aiortc cannot parse every media kind).
+
+Endpoints put much in an offer that a G.711 call does not use, and some of it in
+shapes ``aiortc.sdp`` refuses although RFC 4566 allows them: an ``a=fmtp`` or
+``a=rtcp-fb`` for a payload type with no ``a=rtpmap`` (a static type such as G.729's
+18 needs none: RFC 3551; Linphone, desk phones and PBXes send ``a=fmtp:18
+annexb=yes``), ``a=setup:holdconn``, ``a=extmap`` with extension attributes, a port
+count (``m=audio 49170/2``). So aiortc is given only what the answer depends on: the
+session's ``v= o= s= c= t=`` lines and, of each audio section, its ``m=`` line (one
+port), ``c=``, ``a=rtpmap``, ``a=fmtp`` for mapped types, the direction, ``a=ptime``
+and ``a=rtcp-mux`` (:func:`_essentials`). ICE, DTLS, SSRC, feedback and bandwidth
+lines are for peers that do WebRTC; a SIP call's answer ignores them (RFC 3264 section
+6: an answer need not use every attribute of the offer).
+
+Errors (:class:`SdpError`): a body that is not SDP (no ``v=``, a broken ``m=`` or
+``c=`` line, a payload type that is no number) gets 400 with the reason; a valid
+offer we cannot take gets 488 Not Acceptable Here with a ``Warning`` (RFC 3261
+section 20.43): 304 when it has no audio stream, 305 when no audio stream has a
+codec and profile in common with us.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -36,12 +55,21 @@ class SdpError(Exception):
 
     ``status`` is the SIP response to send: 400 (unparseable body) or
     488 Not Acceptable Here (no audio stream / no common codec, RFC 3261
-    section 13.3.1.3).
+    section 13.3.1.3); ``warning``, with 488, the ``Warning`` code (RFC 3261
+    section 20.43): 304 "Media type not available" or 305 "Incompatible media format".
     """
 
-    def __init__(self, message: str, status: int = 488):
+    def __init__(self, message: str, status: int = 488, warning: int | None = None):
         super().__init__(message)
         self.status = status
+        self.warning = warning if warning is not None or status != 488 else 305
+
+    def warning_header(self, agent: str = "bridge") -> tuple[str, str] | None:
+        """The ``Warning`` header for this refusal, or ``None`` (400)."""
+        if self.warning is None:
+            return None
+        text = {304: "Media type not available", 305: "Incompatible media format"}[self.warning]
+        return ("Warning", f'{self.warning} {agent} "{text}"')
 
 
 @dataclass(frozen=True)
@@ -90,19 +118,62 @@ def _m_line(line: str) -> tuple[str, str, str]:
     return fields[0], fields[2], " ".join(fields[3:])
 
 
+#: Session-level lines the answer depends on (RFC 4566 section 5).
+_SESSION_LINES = ("v=", "o=", "s=", "c=", "t=")
+#: Attributes of an audio section the answer depends on.
+_AUDIO_ATTRS = frozenset({"rtpmap", "fmtp", "sendrecv", "sendonly", "recvonly", "inactive", "ptime", "rtcp-mux"})
+_M_LINE = re.compile(r"^m=(\S+) (\d+)(?:/\d+)? (\S+)((?: \S+)+)\s*$")
+
+
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+def _essentials(group: list[str], session_direction: str | None = None) -> list[str]:
+    """The lines of one audio section that an answer depends on (see the module
+    docstring), its ``m=`` line with one port; ``session_direction``, a direction the
+    session level gave, when the section gives none (RFC 4566 section 6)."""
+    m = _M_LINE.match(group[0])
+    if m is None:
+        raise SdpError(f"bad media line {group[0][:60]!r}", 400)
+    mapped = {line[len("a=rtpmap:"):].split(" ", 1)[0].strip() for line in group if line.startswith("a=rtpmap:")}
+    out = [f"m={m.group(1)} {m.group(2)} {m.group(3)}{m.group(4)}"]
+    for line in group[1:]:
+        if line.startswith("c="):
+            out.append(line)
+        elif line.startswith("a="):
+            attr, _, value = line[2:].partition(":")
+            if attr not in _AUDIO_ATTRS:
+                continue
+            if attr == "fmtp" and value.split(" ", 1)[0].strip() not in mapped:
+                continue  # parameters of a type we do not map (static G.729 18: "annexb=yes")
+            out.append(line)
+    if session_direction and not any(line[2:] in _DIRECTIONS for line in out):
+        out.append(f"a={session_direction}")
+    return out
+
+
 def _parse(body: bytes) -> tuple[SessionDescription, list[tuple[str, str, str]], list[int]]:
-    """The offer's audio sections parsed by aiortc, every ``m=`` line, and for each
-    parsed section its index among the ``m=`` lines."""
+    """The offer's audio sections parsed by aiortc (:func:`_essentials` of them), every
+    ``m=`` line, and for each parsed section its index among the ``m=`` lines.
+
+    Raises:
+        SdpError: 400, the body is not SDP.
+    """
     try:
         text = body.decode("utf-8")
+        if not text.strip():
+            raise SdpError("no SDP offer (an INVITE without one, a delayed offer, is not supported)", 488, 304)
         session_lines, groups = grouplines(text)
+        if not session_lines or not session_lines[0].startswith("v="):
+            raise SdpError("not SDP: it does not start with v= (RFC 4566 section 5)", 400)
         offered = [_m_line(group[0]) for group in groups]
         audio = [i for i, (kind, _, _) in enumerate(offered) if kind == "audio"]
-        kept = session_lines + [line for i in audio for line in groups[i]]
+        direction = next((line[2:] for line in session_lines if line[2:] in _DIRECTIONS), None)
+        kept = [line for line in session_lines if line.startswith(_SESSION_LINES)] + [line for i in audio for line in _essentials(groups[i], direction)]
         return SessionDescription.parse("\r\n".join(kept) + "\r\n"), offered, audio
     except SdpError:
         raise
-    except (ValueError, AssertionError, KeyError, IndexError, StopIteration, UnicodeDecodeError, TypeError) as exc:
+    except (ValueError, AssertionError, KeyError, IndexError, StopIteration, UnicodeDecodeError, TypeError, AttributeError) as exc:
         raise SdpError(f"unparseable SDP: {exc!r}", 400) from exc
 
 
@@ -146,6 +217,8 @@ def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
             audio stream, no common codec, or the wrong (S)RTP profile.
     """
     session, offered, positions = _parse(offer)
+    if not positions:
+        raise SdpError("no audio stream in the offer (" + ", ".join(kind for kind, _, _ in offered) + ")", 488, 304)
     profiles = {"off": ("RTP/AVP",), "optional": ("RTP/AVP", "RTP/SAVP"), "required": ("RTP/SAVP",)}[srtp]
     for media, index in zip(session.media, positions):
         if media.kind != "audio" or media.port == 0:
@@ -177,7 +250,7 @@ def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
         direction = _ANSWER_DIRECTION.get(their_direction, "sendrecv")
         hold = their_direction in ("sendonly", "inactive") or host in ("0.0.0.0", "::")
         return MediaParams(chosen[0], chosen[1], dtmf, (host, media.port), PTIME_MS, direction, crypto, hold, index, tuple(offered))
-    raise SdpError(f"no acceptable audio stream (we accept PCMU/PCMA at 8000 Hz over {' or '.join(profiles)})")
+    raise SdpError(f"no acceptable audio stream (we accept PCMU/PCMA at 8000 Hz over {' or '.join(profiles)})", 488, 305)
 
 
 def _session(host: str, session_id: int, version: int | None = None) -> SessionDescription:
