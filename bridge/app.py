@@ -528,7 +528,7 @@ class BridgeServer:
             if leg.stream is not None:
                 self.ports.release(leg.stream.local_port)
                 for name, count in leg.stream.receiver.counters.items():
-                    if name not in ("audio", "dtmf") and count:
+                    if name not in ("audio", "dtmf", "stun_answered", "unsendable") and count:
                         self.metrics.rtp_dropped.labels(name).inc(count)
                 if leg.stream.dropped_foreign:
                     self.metrics.rtp_dropped.labels("foreign_source").inc(leg.stream.dropped_foreign)

@@ -393,6 +393,11 @@ class AgentSettings(BaseModel):
     #: a backchannel; after a backchannel ("mm-hmm", "okay") or no words (a cough) it
     #: resumes where it stopped. Milliseconds; 0 = every barge-in is final at once.
     barge_in_confirm_ms: int = Field(default=700, ge=0)
+    #: Words heard over the agent that Whisper was this unsure of (average token log
+    #: probability below it) do not interrupt it: a hum or a cough it guessed words for
+    #: (config/bargein tuning part: interruptions -0.54 at worst, hums and coughs -0.70
+    #: and below). -10 = trust every transcript.
+    barge_in_min_logprob: float = -0.65
     #: Words a backchannel is made of (lowercase); empty: the built-in list
     #: (bridge.conversation.backchannel.BACKCHANNEL_WORDS).
     backchannel_words: list[str] = Field(default_factory=list)

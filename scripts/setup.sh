@@ -2,7 +2,7 @@
 # Set up bridge on a fresh Debian/Ubuntu machine with Python 3.11+:
 #   - apt packages: a C++ toolchain and cmake (llama-cpp-python compiles llama.cpp),
 #     espeak-ng; with --test also the real SIP peers and audio tools the tests use
-#     (sip-tester = sipp, baresip-core, sox, iproute2 for the network-namespace tests,
+#     (sip-tester = sipp, baresip-core, linphone-cli, sox, iproute2 for the network-namespace tests,
 #     postgresql, strace, chromium, kamailio and prometheus for the cluster tests, tcpdump
 #     for the load benchmark);
 #   - a virtualenv in .venv with bridge and its dependencies, including the
@@ -20,7 +20,7 @@ packages=(python3-venv python3-dev build-essential cmake espeak-ng)
 # chromium: the console test (Playwright drives it through executable_path);
 # kamailio (dispatcher, pike, permissions, xhttp_prom are in the main package) and
 # prometheus: the scale-out tests start their own; tcpdump: scripts/load_figures.py's RTP capture.
-[ $with_tests = 1 ] && packages+=(sip-tester baresip-core sox iproute2 postgresql strace chromium kamailio prometheus tcpdump)
+[ $with_tests = 1 ] && packages+=(sip-tester baresip-core linphone-cli sox iproute2 postgresql strace chromium kamailio prometheus tcpdump)
 
 missing=()
 for p in "${packages[@]}"; do

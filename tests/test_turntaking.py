@@ -240,3 +240,19 @@ def test_a_line_that_may_go_on_gets_a_silence_between_the_short_and_the_long_one
     (end,) = line.ends()  # ...shorter than an unfinished line (1800 ms)
     assert end.rule == "finished" and end.reason == "language (unsure)"
     assert end.times["endpoint"] - end.times["speech_end"] == pytest.approx(1.8 - 0.426 * 1.6, abs=0.03)
+
+
+def test_words_whisper_was_unsure_of_do_not_interrupt_the_agent():
+    """A hum heard as "Amanda." (average log probability -0.84) is no interruption; the
+    same words heard clearly are."""
+    from bridge.engines.asr_batch import Transcript
+
+    for logprob, resumed in ((-0.84, True), (-0.2, False)):
+        line = Line()
+        line.agent_active = True
+        line.speak(400)
+        line.silence(100)
+        line.scores(Transcript("Amanda.", logprob), 0.5, None)
+        line.silence(200)
+        assert bool(_of(line.actions, tt.ResumeAgent)) == resumed
+        assert bool(_of(line.actions, tt.Interrupt)) != resumed

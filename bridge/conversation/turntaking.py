@@ -481,6 +481,12 @@ class TurnTaking:
         return out + [EndOfTurn(utterance, s.pcm, text, False, s.times, s.rule)]
 
     def _backchannel(self, text: str) -> bool:
+        """Whether ``text``, heard over the agent, is no interruption: a backchannel, no
+        words, or words Whisper was unsure of (its average log probability under
+        ``barge_in_min_logprob``: a hum heard as "Amanda.", a cough as "Pup.")."""
+        unsure = getattr(text, "avg_logprob", None)
+        if unsure is not None and unsure < self.agent.barge_in_min_logprob:
+            return True
         return is_backchannel(text, self._backchannel_words, self._prompt_words)
 
     def _confirm(self, utterance: int, words: str) -> list[Action]:

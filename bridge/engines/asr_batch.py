@@ -66,6 +66,10 @@ class Transcript(str):
         out.avg_logprob = avg_logprob
         return out
 
+    def strip(self, chars: str | None = None) -> "Transcript":
+        """``str.strip``, keeping :attr:`avg_logprob`."""
+        return Transcript(str.strip(self, chars), self.avg_logprob)
+
 
 def window_for(seconds: float, windows: tuple[int, ...] = WINDOWS, headroom: float = HEADROOM) -> int:
     """The encoder window, in seconds, for ``seconds`` of audio: the smallest of

@@ -56,7 +56,9 @@ class SdpError(Exception):
     ``status`` is the SIP response to send: 400 (unparseable body) or
     488 Not Acceptable Here (no audio stream / no common codec, RFC 3261
     section 13.3.1.3); ``warning``, with 488, the ``Warning`` code (RFC 3261
-    section 20.43): 304 "Media type not available" or 305 "Incompatible media format".
+    section 20.43): 301 "Incompatible network address formats" (a host name in ``c=``:
+    resolving it would be a name lookup nobody configured), 304 "Media type not
+    available" or 305 "Incompatible media format".
     """
 
     def __init__(self, message: str, status: int = 488, warning: int | None = None):
@@ -68,7 +70,7 @@ class SdpError(Exception):
         """The ``Warning`` header for this refusal, or ``None`` (400)."""
         if self.warning is None:
             return None
-        text = {304: "Media type not available", 305: "Incompatible media format"}[self.warning]
+        text = {301: "Incompatible network address formats", 304: "Media type not available", 305: "Incompatible media format"}[self.warning]
         return ("Warning", f'{self.warning} {agent} "{text}"')
 
 
@@ -122,7 +124,9 @@ def _m_line(line: str) -> tuple[str, str, str]:
 _SESSION_LINES = ("v=", "o=", "s=", "c=", "t=")
 #: Attributes of an audio section the answer depends on.
 _AUDIO_ATTRS = frozenset({"rtpmap", "fmtp", "sendrecv", "sendonly", "recvonly", "inactive", "ptime", "rtcp-mux"})
-_M_LINE = re.compile(r"^m=(\S+) (\d+)(?:/\d+)? (\S+)((?: \S+)+)\s*$")
+#: ``m=<media> <port>[/<count>] <proto> <fmt> ...``; runs of spaces are taken as one
+#: (RFC 4566 asks for one; OpenSIPS has been seen sending two).
+_M_LINE = re.compile(r"^m=(\S+)\s+(\d+)(?:/\d+)?\s+(\S+)\s+(\S.*?)\s*$")
 
 
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -136,7 +140,7 @@ def _essentials(group: list[str], session_direction: str | None = None) -> list[
     if m is None:
         raise SdpError(f"bad media line {group[0][:60]!r}", 400)
     mapped = {line[len("a=rtpmap:"):].split(" ", 1)[0].strip() for line in group if line.startswith("a=rtpmap:")}
-    out = [f"m={m.group(1)} {m.group(2)} {m.group(3)}{m.group(4)}"]
+    out = [f"m={m.group(1)} {m.group(2)} {m.group(3)} {' '.join(m.group(4).split())}"]
     for line in group[1:]:
         if line.startswith("c="):
             out.append(line)
@@ -236,6 +240,11 @@ def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
         host = media.host or session.host
         if not host:
             raise SdpError("no connection address (c=)", 400)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            # RFC 4566 allows a name here; resolving it would be a lookup nobody configured.
+            raise SdpError(f"connection address {host!r} is a name, not an IP address", 488, 301) from None
         chosen = None
         dtmf = None
         for pt, name, rate in _codecs(media):

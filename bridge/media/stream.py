@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 import pylibsrtp
 
+from . import demux
 from .clock import SendClock
 from .codecs import FRAME_SAMPLES, G711
 from .rtp import PTIME, DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender
@@ -209,6 +210,10 @@ class RtpStream:
         if self.closed:
             return
         addr = (addr[0], addr[1])
+        kind = demux.classify(data)
+        if kind in ("stun", "dtls"):
+            self._not_media(kind, data, addr)
+            return
         if self._latched and addr != self.remote:
             self.dropped_foreign += 1
             self._log_drop("foreign_source", addr)
@@ -290,6 +295,17 @@ class RtpStream:
             return None
         return None if self.closed else pacer.deadline()
 
+    def _not_media(self, kind: str, data: bytes, addr) -> None:
+        """STUN or DTLS on the RTP port (RFC 7983): counted by kind, never as malformed
+        RTP; a Binding request from the peer gets its answer (:mod:`bridge.media.demux`)."""
+        self.receiver.counters[kind] = self.receiver.counters.get(kind, 0) + 1
+        self._log_drop(kind, addr)
+        if kind == "stun" and addr in (self.remote, self.params.remote_addr) and self._transport is not None:
+            reply = demux.binding_response(data, addr)
+            if reply is not None:
+                self._transport.sendto(reply, addr)
+                self.receiver.counters["stun_answered"] = self.receiver.counters.get("stun_answered", 0) + 1
+
     def _log_drop(self, reason: str, addr) -> None:
         """Log the first drop of each reason on this stream (the rest are only counted)."""
         if reason not in self._logged_drops:
@@ -301,7 +317,17 @@ class RtpStream:
         if self._transport is not None and not self._transport.is_closing():
             if self.srtp is not None:
                 data = self.srtp.protect(data)
-            self._transport.sendto(data, self.remote)
+            try:
+                self._transport.sendto(data, self.remote)
+            except (ValueError, OSError) as exc:
+                # An address this socket cannot send to: another family (a softphone's
+                # guessed c= of fd00::2 on an IPv4 call), or no route. Nothing is sent
+                # until the peer's own packets show where it is (latching, RFC 3550
+                # section 8.2's symmetric use of the port); the call goes on.
+                self.receiver.counters["unsendable"] = self.receiver.counters.get("unsendable", 0) + 1
+                if "unsendable" not in self._logged_drops:
+                    self._logged_drops.add("unsendable")
+                    log.info("rtp: port %s cannot send to %s:%s (%s); sending once the peer's own RTP shows where it is", self.local_port, *self.remote[:2], exc)
 
     async def close(self) -> None:
         """Stop sending and close the socket (idempotent)."""

@@ -21,7 +21,7 @@ STAGES = ("endpoint", "asr_final", "llm_first_token", "first_sentence", "tts_fir
 #: Label values exported at 0 from the start, so that a dashboard's rate() has a series
 #: before the first event (Prometheus's advice for counters with known label values).
 RTP_DROP_REASONS = ("foreign_source", "malformed", "rtcp", "unknown_payload_type", "unknown_event", "duplicate_or_late",
-                    "sequence_jump", "srtp_unprotect_failed")
+                    "sequence_jump", "srtp_unprotect_failed", "stun", "dtls")
 CALL_OUTCOMES = ("answered",)
 RECORD_RESULTS = ("written", "spooled", "replayed", "failed", "lost")
 
