@@ -155,6 +155,34 @@ async def test_finished_sentence_ends_the_turn_sooner(leg, engines, speech, tmp_
         fake.close()
 
 
+async def test_a_pause_inside_a_sentence_is_not_talked_into(leg, engines, tmp_path):
+    """A caller stops for 0.9 s in the middle of a phrase, then finishes it: with the
+    default turn-taking and the embedded models, no agent audio starts inside the pause
+    and the one reply answers the whole sentence."""
+    halves = []
+    for i, text in enumerate(["Could you tell me if my husband is booked for", "the fourteenth of March?"]):
+        path = tmp_path / f"half{i}.wav"
+        subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), text], check=True)
+        halves.append(read_wav_8k(path))
+    first_at = 7.0
+    pause_from = first_at + len(halves[0]) / 8000
+    second_at = pause_from + 0.9
+    server = await ms_server(engines)
+    wire: list = []
+    try:
+        conversation = await run_call(leg, server, tmp_path, [(first_at, halves[0]), (second_at, halves[1])], second_at + 8.0, wire=wire)
+    finally:
+        await server.stop()
+    if leg == "mediastreams":
+        wire.pop()
+    loud = [round(t, 2) for t, rms in wire if rms > 330]
+    inside = [t for t in loud if pause_from <= t <= second_at + 0.3]
+    assert not inside, f"agent audio at {inside} inside the pause {pause_from:.2f}-{second_at:.2f} s"
+    callers = [text for role, text in conversation.transcript() if role == "caller"]
+    assert len(callers) == 1 and "march" in callers[0].lower() and "booked" in callers[0].lower(), conversation.transcript()
+    assert [t for t in loud if t > second_at], "the completed sentence got no reply"
+
+
 async def test_dtmf_reaches_collect_digits(leg, engines, speech, tmp_path):
     def script(path, body):
         if "(entered" in body["prompt"]:

@@ -256,3 +256,24 @@ def test_words_whisper_was_unsure_of_do_not_interrupt_the_agent():
         line.silence(200)
         assert bool(_of(line.actions, tt.ResumeAgent)) == resumed
         assert bool(_of(line.actions, tt.Interrupt)) != resumed
+
+
+def test_unsure_words_while_the_caller_goes_on_keep_the_agent_paused_until_more_is_heard():
+    """The start of a real interruption can read as unsure words ("Arry to interrupt."
+    at -0.8): while the caller is still speaking the agent stays paused, the next judging
+    pass runs on more speech, and clear words then interrupt."""
+    from bridge.engines.asr_batch import Transcript
+
+    line = Line(barge_in_confirm_ms=700)
+    line.agent_active = True
+    line.speak(720)
+    judge = _of(line.actions, tt.Transcribe)
+    assert [t.purpose for t in judge] == ["judge"]
+    line.actions += line.turns.heard(judge[0].utterance, "judge", Transcript("Arry to interrupt.", -0.8), line.now, True)
+    assert not _of(line.actions, tt.ResumeAgent) and not _of(line.actions, tt.Interrupt)
+    assert line.turns.barge_in_pending
+    line.speak(400)
+    again = [t for t in _of(line.actions, tt.Transcribe) if t.purpose == "judge"]
+    assert len(again) == 2 and len(again[1].pcm) > len(judge[0].pcm)
+    line.actions += line.turns.heard(again[1].utterance, "judge", Transcript("Sorry to interrupt, what does it cost?", -0.3), line.now, True)
+    assert _of(line.actions, tt.Interrupt) and not _of(line.actions, tt.ResumeAgent)

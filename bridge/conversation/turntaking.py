@@ -181,6 +181,11 @@ class _Settling:
     rule: str
 
 
+def _half(ms: int) -> int:
+    """Half of ``ms``, at least one 20 ms frame."""
+    return max(FRAME_MS, ms // 2)
+
+
 def _between(agent, p: float) -> int:
     """The silence, ms, that ends a turn whose end-of-line probability ``p`` lies between
     ``turn_text_threshold`` (unfinished: ``endpoint_slow_ms``) and ``turn_text_sure``
@@ -225,6 +230,8 @@ class TurnTaking:
         self.paused: int | None = None
         self._withdrawn: int | None = None
         self._judging = False
+        #: Speech (ms) of the utterance at which the next judging pass runs.
+        self._judge_at_ms = 0
         self._confirmed: int | None = None
         self._settling: _Settling | None = None
         self._last_activity = now
@@ -248,6 +255,7 @@ class TurnTaking:
                 self._voiced = 0
                 self._silence = 0
                 self._barged = False
+                self._judge_at_ms = a.barge_in_confirm_ms
                 self._interim_frames = 0
                 self.interim_text = ""
                 self._heard = None
@@ -269,7 +277,7 @@ class TurnTaking:
                     out.append(PauseAgent(self.utterance))
                 else:
                     out.append(Interrupt(self.utterance))
-            elif self.paused == self.utterance and not self._judging and speech_ms >= a.barge_in_confirm_ms:
+            elif self.paused == self.utterance and not self._judging and speech_ms >= self._judge_at_ms:
                 self._judging = True
                 out.append(Transcribe(self.utterance, "judge", self._window()))
             out += self._maybe_interim()
@@ -326,6 +334,12 @@ class TurnTaking:
                 return []  # decided meanwhile (the utterance ended and was settled, or another paused)
             if text is None:
                 return self._confirm(utterance, "")  # ASR failed: the caller may have said something
+            if self._unsure(text) and not is_backchannel(text, self._backchannel_words, self._prompt_words) and self.in_speech and self.utterance == utterance:
+                # Words Whisper was unsure of, and the caller is still speaking: the start
+                # of a real interruption often reads that way ("Arry to interrupt"). Stay
+                # paused; judge again on more speech, or on the whole utterance at its end.
+                self._judge_at_ms = self._voiced * FRAME_MS + _half(self.agent.barge_in_confirm_ms)
+                return []
             if self._backchannel(text):
                 self._withdrawn = utterance  # its later words may still interrupt
                 return self._resume(utterance, text.strip())
@@ -484,10 +498,13 @@ class TurnTaking:
         """Whether ``text``, heard over the agent, is no interruption: a backchannel, no
         words, or words Whisper was unsure of (its average log probability under
         ``barge_in_min_logprob``: a hum heard as "Amanda.", a cough as "Pup.")."""
-        unsure = getattr(text, "avg_logprob", None)
-        if unsure is not None and unsure < self.agent.barge_in_min_logprob:
-            return True
-        return is_backchannel(text, self._backchannel_words, self._prompt_words)
+        return self._unsure(text) or is_backchannel(text, self._backchannel_words, self._prompt_words)
+
+    def _unsure(self, text: str) -> bool:
+        """Whether Whisper's average log probability for ``text`` (a :class:`~bridge.engines.asr_batch.Transcript`)
+        is under ``barge_in_min_logprob``; ``False`` for a plain string."""
+        logprob = getattr(text, "avg_logprob", None)
+        return logprob is not None and logprob < self.agent.barge_in_min_logprob
 
     def _confirm(self, utterance: int, words: str) -> list[Action]:
         self._confirmed = utterance
