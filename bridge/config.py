@@ -398,6 +398,10 @@ class AgentSettings(BaseModel):
     #: (config/bargein tuning part: interruptions -0.54 at worst, hums and coughs -0.70
     #: and below). -10 = trust every transcript.
     barge_in_min_logprob: float = -0.65
+    #: ...but only when they are this few words: a hum or a cough comes out as a word or
+    #: two ("Amanda.", "Pup."), while a sentence heard through echo or line noise can be
+    #: just as unsure ("I'll see you open on Saturday.") and is still a caller speaking.
+    barge_in_unsure_max_words: int = Field(default=3, ge=0)
     #: Words a backchannel is made of (lowercase); empty: the built-in list
     #: (bridge.conversation.backchannel.BACKCHANNEL_WORDS).
     backchannel_words: list[str] = Field(default_factory=list)

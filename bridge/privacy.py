@@ -4,7 +4,8 @@
 Kinds, and what each masks (a transcript is what ASR wrote, so digits may come as
 digits with spaces, dashes or dots between groups, or as words: "four one one one"):
 
-- ``card``: a run of 13 to 19 digits (payment card numbers, ISO/IEC 7812), and any
+- ``card``: a run of 13 to 19 digits (payment card numbers, ISO/IEC 7812), or longer
+  (ASR repeats digit groups: "4111 1111 1111 11 11 11 11 11"), and any
   run of 8 to 12 digits that no other configured kind claims: ASR's interim passes
   and a misheard digit give partial numbers, and those must not get through either.
   No Luhn check, for the same reason. Shorter runs stay (a card's first six or last
@@ -78,8 +79,8 @@ class Redactor:
         if not any(c.isdigit() for c in run) and len(digits) < 9:
             return run  # "one or two": words only, too short to be a number
         n = len(digits)
-        if 13 <= n <= 19 and "card" in self.kinds:
-            return "[card]"
+        if n >= 13 and "card" in self.kinds:
+            return "[card]"  # longer than 19: ASR heard a digit group twice, or two numbers ran together
         if n == 9 and "ssn" in self.kinds:
             return "[ssn]"
         if 10 <= n <= 12 and "phone" in self.kinds:

@@ -50,7 +50,7 @@ def test_a_broken_model_is_one_line_and_exit_status_1(tmp_path):
     assert result.returncode == 1
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert set(lines) == {"asr", "llm", "tts"}  # one line each: the others are still checked
-    assert "FAILED: ValueError: Failed to load model from file" in lines["llm"] and str(broken) in lines["llm"]
+    assert "FAILED: RuntimeError: llama.cpp could not load" in lines["llm"] and str(broken) in lines["llm"]
     assert "FAILED" not in lines["asr"] and "FAILED" not in lines["tts"]
 
 

@@ -247,12 +247,13 @@ def test_words_whisper_was_unsure_of_do_not_interrupt_the_agent():
     same words heard clearly are."""
     from bridge.engines.asr_batch import Transcript
 
-    for logprob, resumed in ((-0.84, True), (-0.2, False)):
+    for words, logprob, resumed in (("Amanda.", -0.84, True), ("Amanda.", -0.2, False), ("I'll see you open on Saturday.", -0.84, False)):
+        # the last: a question heard through echo is as unsure, and is still a caller speaking
         line = Line()
         line.agent_active = True
         line.speak(400)
         line.silence(100)
-        line.scores(Transcript("Amanda.", logprob), 0.5, None)
+        line.scores(Transcript(words, logprob), 0.5, None)
         line.silence(200)
         assert bool(_of(line.actions, tt.ResumeAgent)) == resumed
         assert bool(_of(line.actions, tt.Interrupt)) != resumed

@@ -501,10 +501,13 @@ class TurnTaking:
         return self._unsure(text) or is_backchannel(text, self._backchannel_words, self._prompt_words)
 
     def _unsure(self, text: str) -> bool:
-        """Whether Whisper's average log probability for ``text`` (a :class:`~bridge.engines.asr_batch.Transcript`)
-        is under ``barge_in_min_logprob``; ``False`` for a plain string."""
+        """Whether ``text`` (a :class:`~bridge.engines.asr_batch.Transcript`) is a guess:
+        Whisper's average log probability under ``barge_in_min_logprob`` and no more than
+        ``barge_in_unsure_max_words`` words. ``False`` for a plain string."""
         logprob = getattr(text, "avg_logprob", None)
-        return logprob is not None and logprob < self.agent.barge_in_min_logprob
+        if logprob is None or logprob >= self.agent.barge_in_min_logprob:
+            return False
+        return len(text.split()) <= self.agent.barge_in_unsure_max_words
 
     def _confirm(self, utterance: int, words: str) -> list[Action]:
         self._confirmed = utterance

@@ -297,6 +297,19 @@ class LlamaCppLlm:
         with self._cond:
             return len(self._pending)
 
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text (``"general.file_type"`` -> ``"15"``), or ``None``
+        where the file has no such key."""
+        size = 128
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = self._ll.llama_model_meta_val_str(self._model, key.encode(), buf, size)
+            if n < 0:
+                return None
+            if n < size:
+                return buf.value.decode("utf-8", "replace")
+            size = n + 1
+
     def tokenize(self, text: str, special: bool = True) -> list[int]:
         """``text`` as the model's tokens; ``special``: with the model's BOS and control tokens parsed."""
         data = text.encode("utf-8")

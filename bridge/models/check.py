@@ -73,8 +73,12 @@ def _llm(m, device: str) -> tuple[str, str]:
     from ..engines.llm import LlamaCppLlm
 
     llm = LlamaCppLlm.from_settings(m, device)
-    llm.model.create_completion("Hello", max_tokens=1, temperature=0.0)
-    file_type = llm.model.metadata.get("general.file_type")
+    try:
+        for _ in llm.stream("Hello", [], 1, 0.0, Event()):
+            pass
+        file_type = llm.metadata("general.file_type")
+    finally:
+        llm.close()
     precision = GGUF_FILE_TYPES.get(int(file_type), f"file type {file_type}") if file_type is not None else "?"
     layers = m.llm_gpu_layers if device == "cuda" else 0
     where = "cpu" if not layers else ("cuda (all layers)" if layers < 0 else f"cuda ({layers} layers)")
