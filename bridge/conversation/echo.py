@@ -13,8 +13,8 @@ import logging
 import numpy as np
 
 from .engine import AgentFrame, AgentUtterance
+from ..media.wire import FRAME_SAMPLES
 
-FRAME_SAMPLES = 160
 log = logging.getLogger("bridge.conversation")
 
 

@@ -37,6 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..media.wire import FRAME_MS, FRAME_SAMPLES
 from . import turntaking as tt
 from .echo_guard import EchoGuard
 from .failures import EngineError
@@ -62,8 +63,6 @@ async def _score(job: asyncio.Future | None) -> float | None:
         log.debug("end-of-turn score failed: %s", exc)
         return None
 
-FRAME_SAMPLES = 160  # 20 ms at 8000 Hz
-FRAME_MS = 20
 #: Longest wait at the end of a call for its engine calls still in worker threads, seconds.
 CLOSE_WAIT_S = 5.0
 
@@ -258,7 +257,7 @@ class Conversation(PlayoutMixin, ReplyMixin):
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.threads.settle(CLOSE_WAIT_S)
         # Keep the record (history, turns, latencies), drop the audio: a finished
-        # call must not pin tens of KB of frames (issue 8's soak: RSS grew with them).
+        # call must not pin tens of KB of frames (a soak run's RSS grew with them).
         self.turns.clear()
         if self.echo_guard is not None:
             self.echo_guard.clear()

@@ -1,7 +1,7 @@
 """Playout: the queue of agent frames, played-sample accounting, and TTS into it.
 
 :class:`PlayoutMixin` is the part of :class:`bridge.conversation.engine.Conversation`
-that hands agent audio to the leg (split out of engine.py along that seam, issue 13):
+that hands agent audio to the leg (split out of engine.py along that seam):
 one 20 ms frame per send slot (:meth:`PlayoutMixin.pull_item`), what of each
 utterance was played (RTP: every frame handed out; Media Streams: ``mark`` echoes),
 actions that wait until the caller has heard the last words (hang-up, transfer),
@@ -20,11 +20,11 @@ from collections.abc import Callable
 import numpy as np
 
 from ..media.codecs import resample_all
+from ..media.wire import FRAME_SAMPLES
 from .turns import AgentFrame, AgentUtterance
 
 log = logging.getLogger("bridge.conversation")
 
-FRAME_SAMPLES = 160  # 20 ms at 8000 Hz
 #: Longest wait for the mark that confirms the last words were heard (Media Streams), seconds.
 HEARD_TIMEOUT_S = 3.0
 

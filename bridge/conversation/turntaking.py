@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..media.wire import FRAME_MS
 from .backchannel import BACKCHANNEL_WORDS, is_backchannel, words_of
 from .turns import sentence_state
 
 #: One frame: 20 ms at 8000 Hz.
-FRAME_MS = 20
 
 
 # ------------------------------------------------------------------ actions

@@ -2,7 +2,7 @@
 
 G.711 (ITU-T G.711, PCMU = mu-law, PCMA = A-law) is a fixed per-sample
 mapping. Running a PyAV codec context for every 20 ms packet costs tens of
-microseconds of Python/FFmpeg overhead, so, as DESIGN.md allows, the codec is
+microseconds of Python/FFmpeg overhead, so the codec is
 a numpy lookup table, and the table itself is produced by FFmpeg's
 ``pcm_mulaw``/``pcm_alaw`` encoder and decoder once per process: every one of
 the 65536 PCM16 values is encoded and every one of the 256 code bytes
@@ -20,10 +20,10 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from .wire import FRAME_SAMPLES, SAMPLE_RATE
+
 #: FFmpeg codec names for the SDP encoding names.
 FFMPEG_CODEC = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
-SAMPLE_RATE = 8000
-FRAME_SAMPLES = 160  # 20 ms at 8000 Hz
 
 
 def _ffmpeg_encode(codec: str, pcm: np.ndarray) -> bytes:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from aiortc.rtp import RtpPacket
 
-FRAME_SAMPLES = 160  # samples per 20 ms packet at 8000 Hz
-PTIME = 0.020  # seconds per packet
+from .wire import FRAME_SAMPLES, PTIME
+
 #: RFC 3550 appendix A.1 sequence validation limits.
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
@@ -143,7 +143,7 @@ class Pacer:
     """The send schedule: packet ``n`` is due at ``start + n * ptime`` (monotonic seconds).
 
     Deadlines come from the stream start, never from the previous send, so
-    scheduling error does not accumulate (DESIGN.md, Timing).
+    scheduling error does not accumulate (RFC 3550 section 5.1).
 
     Args:
         start: monotonic time of slot 0, seconds.

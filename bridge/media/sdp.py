@@ -42,12 +42,12 @@ from aiortc.rtcicetransport import RTCIceParameters
 from aiortc.sdp import MediaDescription, SessionDescription, grouplines
 
 from .srtp import Crypto, new_crypto, parse_crypto
+from .wire import FRAME_MS as PTIME_MS
 
 #: Static payload types (RFC 3551 table 4) for offers that omit ``a=rtpmap``.
 STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 #: Codecs we can speak, in our own preference order.
 SUPPORTED_CODECS = ("PCMU", "PCMA")
-PTIME_MS = 20
 
 
 class SdpError(Exception):

@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..media.wire import FRAME_SAMPLES as FRAME
+from ..media.wire import SAMPLE_RATE as RATE
+
 log = logging.getLogger("bridge.records")
 
-RATE = 8000
-FRAME = 160  # samples per channel per 20 ms slot
 #: Slots gathered before a write (1 s).
 BATCH = 50
 #: Caller frames that may wait for a slot (a burst after a stall); older ones are dropped.
