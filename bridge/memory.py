@@ -18,7 +18,7 @@ pass after each call: it then scans only what calls created, milliseconds.
 
 A full pass holds the event loop, and with it every call's media, for as long as
 it scans the objects of the calls still up: about 30 ms with 500 calls on 2 cores
-(issue 13 measured 20 calls ending per second stalling the loop by 30-60 ms each
+(measured: 20 calls ending per second stalling the loop by 30-60 ms each
 time). :func:`collect_after_call` therefore runs the full pass only while few calls
 are up (:data:`FULL_PASS_MAX_CALLS`), where it is cheap and where the saw-tooth
 shows; with more, a pass of the young generations (what the ending created), and

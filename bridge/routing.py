@@ -1,7 +1,7 @@
 """Routing by called number: which agent profile answers a call (``routes:``).
 
 A Twilio Elastic SIP Trunk (or several) can carry many numbers to one ``bridge
-serve``; the called number is in the Request-URI user part (TWILIO.md) and, on
+serve``; the called number is in the Request-URI user part (Twilio Elastic SIP Trunking, origination) and, on
 Media Streams, in the ``To`` parameter our TwiML passes. Each profile is the
 ``agent:``, ``transfer:`` and ``models:`` settings with the profile's own keys laid
 over them (:func:`bridge.config.profile_settings`). Models load once per file and

@@ -11,7 +11,7 @@ Starts ``bridge serve --agent echo``, places CALLS concurrent sipp calls
   |interval - 20 ms| between consecutive sequence numbers, p50/p99/max over all.
 
 Usage: sudo .venv/bin/python scripts/load_figures.py [--calls 50] [--rate 10] [--json FILE]
-(issue 13's figures: --calls 200 --rate 20 and --calls 500 --rate 20)
+(docs/scaling.md's figures: --calls 200 --rate 20 and --calls 500 --rate 20)
 """
 
 from __future__ import annotations

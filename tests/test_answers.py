@@ -1,4 +1,4 @@
-"""A handful of evaluation items through the real pipeline on the embedded models (issue 9).
+"""A handful of evaluation items through the real pipeline on the embedded models.
 
 Each item is one conversation: Piper says it (without its random variation, so
 the audio is the same every run), G.711 carries it, and the

@@ -1,7 +1,7 @@
 """The container files: hadolint on both Dockerfiles, their shape (multi-stage, no
 compiler and no root at run time, a health check), and ``bridge health`` (the
 HEALTHCHECK) against a real node. scripts/container_proof.sh builds and calls the image
-(minutes: not part of the suite; its output is in issue 11's note)."""
+(minutes: not part of the suite; its figures are in docs/operations.md)."""
 
 from __future__ import annotations
 

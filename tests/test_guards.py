@@ -1,5 +1,5 @@
 """Decoding guards, the tool-safety rule and the evaluation scoring, on crafted
-model outputs (issue 9): a loop, a leaked "Caller:" line, an unrequested
+model outputs: a loop, a leaked "Caller:" line, an unrequested
 [end_call], and the rest of what a small model does wrong."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ configured database, or nothing at all: no DNS (port 53, or the resolver's local
 sockets), no telemetry host, no model hub.
 
 Before ``bridge.offline.lock_down``, onnxruntime sent a DNS query for its telemetry
-host in the middle of calls (issue 10).
+host in the middle of calls.
 """
 
 from __future__ import annotations

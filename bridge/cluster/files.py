@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..sip.policy import load_networks
 
-#: Twilio's signalling ranges (shared/TWILIO.md), kept in one file for the node's own
+#: Twilio's signalling ranges (Twilio's "IP addresses" page for SIP trunking), kept in one file for the node's own
 #: allowlist preset and for Kamailio's.
 TWILIO_SIGNALING = Path(__file__).resolve().parents[2] / "config" / "twilio-signaling.yaml"
 

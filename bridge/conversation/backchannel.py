@@ -1,4 +1,4 @@
-"""Telling a backchannel from an interruption (issue 13, false barge-ins).
+"""Telling a backchannel from an interruption (false barge-ins).
 
 Callers say "mm-hmm", "okay", "right" while the agent talks, and cough; none of
 these asks the agent to stop. 200 ms of caller speech cannot tell them from
@@ -9,7 +9,7 @@ these asks the agent to stop. 200 ms of caller speech cannot tell them from
    the next packet (the caller hears the agent stop at once), but nothing is
    dropped and the LLM and TTS go on;
 2. **confirm** (the barge-in proper: queue dropped, LLM/TTS cancelled, history
-   cut to what was played, DESIGN.md "Barge-in") as soon as a transcript of the
+   cut to what was played, docs/turn-taking.md) as soon as a transcript of the
    utterance holds words that are not a backchannel: its interim transcript, the
    pass made once the caller has spoken for ``barge_in_confirm_ms``, or its final
    transcript; or **resume** where playout stopped when that pass, or the final

@@ -3,7 +3,7 @@
 Phone lines echo: speakerphones, 2-wire hybrids, no echo cancellation on
 the PSTN. We know exactly what we sent and when, so an inbound frame that is
 our own recent audio, delayed and attenuated, is not caller speech
-(DESIGN.md, Barge-in). The test is a normalized cross-correlation between the
+(docs/turn-taking.md). The test is a normalized cross-correlation between the
 last few inbound frames and the audio we sent over the last ``max_delay_ms``:
 an echo correlates strongly (> ``threshold``) at some lag whatever its level;
 a caller talking over the agent (double talk) does not.

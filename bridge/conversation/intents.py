@@ -2,7 +2,7 @@
 
 The embedded model is a 270M base model; it must not be able to hang up on a
 caller who asked a question, or transfer one who did not ask for a person
-(issue 9: "Sorry to interrupt, but are you open on Sunday?" was answered
+(seen: "Sorry to interrupt, but are you open on Sunday?" was answered
 "You're welcome, have a great day. Goodbye!" and the call ended). So:
 
 - ``end_call`` happens only when :func:`wants_to_end` says the caller took leave;

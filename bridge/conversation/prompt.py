@@ -1,7 +1,7 @@
 """Prompts for the LLM, in its two modes.
 
 ``completion`` (base models such as the embedded Gemma 3 270M, which has no
-chat template; see shared/MODELS.md): the conversation is written as a
+chat template): the conversation is written as a
 transcript and the model continues the agent's line::
 
     <persona>

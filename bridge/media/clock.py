@@ -1,7 +1,7 @@
-"""One send tick for every paced stream on an event loop (issue 13, media plane).
+"""One send tick for every paced stream on an event loop.
 
 Each RTP stream (and each Media Streams leg) sends one 20 ms packet per 20 ms,
-its deadlines counted from its own start (DESIGN.md, Timing). With one asyncio
+its deadlines counted from its own start (RFC 3550 section 5.1: timestamps advance by the sampling clock). With one asyncio
 task per stream, 500 streams are 25,000 task wake-ups a second, each a timer
 handle, a future and a task step; the loop falls behind by tens of
 milliseconds. :class:`SendClock` keeps every stream's next deadline in one heap

@@ -1,7 +1,7 @@
 """SRTP with SDES key exchange (RFC 3711, RFC 4568), through ``pylibsrtp`` (libsrtp).
 
 Twilio Secure Trunking offers ``AES_CM_128_HMAC_SHA1_80`` with no MKI on
-origination and accepts ``_80`` and ``_32`` on termination (TWILIO.md).
+origination and accepts ``_80`` and ``_32`` on termination (Twilio, "Secure Trunking").
 """
 
 from __future__ import annotations

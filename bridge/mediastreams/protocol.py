@@ -1,7 +1,6 @@
 """Twilio Media Streams (bidirectional ``<Connect><Stream>``) message codec, sans-IO.
 
-Message shapes from Twilio's "Media Streams - WebSocket Messages" doc (see
-shared/TWILIO.md). :class:`StreamSession` consumes the text frames Twilio
+Message shapes from Twilio's "Media Streams - WebSocket Messages" doc. :class:`StreamSession` consumes the text frames Twilio
 sends and returns small typed events; it builds the ``media``, ``mark`` and
 ``clear`` messages we send. It owns no socket.
 

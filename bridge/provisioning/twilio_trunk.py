@@ -1,7 +1,7 @@
 """Provision a Twilio Elastic SIP Trunk for bridge: ``scripts/provision_twilio.py``.
 
-Built on twilio-python's Trunking v1 and SIP (2010-04-01) resources (shared/TWILIO.md,
-"Trunking REST API"). What it manages, all found again by name on the next run:
+Built on twilio-python's Trunking v1 and SIP (2010-04-01) resources (Twilio
+docs, "Elastic SIP Trunking REST API"). What it manages, all found again by name on the next run:
 
 - the trunk, by ``friendly_name``: ``domain_name``, ``secure`` (TLS + SRTP),
   ``transfer_mode`` (SIP REFER: ``enable-all``, ``sip-only``, ``disable-all``) and

@@ -1,1 +1,1 @@
-"""Call records, transcripts and recordings kept on the operator's own database and disk (issue 10)."""
+"""Call records, transcripts and recordings kept on the operator's own database and disk."""

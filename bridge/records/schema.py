@@ -2,7 +2,7 @@
 one ``turns`` row per caller turn or agent utterance.
 
 Times are UTC, timezone-aware; latencies are seconds from the end of the caller's
-speech (the figures ``/metrics`` observes, DESIGN.md "Latency"). Alembic
+speech (the figures ``/metrics`` observes; docs/operations.md). Alembic
 (:mod:`bridge.records.migrations`) creates and upgrades these tables; change them
 only together with a new revision there.
 """

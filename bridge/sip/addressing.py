@@ -1,8 +1,8 @@
 """Which address we advertise to a peer (Via, Contact, SDP ``c=``).
 
 The address written into Via, Contact and the SDP ``c=`` line must be one the
-far end can reach, or it sends its responses and media nowhere (DESIGN.md,
-Barge-in/addresses). In order:
+far end can reach, or it sends its responses and media nowhere (RFC 3261
+section 18.2.2, RFC 3264 section 5). In order:
 
 1. ``sip.public_host`` when configured (behind NAT: the public IP);
 2. the listen address when it is a specific address;
