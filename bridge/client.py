@@ -13,6 +13,7 @@ next one, and so on.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import logging
@@ -29,6 +30,7 @@ from .engines.vad import WebRtcVad
 from .media import sdp
 from .media.codecs import FRAME_SAMPLES, resample_all
 from .media.stream import RtpStream
+from .runtime import run, setup_logging
 from .sip import events as ev
 from .sip.core import SipCore, Timers
 from .sip.transport import SipUdpTransport
@@ -312,3 +314,45 @@ async def place_call(
     t0 = caller.voice_t0 if caller.voice_t0 is not None else (caller.arrivals[0][0] if caller.arrivals else 0.0)
     report.heard = [(t - t0, rms) for t, rms in caller.arrivals]
     return report
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """The ``call`` sub-command on the ``bridge`` parser."""
+    call = sub.add_parser("call", help="dial a SIP URI, speak WAV files, record the agent")
+    call.add_argument("uri", help="sip:user@host:port")
+    call.add_argument("--play", action="append", metavar="WAV", help="caller audio; repeat for several turns")
+    call.add_argument("--record", metavar="WAV", help="write the agent's audio here (PCM16 8 kHz)")
+    call.add_argument("--duration", type=float, metavar="S", help="hang up after S seconds (default: after the last reply)")
+    call.add_argument("--local-host", default="127.0.0.1", help="address to bind and advertise (default 127.0.0.1)")
+    call.add_argument("--no-wait", action="store_true", help="play the first file at once, over the greeting")
+    call.add_argument("--dtmf", metavar="DIGITS", help="send these digits (RFC 4733) right after the answer")
+    call.add_argument("--echo-db", type=float, metavar="DB", help="simulate line echo: send the agent back at this level (e.g. -10)")
+    call.add_argument("--echo-delay-ms", type=int, default=150, metavar="MS", help="echo delay (default 150)")
+    call.add_argument("-v", "--verbose", action="store_true")
+    call.set_defaults(func=_call)
+    return call
+
+
+def _call(args: argparse.Namespace) -> int:
+    setup_logging("INFO" if args.verbose else "WARNING")
+    report = run(
+        place_call(
+            args.uri,
+            args.play or [],
+            args.record,
+            args.duration,
+            local_host=args.local_host,
+            wait_greeting=not args.no_wait,
+            dtmf=args.dtmf or "",
+            echo_db=args.echo_db,
+            echo_delay_ms=args.echo_delay_ms,
+        )
+    )
+    print(f"answered: {report.answered}")
+    print(f"ended: {report.end_reason} (hung up by {report.hung_up_by})")
+    print(f"recorded: {report.recorded_seconds:.2f} s of agent audio" + (f" -> {args.record}" if args.record else ""))
+    for i, latency in enumerate(report.latencies, 1):
+        print(f"turn {i}: end of caller speech -> first agent audio: {latency * 1000:.0f} ms")
+    if report.latencies:
+        print(f"latency p50: {report.p50 * 1000:.0f} ms over {len(report.latencies)} turns")
+    return 0 if report.answered else 1

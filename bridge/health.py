@@ -7,11 +7,14 @@ response. Exit status 0 on ``200 OK``, 1 on anything else or no answer.
 
 from __future__ import annotations
 
+import argparse
 import socket
+import sys
 import time
 
 from sipmessage import Address, Message, Parameters, Response, URI, Via
 
+from .config import load_settings, parse_hostport
 from .sip.message import build_request, new_branch, new_call_id, new_tag
 
 
@@ -53,3 +56,26 @@ def sip_options(host: str, port: int, timeout: float = 2.0) -> int:
             if isinstance(message, Response) and message.via and message.via[0].parameters.get("branch") == branch and message.code >= 200:
                 return message.code
         raise TimeoutError(f"no answer to OPTIONS from {host}:{port} within {timeout:g} s")
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """The ``health`` sub-command on the ``bridge`` parser."""
+    health = sub.add_parser("health", help="probe a node with SIP OPTIONS (exit 0 on 200 OK): the container's HEALTHCHECK")
+    health.add_argument("--sip", metavar="HOST:PORT", help="the node's SIP UDP address (default: sip.listen, a wildcard probed on loopback)")
+    health.add_argument("--config", help="YAML merged over config/default.yaml")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)")
+    health.set_defaults(func=_health)
+    return health
+
+
+def _health(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    host, port = parse_hostport(args.sip or settings.sip.listen, 5060)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # a wildcard listen answers on loopback
+    try:
+        status = sip_options(host, port, args.timeout)
+    except (TimeoutError, OSError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    print(f"sip:{host}:{port} answered OPTIONS with {status}")
+    return 0 if status == 200 else 1

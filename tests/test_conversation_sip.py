@@ -8,7 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from bridge.app import BridgeServer
+from bridge.server import BridgeServer
 from bridge.client import place_call, read_wav_8k, write_wav_8k
 from bridge.config import load_settings
 
@@ -81,7 +81,7 @@ async def test_dtmf_reaches_conversation_and_strangers_are_dropped(engines):
             await asyncio.sleep(0.1)
         conversation = server.finished[-1]
         assert conversation.dtmf_digits == ["4", "2", "#"]
-        assert stream.dropped_foreign == 5 and leg.stream is None and leg.agent is None
+        assert stream.dropped_foreign == 5 and leg.stream is None and leg.conversation is None
         assert server.metrics.dtmf._value.get() == 3
     finally:
         await server.stop()

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from bridge.app import BridgeServer
+from bridge.server import BridgeServer
 from bridge.config import load_settings
 
 from .conftest import ROOT, free_port, make_certificate, rtp_range

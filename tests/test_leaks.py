@@ -166,10 +166,10 @@ def test_conversations_leave_nothing_behind(tmp_path, speech, leg):
     its median step is about 0. With 1 MB leaked per conversation (checked) the floor
     grew +10.3 to +11.4 MB and the median step was +1.04 (Theil-Sen +1.03).
 
-    Before issue 9's fix every finished call left reference cycles (tasks, their
+    Before that was fixed every finished call left reference cycles (tasks, their
     cancellations, leg <-> stream <-> agent callbacks) that only a full GC pass freed:
     +3 MB a conversation. The server keeps its last 4 finished agents for inspection
-    (bridge.app.FINISHED_KEPT); while it kept 20, all of them in this test, they were the
+    (bridge.calls.registry.FINISHED_KEPT); while it kept 20, all of them in this test, they were the
     +0.1-0.2 MB a conversation of the steadiest series (Media Streams: +0.17 with 20 kept,
     +0.02 with 4)."""
     http = free_port(socket.SOCK_STREAM)

@@ -16,7 +16,7 @@ import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
-from bridge.app import BridgeServer
+from bridge.server import BridgeServer
 from bridge.client import place_call, read_wav_8k
 from bridge.config import load_settings
 from bridge.mediastreams import protocol as p
@@ -291,7 +291,7 @@ async def test_sip_and_media_streams_in_one_process(engines, speech):
         twilio = stream(server)
         ms = asyncio.ensure_future(twilio.run([], duration=6.0))
         await asyncio.sleep(3)
-        assert len(server.calls) == 1 and len(server.streams) == 1
+        assert len(server.calls) == 1 and len(server.stream_calls) == 1
         assert server.metrics.active_calls._value.get() == 2
         report, _ = await asyncio.gather(sip, ms)
         assert report.recorded_seconds > 3 and len(twilio.received) > 100

@@ -10,7 +10,7 @@ import pytest
 import websockets
 
 from bridge.client import place_call
-from bridge.stream_calls import CLOSE_TRY_AGAIN
+from bridge.calls.streams import CLOSE_TRY_AGAIN
 
 from .test_mediastreams import ACCOUNT, ms_server, stream
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 async def running(server, count: int) -> None:
     for _ in range(100):
-        if len(server.streams) >= count:
+        if len(server.stream_calls) >= count:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"{count} stream(s) not up")
@@ -75,16 +75,16 @@ async def test_duplicate_call_sid_is_refused_and_the_first_goes_on(engines):
         first = stream(server, call_sid=sid)
         first_task = asyncio.ensure_future(first.run([], duration=4.0))
         await running(server, 1)
-        leg = next(iter(server.streams.values()))
+        leg = next(iter(server.stream_calls.values()))
         duplicate = stream(server, call_sid=sid)
         await duplicate.run([], duration=1.0)
         assert duplicate.close_code == 1008
-        assert next(iter(server.streams.values())) is leg and not leg.ended
+        assert next(iter(server.stream_calls.values())) is leg and not leg.ended
         await first_task
         assert first.close_code == 1000 and len(first.received) > 100
         await asyncio.sleep(0.3)
-        assert len(server.streams) == 0 and server.metrics.active_calls._value.get() == 0
-        assert len(server.finished) == 1 and server.finished[-1].leg is leg and leg.agent is None  # its agent was closed and let go
+        assert len(server.stream_calls) == 0 and server.metrics.active_calls._value.get() == 0
+        assert len(server.finished) == 1 and server.finished[-1].leg is leg and leg.conversation is None  # its agent was closed and let go
     finally:
         await server.stop()
 
@@ -98,7 +98,7 @@ async def test_socket_without_start_is_closed(engines):
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
             assert ws.close_code == 1008
-        assert len(server.streams) == 0
+        assert len(server.stream_calls) == 0
     finally:
         await server.stop()
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
 
-from bridge.app import BridgeServer
+from bridge.server import BridgeServer
 from bridge.config import load_settings
 from bridge.media.codecs import G711
 from bridge.media.srtp import SrtpContext, new_crypto, parse_crypto

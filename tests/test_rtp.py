@@ -139,3 +139,20 @@ def test_sequence_jump_resyncs_after_two_packets():
     assert rx.receive(pkt(102))[0] == "audio"
     assert rx.valid_packets == 7
     assert rx.counters["resync"] == 1 and rx.counters["sequence_jump"] == 1 and rx.counters["duplicate_or_late"] == 1
+
+
+def test_packets_of_any_ptime_become_20_ms_frames():
+    """A peer may send 30 ms (240 samples) or 10 ms packets whatever ``a=ptime`` asked
+    (RFC 3264 section 5; sipp's g711a.pcap is 30 ms): the layers above get whole 160-sample
+    frames, in order, with nothing lost or repeated."""
+    from bridge.media.wire import FRAME_SAMPLES, Framer
+
+    framer = Framer()
+    audio = np.arange(240 * 7, dtype=np.int16)
+    out = []
+    for i in range(0, len(audio), 240):
+        out += framer.frames(audio[i:i + 240])
+    assert [len(f) for f in out] == [FRAME_SAMPLES] * (240 * 7 // FRAME_SAMPLES)
+    assert np.array_equal(np.concatenate(out), audio[:len(out) * FRAME_SAMPLES])
+    ten = [framer.frames(np.full(80, k, np.int16)) for k in range(4)]  # 10 ms packets
+    assert [len(f) for f in ten] == [1, 0, 1, 0]  # the 80 samples left over from above complete the first

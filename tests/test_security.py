@@ -72,16 +72,16 @@ def test_digest_expired_nonce_is_challenged_again_with_stale_true():
     p = AdmissionPolicy(access, base=ROOT)
     p.digest.nonce_ttl = 30
     source, uri = ("192.0.2.50", 5060), "sip:agent@bridge"
-    first = p.check(source, {}, None, 100.0, 0, 0, uri)
+    first = p.check(source, {}, None, 100.0, uri)
     assert first.status == 401 and "stale" not in first.headers[0][1]
     header = authorization_for(first.headers[0][1], "pbx", "secret", "INVITE", uri)
-    again = p.check(source, {}, header, 200.0, 0, 0, uri)  # the nonce is 100 s old
+    again = p.check(source, {}, header, 200.0, uri)  # the nonce is 100 s old
     assert again.status == 401 and again.reason == "unauthenticated_bad_nonce"
     assert "stale=true" in again.headers[0][1]
     wrong = authorization_for(first.headers[0][1], "pbx", "guess", "INVITE", uri)
-    assert "stale" not in p.check(source, {}, wrong, 200.0, 0, 0, uri).headers[0][1]  # only right credentials learn it is stale
+    assert "stale" not in p.check(source, {}, wrong, 200.0, uri).headers[0][1]  # only right credentials learn it is stale
     fresh = authorization_for(again.headers[0][1], "pbx", "secret", "INVITE", uri)
-    assert p.check(source, {}, fresh, 201.0, 0, 0, uri) is None
+    assert p.check(source, {}, fresh, 201.0, uri) is None
 
 
 def policy(**kw) -> AdmissionPolicy:
@@ -92,38 +92,39 @@ def policy(**kw) -> AdmissionPolicy:
 
 def test_policy_allowlist_with_twilio_preset():
     p = policy(allowlist=["@config/twilio-signaling.yaml", "10.0.0.0/8"])
-    assert p.check(("54.172.60.2", 5060), {}, None, 0, 0, 0) is None
-    assert p.check(("10.1.2.3", 5060), {}, None, 0, 0, 0) is None
-    refused = p.check(("198.51.100.7", 5060), {}, None, 0, 0, 0)
+    assert p.check(("54.172.60.2", 5060), {}, None, 0) is None
+    assert p.check(("10.1.2.3", 5060), {}, None, 0) is None
+    refused = p.check(("198.51.100.7", 5060), {}, None, 0)
     assert (refused.status, refused.reason) == (403, "not_allowed")
-    p.draining = True
-    assert p.check(("54.172.60.2", 5060), {}, None, 0, 0, 0).status == 503
+    assert p.check(("54.172.60.2", 5060), {}, None, 0, shared="draining").status == 503
+    assert p.check(("198.51.100.7", 5060), {}, None, 0, shared="draining").status == 403  # a stranger learns nothing
 
 
 def test_policy_rate_limit_per_source():
     p = policy(invite_rate=2.0, invite_burst=3, retry_after=9)
-    results = [p.check(("192.0.2.1", 5060), {}, None, 10.0, 0, 0) for _ in range(4)]
+    results = [p.check(("192.0.2.1", 5060), {}, None, 10.0) for _ in range(4)]
     assert [r is None for r in results] == [True, True, True, False]
     assert results[3].status == 503 and results[3].headers == [("Retry-After", "9")]
-    assert p.check(("192.0.2.2", 5060), {}, None, 10.0, 0, 0) is None  # another source has its own bucket
-    assert p.check(("192.0.2.1", 5060), {}, None, 10.5, 0, 0) is None  # one token back after 0.5 s
+    assert p.check(("192.0.2.2", 5060), {}, None, 10.0) is None  # another source has its own bucket
+    assert p.check(("192.0.2.1", 5060), {}, None, 10.5) is None  # one token back after 0.5 s
 
 
 def test_policy_account_digest_and_caps():
     p = policy(twilio_accounts=["AC1"], max_calls=2, max_calls_per_caller=1,
                digest=DigestSettings(users={"pbx": "secret"}, exempt=["@config/twilio-signaling.yaml"]))
     twilio = ("54.172.60.1", 5060)
-    assert p.check(twilio, {"X-Twilio-AccountSid": "AC2"}, None, 0, 0, 0).status == 403
-    assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 0, 0, 0) is None  # exempt from digest
+    assert p.check(twilio, {"X-Twilio-AccountSid": "AC2"}, None, 0).status == 403
+    assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 0) is None  # exempt from digest
     pbx = ("192.0.2.50", 5060)
-    challenge = p.check(pbx, {"X-Twilio-AccountSid": "AC1"}, None, 0, 0, 0)
+    challenge = p.check(pbx, {"X-Twilio-AccountSid": "AC1"}, None, 0)
     assert challenge.status == 401 and [h for h, _ in challenge.headers] == ["WWW-Authenticate", "WWW-Authenticate"]
     sha = challenge.headers[0][1]
     assert "SHA-256" in sha  # RFC 8760: the stronger algorithm first
     header = authorization_for(sha, "pbx", "secret", "INVITE", "sip:agent@bridge")
-    assert p.check(pbx, {"X-Twilio-AccountSid": "AC1"}, header, 1, 0, 0, "sip:agent@bridge") is None
-    assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 2, 2, 0).reason == "at_capacity"
-    assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 2, 1, 1).reason == "caller_at_capacity"
+    assert p.check(pbx, {"X-Twilio-AccountSid": "AC1"}, header, 1, "sip:agent@bridge") is None
+    assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 2, shared="at_capacity").reason == "at_capacity"
+    assert p.check(twilio, {"X-Twilio-AccountSid": "AC2"}, None, 2, shared="at_capacity").reason == "wrong_account"  # the account first
+    assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 2, shared="caller_at_capacity").status == 503
 
 
 TWILIO_SAVP = (

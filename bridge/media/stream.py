@@ -24,6 +24,7 @@ from .codecs import FRAME_SAMPLES, G711
 from .rtp import PTIME, DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender
 from .sdp import MediaParams
 from .srtp import SrtpContext
+from .wire import Framer
 
 log = logging.getLogger("bridge.rtp")
 
@@ -111,7 +112,9 @@ class RtpStream:
             the monotonic arrival time.
         on_dtmf: called with each new RFC 4733 digit.
         on_timeout: called once when the stream is dead: no RTP arrived for
-            ``rtp_timeout`` seconds, or the frame source raised (logged).
+            ``rtp_timeout`` seconds.
+        on_source_error: called once when ``source`` raised (logged); the stream
+            sends nothing more. Default: ``on_timeout``.
         rtp_timeout: seconds without inbound RTP before ``on_timeout``.
         latch: send to the source address of the first valid packet received
             (NAT), and drop packets from any other address afterwards.
@@ -132,6 +135,7 @@ class RtpStream:
         on_dtmf: Callable[[DtmfEvent], None],
         on_timeout: Callable[[], None],
         *,
+        on_source_error: Callable[[], None] | None = None,
         rtp_timeout: float = 30.0,
         latch: bool = True,
         send_silence: bool = True,
@@ -145,8 +149,10 @@ class RtpStream:
         self.receiver = RtpReceiver(params.payload_type, params.dtmf_payload_type)
         self.source = source
         self.on_audio = on_audio
+        self._framer = Framer()  # a peer's 10/30/60 ms packets -> 20 ms frames
         self.on_dtmf = on_dtmf
         self.on_timeout = on_timeout
+        self.on_source_error = on_source_error or on_timeout
         self.rtp_timeout = rtp_timeout
         self.latch = latch
         self.send_silence = send_silence
@@ -160,6 +166,10 @@ class RtpStream:
         self._was_talking = False
         self._silence = self.codec.encode(np.zeros(FRAME_SAMPLES, dtype=np.int16))
         self.dropped_foreign = 0
+        #: RTP packets handed to the socket (audio, silence and RFC 4733 events), and of
+        #: those the ones that carried the source's audio (not silence).
+        self.sent_packets = 0
+        self.sent_audio = 0
         self.srtp = srtp
         self.on_hold = False
         self.closed = False
@@ -244,7 +254,8 @@ class RtpStream:
                 self.remote = addr
         kind, value = result
         if kind == "audio":
-            self.on_audio(self.codec.decode(value.payload), now)  # type: ignore[attr-defined]
+            for frame in self._framer.frames(self.codec.decode(value.payload)):  # type: ignore[attr-defined]
+                self.on_audio(frame, now)
         else:
             self.on_dtmf(value)  # type: ignore[arg-type]
 
@@ -253,9 +264,9 @@ class RtpStream:
         monotonic seconds), or ``None`` once the stream is closed or dead.
 
         Called by the loop's :class:`bridge.media.clock.SendClock`, one timer
-        for every stream (issue 13), at or just after each 20 ms deadline.
-        Never raises: a broken frame source ends this call (``on_timeout``), not
-        the clock or the other calls.
+        for every stream, at or just after each 20 ms deadline.
+        Never raises: a broken frame source ends this call (``on_source_error``),
+        not the clock or the other calls.
         """
         pacer = self._pacer
         if self.closed or pacer is None:
@@ -281,6 +292,7 @@ class RtpStream:
                     payload = self._silence
                 else:
                     payload = self.codec.encode(frame)
+                    self.sent_audio += 1
                 data = self.sender.packet(slot, payload, talkspurt_start=talking and not self._was_talking)
                 self._was_talking = talking
                 self._send(data)
@@ -291,7 +303,7 @@ class RtpStream:
         except Exception:  # noqa: BLE001 - a broken source ends this call, not the process
             log.exception("rtp: sender on port %s failed", self.local_port)
             self._pacer = None
-            self.on_timeout()
+            self.on_source_error()
             return None
         return None if self.closed else pacer.deadline()
 
@@ -319,6 +331,7 @@ class RtpStream:
                 data = self.srtp.protect(data)
             try:
                 self._transport.sendto(data, self.remote)
+                self.sent_packets += 1
             except (ValueError, OSError) as exc:
                 # An address this socket cannot send to: another family (a softphone's
                 # guessed c= of fd00::2 on an IPv4 call), or no route. Nothing is sent
@@ -347,4 +360,4 @@ class RtpStream:
         # (a ~3 MB-per-call saw-tooth in test_leaks otherwise).
         self._transport = None
         self.source = None
-        self.on_audio = self.on_dtmf = self.on_timeout = _ignore
+        self.on_audio = self.on_dtmf = self.on_timeout = self.on_source_error = _ignore

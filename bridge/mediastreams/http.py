@@ -43,7 +43,7 @@ def ws_base(base: str) -> str:
 
 
 def build_app(server) -> FastAPI:
-    """The FastAPI app for ``server`` (a :class:`bridge.app.BridgeServer`)."""
+    """The FastAPI app for ``server`` (a :class:`bridge.server.BridgeServer`)."""
     settings = server.settings.mediastreams
     validator = RequestValidator(settings.auth_token) if settings.auth_token else None
     app = FastAPI(title="bridge media streams", docs_url=None, redoc_url=None, openapi_url=None)
@@ -98,7 +98,7 @@ def build_app(server) -> FastAPI:
             except RuntimeError:
                 pass  # already closed
 
-        leg = MediaStreamLeg(server, websocket.send_text, close, server.twilio_control, settings.max_message_bytes)
+        leg = MediaStreamLeg(server, server.streams.start, websocket.send_text, close, server.twilio_control, settings.max_message_bytes)
         try:
             while True:
                 # Twilio sends connected then start at once: a silent socket is not a call.

@@ -74,18 +74,30 @@ class TwilioCallControl:
 
 
 class MediaStreamLeg:
-    """One Media Streams session driving an agent. ``send`` sends a text frame;
-    ``close(code, reason)`` closes the WebSocket."""
+    """One Media Streams session driving an agent.
 
-    def __init__(self, server, send, close, control: TwilioCallControl | None, max_message_bytes: int = 65536) -> None:
-        self.server = server
+    Args:
+        host: the server as a leg sees it (:class:`bridge.calls.host.CallHost`).
+        admit: called with this leg when ``start`` arrives; returns its agent, or
+            ``None`` when the call is refused (:meth:`bridge.calls.streams.StreamCalls.start`).
+        send: ``await send(text)`` sends a text frame.
+        close: ``await close(code, reason)`` closes the WebSocket.
+        control: Twilio's REST API for hangup and transfer, or ``None``.
+        max_message_bytes: larger frames are a protocol error.
+    """
+
+    kind = "mediastreams"
+
+    def __init__(self, host, admit, send, close, control: TwilioCallControl | None, max_message_bytes: int = 65536) -> None:
+        self.host = host
+        self._admit = admit
         self._send_text = send
         self._close = close
         self.control = control
         self.session = p.StreamSession(max_message_bytes)
         self.codec = G711("PCMU")
         self.call_id = ""
-        self.agent = None
+        self.conversation = None
         #: The call's recording (:class:`bridge.records.recording.CallRecording`), when on.
         self.recording = None
         #: The agent profile that answers (:class:`bridge.routing.Profile`), set at ``start``.
@@ -139,26 +151,27 @@ class MediaStreamLeg:
         """Transfer through the REST API (update the call with ``<Dial>``)."""
         if self.control is None or not self.session.call_sid:
             log.warning("call %s: transfer needs Twilio API credentials", self.call_id)
-            if self.agent is not None:
-                self.agent.transfer_failed()
+            if self.conversation is not None:
+                self.conversation.transfer_failed()
             return
         log.info("call %s: transfer to %s via the REST API", self.call_id, target)
 
         async def run() -> None:
             ok = await self._rest(self.control.transfer, self.session.call_sid, target)
             # Twilio's <Dial> takes the call over: the stream stops next.
-            self.server.records.transfer(self.call_id, target, "completed" if ok else "failed")
-            if not ok and self.agent is not None:
-                self.agent.transfer_failed()
+            self.host.records.transfer(self.call_id, target, "completed" if ok else "failed")
+            if not ok and self.conversation is not None:
+                self.conversation.transfer_failed()
 
         self._spawn(run())
 
     # -- plumbing -------------------------------------------------------------
 
     def _spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self.server._tasks.add(task)
-        task.add_done_callback(self.server._tasks.discard)
+        self.host.spawn(coro)
+
+    async def close_media(self) -> None:
+        """Nothing to release: the WebSocket is closed by whoever ended the session."""
 
     async def _send(self, text: str) -> None:
         """Send a frame unless the session is over (a closed socket is not an error then)."""
@@ -184,7 +197,7 @@ class MediaStreamLeg:
         self.ended = True
         if self._sender is not None:
             self._sender.cancel()
-        self.server.end_stream(self, reason)
+        self.host.end_call(self.call_id, reason)
 
     async def receive(self, text) -> bool:
         """Handle one frame; ``False`` once the session is over.
@@ -197,16 +210,16 @@ class MediaStreamLeg:
             self._on_media(event.payload)
         elif isinstance(event, p.MarkEcho):
             marked = self._marks.pop(event.name, None)
-            if marked is not None and self.agent is not None:
-                self.agent.mark_played(*marked)
+            if marked is not None and self.conversation is not None:
+                self.conversation.mark_played(*marked)
         elif isinstance(event, p.Dtmf):
-            if self.agent is not None:
-                self.agent.feed_dtmf(event.digit)
+            if self.conversation is not None:
+                self.conversation.feed_dtmf(event.digit)
         elif isinstance(event, p.Start):
             self.call_id = event.call_sid
             self.meta = {"streamSid": event.stream_sid, "accountSid": event.account_sid, **event.custom_parameters}
-            self.agent = self.server.start_stream(self)
-            if self.agent is None:
+            self.conversation = self._admit(self)
+            if self.conversation is None:
                 return False  # refused: the caller closes with self.refused
             self._sender = asyncio.ensure_future(self._send_loop())
         elif isinstance(event, p.Stop):
@@ -221,8 +234,8 @@ class MediaStreamLeg:
             chunk = bytes(self._inbound[:FRAME_SAMPLES])
             del self._inbound[:FRAME_SAMPLES]
             pcm = self.codec.decode(chunk)
-            if self.agent is not None:
-                self.agent.feed_audio(pcm)
+            if self.conversation is not None:
+                self.conversation.feed_audio(pcm)
             if self.recording is not None:
                 self.recording.caller(pcm)  # Twilio paces inbound media: each frame is a slot
                 self.recording.tick()
@@ -237,7 +250,12 @@ class MediaStreamLeg:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 for _slot in pacer.due_slots(loop.time()):
-                    item = self.agent.pull_item() if self.agent is not None else None
+                    try:
+                        item = self.conversation.pull_item() if self.conversation is not None else None
+                    except Exception:  # noqa: BLE001 - the agent failed, not the network
+                        log.exception("call %s: the agent's audio source failed", self.call_id)
+                        self.hangup("agent_error")
+                        return
                     if item is None:
                         since_mark = 0
                         continue

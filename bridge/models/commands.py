@@ -147,4 +147,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--preset", help="check: lay this preset (config/presets/) under --config")
     p.add_argument("--json", action="store_true", help="list, check: JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="list: repository, revision and files of each entry")
+    p.set_defaults(func=_models)
     return p
+
+
+def _models(args: argparse.Namespace) -> int:
+    from ..config import load_settings
+    from ..runtime import setup_logging
+
+    settings = load_settings(args.config, preset=args.preset if args.action == "check" else None)
+    setup_logging("WARNING")
+    return run(args, settings)

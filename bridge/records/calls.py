@@ -34,6 +34,7 @@ END_REASONS = {
     "drained": "drained",  # SIGTERM's drain deadline
     "shutdown": "shutdown",  # SIGINT: stopped at once
     "media_error": "error",
+    "agent_error": "agent_error",  # the agent failed (its audio source raised), not the network
     "send_error": "error",
     "disconnected": "disconnected",  # the WebSocket closed without ``stop``
 }
@@ -98,15 +99,17 @@ class CallRecords:
         if recording is not None:
             await recording.close()
 
-    def started(self, call_id: str, leg: str, **fields) -> None:
+    def started(self, call_id: str, kind: str, **fields) -> None:
         """A call arrived (INVITE, or a Media Streams ``start``): its record opens.
+
+        ``kind``: the leg's kind, ``sip`` or ``mediastreams`` (stored in the ``leg`` column).
 
         ``fields``: any :class:`bridge.records.schema.Call` column (``caller``,
         ``called``, ``call_sid``, ``account_sid``, ``codec``, ``transport``, ``srtp``,
         ``route``...).
         """
         if self.store is not None:
-            self.store.submit("call", call_id, leg=leg, node=self.node, invited_at=fields.pop("invited_at", None) or utcnow(), **fields)
+            self.store.submit("call", call_id, leg=kind, node=self.node, invited_at=fields.pop("invited_at", None) or utcnow(), **fields)
 
     def update(self, call_id: str, **fields) -> None:
         """Set fields of an open record (``answered_at``, ``transfer_target``...)."""

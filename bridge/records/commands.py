@@ -7,6 +7,7 @@ server). They never create the schema: an empty or missing database says so.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
@@ -15,6 +16,8 @@ from datetime import datetime, timezone
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, selectinload
 
+from ..config import load_settings
+from ..runtime import setup_logging
 from .retention import purge
 from .schema import Call
 from .store import create_db_engine
@@ -149,7 +152,7 @@ def _print_call(call: dict) -> None:
 
 
 def run(settings, args) -> int:
-    """Dispatch ``bridge calls ACTION`` (see :func:`bridge.cli.build_parser`). Exit status:
+    """Dispatch ``bridge calls ACTION`` (:func:`add_parser`). Exit status:
     0, 1 for an unknown call id, 2 for no records."""
     try:
         if args.action == "list":
@@ -204,3 +207,25 @@ def export(settings, fmt: str, since: str | None = None, until: str | None = Non
     engine.dispose()
     return count
 
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    """The ``calls`` sub-command on the ``bridge`` parser."""
+    calls = sub.add_parser("calls", help="call records: list, show CALL_ID, export, purge (same config and database as serve)")
+    calls.add_argument("action", choices=["list", "show", "export", "purge"])
+    calls.add_argument("call_id", nargs="?", help="show: the call id (SIP Call-ID or Twilio CallSid)")
+    calls.add_argument("--config", help="YAML merged over config/default.yaml")
+    calls.add_argument("--since", metavar="ISO", help="list/export: calls invited at or after this time (UTC unless a zone is given)")
+    calls.add_argument("--until", metavar="ISO", help="list/export: calls invited before this time")
+    calls.add_argument("--number", help="list: calls from or to this number")
+    calls.add_argument("--limit", type=int, default=50, help="list: at most N calls, newest first (default 50)")
+    calls.add_argument("--json", action="store_true", help="list/show: JSON")
+    calls.add_argument("--format", choices=["jsonl", "csv"], default="jsonl", help="export: jsonl (default) or csv")
+    calls.add_argument("--dry-run", action="store_true", help="purge: say what would be deleted, delete nothing")
+    calls.set_defaults(func=_calls)
+    return calls
+
+
+def _calls(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    setup_logging("WARNING")
+    return run(settings, args)

@@ -7,10 +7,15 @@ Checked in this order for each new INVITE (first failure answers):
 3. per-source INVITE rate (token bucket) -> ``503`` + ``Retry-After``;
 4. ``X-Twilio-AccountSid`` against the configured accounts -> ``403``;
 5. digest authentication for sources not exempt -> ``401`` with challenges;
-6. global and per-caller concurrent-call caps -> ``503`` + ``Retry-After``.
+6. global and per-caller concurrent-call caps -> ``503`` + ``Retry-After``; a Call-ID
+   already live on the other leg -> ``482``.
 
-Failover note (TWILIO.md): Twilio tries the next origination URI after a
-5xx but not after 403/401, which is what an operator wants for each case.
+Draining and the caps are the rules both legs share: the caller passes the verdict of
+:meth:`bridge.calls.registry.CallRegistry.refusal` as ``shared``, and this policy
+answers it at its place in the order.
+
+Failover: Twilio tries the next origination URI after a 5xx but not after 403/401
+(docs/twilio.md, "Origination"), which is what an operator wants for each case.
 """
 
 from __future__ import annotations
@@ -81,7 +86,6 @@ class AdmissionPolicy:
         self.allow = load_networks(access.allowlist, base)
         self.digest_exempt = load_networks(access.digest.exempt, base)
         self.digest = DigestAuthenticator(access.digest.users, access.digest.realm, access.digest.algorithms) if access.digest.users else None
-        self.draining = False
         self._buckets: dict[str, _Bucket] = {}
 
     def _retry(self) -> list[tuple[str, str]]:
@@ -102,8 +106,8 @@ class AdmissionPolicy:
         return True
 
     def check(
-        self, source: tuple[str, int], headers: dict[str, str], authorization: str | None, now: float, active_calls: int, caller_calls: int,
-        request_uri: str = "",
+        self, source: tuple[str, int], headers: dict[str, str], authorization: str | None, now: float, request_uri: str = "",
+        shared: str | None = None,
     ) -> Decision | None:
         """``None`` to accept the call, or the :class:`Decision` to refuse it.
 
@@ -112,14 +116,14 @@ class AdmissionPolicy:
             headers: the call's metadata headers (``X-Twilio-AccountSid`` ...).
             authorization: the ``Authorization`` header value, if any.
             now: monotonic seconds.
-            active_calls: calls in progress now.
-            caller_calls: calls in progress from the same caller.
             request_uri: the INVITE's Request-URI (digest credentials must name it).
+            shared: the verdict of the rules both legs share (``draining``,
+                ``at_capacity``, ``caller_at_capacity``, ``duplicate_call_id``), or ``None``.
         """
         host = source[0]
         if self.allow and not _in(self.allow, host):
             return Decision(403, "not_allowed")
-        if self.draining:
+        if shared == "draining":
             return Decision(503, "draining", self._retry())
         if not self._rate_ok(host, now):
             return Decision(503, "rate_limited", self._retry())
@@ -133,8 +137,8 @@ class AdmissionPolicy:
             if verdict.user is None:
                 reason = "unauthenticated" if verdict.reason == "missing" else f"unauthenticated_{verdict.reason}"
                 return Decision(401, reason, [("WWW-Authenticate", c) for c in self.digest.challenges(now, stale=verdict.stale)])
-        if active_calls >= self.access.max_calls:
-            return Decision(503, "at_capacity", self._retry())
-        if caller_calls >= self.access.max_calls_per_caller:
-            return Decision(503, "caller_at_capacity", self._retry())
+        if shared == "duplicate_call_id":
+            return Decision(482, shared)  # RFC 3261 section 8.2.2.2
+        if shared is not None:
+            return Decision(503, shared, self._retry())
         return None
