@@ -120,6 +120,19 @@ class _ErrorRecords(logging.Handler):
             self.records.append(record)
 
 
+#: Fixtures that load the real models or start real servers and peers: a test that
+#: takes one belongs to the slow tier (``pytest -m "not slow"`` leaves it out).
+SLOW_FIXTURES = frozenset({"engines", "asr", "speech", "bridge", "postgres"})
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every end-to-end test and every test that takes a slow fixture; a
+    module marks itself ``slow`` where its cost is its own (subprocesses, servers)."""
+    for item in items:
+        if item.get_closest_marker("e2e") or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def no_error_logs(request):
     """Every in-process test fails on an ERROR log record or an unhandled task exception,
@@ -137,6 +150,14 @@ def no_error_logs(request):
     if request.node.get_closest_marker("allow_errors") is None and handler.records:
         lines = [f"{r.name}: {r.getMessage()}" + (f" ({r.exc_info[1]!r})" if r.exc_info else "") for r in handler.records[:5]]
         pytest.fail("ERROR log records during the test:\n" + "\n".join(lines), pytrace=False)
+
+
+def missing(what: str) -> None:
+    """A real component a test needs is not installed: skip it on a developer's machine,
+    fail it under ``CI=true`` (CI installs everything; a skip there hides a broken setup)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} (CI=true: a missing component is a failure)")
+    pytest.skip(what)
 
 
 def need(tool: str) -> str:

@@ -12,10 +12,13 @@ shapes, status codes and error bodies (``{"code", "message", "more_info", "statu
   required, at most 10), ``PhoneNumbers``, ``CredentialLists``, ``IpAccessControlLists``.
 
 Lists page like Twilio's (``PageSize``, default 50; v1 ``meta.next_page_url`` and
-2010's ``next_page_uri``), so a client that reads only the first page is caught. With
-``account_sid``/``auth_token`` set, HTTP Basic credentials are checked (401, error
-20003, otherwise). Unknown resources are 404 (20404); a missing required parameter 400
-(21201 style); DELETE answers 204.
+2010's ``next_page_uri``), so a client that reads only the first page is caught. Every
+request must carry the account's HTTP Basic credentials (401, error 20003, otherwise),
+and a path under another account is 404. A call can be updated only when it exists:
+one created through ``Calls.json``, or one Twilio placed to the account's number
+(:meth:`FakeTwilioApi.add_call`, e.g. the call a Media Streams test streams); any other
+Call SID is 404 (20404), as on Twilio. Unknown resources are 404 (20404); a missing
+required parameter 400 (21201 style); DELETE answers 204.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class ApiError(Exception):
 class FakeTwilioApi:
     """See the module docstring. ``numbers``: E.164 numbers the account owns."""
 
-    def __init__(self, account_sid: str | None = None, auth_token: str | None = None, numbers: list[str] | None = None) -> None:
+    def __init__(self, account_sid: str, auth_token: str, numbers: list[str] | None = None) -> None:
         self.requests: list[tuple[str, str, dict]] = []
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -56,6 +59,7 @@ class FakeTwilioApi:
         self.cls: dict[str, dict] = {}
         self.credentials: dict[str, dict[str, dict]] = {}
         self.passwords: dict[str, str] = {}  # credential sid -> password (never returned, as on Twilio)
+        self.calls: dict[str, dict] = {}  # Call SID -> its state
         for number in numbers or []:
             sid = self.sid("PN")
             self.numbers[sid] = {"sid": sid, "phone_number": number, "trunk_sid": None, "friendly_name": number}
@@ -113,9 +117,11 @@ class FakeTwilioApi:
         """(method, path) of every request that changed something (POST, DELETE)."""
         return [(m, p) for m, p, _ in self.requests if m != "GET"]
 
+    def add_call(self, call_sid: str, status: str = "in-progress") -> None:
+        """A call Twilio placed to the account (an inbound call): it can be updated."""
+        self.calls[call_sid] = {"sid": call_sid, "account_sid": self.account_sid, "status": status}
+
     def _auth(self, header: str | None) -> None:
-        if self.account_sid is None:
-            return
         ok = False
         if header and header.startswith("Basic "):
             user, _, password = base64.b64decode(header[6:]).decode().partition(":")
@@ -256,11 +262,23 @@ class FakeTwilioApi:
         raise ApiError(404, 20404, f"The requested resource {path} was not found")
 
     def _api(self, method: str, account: str, rest: str, path: str, query: dict, form: dict) -> tuple[int, dict]:
+        if account != self.account_sid:
+            raise ApiError(404, 20404, f"The requested resource {path} was not found")
         m = re.fullmatch(r"Calls(?:/(\w+))?\.json", rest)
         if m and method == "POST":
-            sid = m.group(1) or "CA" + "9" * 32
-            body = {"sid": sid, "account_sid": account, "status": form.get("Status", "queued"), "to": form.get("To"), "from": form.get("From"),
-                    "uri": f"/2010-04-01/Accounts/{account}/Calls/{sid}.json"}
+            sid = m.group(1)
+            if sid is None:  # create: the first call's SID is fixed (CA999...), the rest counted
+                self._require(form, "To", "From")
+                sid = "CA" + "9" * 32 if "CA" + "9" * 32 not in self.calls else self.sid("CA")
+                self.calls[sid] = {"sid": sid, "account_sid": account, "status": "queued", "to": form["To"], "from": form["From"]}
+            elif sid not in self.calls:
+                raise ApiError(404, 20404, f"The requested resource {path} was not found")
+            call = self.calls[sid]
+            if "Status" in form:
+                call["status"] = form["Status"]
+            if "Twiml" in form:
+                call["twiml"] = form["Twiml"]  # Twilio runs it at once: the call now follows it
+            body = {**call, "uri": f"/2010-04-01/Accounts/{account}/Calls/{sid}.json"}
             return (201 if m.group(1) is None else 200), body
         if rest == "IncomingPhoneNumbers.json" and method == "GET":
             items = [n for n in self.numbers.values() if "PhoneNumber" not in query or n["phone_number"] == query["PhoneNumber"]]

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import missing
+
 
 def _bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name) else [])
     if not found:
-        pytest.skip(f"{name} not installed (Debian package postgresql; scripts/setup.sh --test installs it)")
+        missing(f"{name} not installed (Debian package postgresql; scripts/setup.sh --test installs it)")
     return found[-1]
 
 

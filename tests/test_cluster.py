@@ -210,3 +210,29 @@ async def test_the_call_scenario_ignores_a_180_after_the_200(tmp_path):
         uas.close()
     assert run.returncode == 0 and run.failed == 0 and run.successful == 1, run.errors
     assert uas.rtp_in > 0 and uas.rtp_bad == 0, (uas.rtp_in, uas.rtp_bad)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def test_kill9_of_the_runner_takes_kamailio_and_the_nodes_with_it(tmp_path):
+    """run_cluster.sh killed with SIGKILL cannot stop its children itself: they die with
+    it (PR_SET_PDEATHSIG) and give back Kamailio's and the nodes' SIP ports."""
+    c = Cluster(tmp_path / "cluster", 2, ["--agent", "echo", "--allow", "127.0.0.0/8"])
+    c.start()
+    ports = [c.sip_port, c.node_port(1), c.node_port(2)]
+    pids = [c.node_pid(1), c.node_pid(2)]
+    assert not any(_port_free(p) for p in ports), ports
+    c.proc.kill()
+    c.proc.wait(10)
+    freed = wait_for(lambda: True if all(_port_free(p) for p in ports) else None, 20)
+    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()]
+    assert freed and not alive, (ports, [p for p in ports if not _port_free(p)], alive, c.logs()[-2000:])

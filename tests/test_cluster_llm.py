@@ -73,7 +73,8 @@ def test_two_nodes_one_llm_server_then_the_server_dies_mid_call(tmp_path, llm_se
         "bridge": [f"127.0.0.1:{cluster.metrics_base + i}" for i in (1, 2)], "kamailio": [f"127.0.0.1:{cluster.kamailio_metrics}"]}).start()
     try:
         uri = f"sip:agent@127.0.0.1:{cluster.sip_port}"
-        # Two callers at once: the weight-based dispatcher gives one to each node.
+        # Two callers at once through Kamailio. The dispatcher promises an answer, not a
+        # placement: under load both calls can land on one node (seen on CI).
         results = {}
         threads = [threading.Thread(target=lambda i=i: results.setdefault(i, call(uri, speech["saturday"], tmp_path / f"agent{i}.wav"))) for i in (1, 2)]
         for t in threads:
@@ -87,9 +88,16 @@ def test_two_nodes_one_llm_server_then_the_server_dies_mid_call(tmp_path, llm_se
             assert {"thanks", "calling", "dental"} <= words(heard), heard
             assert len(words(heard)) >= 16, heard  # the greeting and a reply
             assert "trouble" not in words(heard), heard
+        turn = re.compile(r"latency call=\S+ voice_to_voice=\d")
+        assert sum(len(turn.findall(cluster.node_log(i))) for i in (1, 2)) >= 2
+        # Each node answers from the one LLM server: a node that got neither call is
+        # called on its own port (placement determined, not hoped for).
         for i in (1, 2):
+            if not turn.search(cluster.node_log(i)):
+                r = call(f"sip:agent@127.0.0.1:{cluster.node_port(i)}", speech["saturday"], tmp_path / f"direct{i}.wav")
+                assert r.returncode == 0 and "answered: True" in r.stdout, r.stdout + r.stderr
             log = cluster.node_log(i)
-            assert re.search(r"latency call=\S+ voice_to_voice=\d", log), f"node {i} held no turn:\n" + log[-3000:]
+            assert turn.search(log), f"node {i} held no turn:\n" + log[-3000:]
             assert metric(cluster.metrics_base + i, 'bridge_engine_errors_total{stage="llm"}') == 0
         served = open(server_log).read().count("POST /v1/completions")
         assert served >= 2, open(server_log).read()[-2000:]

@@ -21,7 +21,7 @@ import pytest
 
 from bridge.client import place_call
 
-from .conftest import TEST_CONFIG, BridgeProcess, free_port
+from .conftest import TEST_CONFIG, BridgeProcess, free_port, missing
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ def chromium() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("chromium not installed (Debian package chromium; scripts/setup.sh --test installs it)")
+    missing("chromium not installed (Debian package chromium; scripts/setup.sh --test installs it)")
 
 
 def status(url: str, headers: dict | None = None) -> int:

@@ -78,8 +78,15 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 
 
 def drive(core: SipCore, rng: random.Random, data: bytes, now: float) -> None:
-    """Feed one datagram, then play a random user on the events (answer, reject, hang up...)."""
-    core.receive_datagram(data, ("192.0.2.77", rng.choice([5060, 5070])), now)
+    """Feed one datagram, then play a random user on the events (answer, reject, hang up...).
+
+    The core is driven directly, so nothing catches what it raises: any exception fails
+    the test, naming the datagram. (Over a socket, the transport would count it as
+    ``dropped_internal_error`` and log a traceback: ``test_running_server_survives_garbage``.)"""
+    try:
+        core.receive_datagram(data, ("192.0.2.77", rng.choice([5060, 5070])), now)
+    except Exception as exc:  # noqa: BLE001
+        raise AssertionError(f"the SIP core raised {exc!r} on {data[:300]!r}") from exc
     while (event := core.next_event()) is not None:
         action = rng.randrange(4)
         if isinstance(event, ev.IncomingCall):
@@ -125,7 +132,6 @@ def test_100k_mutated_datagrams():
     dropped = sum(v for k, v in core.counters.items() if k.startswith("dropped_"))
     answered = sum(v for k, v in core.counters.items() if k.startswith("responses_sent_"))
     assert dropped > 10_000 and answered > 5_000, core.counters  # both paths well exercised
-    assert core.counters["dropped_internal_error"] == 0
     held = core.active_calls
     assert held > 0 and core.transaction_count > 0  # the fuzz left dialogs and transactions behind
     # Hang up what the random user left up, then let every timer run out: nothing may
@@ -162,7 +168,6 @@ def test_structured_garbage(method, uri, headers, body):
     data = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogatepass") + body
     drive(core, random.Random(0), data, 1.0)
     core.handle_timer(100.0)
-    assert core.counters["dropped_internal_error"] == 0
     options_still_answered(core, 101.0)
 
 

@@ -249,10 +249,11 @@ async def test_wrong_encoding_and_media_before_start_close_the_session(engines):
 async def test_transfer_and_hangup_through_the_rest_api(engines):
     """DTMF 0 -> transfer: the call is updated with <Dial> TwiML; the agent's hang-up at
     max_call_seconds -> Status=completed. Twilio's API is a local stand-in."""
-    api = FakeTwilioApi()
+    api = FakeTwilioApi(ACCOUNT, TOKEN)
     server = await ms_server(engines, api=api, max_call_seconds=9)
     try:
         twilio = stream(server)
+        api.add_call(twilio.call_sid)  # the call Twilio placed and streams: the only one the bridge may update
         await twilio.run([], duration=20.0, dtmf=[(5.0, "0")])  # the bridge closes the stream at ~12 s
         await finished(server)
         updates = [(path, form) for method, path, form in api.requests if path.endswith(f"/Calls/{twilio.call_sid}.json")]
@@ -261,13 +262,14 @@ async def test_transfer_and_hangup_through_the_rest_api(engines):
         assert path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{twilio.call_sid}.json"
         assert "<Dial><Sip>sip:+14155550100@example.pstn.twilio.com</Sip></Dial>" in form["Twiml"]
         assert any(f.get("Status") == "completed" for _, f in updates), updates
+        assert api.calls[twilio.call_sid]["status"] == "completed"  # the update was accepted, not just sent
     finally:
         await server.stop()
         api.close()
 
 
 def test_bridge_twilio_call_creates_a_streaming_call():
-    api = FakeTwilioApi()
+    api = FakeTwilioApi(ACCOUNT, TOKEN)
     try:
         result = subprocess.run(
             [sys.executable, "-m", "bridge", "twilio", "call", "+14155550100", "--from", "+14158675309", "--public-url", PUBLIC, "--api-base-url", api.base_url],

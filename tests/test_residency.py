@@ -25,7 +25,7 @@ import pytest
 
 from bridge.client import place_call, read_wav_8k
 
-from .conftest import TEST_CONFIG, BridgeProcess, free_port
+from .conftest import TEST_CONFIG, BridgeProcess, free_port, missing
 from .postgres import new_database
 from .twilio_ms import TwilioStream
 
@@ -75,7 +75,7 @@ def stop_traced(server: BridgeProcess) -> int | None:
 def test_serve_contacts_only_call_peers_and_its_database(tmp_path, speech, postgres):
     strace = shutil.which("strace")
     if strace is None:
-        pytest.skip("strace not installed (scripts/setup.sh --test installs it)")
+        missing("strace not installed (scripts/setup.sh --test installs it)")
     pg = postgres
     http = free_port(socket.SOCK_STREAM)
     trace_file = tmp_path / "strace.txt"

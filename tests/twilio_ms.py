@@ -28,8 +28,11 @@ from bridge.media.codecs import FRAME_SAMPLES, G711
 SPEECH_RMS = 330.0
 
 
+#: The Call SID a stream carries unless told otherwise.
+CALL_SID = "CA" + "1" * 32
+
 class TwilioStream:
-    def __init__(self, ws_url: str, token: str, signed_url: str | None = None, call_sid: str = "CA" + "1" * 32, headers: dict | None = None,
+    def __init__(self, ws_url: str, token: str, signed_url: str | None = None, call_sid: str = CALL_SID, headers: dict | None = None,
                  latency: float = 0.2) -> None:
         #: Seconds between a media frame's arrival and its playout (network and Twilio's jitter buffer).
         self.latency = latency

@@ -24,6 +24,7 @@ process prints one ``cluster:`` line per event on stdout.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
 import signal
@@ -44,6 +45,22 @@ KAMAILIO_CFG = ROOT / "deploy" / "kamailio" / "kamailio.cfg"
 
 def say(text: str) -> None:
     print(f"cluster: {text}", flush=True)
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _dies_with(parent: int):
+    """A ``preexec_fn``: the child gets SIGTERM when the runner dies, however it dies
+    (``kill -9`` included), so no node or Kamailio outlives it holding its ports
+    (Linux ``prctl(PR_SET_PDEATHSIG)``). If the runner is already gone, the child ends."""
+
+    def preexec() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the runner died between fork and prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 @dataclass
@@ -71,7 +88,8 @@ class Node:
             out.flush()
             # Its own session: a Ctrl-C on the terminal reaches the runner only, which
             # then decides what each node gets.
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=_dies_with(os.getpid()))
         self.restart_at = None
 
     def signal(self, sig: int) -> None:
@@ -214,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(node, args.start_timeout)
             say(f"node {node.index} up")
         with open(workdir / "kamailio.log", "ab") as out:
-            kamailio = subprocess.Popen(kamailio_argv(args, workdir, sip_host, sip_port), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            kamailio = subprocess.Popen(kamailio_argv(args, workdir, sip_host, sip_port), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_dies_with(os.getpid()))
         probe_host = "127.0.0.1" if sip_host in ("0.0.0.0", "") else sip_host
         deadline = time.monotonic() + 20
         while True:
