@@ -9,7 +9,11 @@ from pathlib import Path
 
 import matplotlib.image
 
+import pytest
+
 from bridge.config import load_settings
+
+pytestmark = pytest.mark.slow  # real models in subprocesses
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench_models.sh"
 

@@ -19,6 +19,8 @@ import pytest
 
 from .cluster import ROOT, Cluster, sipp_calls
 
+pytestmark = pytest.mark.slow  # Kamailio and node processes
+
 PING = 1  # seconds between Kamailio's OPTIONS probes in these tests
 FR_MS = 1000
 

@@ -25,6 +25,8 @@ from .conftest import ROOT, free_port
 from .prometheus import PrometheusServer, dashboard_queries, finite
 from .test_e2e_calls import words
 
+pytestmark = pytest.mark.slow  # Kamailio, nodes, an LLM server
+
 
 def wait_http(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import ROOT, BridgeProcess, free_port
 
+pytestmark = pytest.mark.slow  # Kamailio, subprocesses
+
 DOCKERFILES = ["Dockerfile", "Dockerfile.cuda"]
 
 

@@ -14,6 +14,8 @@ from bridge.engines.llm import LlamaCppLlm, embedded_llm_path
 
 from .conftest import ROOT
 
+pytestmark = pytest.mark.slow  # loads the real models
+
 QUESTIONS = ["What time do you open on Saturday?", "How much does a cleaning cost?", "Where is the clinic?", "Do you take new patients?"]
 
 

@@ -15,6 +15,8 @@ from bridge.config import ConfigError, load_settings
 from bridge.engines import resolve_device
 from bridge.engines.llm import amx_kernels_built
 
+pytestmark = pytest.mark.slow  # real models in subprocesses
+
 
 def test_llama_cpp_build_has_no_amx_kernels():
     """scripts/setup.sh rebuilds a llama-cpp-python that carries ggml's AMX kernels (they

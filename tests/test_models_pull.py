@@ -21,6 +21,8 @@ from bridge.models.catalog import load_catalog
 from bridge.models.manifest import sha256_file
 from tests.hub_server import HubRepo, HubServer
 
+pytestmark = pytest.mark.slow  # real models in subprocesses
+
 TINY = "whisper-tiny.en"
 TINY_COMMIT = load_catalog()[TINY].revision
 VOICE_COMMIT = "5f8e1a0c3b2d4e6f708192a3b4c5d6e7f8091a2b"

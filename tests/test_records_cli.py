@@ -24,6 +24,8 @@ from bridge.records.store import RecordStore, create_db_engine, utcnow
 from .conftest import ROOT, BridgeProcess
 from .postgres import new_database
 
+pytestmark = pytest.mark.slow  # PostgreSQL, subprocesses
+
 DAY = timedelta(days=1)
 
 

@@ -4,12 +4,16 @@ never on time."""
 
 from __future__ import annotations
 
+import pytest
+
 from bridge.config import load_settings
 from bridge.conversation.prompt import build_completion_prompt
 from bridge.engines import load_engines
 from bridge.engines.warmup import warm_engines
 
 from .conftest import ROOT
+
+pytestmark = pytest.mark.slow  # loads the real models
 
 
 def test_warm_up_runs_every_model_as_a_call_uses_it():
