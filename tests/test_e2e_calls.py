@@ -300,3 +300,15 @@ def test_transfer_with_refer(bridge, tmp_path):
     assert record is not None, "no ended record of the transferred call"
     assert (record.transfer_target, record.transfer_outcome, record.end_reason) == ("sip:+14155550100@example.pstn.twilio.com", "completed", "transfer")
     assert record.dtmf == "0"
+
+
+def test_the_start_log_says_what_an_operator_needs(bridge):
+    """Up to ``bridge: ready`` the log names the listeners and the address they advertise,
+    the RTP range, the models, the records and the metrics, and carries no library chatter
+    (alembic's plugin and migration INFO lines)."""
+    text = bridge.log_text()
+    start = text[:text.index("bridge: ready")]
+    for needle in ("sip: listening on udp 127.0.0.1", "advertising", "sip: listening on tls", "rtp: ports",
+                   "models: ASR", "records: sqlite:///", "metrics: http://127.0.0.1:"):
+        assert needle in start, (needle, start)
+    assert "alembic" not in start.lower(), start
