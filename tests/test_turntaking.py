@@ -247,11 +247,16 @@ def test_words_whisper_was_unsure_of_do_not_interrupt_the_agent():
     same words heard clearly are."""
     from bridge.engines.asr_batch import Transcript
 
-    for words, logprob, resumed in (("Amanda.", -0.84, True), ("Amanda.", -0.2, False), ("I'll see you open on Saturday.", -0.84, False)):
-        # the last: a question heard through echo is as unsure, and is still a caller speaking
+    for words, logprob, speech_ms, resumed in (
+        ("Amanda.", -0.84, 400, True), ("Amanda.", -0.2, 400, False),
+        # A question heard through echo is as unsure, and is still a caller speaking...
+        ("I'll see you open on Saturday.", -0.84, 1600, False),
+        # ...but five words from 0.4 s of sound (15 a second) are a cough Whisper dressed up.
+        ("I'm going to get you.", -0.84, 400, True),
+    ):
         line = Line()
         line.agent_active = True
-        line.speak(400)
+        line.speak(speech_ms)
         line.silence(100)
         line.scores(Transcript(words, logprob), 0.5, None)
         line.silence(200)

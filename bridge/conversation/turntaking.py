@@ -502,12 +502,16 @@ class TurnTaking:
 
     def _unsure(self, text: str) -> bool:
         """Whether ``text`` (a :class:`~bridge.engines.asr_batch.Transcript`) is a guess:
-        Whisper's average log probability under ``barge_in_min_logprob`` and no more than
-        ``barge_in_unsure_max_words`` words. ``False`` for a plain string."""
+        Whisper's average log probability under ``barge_in_min_logprob``, and either no
+        more than ``barge_in_unsure_max_words`` words or more words than the utterance's
+        voiced speech could carry (``barge_in_unsure_words_per_s``). ``False`` for a
+        plain string."""
         logprob = getattr(text, "avg_logprob", None)
         if logprob is None or logprob >= self.agent.barge_in_min_logprob:
             return False
-        return len(text.split()) <= self.agent.barge_in_unsure_max_words
+        words = len(text.split())
+        voiced_s = max(self._voiced * FRAME_MS / 1000, FRAME_MS / 1000)
+        return words <= self.agent.barge_in_unsure_max_words or words > self.agent.barge_in_unsure_words_per_s * voiced_s
 
     def _confirm(self, utterance: int, words: str) -> list[Action]:
         self._confirmed = utterance
