@@ -166,7 +166,7 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     block: dict[str, Any] = {}
     preset_data: dict[str, Any] = {}
     if preset:
-        from .models.presets import read_preset
+        from ..models.presets import read_preset
 
         try:
             preset_data, block = read_preset(preset)
@@ -179,7 +179,7 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     if overrides:
         data = _merge(data, overrides)
     if block:
-        from .models.presets import missing_models
+        from ..models.presets import missing_models
 
         missing = missing_models(block, preset_data, _merge(data, _env_models()))
         if missing:
