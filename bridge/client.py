@@ -28,7 +28,8 @@ from sipmessage import URI
 
 from .engines.vad import WebRtcVad
 from .media import sdp
-from .media.codecs import FRAME_SAMPLES, resample_all
+from .media.codecs import resample_all
+from .media.wire import FRAME_SAMPLES
 from .media.stream import RtpStream
 from .runtime import run, setup_logging
 from .sip import events as ev

@@ -9,11 +9,7 @@ import socket
 
 import pytest
 
-from bridge.config import load_settings
-from bridge.server import BridgeServer
-
-from .conftest import ROOT, free_port, rtp_range
-from .test_reoffer import ack, invite
+from .test_reoffer import ack, echo_server, invite, udp_socket
 
 pytestmark = pytest.mark.e2e
 
@@ -36,16 +32,8 @@ async def test_a_180_only_when_the_answer_waits(answer_delay, statuses):
     """``answer_delay: 0``: 100 then 200 and no 180, which would tell the caller nothing
     and which a multi-worker proxy may forward after the 200; with a ringing delay, the
     180 comes first."""
-    sip_port = free_port()
-    settings = load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{sip_port}", "answer_delay": answer_delay}, "media": {"rtp_ports": rtp_range(2)},
-        "models": {"cache_dir": str(ROOT / "models")}, "agent": {"kind": "echo"},
-    })
-    server = BridgeServer(settings, None)
-    await server.start()
-    sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sip.bind(("127.0.0.1", 0))
-    sip.setblocking(False)
+    server, sip_port = await echo_server(sip={"answer_delay": answer_delay}, rtp_pairs=2)
+    sip = udp_socket()
     port = sip.getsockname()[1]
     try:
         sip.sendto(invite(port, sip_port, 40000, 1, OFFER.format(port=40000)), ("127.0.0.1", sip_port))

@@ -56,6 +56,26 @@ def savp_offer(rtp_port: int, key, pt: int, version: int) -> str:
     )
 
 
+async def echo_server(sip: dict | None = None, media: dict | None = None, rtp_pairs: int = 4) -> tuple[BridgeServer, int]:
+    """A started in-process server with the echo agent on 127.0.0.1, and its SIP port."""
+    sip_port = free_port()
+    settings = load_settings(overrides={
+        "sip": {"listen": f"127.0.0.1:{sip_port}", **(sip or {})}, "media": {"rtp_ports": rtp_range(rtp_pairs), **(media or {})},
+        "models": {"cache_dir": str(ROOT / "models")}, "agent": {"kind": "echo"},
+    })
+    server = BridgeServer(settings, None)
+    await server.start()
+    return server, sip_port
+
+
+def udp_socket() -> socket.socket:
+    """A non-blocking UDP socket on 127.0.0.1, on a port of the kernel's choosing."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
 async def final_response(sock: socket.socket, cseq: int) -> str:
     loop = asyncio.get_running_loop()
     while True:
@@ -87,19 +107,8 @@ async def exchange(sip: socket.socket, rtp: socket.socket, ctx: SrtpContext, pt:
 
 
 async def test_reinvite_with_new_keys_and_codec_rekeys_srtp_and_switches_codec():
-    sip_port = free_port()
-    settings = load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{sip_port}"}, "media": {"rtp_ports": rtp_range(4), "srtp": "required"},
-        "models": {"cache_dir": str(ROOT / "models")}, "agent": {"kind": "echo"},
-    })
-    server = BridgeServer(settings, None)
-    await server.start()
-    sip = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sip.bind(("127.0.0.1", 0))
-    sip.setblocking(False)
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtp.bind(("127.0.0.1", 0))
-    rtp.setblocking(False)
+    server, sip_port = await echo_server(media={"srtp": "required"})
+    sip, rtp = udp_socket(), udp_socket()
     port, rtp_port = sip.getsockname()[1], rtp.getsockname()[1]
     try:
         key_a = new_crypto(1)

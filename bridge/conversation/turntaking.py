@@ -50,8 +50,6 @@ from ..media.wire import FRAME_MS
 from .backchannel import BACKCHANNEL_WORDS, is_backchannel, words_of
 from .turns import sentence_state
 
-#: One frame: 20 ms at 8000 Hz.
-
 
 # ------------------------------------------------------------------ actions
 

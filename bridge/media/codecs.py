@@ -20,7 +20,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from .wire import FRAME_SAMPLES, SAMPLE_RATE
+from .wire import SAMPLE_RATE
 
 #: FFmpeg codec names for the SDP encoding names.
 FFMPEG_CODEC = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}

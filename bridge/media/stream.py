@@ -20,11 +20,11 @@ import pylibsrtp
 
 from . import demux
 from .clock import SendClock
-from .codecs import FRAME_SAMPLES, G711
-from .rtp import PTIME, DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender
+from .codecs import G711
+from .rtp import DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender
 from .sdp import MediaParams
 from .srtp import SrtpContext
-from .wire import Framer
+from .wire import FRAME_SAMPLES, PTIME, Framer
 
 log = logging.getLogger("bridge.rtp")
 

@@ -20,8 +20,9 @@ import time
 
 import numpy as np
 
-from ..media.codecs import FRAME_SAMPLES, G711
-from ..media.rtp import PTIME, Pacer
+from ..media.codecs import G711
+from ..media.rtp import Pacer
+from ..media.wire import FRAME_SAMPLES, PTIME
 from . import protocol as p
 
 log = logging.getLogger("bridge.mediastreams")
