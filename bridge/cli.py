@@ -9,6 +9,7 @@ twilio      :mod:`bridge.mediastreams.commands`
 bench       :mod:`bridge.benchmarks.commands`
 calls       :mod:`bridge.records.commands`
 models      :mod:`bridge.models.commands`
+campaign    :mod:`bridge.outbound.commands`
 health      :mod:`bridge.health`
 =========== ==============================================
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .benchmarks import commands as bench
     from .mediastreams import commands as twilio
     from .models import commands as models
+    from .outbound import commands as campaign
     from .records import commands as records
 
     parser = argparse.ArgumentParser(prog="bridge", description="Self-hosted voice-AI endpoint for phone calls.")
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_parser(sub)
     models.add_parser(sub)
     client.add_parser(sub)
+    campaign.add_parser(sub)
     return parser
 
 

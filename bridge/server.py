@@ -248,9 +248,13 @@ class BridgeServer:
                 log.warning("retention: purge failed, retrying in %.0f s: %s", s.records.purge_interval_s, exc)
             await asyncio.sleep(s.records.purge_interval_s)
 
-    async def dial(self, number: str, *, transport: str | None = None) -> str:
+    async def dial(self, number: str, *, transport: str | None = None, options=None) -> str:
         """Place an outbound call to ``number`` through ``outbound.termination_uri``
         with digest credentials, and run the same agent on it. Returns the Call-ID.
+
+        ``options``: a :class:`bridge.outbound.gate.DialOptions` (answering-machine
+        detection, the callee's variables, the campaign, the outcome callback); ``None``:
+        ``outbound.amd.enabled`` decides detection.
 
         Raises:
             ValueError: no termination URI configured, it is not a SIP URI, its
@@ -272,7 +276,11 @@ class BridgeServer:
             media_host = listener.advertiser.for_peer(term.host)
         except OSError as exc:
             raise ValueError(f"no route to {term.host}: {exc.strerror or exc}") from None
-        call_id = self.sip_calls.dial(listener, number, target, dest, media_host)
+        if options is None:
+            from .outbound.gate import DialOptions
+
+            options = DialOptions(amd=out.amd.enabled)
+        call_id = self.sip_calls.dial(listener, number, target, dest, media_host, options)
         log.info("call %s: dialing %s via %s over %s", call_id, number, out.termination_uri, kind)
         return call_id
 

@@ -36,7 +36,7 @@ _OPTIONS = {
 }
 
 
-def _server_options(parser: argparse.ArgumentParser, serve: bool) -> None:
+def server_options(parser: argparse.ArgumentParser, serve: bool) -> None:
     """The options ``serve`` and ``dial`` share; ``serve`` adds the listeners a dial needs not."""
     parser.add_argument("--config", help="YAML file merged over config/default.yaml")
     parser.add_argument("--preset", help="a model preset from config/presets/ (cpu-small, cpu-better, gpu), laid under --config")
@@ -57,12 +57,15 @@ def _server_options(parser: argparse.ArgumentParser, serve: bool) -> None:
 def add_parsers(sub) -> None:
     """The ``serve`` and ``dial`` sub-commands on the ``bridge`` parser."""
     serve = sub.add_parser("serve", help="answer SIP calls (and Media Streams sessions) with the configured agent")
-    _server_options(serve, serve=True)
+    server_options(serve, serve=True)
     serve.set_defaults(func=_serve)
     dial = sub.add_parser("dial", help="call NUMBER through outbound.termination_uri and run the agent on it")
     dial.add_argument("number", help="E.164 number, e.g. +14155550100")
     dial.add_argument("--termination-uri", metavar="URI", help="override outbound.termination_uri")
-    _server_options(dial, serve=False)
+    dial.add_argument("--amd", action=argparse.BooleanOptionalAction, default=None,
+                      help="detect whether a person or a machine answered before the agent speaks; leave outbound.voicemail_message on a machine (default: outbound.amd.enabled)")
+    dial.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a callee variable for the greeting, message and persona (repeat)")
+    server_options(dial, serve=False)
     dial.set_defaults(func=_dial)
 
 
@@ -90,7 +93,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _prepare(settings: Settings):
+def prepare(settings: Settings):
     """Load the engines (unless the echo agent needs none) and start /metrics."""
     from .memory import limit_arenas
     from .observability.metrics import Metrics
@@ -120,7 +123,7 @@ def _prepare(settings: Settings):
 
 def _serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    engines, metrics = _prepare(settings)
+    engines, metrics = prepare(settings)
     from .server import BridgeServer
 
     async def main() -> None:
@@ -136,14 +139,27 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _dial(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    engines, metrics = _prepare(settings)
+    engines, metrics = prepare(settings)
     from .server import BridgeServer
+
+    from .outbound.gate import DialOptions
+
+    variables = {}
+    for item in args.var:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            print(f"bridge dial: --var {item!r} is not NAME=VALUE", file=sys.stderr)
+            return 2
+        variables[name.strip()] = value
+    outcome: dict[str, str] = {}
+    options = DialOptions(amd=settings.outbound.amd.enabled if args.amd is None else args.amd, variables=variables,
+                          on_outcome=lambda o, status: outcome.setdefault("outcome", o))
 
     async def main() -> int:
         server = BridgeServer(settings, engines, metrics)
         await server.start()
         try:
-            call_id = await server.dial(args.number)
+            call_id = await server.dial(args.number, options=options)
         except (ValueError, OSError) as exc:
             print(f"bridge dial: {exc}", file=sys.stderr)
             await server.stop()
@@ -155,7 +171,7 @@ def _dial(args: argparse.Namespace) -> int:
         failure = server.dial_failures.get(call_id, "")
         await server.stop()
         if answered:
-            print("call ended", flush=True)
+            print(f"call ended: {outcome.get('outcome', 'human')}", flush=True)
             return 0
         print(f"call failed: {failure or 'not answered'}", flush=True)
         return 1

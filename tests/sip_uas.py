@@ -161,19 +161,22 @@ class ScriptedUas:
             packet = RtpPacket(payload_type=0, sequence_number=(seq + i) & 0xFFFF, timestamp=160 * i, ssrc=ssrc, payload=tone).serialize()
             rtp_transport.sendto(self.ctx.protect(packet) if self.ctx else packet, ("127.0.0.1", their_port))
             await asyncio.sleep(0.02)
-        contact = re.search(r"(?im)^(?:contact|m):\s*<?(sip:[^>;\r\n]+)", invite).group(1)
-        from_ = re.search(r"(?im)^(?:from|f):\s*(.*)$", invite).group(1).strip()
-        to = re.search(r"(?im)^(?:to|t):\s*(.*)$", invite).group(1).strip()
-        call_id = re.search(r"(?im)^(?:call-id|i):\s*(.*)$", invite).group(1).strip()
-        proto = {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}[self.transport]
-        bye = (f"BYE {contact} SIP/2.0\r\nVia: SIP/2.0/{proto} 127.0.0.1:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
-               f"From: {to};tag={self._tag}\r\nTo: {from_}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
-        self.send(bye)
+        self.send(self._bye(invite))
         try:
             await asyncio.wait_for(self.bye_answered.wait(), 5)
         finally:
             rtp_transport.close()
             self.done.set()
+
+    def _bye(self, invite: str) -> str:
+        """A BYE for the dialog ``invite`` set up (we are its UAS: From and To swap)."""
+        contact = re.search(r"(?im)^(?:contact|m):\s*<?(sip:[^>;\r\n]+)", invite).group(1)
+        from_ = re.search(r"(?im)^(?:from|f):\s*(.*)$", invite).group(1).strip()
+        to = re.search(r"(?im)^(?:to|t):\s*(.*)$", invite).group(1).strip()
+        call_id = re.search(r"(?im)^(?:call-id|i):\s*(.*)$", invite).group(1).strip()
+        proto = {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}[self.transport]
+        return (f"BYE {contact} SIP/2.0\r\nVia: SIP/2.0/{proto} 127.0.0.1:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+                f"From: {to};tag={self._tag}\r\nTo: {from_}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
 
     def close(self) -> None:
         for task in self._tasks:

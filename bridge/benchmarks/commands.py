@@ -1,4 +1,4 @@
-"""``bridge bench models | calls | answers | bargein | turns``: the benchmarks, each in its module here."""
+"""``bridge bench models | calls | answers | bargein | turns | amd``: the benchmarks, each in its module here."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from ..runtime import run, setup_logging
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``bench`` sub-command on the ``bridge`` parser."""
-    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval), 'bargein' (true and false interruptions, config/bargein), 'turns' (answers at the right moment, config/eval/turns)")
-    bench.add_argument("what", choices=["models", "calls", "answers", "bargein", "turns"])
+    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval), 'bargein' (true and false interruptions, config/bargein), 'turns' (answers at the right moment, config/eval/turns), 'amd' (person or machine, config/eval/amd)")
+    bench.add_argument("what", choices=["models", "calls", "answers", "bargein", "turns", "amd"])
     bench.add_argument("--config", help="YAML merged over config/default.yaml (models, answers)")
     bench.add_argument("--voices", metavar="V,V", help="answers: caller voices, from piper, piper-fast, espeak, espeak-fast, text (default: the first four)")
     bench.add_argument("--eval", action="append", metavar="YAML", help="answers: evaluation file (repeat; default config/eval/*.yaml)")
-    bench.add_argument("--split", choices=["tune", "heldout"], help="answers, bargein, turns: only this part of the evaluation set")
+    bench.add_argument("--split", choices=["tune", "heldout"], help="answers, bargein, turns, amd: only this part of the evaluation set")
     bench.add_argument("--late-after", type=float, default=1.0, metavar="S", help="turns: a reply later than this after the caller's speech is late")
     bench.add_argument("--log-level", help="answers: log level (INFO shows every turn)")
     bench.add_argument("--runs", type=int, default=5, help="models: utterances per stage (at most 6)")
@@ -40,6 +40,8 @@ def _bench(args: argparse.Namespace) -> int:
         return _bench_bargein(args)
     if args.what == "turns":
         return _bench_turns(args)
+    if args.what == "amd":
+        return _bench_amd(args)
     setup_logging("WARNING")
     if args.what == "models":
         return _bench_models(args)
@@ -120,6 +122,23 @@ def _bench_turns(args: argparse.Namespace) -> int:
     voices = [v.strip() for v in (args.voices or ",".join(DEFAULT_VOICES)).split(",") if v.strip()]
     report = run(bench_turns(settings, engines, voices, [args.split] if args.split else None, args.late_after))
     print_turns(report)
+    write_json(args.json, report)
+    return 0
+
+
+def _bench_amd(args: argparse.Namespace) -> int:
+    """``bridge bench amd``: config/eval/amd's answers, the detector's verdicts and timing."""
+    from . import write_json
+    from .amd import bench_amd, print_amd
+    from ..engines import load_engines
+    from ..evaluation.voices import DEFAULT_VOICES
+
+    settings = load_settings(args.config, preset=args.preset[0] if args.preset else None)
+    setup_logging(args.log_level or "WARNING")
+    engines = load_engines(settings)
+    voices = [v.strip() for v in (args.voices or ",".join(DEFAULT_VOICES)).split(",") if v.strip()]
+    report = bench_amd(settings, engines, voices, [args.split] if args.split else None)
+    print_amd(report)
     write_json(args.json, report)
     return 0
 

@@ -11,6 +11,7 @@ else (RFC 3261 section 21.5.1).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -23,6 +24,7 @@ from ..media.srtp import SrtpContext, new_crypto
 from ..media.stream import PortAllocator, RtpStream
 from ..observability.metrics import Metrics
 from ..records.calls import header, number_of
+from ..records.store import utcnow
 from ..routing import Router
 from ..sip import events as ev
 from ..sip.addressing import WILDCARDS, Advertiser
@@ -93,6 +95,8 @@ class SipCallLeg:
         self.recording = None
         #: Where the last REFER sent the caller ("" = never transferred).
         self.transfer_target = ""
+        #: An outbound call's :class:`bridge.outbound.gate.DialOptions` (``None``: inbound).
+        self.dial = None
 
     def _now(self) -> float:
         return self.listener.io.now()
@@ -232,6 +236,7 @@ class SipCalls:
             pending = self._pending_dials.pop(event.call_id, None)
             if pending is not None:
                 self._release_socket(pending[1])
+                self._dial_failed(pending[0], event)
                 self.dial_failures[event.call_id] = f"{event.reason} {event.status}" if event.status else event.reason
                 while len(self.dial_failures) > 1000:  # bounded: the oldest go first
                     del self.dial_failures[next(iter(self.dial_failures))]
@@ -365,7 +370,28 @@ class SipCalls:
                                rtp_timeout=media.rtp_timeout, latch=media.latch, send_silence=media.send_silence, srtp=srtp)
         leg.stream.on_hold = params.hold
         leg.profile = profile or self.router.default
-        leg.conversation = build_agent(self.settings, self.engines, leg, self.metrics, leg.profile)
+        if leg.dial is not None:
+            self._setup_outbound_agent(leg)
+        else:
+            leg.conversation = build_agent(self.settings, self.engines, leg, self.metrics, leg.profile)
+
+    def _setup_outbound_agent(self, leg: SipCallLeg) -> None:
+        """The agent of an answered outbound call: the callee's variables in its greeting and
+        persona, behind answering-machine detection when the dial asked for it."""
+        from ..conversation.engine import Conversation
+        from ..outbound.gate import AnsweringGate
+        from ..outbound.templates import fill, outbound_agent
+
+        out, options = self.settings.outbound, leg.dial
+        profile = leg.profile
+        if profile.agent.kind != "echo":
+            profile = dataclasses.replace(profile, agent=outbound_agent(profile.agent, out, options.variables))
+        agent = build_agent(self.settings, self.engines, leg, self.metrics, profile)
+        detect = options.amd and isinstance(agent, Conversation)
+        if options.amd and not detect:
+            log.warning("call %s: answering-machine detection needs the llm agent's models; the %s agent starts at once", leg.call_id, profile.agent.kind)
+        leg.conversation = AnsweringGate(agent, profile.engines or self.engines, out, leg, fill(out.voicemail_message, options.variables),
+                                         self.metrics, options.on_outcome, detect=detect)
 
     def _answer(self, leg: SipCallLeg, answer: bytes) -> None:
         core = leg.listener.core
@@ -439,7 +465,7 @@ class SipCalls:
 
     # ------------------------------------------------------------- outbound
 
-    def dial(self, listener: Listener, number: str, target: str, dest: tuple[str, int], media_host: str) -> str:
+    def dial(self, listener: Listener, number: str, target: str, dest: tuple[str, int], media_host: str, options=None) -> str:
         """Send an INVITE for ``target`` to ``dest`` through ``outbound.*``'s identity and
         credentials; the call becomes live when answered. Returns the Call-ID.
 
@@ -461,9 +487,31 @@ class SipCalls:
             raise
         leg = self._leg(call_id, listener, media_host, number, {"to": target})
         leg.local_crypto = crypto
+        leg.dial = options
         self._pending_dials[call_id] = (leg, sock)
         listener.io.flush()
+        if options is not None and options.ring_timeout_s > 0:
+            asyncio.get_running_loop().call_later(options.ring_timeout_s, self._ring_timeout, listener, call_id)
         return call_id
+
+    def _ring_timeout(self, listener: Listener, call_id: str) -> None:
+        """Nobody answered in time: CANCEL the INVITE (RFC 3261 section 9.1)."""
+        if call_id in self._pending_dials and listener.core.has_call(call_id):
+            log.info("call %s: no answer within the ring timeout: cancelling", call_id)
+            listener.core.hangup(call_id, listener.io.now())
+            listener.io.flush()
+
+    def _dial_failed(self, leg: SipCallLeg, event: ev.CallEnded) -> None:
+        """An outbound call ended before an answer: its outcome, counted and reported."""
+        from ..outbound.campaign import failure_outcome
+
+        outcome = failure_outcome(event.reason, event.status)
+        self.metrics.outbound_outcomes.labels(outcome).inc()
+        self.host.records.started(event.call_id, "sip", caller=self.settings.outbound.caller_id, called=number_of(leg.meta.get("to")),
+                                  transport=leg.listener.name, outcome=outcome, end_reason=f"{event.reason} {event.status or ''}".strip()[:64],
+                                  ended_at=utcnow(), campaign=leg.dial.campaign if leg.dial else None)
+        if leg.dial is not None and leg.dial.on_outcome is not None:
+            leg.dial.on_outcome(outcome, event.status)
 
     def _on_dial_answered(self, event: ev.CallAnswered) -> None:
         pending = self._pending_dials.pop(event.call_id, None)
@@ -480,7 +528,8 @@ class SipCalls:
         self._setup_media(leg, sock, params, leg.local_crypto)
         self.metrics.calls.labels("outbound_answered").inc()
         self.registry.open(leg, caller=self.settings.outbound.caller_id, called=number_of(leg.meta.get("to")),
-                           codec=params.codec, transport=leg.listener.name, srtp=params.secure)
+                           codec=params.codec, transport=leg.listener.name, srtp=params.secure,
+                           campaign=leg.dial.campaign if leg.dial else None)
         self.registry.answered(leg)
         log.info("call %s: outbound call answered, %s rtp %d <-> %s:%d", event.call_id, params.codec, leg.stream.local_port, *params.remote_addr)
         self.host.spawn(self._start_media(leg))

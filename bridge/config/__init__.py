@@ -23,12 +23,13 @@ from .agent import AgentSettings, ModelSettings
 from .base import BaseModel, ConfigError, parse_hostport, parse_port_range
 from .operations import (ConsoleSettings, ObservabilitySettings, PrivacySettings, ProfileSettings, RecordingSettings,
                          RecordsSettings, RoutesSettings, StorageSettings)
-from .telephony import (AccessSettings, DigestSettings, MediaSettings, MediaStreamsSettings, OutboundSettings, SipSettings,
+from .outbound import AmdSettings, CampaignSettings, OutboundSettings
+from .telephony import (AccessSettings, DigestSettings, MediaSettings, MediaStreamsSettings, SipSettings,
                         TransferSettings)
 
 __all__ = [
     "DEFAULT_CONFIG", "AccessSettings", "AgentSettings", "BaseModel", "ConfigError", "ConsoleSettings", "DigestSettings",
-    "MediaSettings", "MediaStreamsSettings", "ModelSettings", "ObservabilitySettings", "OutboundSettings", "PrivacySettings",
+    "AmdSettings", "CampaignSettings", "MediaSettings", "MediaStreamsSettings", "ModelSettings", "ObservabilitySettings", "OutboundSettings", "PrivacySettings",
     "ProfileSettings", "RecordingSettings", "RecordsSettings", "RoutesSettings", "Settings", "SipSettings", "StorageSettings",
     "TransferSettings", "load_settings", "parse_hostport", "parse_port_range", "profile_settings",
 ]

@@ -1,6 +1,6 @@
-"""Settings of the call side: SIP, who may call, transfer, outbound calls, RTP media and
-Media Streams (``sip:``, ``access:``, ``transfer:``, ``outbound:``, ``media:``,
-``mediastreams:`` in ``config/default.yaml``)."""
+"""Settings of the call side: SIP, who may call, transfer, RTP media and Media Streams
+(``sip:``, ``access:``, ``transfer:``, ``media:``, ``mediastreams:`` in
+``config/default.yaml``). Outbound calls have their own room, :mod:`.outbound`."""
 
 from __future__ import annotations
 
@@ -115,17 +115,6 @@ class TransferSettings(BaseModel):
     #: What the agent says before transferring, and when the transfer fails.
     announce: str = "Please hold while I transfer your call."
     failed: str = "Sorry, I could not transfer your call. How else can I help?"
-
-
-class OutboundSettings(BaseModel):
-    """``bridge dial``: calls out through a SIP termination URI (e.g. Twilio's)."""
-
-    #: ``sip:host[:port][;transport=udp|tcp|tls]``, e.g. ``sip:example.pstn.twilio.com``.
-    termination_uri: str = ""
-    username: str = ""
-    password: str = ""
-    #: Caller ID (E.164) for From.
-    caller_id: str = "bridge"
 
 
 class MediaStreamsSettings(BaseModel):

@@ -129,6 +129,22 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
         if self.agent.reprompt_after_s > 0:
             self._spawn(self._watch_silence())
 
+    def say_then(self, text: str, action: Callable[[], None]) -> None:
+        """Speak fixed ``text`` now (from the phrase cache, no LLM), then run ``action`` once
+        it has been played out (a voicemail message, then the hang-up)."""
+        self._spawn(self._say_then(text, action))
+
+    async def prepare_phrase(self, text: str) -> None:
+        """Synthesize fixed ``text`` into the phrase cache now, so that :meth:`start` or
+        :meth:`say_then` plays it without waiting for TTS.
+
+        Raises:
+            EngineError: TTS failed (stage ``tts``).
+        """
+        phrases = getattr(self.engines, "phrases", None)
+        if phrases is not None and text:
+            await self.threads.call("tts", phrases.get, text, lambda t: self._synthesize(t, None))
+
     def feed_audio(self, frame: np.ndarray, now: float | None = None) -> None:
         """One 20 ms caller frame: PCM16 mono 8000 Hz, 160 samples. Cheap; runs on the loop."""
         if self._closed or self.on_hold or len(frame) != FRAME_SAMPLES:

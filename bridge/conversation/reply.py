@@ -27,7 +27,7 @@ import numpy as np
 
 from ..engines.llm import Probe
 from ..engines.tools import TOOL_SCHEMAS, ToolCall, digits_in, split_commands
-from .failures import EngineError, awaited
+from .failures import EngineError
 from .facts import grounding_fact
 from .guards import ReplyGuard
 from .intents import about_existing_record, wants_person, wants_to_end

@@ -68,6 +68,13 @@ class Metrics:
         self.engine_errors = Counter("bridge_engine_errors_total", "ASR, LLM or TTS failures during a turn, by stage.", ["stage"], registry=r)
         for stage in ("asr", "llm", "tts"):
             self.engine_errors.labels(stage)  # exported at 0 from the start
+        # Outbound calls (bridge/outbound): who answered, and how the call ended.
+        self.amd_verdicts = Counter("bridge_amd_verdicts_total", "Answering-machine detection verdicts, by verdict and reason (beep, words, short greeting, question, long greeting, silence, noise).", ["verdict", "reason"], registry=r)
+        self.amd_seconds = Histogram("bridge_amd_verdict_seconds", "Seconds from the answer to the answering-machine verdict.", buckets=(0.5, 1, 1.5, 2, 3, 4, 6, 8, 10, 15), registry=r)
+        self.voicemail_messages = Counter("bridge_voicemail_messages_total", "Voicemail messages spoken, by cue (beep, or silence without a beep).", ["how"], registry=r)
+        self.outbound_outcomes = Counter("bridge_outbound_outcomes_total", "Outbound calls by outcome (human, voicemail_left, machine_no_beep, no_answer, busy, failed, dnc).", ["outcome"], registry=r)
+        for verdict in ("human", "machine", "unknown"):
+            self.amd_verdicts.labels(verdict, "beep" if verdict == "machine" else "silence")
         self._sip_counters: list = []
         r.register(_SipCollector(self._sip_counters))
         ProcessCollector(registry=r)  # process_open_fds, process_cpu_seconds_total, ...

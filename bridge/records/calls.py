@@ -37,6 +37,9 @@ END_REASONS = {
     "agent_error": "agent_error",  # the agent failed (its audio source raised), not the network
     "send_error": "error",
     "disconnected": "disconnected",  # the WebSocket closed without ``stop``
+    "voicemail_left": "agent_hangup",  # the voicemail message was played (outbound)
+    "amd_no_beep": "agent_hangup",  # a machine answered and no beep came
+    "amd_unknown": "agent_hangup",  # nobody answered for sure, and amd.on_unknown is hangup
 }
 
 

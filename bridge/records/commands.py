@@ -23,7 +23,7 @@ from .schema import Call
 from .store import create_db_engine
 
 CSV_FIELDS = ["call_id", "leg", "node", "call_sid", "account_sid", "caller", "called", "route", "codec", "transport", "srtp",
-              "invited_at", "answered_at", "ended_at", "end_reason", "transfer_target", "transfer_outcome", "dtmf", "recording_path", "turns"]
+              "invited_at", "answered_at", "ended_at", "end_reason", "transfer_target", "transfer_outcome", "dtmf", "recording_path", "amd_verdict", "amd_reason", "amd_seconds", "outcome", "campaign", "turns"]
 
 
 class NoRecords(Exception):
@@ -128,10 +128,10 @@ def _duration(call: dict) -> str:
 
 
 def _print_list(calls: list[dict]) -> None:
-    print(f"{'invited (UTC)':24} {'call id':36} {'leg':12} {'from':16} {'to':16} {'length':>6}  end")
+    print(f"{'invited (UTC)':24} {'call id':36} {'leg':12} {'from':16} {'to':16} {'length':>6}  {'outcome':15} end")
     for c in calls:
         print(f"{(c['invited_at'] or '')[:23]:24} {c['call_id'][:36]:36} {c['leg']:12} {(c['caller'] or '-')[:16]:16} {(c['called'] or '-')[:16]:16} "
-              f"{_duration(c):>6}  {c['end_reason'] or 'in progress'}")
+              f"{_duration(c):>6}  {(c.get('outcome') or '-'):15} {c['end_reason'] or 'in progress'}")
 
 
 def _print_call(call: dict) -> None:
@@ -141,6 +141,9 @@ def _print_call(call: dict) -> None:
     if call["transfer_target"]:
         print(f"  transfer to {call['transfer_target']}: {call['transfer_outcome']}")
     print(f"  recording: {call['recording_path'] or '-'}")
+    if call.get("amd_verdict") or call.get("outcome"):
+        amd = f"{call['amd_verdict']} ({call['amd_reason']}) after {call['amd_seconds']} s" if call.get("amd_verdict") else "not detected"
+        print(f"  outbound: answered by {amd}; outcome {call.get('outcome') or '-'}" + (f"; campaign {call['campaign']}" if call.get("campaign") else ""))
     for t in call["turns"]:
         lat = t["latencies"] or {}
         timing = f"  [voice-to-voice {lat['first_packet']:.2f} s]" if "first_packet" in lat else ""

@@ -1,5 +1,7 @@
 """The call-record schema (SQLAlchemy 2 declarative): one ``calls`` row per call,
-one ``turns`` row per caller turn or agent utterance.
+one ``turns`` row per caller turn or agent utterance; the campaigns of
+``bridge campaign`` (``campaigns``, ``campaign_callees``) and the do-not-call list
+(``dnc``).
 
 Times are UTC, timezone-aware; latencies are seconds from the end of the caller's
 speech (the figures ``/metrics`` observes; docs/operations.md). Alembic
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -49,6 +51,16 @@ class Call(Base):
     transfer_outcome: Mapped[str | None] = mapped_column(String(64))
     dtmf: Mapped[str] = mapped_column(String(255), default="")
     recording_path: Mapped[str | None] = mapped_column(Text)
+    #: Outbound calls: who answered (``human``, ``machine``, ``unknown``), why, and how many
+    #: seconds after the answer the detector said so (:mod:`bridge.outbound.amd`).
+    amd_verdict: Mapped[str | None] = mapped_column(String(16))
+    amd_reason: Mapped[str | None] = mapped_column(String(64))
+    amd_seconds: Mapped[float | None] = mapped_column(Float)
+    #: Outbound calls: ``human``, ``voicemail_left``, ``machine_no_beep``, ``no_answer``,
+    #: ``busy`` or ``failed`` (:mod:`bridge.outbound.gate`, :mod:`bridge.outbound.campaign`).
+    outcome: Mapped[str | None] = mapped_column(String(32), index=True)
+    #: The campaign that placed the call, if any.
+    campaign: Mapped[str | None] = mapped_column(String(255), index=True)
     turns: Mapped[list["Turn"]] = relationship(back_populates="call", order_by="Turn.seq", cascade="all, delete-orphan", passive_deletes=True)
 
 
@@ -82,3 +94,56 @@ class Turn(Base):
 
 
 Index("ix_turns_call_id", Turn.call_id)
+
+
+class Campaign(Base):
+    """One outbound campaign (``bridge campaign run FILE --name NAME``).
+
+    ``state``: ``running`` (a process is working on it, or was killed while it did),
+    ``stopped`` (SIGTERM: calls in progress finished, the rest wait), ``done``.
+    """
+
+    __tablename__ = "campaigns"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    source: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CampaignCallee(Base):
+    """One callee of a campaign: row ``row`` of its file.
+
+    ``status``: ``pending`` (to be dialed at ``next_at`` or as soon as the window
+    opens), ``dialing`` (an INVITE may be out: set and committed before it is sent, so a
+    process killed mid-call never dials that callee again), ``done`` (``outcome`` set:
+    ``human``, ``voicemail_left``, ``machine_no_beep``, ``no_answer``, ``busy``,
+    ``failed``, ``dnc``, ``invalid``).
+    """
+
+    __tablename__ = "campaign_callees"
+    __table_args__ = (UniqueConstraint("campaign", "number", name="uq_campaign_callee_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign: Mapped[str] = mapped_column(ForeignKey("campaigns.name", ondelete="CASCADE"), index=True)
+    row: Mapped[int] = mapped_column(Integer)
+    number: Mapped[str] = mapped_column(String(32))
+    variables: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    last_result: Mapped[str | None] = mapped_column(String(64))
+    last_call_id: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DoNotCall(Base):
+    """A number that must never be dialed (checked before every campaign dial)."""
+
+    __tablename__ = "dnc"
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    note: Mapped[str] = mapped_column(Text, default="")
