@@ -51,6 +51,12 @@ class CallLog:
     bye_from_bridge: bool = False
     cancelled: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ended_at: float = float("inf")  # monotonic time the call ended (inf: not yet)
+
+    def finish(self) -> None:
+        if not self.ended.is_set():
+            self.ended_at = time.monotonic()
+            self.ended.set()
 
     def agent_audio_times(self, rms: float = 300.0) -> list[float]:
         """Seconds after the ACK of every packet from the bridge that carried sound."""
@@ -92,20 +98,20 @@ class AnsweringUas(ScriptedUas):
             call.cancelled = True
             self.send(self._response(text, 200, "OK"))
             self.send(self._response(self._invites[call_id], 487, "Request Terminated"))
-            call.ended.set()
+            call.finish()
         elif first.startswith("BYE") and call is not None:
             self.send(self._response(text, 200, "OK"))
             call.bye_from_bridge = True
-            call.ended.set()
+            call.finish()
         elif first.startswith("SIP/2.0 200") and "BYE" in text.split("CSeq:", 1)[-1].split("\r\n", 1)[0] and call is not None:
-            call.ended.set()
+            call.finish()
 
     async def _serve(self, call_id: str, invite: str, call: CallLog) -> None:
         answer = call.answer
         self.send(self._response(invite, 100, "Trying", to_tag=False))
         if answer.reject is not None:
             self.send(self._response(invite, answer.reject, {486: "Busy Here", 503: "Trunk CPS limit exceeded"}.get(answer.reject, "Refused")))
-            call.ended.set()
+            call.finish()
             return
         self.send(self._response(invite, 180, "Ringing"))
         if answer.ring:
@@ -137,7 +143,10 @@ class AnsweringUas(ScriptedUas):
                 await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
             if not call.ended.is_set():
                 self.send(self._bye(invite))
-                await asyncio.wait_for(call.ended.wait(), 5)
+                try:
+                    await asyncio.wait_for(call.ended.wait(), 5)
+                except asyncio.TimeoutError:
+                    call.finish()  # the bridge is gone (killed): the call is over all the same
         finally:
             rtp.close()
 

@@ -207,3 +207,12 @@ def test_outcomes():
     assert outcome_of(machine, "silence", True, 0) == "machine_no_beep"
     assert outcome_of(unsure, None, False, 0) == "no_answer"
     assert outcome_of(unsure, None, False, 2) == "human"
+
+
+def test_a_carriers_three_tones_followed_by_speech_are_not_the_voicemail_beep():
+    """Special information tones (914, 1371, 1777 Hz, back to back) then a recording: a
+    machine, and no message is left into the announcement."""
+    d = Driver(words="We're sorry, the number you have dialed is not in service.")
+    d.play(quiet(0.3) + beeped(914, 0.33) + beeped(1371, 0.33) + beeped(1777, 0.33) + voiced(3.0) + quiet(0.5))
+    assert d.verdict().kind == "machine"
+    assert d.message() is None

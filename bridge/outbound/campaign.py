@@ -55,6 +55,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC (SQLite hands stored times back without their zone; they are UTC)."""
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+
+
 def failure_outcome(reason: str, status: int | None) -> str:
     """The outcome of an outbound call that ended before an answer: ``busy`` (486, 600),
     ``no_answer`` (408, 480, 487, our CANCEL after the ring timeout, a transaction
@@ -305,7 +312,7 @@ class CampaignStore:
                 "name": campaign.name, "state": campaign.state, "source": campaign.source, "callees": total,
                 "done": by_status.get("done", 0), "pending": by_status.get("pending", 0), "dialing": by_status.get("dialing", 0),
                 "attempts": int(attempts or 0), "outcomes": {o: by_outcome.get(o, 0) for o in OUTCOMES if by_outcome.get(o)},
-                "created_at": campaign.created_at.isoformat(), "updated_at": campaign.updated_at.isoformat(),
+                "created_at": _iso(campaign.created_at), "updated_at": _iso(campaign.updated_at),
             }
 
     def callees(self) -> list[dict]:
@@ -313,7 +320,7 @@ class CampaignStore:
         with Session(self.engine) as session:
             rows = session.scalars(select(CampaignCallee).where(CampaignCallee.campaign == self.name).order_by(CampaignCallee.row)).all()
             return [{"row": c.row, "number": c.number, "status": c.status, "outcome": c.outcome, "attempts": c.attempts,
-                     "last_result": c.last_result, "call_id": c.last_call_id, "next_at": c.next_at.isoformat() if c.next_at else None}
+                     "last_result": c.last_result, "call_id": c.last_call_id, "next_at": _iso(c.next_at)}
                     for c in rows]
 
 
