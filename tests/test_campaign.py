@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from sqlalchemy.orm import Session
 from bridge.config import CampaignSettings, load_settings
 from bridge.outbound.campaign import (CampaignRunner, CampaignStore, failure_outcome, next_window, read_callees, read_dnc_file,
                                       time_zones, window_open)
-from bridge.records.schema import Call
+from bridge.records.schema import Call, CampaignCallee
 from bridge.records.store import create_db_engine, upgrade
 from bridge.server import BridgeServer
 
@@ -281,3 +280,46 @@ async def test_sigterm_stops_new_dials_and_lets_calls_in_progress_finish(tmp_pat
     status = await asyncio.to_thread(_status, tmp_path, "term")
     assert status["state"] == "stopped" and status["done"] == len(calls) and status["pending"] == 6 - len(calls)
     assert "campaign term: stopped" in out
+
+
+@pytest.mark.e2e
+async def test_the_console_shows_each_campaigns_progress_and_outcomes(tmp_path):
+    import urllib.error
+    import urllib.request
+
+    http = free_port(socket.SOCK_STREAM)
+    settings = load_settings(overrides={
+        "sip": {"listen": f"127.0.0.1:{free_port()}"}, "media": {"rtp_ports": rtp_range(1)}, "agent": {"kind": "echo"},
+        "observability": {"metrics_listen": ""}, "console": {"token": "tok-campaigns"},
+        "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
+        "mediastreams": {"http_listen": f"127.0.0.1:{http}", "public_url": "https://bridge.example.test", "auth_token": "t"},
+    })
+    server = BridgeServer(settings, None)
+    await server.start()
+    try:
+        store = store_for(tmp_path, "recall-march")
+        now = datetime(2026, 12, 2, 19, 0, tzinfo=UTC)
+        callees = read_callees_from(tmp_path, ["+14155550131", "+14155550132", "+14155550133"])
+        store.load("recall.csv", callees, now)
+        with Session(store.engine) as session:
+            rows = {c.number: c.id for c in session.scalars(select(CampaignCallee))}
+        store.finish(rows["+14155550131"], "voicemail_left", "voicemail_left", now)
+        store.finish(rows["+14155550132"], "human", "human", now)
+
+        def get(path: str, token: str | None = "tok-campaigns"):
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            try:
+                with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{http}{path}", headers=headers), timeout=10) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as exc:
+                return exc.code, ""
+
+        status, page = await asyncio.to_thread(get, "/campaigns")
+        assert status == 200 and "recall-march" in page and 'value="2"' in page and "2 / 3" in page, page[-2000:]
+        assert '<td class="outcome-voicemail_left">1</td>' in page and '<td class="outcome-human">1</td>' in page
+        status, page = await asyncio.to_thread(get, "/campaigns/recall-march")
+        assert status == 200 and "+14155550133" in page and "pending" in page
+        assert (await asyncio.to_thread(get, "/campaigns", None))[0] == 401
+        assert (await asyncio.to_thread(get, "/campaigns/nope"))[0] == 404
+    finally:
+        await server.stop()

@@ -3,7 +3,9 @@
 ``GET /calls`` lists calls (filter by number and date), ``GET /calls/{id}`` shows one
 call's transcript with a per-turn latency waterfall (endpoint, ASR, LLM first token,
 TTS first audio, first packet) and an audio player for its recording, served by
-``GET /calls/{id}/recording``. Server-rendered Jinja2 templates, no JavaScript.
+``GET /calls/{id}/recording``. ``GET /campaigns`` lists the outbound campaigns with
+their progress and outcome counts, ``GET /campaigns/{name}`` shows one campaign's
+callees. Server-rendered Jinja2 templates, no JavaScript.
 
 Access needs ``console.token`` (``Authorization: Bearer``, or ``?token=`` once: it
 is then kept in an HttpOnly cookie) or ``console.username``/``console.password``
@@ -54,6 +56,12 @@ def authorized(settings, request: Request) -> bool:
                 return False
             return _same(user, settings.username) and _same(password, settings.password)
     return False
+
+
+def _has_campaigns(engine) -> bool:
+    from sqlalchemy import inspect
+
+    return "campaigns" in inspect(engine).get_table_names()
 
 
 def waterfall(latencies: dict) -> list[dict]:
@@ -126,6 +134,28 @@ def mount_console(app: FastAPI, server) -> None:
         if path is None or not path.is_file():
             raise HTTPException(404, "no recording")
         return FileResponse(path, media_type="audio/flac" if path.suffix == ".flac" else "audio/wav", filename=path.name)
+
+    @app.get("/campaigns", response_class=HTMLResponse)
+    def campaigns_page(request: Request):
+        guard(request)
+        from ..outbound.campaign import OUTCOMES, CampaignStore, all_campaigns
+
+        names = all_campaigns(server.store.engine) if _has_campaigns(server.store.engine) else []
+        rows = [CampaignStore(server.store.engine, name).status() for name in names]
+        page = templates.TemplateResponse(request, "campaigns.html", {"campaigns": [r for r in rows if r], "outcomes": OUTCOMES})
+        return keep_token(request, page)
+
+    @app.get("/campaigns/{name}", response_class=HTMLResponse)
+    def campaign_page(request: Request, name: str):
+        guard(request)
+        from ..outbound.campaign import OUTCOMES, CampaignStore
+
+        store = CampaignStore(server.store.engine, name)
+        status = store.status() if _has_campaigns(server.store.engine) else None
+        if status is None:
+            raise HTTPException(404, "no such campaign")
+        page = templates.TemplateResponse(request, "campaign.html", {"c": status, "callees": store.callees(), "outcomes": OUTCOMES})
+        return keep_token(request, page)
 
     @app.get("/calls/", include_in_schema=False)
     def calls_slash(request: Request):
