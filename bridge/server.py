@@ -25,6 +25,7 @@ from . import memory
 from .calls.registry import CallRegistry
 from .calls.sip import Listener, SipCallLeg, SipCalls
 from .calls.streams import StreamCalls
+from .calls.webrtc import WebRtcCalls
 from .config import DEFAULT_CONFIG, ConfigError, Settings, parse_hostport, parse_port_range
 from .media.stream import PortAllocator
 from .observability.metrics import Metrics
@@ -80,6 +81,7 @@ class BridgeServer:
         self.policy = AdmissionPolicy(settings.access, base=DEFAULT_CONFIG.parent.parent)
         self.sip_calls = SipCalls(self, settings, engines, self.metrics, self.registry, self.router, self.policy, self.ports, host)
         self.streams = StreamCalls(settings, engines, self.metrics, self.registry, self.router)
+        self.webrtc = WebRtcCalls(self, settings, engines, self.metrics, self.registry, self.router)
         self.listeners: list[Listener] = [self._listener(*spec) for spec in self._listener_specs()]
         self.twilio_control = None
         self._http = None

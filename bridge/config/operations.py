@@ -63,6 +63,12 @@ class ConsoleSettings(BaseModel):
     token: str = ""
     username: str = ""
     password: str = ""
+    #: "Talk to this agent" (browser calls over WebRTC): STUN/TURN URLs for ICE
+    #: (``stun:host:3478``, ``turn:host:3478?transport=udp``). Empty: host candidates
+    #: only, and no server anywhere is contacted.
+    ice_servers: list[str] = Field(default_factory=list)
+    ice_username: str = ""
+    ice_credential: str = ""
 
 
 class PrivacySettings(BaseModel):

@@ -5,7 +5,8 @@ call's transcript with a per-turn latency waterfall (endpoint, ASR, LLM first to
 TTS first audio, first packet) and an audio player for its recording, served by
 ``GET /calls/{id}/recording``. ``GET /campaigns`` lists the outbound campaigns with
 their progress and outcome counts, ``GET /campaigns/{name}`` shows one campaign's
-callees. Server-rendered Jinja2 templates, no JavaScript.
+callees. Server-rendered Jinja2 templates, no JavaScript, except ``/talk/{route}``
+(:mod:`.talk`): a browser call to a route's agent over WebRTC.
 
 Access needs ``console.token`` (``Authorization: Bearer``, or ``?token=`` once: it
 is then kept in an HttpOnly cookie) or ``console.username``/``console.password``
@@ -156,6 +157,10 @@ def mount_console(app: FastAPI, server) -> None:
             raise HTTPException(404, "no such campaign")
         page = templates.TemplateResponse(request, "campaign.html", {"c": status, "callees": store.callees(), "outcomes": OUTCOMES})
         return keep_token(request, page)
+
+    from .talk import mount_talk
+
+    mount_talk(app, server, templates, guard, keep_token, [[key, label] for key, label in STAGES])
 
     @app.get("/calls/", include_in_schema=False)
     def calls_slash(request: Request):

@@ -33,7 +33,7 @@ class Call(Base):
     __tablename__ = "calls"
 
     call_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    leg: Mapped[str] = mapped_column(String(16))  # "sip" | "mediastreams"
+    leg: Mapped[str] = mapped_column(String(16))  # "sip" | "mediastreams" | "webrtc"
     node: Mapped[str] = mapped_column(String(255), default="")
     call_sid: Mapped[str | None] = mapped_column(String(64), index=True)
     account_sid: Mapped[str | None] = mapped_column(String(64))
