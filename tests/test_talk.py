@@ -146,7 +146,7 @@ def heard(engines, samples: list[float], rate: int) -> str:
 def test_talk_to_the_agent_from_the_browser(talk_server, engines, speech, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    wav = caller_wav(tmp_path / "caller.wav", [(6.0, "What time do you open on Saturday?")])
+    wav = caller_wav(tmp_path / "caller.wav", [(6.0, "What time do you open on Saturday?"), (7.0, "Thank you, goodbye.")])
     with sync_playwright() as pw:
         browser = launch(pw, talk_server, wav)
         try:
@@ -168,8 +168,9 @@ def test_talk_to_the_agent_from_the_browser(talk_server, engines, speech, tmp_pa
                 page.screenshot(path=os.environ["BRIDGE_TALK_SCREENSHOT"], full_page=True)
             samples = page.evaluate("() => window.bridgeTalk.samples()")
             rate = page.evaluate("() => window.bridgeTalk.rate")
-            page.click("#stop")
-            wait(page, talk_server, "() => window.bridgeTalk.state === 'ended'", 15)
+            # "Thank you, goodbye.": the agent says goodbye and ends the call (end_call): the page hears of it.
+            wait(page, talk_server, "() => window.bridgeTalk.state === 'ended'", 45)
+            assert "Call ended (agent)" in page.locator("#status").inner_text()
             link = page.locator("#call-link")
             assert link.is_visible() and link.get_attribute("href") == f"/calls/{talk['callId']}"
         finally:
@@ -206,6 +207,9 @@ def test_a_question_over_the_greeting_stops_it(talk_server, tmp_path):
                 return i >= 0 && l.slice(i + 1).some(x => x[0] === 'agent');
             }""", 60)
             call_id = page.evaluate("() => window.bridgeTalk.callId")
+            page.wait_for_timeout(3000)
+            page.click(".digit[data-digit='0']")  # transfer.dtmf: there is no transfer on this leg, and the agent says so
+            wait(page, talk_server, "() => window.bridgeTalk.lines.some(l => l[0] === 'agent' && /not available on a browser call/.test(l[1]))", 20)
             page.click("#stop")
             wait(page, talk_server, "() => window.bridgeTalk.state === 'ended'", 15)
         finally:

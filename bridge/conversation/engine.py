@@ -181,13 +181,19 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
             self.request_transfer()
 
     def request_transfer(self) -> None:
-        """Stop, say the transfer announcement, then ask the leg to transfer."""
+        """Stop, say the transfer announcement, then ask the leg to transfer; on a leg whose
+        ``transfer_unavailable`` sentence is set, say that instead."""
         t = self.transfer_settings
         if t is None or not t.target:
             return
-        log.info("transfer call=%s to %s", self.leg.call_id, t.target)
+        unavailable = getattr(self.leg, "transfer_unavailable", "")
         self._stop_agent(interrupted=True)
         self._cancel = threading.Event()
+        if unavailable:  # a leg that cannot transfer (a browser call) says so instead
+            log.info("transfer call=%s: not available on this leg", self.leg.call_id)
+            self._spawn(self._say(unavailable))
+            return
+        log.info("transfer call=%s to %s", self.leg.call_id, t.target)
         self._spawn(self._say_then(t.announce, lambda: self.leg.transfer(t.target)))
 
     def transfer_failed(self) -> None:

@@ -223,7 +223,8 @@ class ReplyMixin:
         if "end_call" in agent.tools and wants_to_end(text, self._asked_anything_else(before)):
             phrase, tool, action = agent.goodbye, "end_call", self._hangup
         elif "transfer" in agent.tools and t is not None and t.target and wants_person(text):
-            phrase, tool, action = t.announce, "transfer", lambda: self.leg.transfer(t.target)
+            unavailable = getattr(self.leg, "transfer_unavailable", "")  # a browser call cannot be transferred
+            phrase, tool, action = (unavailable, "transfer", lambda: None) if unavailable else (t.announce, "transfer", lambda: self.leg.transfer(t.target))
         else:
             return False
         await self._speak_sentence(phrase, utt, None, cancel, fixed=True, reply=reply)

@@ -17,7 +17,7 @@ The ``events`` data channel, opened by the page, carries JSON both ways:
 - from the page: ``{"type": "dtmf", "digit": "5"}`` (as RFC 4733 digits on SIP) and
   ``{"type": "hangup"}``. Anything else is dropped, counted and logged once.
 
-There is no transfer on this leg: the agent says that it failed.
+There is no transfer on this leg: the agent says so (:attr:`WebRtcCallLeg.transfer_unavailable`).
 """
 
 from __future__ import annotations
@@ -96,6 +96,8 @@ class WebRtcCallLeg:
     """
 
     kind = "webrtc"
+    #: What the agent says when the caller asks for a transfer (there is none on this leg).
+    transfer_unavailable = "Transfers are not available on a browser call. How else can I help?"
 
     def __init__(self, host, call_id: str, caller: str, pc) -> None:
         self.host = host
@@ -133,10 +135,10 @@ class WebRtcCallLeg:
         """Nothing is queued below the conversation: the track pulls one frame at a time."""
 
     def transfer(self, target: str) -> None:
-        """There is no transfer on this leg: the agent says so."""
+        """There is no transfer on this leg: the agent says so (:attr:`transfer_unavailable`)."""
         log.info("call %s: transfer to %s is not available on a browser call", self.call_id, target)
         if self.conversation is not None:
-            self.conversation.transfer_failed()
+            self.conversation.say_then(self.transfer_unavailable, lambda: None)
 
     async def close_media(self) -> None:
         """Stop the tasks and close the peer connection (ICE, DTLS, SCTP)."""
