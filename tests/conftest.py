@@ -160,6 +160,15 @@ def missing(what: str) -> None:
     pytest.skip(what)
 
 
+def chromium() -> str:
+    """Debian's chromium for Playwright's ``executable_path`` (no browser download)."""
+    for name in ("chromium", "chromium-browser"):
+        path = shutil.which(name)
+        if path:
+            return path
+    missing("chromium not installed (Debian package chromium; scripts/setup.sh --test installs it)")
+
+
 def need(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:

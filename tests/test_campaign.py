@@ -224,6 +224,17 @@ def _status(tmp_path, name: str) -> dict:
     return json.loads(out.stdout)
 
 
+async def campaign_dialing(tmp_path, uas: AnsweringUas, name: str, calls: int) -> subprocess.Popen:
+    """``bridge campaign run`` started, once the trunk has seen ``calls`` INVITEs (or it exited)."""
+    proc = _campaign_process(tmp_path, uas.port, name)
+    for _ in range(600):
+        if len(uas.calls) >= calls or proc.poll() is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert len(uas.calls) >= calls, proc.communicate()[1][-3000:] if proc.poll() is not None else "no dials"
+    return proc
+
+
 @pytest.mark.e2e
 async def test_kill_9_mid_campaign_then_a_resume_calls_nobody_twice(tmp_path):
     numbers = [f"+1415555011{i}" for i in range(6)]
@@ -231,12 +242,7 @@ async def test_kill_9_mid_campaign_then_a_resume_calls_nobody_twice(tmp_path):
     uas = AnsweringUas(lambda number: Answer(pcm=np.zeros(800, np.int16), hold_s=4.0))
     await uas.start()
     try:
-        first = _campaign_process(tmp_path, uas.port, "k9")
-        for _ in range(600):
-            if len(uas.calls) >= 3 or first.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        assert len(uas.calls) >= 3, first.communicate()[1][-3000:] if first.poll() is not None else "no dials"
+        first = await campaign_dialing(tmp_path, uas, "k9", 3)
         first.send_signal(signal.SIGKILL)
         first.wait()
         in_progress = [c.number for c in uas.calls.values() if not c.ended.is_set()]
@@ -262,11 +268,7 @@ async def test_sigterm_stops_new_dials_and_lets_calls_in_progress_finish(tmp_pat
     uas = AnsweringUas(lambda number: Answer(pcm=np.zeros(800, np.int16), hold_s=3.0))
     await uas.start()
     try:
-        proc = _campaign_process(tmp_path, uas.port, "term")
-        for _ in range(600):
-            if len(uas.calls) >= 2 or proc.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
+        proc = await campaign_dialing(tmp_path, uas, "term", 2)
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         out, err = await asyncio.to_thread(proc.communicate, timeout=60)

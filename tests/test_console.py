@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import shutil
 import socket
 import urllib.error
 import urllib.request
@@ -21,19 +20,11 @@ import pytest
 
 from bridge.client import place_call
 
-from .conftest import TEST_CONFIG, BridgeProcess, free_port, missing
+from .conftest import TEST_CONFIG, BridgeProcess, chromium, free_port
 
 pytestmark = pytest.mark.e2e
 
 USER, PASSWORD, TOKEN = "operator", "s3cret-console", "console-token-123"
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    missing("chromium not installed (Debian package chromium; scripts/setup.sh --test installs it)")
 
 
 def status(url: str, headers: dict | None = None) -> int:

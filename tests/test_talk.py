@@ -40,20 +40,12 @@ from bridge.client import place_call
 from bridge.media.codecs import resample_all
 from bridge.records.schema import Call
 
-from .conftest import TEST_CONFIG, BridgeProcess, free_port, missing
+from .conftest import TEST_CONFIG, BridgeProcess, chromium, free_port, missing
 from .netns import Netns
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "talk-token-42"
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    missing("chromium not installed (Debian package chromium; scripts/setup.sh --test installs it)")
 
 
 def caller_wav(path, parts: list[tuple[float, str]], tail: float = 25.0) -> str:
