@@ -254,7 +254,7 @@ class BridgeServer:
         """Place an outbound call to ``number`` through ``outbound.termination_uri``
         with digest credentials, and run the same agent on it. Returns the Call-ID.
 
-        ``options``: a :class:`bridge.outbound.gate.DialOptions` (answering-machine
+        ``options``: a :class:`bridge.outbound.dialing.DialOptions` (answering-machine
         detection, the callee's variables, the campaign, the outcome callback); ``None``:
         ``outbound.amd.enabled`` decides detection.
 
@@ -279,7 +279,7 @@ class BridgeServer:
         except OSError as exc:
             raise ValueError(f"no route to {term.host}: {exc.strerror or exc}") from None
         if options is None:
-            from .outbound.gate import DialOptions
+            from .outbound.dialing import DialOptions
 
             options = DialOptions(amd=out.amd.enabled)
         call_id = self.sip_calls.dial(listener, number, target, dest, media_host, options)

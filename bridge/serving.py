@@ -142,7 +142,7 @@ def _dial(args: argparse.Namespace) -> int:
     engines, metrics = prepare(settings)
     from .server import BridgeServer
 
-    from .outbound.gate import DialOptions
+    from .outbound.dialing import DialOptions
 
     variables = {}
     for item in args.var:

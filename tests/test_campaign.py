@@ -22,8 +22,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bridge.config import CampaignSettings, load_settings
-from bridge.outbound.campaign import (CampaignRunner, CampaignStore, failure_outcome, next_window, read_callees, read_dnc_file,
+from bridge.outbound.campaign import (CampaignRunner, CampaignStore, next_window, read_callees, read_dnc_file,
                                       time_zones, window_open)
+from bridge.outbound.dialing import failure_outcome
 from bridge.records.schema import Call, CampaignCallee
 from bridge.records.store import create_db_engine, upgrade
 from bridge.server import BridgeServer

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from bridge.config import load_settings
 from bridge.evaluation.voices import voice
-from bridge.outbound.gate import DialOptions
+from bridge.outbound.dialing import DialOptions
 from bridge.records.schema import Call
 from bridge.records.store import create_db_engine
 from bridge.server import BridgeServer

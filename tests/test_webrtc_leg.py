@@ -14,7 +14,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from bridge.calls.webrtc import peer_configuration
 from bridge.config import ConsoleSettings
-from bridge.webrtc.leg import AgentTrack, WebRtcCallLeg
+from bridge.webrtc.leg import WebRtcCallLeg
 
 
 def test_no_ice_server_unless_configured():

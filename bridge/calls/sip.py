@@ -11,7 +11,6 @@ else (RFC 3261 section 21.5.1).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 
@@ -24,7 +23,7 @@ from ..media.srtp import SrtpContext, new_crypto
 from ..media.stream import PortAllocator, RtpStream
 from ..observability.metrics import Metrics
 from ..records.calls import header, number_of
-from ..records.store import utcnow
+from ..outbound.dialing import report_unanswered
 from ..routing import Router
 from ..sip import events as ev
 from ..sip.addressing import WILDCARDS, Advertiser
@@ -95,7 +94,7 @@ class SipCallLeg:
         self.recording = None
         #: Where the last REFER sent the caller ("" = never transferred).
         self.transfer_target = ""
-        #: An outbound call's :class:`bridge.outbound.gate.DialOptions` (``None``: inbound).
+        #: An outbound call's :class:`bridge.outbound.dialing.DialOptions` (``None``: inbound).
         self.dial = None
 
     def _now(self) -> float:
@@ -174,9 +173,7 @@ class SipCallLeg:
         """The agent's frame for this RTP send slot (``None``: silence); one recording slot."""
         frame = self.conversation.pull_frame(now) if self.conversation is not None else None
         if self.recording is not None:
-            if frame is not None:
-                self.recording.agent(frame)
-            self.recording.tick()
+            self.recording.send_slot(frame)
         return frame
 
 
@@ -236,7 +233,9 @@ class SipCalls:
             pending = self._pending_dials.pop(event.call_id, None)
             if pending is not None:
                 self._release_socket(pending[1])
-                self._dial_failed(pending[0], event)
+                leg = pending[0]
+                report_unanswered(self.host.records, self.metrics, self.settings.outbound.caller_id, number_of(leg.meta.get("to")),
+                                  leg.listener.name, leg.dial, event.call_id, event.reason, event.status)
                 self.dial_failures[event.call_id] = f"{event.reason} {event.status}" if event.status else event.reason
                 while len(self.dial_failures) > 1000:  # bounded: the oldest go first
                     del self.dial_failures[next(iter(self.dial_failures))]
@@ -371,27 +370,11 @@ class SipCalls:
         leg.stream.on_hold = params.hold
         leg.profile = profile or self.router.default
         if leg.dial is not None:
-            self._setup_outbound_agent(leg)
+            from ..outbound.dialing import agent_for_dial
+
+            leg.conversation = agent_for_dial(self.settings, self.engines, leg, self.metrics, leg.profile)
         else:
             leg.conversation = build_agent(self.settings, self.engines, leg, self.metrics, leg.profile)
-
-    def _setup_outbound_agent(self, leg: SipCallLeg) -> None:
-        """The agent of an answered outbound call: the callee's variables in its greeting and
-        persona, behind answering-machine detection when the dial asked for it."""
-        from ..conversation.engine import Conversation
-        from ..outbound.gate import AnsweringGate
-        from ..outbound.templates import fill, outbound_agent
-
-        out, options = self.settings.outbound, leg.dial
-        profile = leg.profile
-        if profile.agent.kind != "echo":
-            profile = dataclasses.replace(profile, agent=outbound_agent(profile.agent, out, options.variables))
-        agent = build_agent(self.settings, self.engines, leg, self.metrics, profile)
-        detect = options.amd and isinstance(agent, Conversation)
-        if options.amd and not detect:
-            log.warning("call %s: answering-machine detection needs the llm agent's models; the %s agent starts at once", leg.call_id, profile.agent.kind)
-        leg.conversation = AnsweringGate(agent, profile.engines or self.engines, out, leg, fill(out.voicemail_message, options.variables),
-                                         self.metrics, options.on_outcome, detect=detect)
 
     def _answer(self, leg: SipCallLeg, answer: bytes) -> None:
         core = leg.listener.core
@@ -500,18 +483,6 @@ class SipCalls:
             log.info("call %s: no answer within the ring timeout: cancelling", call_id)
             listener.core.hangup(call_id, listener.io.now())
             listener.io.flush()
-
-    def _dial_failed(self, leg: SipCallLeg, event: ev.CallEnded) -> None:
-        """An outbound call ended before an answer: its outcome, counted and reported."""
-        from ..outbound.campaign import failure_outcome
-
-        outcome = failure_outcome(event.reason, event.status)
-        self.metrics.outbound_outcomes.labels(outcome).inc()
-        self.host.records.started(event.call_id, "sip", caller=self.settings.outbound.caller_id, called=number_of(leg.meta.get("to")),
-                                  transport=leg.listener.name, outcome=outcome, end_reason=f"{event.reason} {event.status or ''}".strip()[:64],
-                                  ended_at=utcnow(), campaign=leg.dial.campaign if leg.dial else None)
-        if leg.dial is not None and leg.dial.on_outcome is not None:
-            leg.dial.on_outcome(outcome, event.status)
 
     def _on_dial_answered(self, event: ev.CallAnswered) -> None:
         pending = self._pending_dials.pop(event.call_id, None)

@@ -62,17 +62,6 @@ def _iso(value: datetime | None) -> str | None:
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
 
 
-def failure_outcome(reason: str, status: int | None) -> str:
-    """The outcome of an outbound call that ended before an answer: ``busy`` (486, 600),
-    ``no_answer`` (408, 480, 487, our CANCEL after the ring timeout, a transaction
-    timeout), else ``failed`` (a ``503 Trunk CPS limit exceeded`` among them)."""
-    if status in (486, 600):
-        return "busy"
-    if status in (408, 480, 487) or reason in ("cancelled", "timeout"):
-        return "no_answer"
-    return "failed"
-
-
 # ---------------------------------------------------------------- callees
 
 
@@ -254,12 +243,6 @@ class CampaignStore:
             return session.scalar(select(func.count()).select_from(CampaignCallee).where(
                 CampaignCallee.campaign == self.name, CampaignCallee.status != "done")) or 0
 
-    def next_due_at(self) -> datetime | None:
-        """The earliest ``next_at`` of a pending callee."""
-        with Session(self.engine) as session:
-            return session.scalar(select(func.min(CampaignCallee.next_at)).where(
-                CampaignCallee.campaign == self.name, CampaignCallee.status == "pending"))
-
     def is_dnc(self, number: str) -> bool:
         """Whether the ``dnc`` table holds ``number``."""
         with Session(self.engine) as session:
@@ -407,7 +390,7 @@ class CampaignRunner:
         return False
 
     async def _dial(self, callee: CampaignCallee, now: datetime) -> None:
-        from .gate import DialOptions
+        from .dialing import DialOptions
 
         attempt = await asyncio.to_thread(self.store.dialing, callee.id, now)  # committed before the INVITE goes out
         self.in_flight[callee.id] = callee.number

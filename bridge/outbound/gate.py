@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,31 +31,6 @@ from ..media.wire import FRAME_SAMPLES
 from .amd import AnsweringMachineDetector, GiveUp, SpeakMessage, Transcribe, Verdict
 
 log = logging.getLogger("bridge.outbound")
-
-#: Outcomes of an answered outbound call (with ``no_answer``, ``busy``, ``failed`` and
-#: ``dnc`` for calls that never were: :mod:`bridge.outbound.campaign`).
-ANSWERED_OUTCOMES = ("human", "voicemail_left", "machine_no_beep", "no_answer")
-
-
-@dataclass
-class DialOptions:
-    """How one outbound call runs.
-
-    Attributes:
-        amd: detect who answered before the agent speaks.
-        variables: the callee's fields for the greeting, message and persona.
-        campaign: the campaign that placed the call (its record's ``campaign``), or ``None``.
-        on_outcome: called once with ``(outcome, SIP status or None)`` when the call ends,
-            answered or not.
-    """
-
-    amd: bool = False
-    variables: dict[str, str] = field(default_factory=dict)
-    campaign: str | None = None
-    on_outcome: Callable[[str, int | None], None] | None = None
-    #: Cancel the INVITE (outcome ``no_answer``) when nobody answered within this many seconds; 0 = never.
-    ring_timeout_s: float = 0.0
-
 
 def outcome_of(verdict: Verdict | None, message_how: str | None, message_played: bool, caller_turns: int) -> str:
     """The outcome of an answered call: ``voicemail_left`` (the message was played to the

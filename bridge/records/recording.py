@@ -114,6 +114,13 @@ class CallRecording:
         """An agent frame went out (PCM16 mono 8 kHz, 160 samples)."""
         self._agent.append(pcm)
 
+    def send_slot(self, pcm: np.ndarray | None) -> None:
+        """A leg that paces its own sending (RTP, WebRTC) used one 20 ms send slot: the
+        agent's frame (``None``: silence), then :meth:`tick`."""
+        if pcm is not None:
+            self.agent(pcm)
+        self.tick()
+
     def clear_agent(self) -> None:
         """The far end dropped what it had not played (Media Streams ``clear``)."""
         self._agent.clear()

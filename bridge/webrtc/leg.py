@@ -180,9 +180,7 @@ class WebRtcCallLeg:
             return None
         frame = self.conversation.pull_frame()
         if self.recording is not None:
-            if frame is not None:
-                self.recording.agent(frame)
-            self.recording.tick()
+            self.recording.send_slot(frame)
         return frame
 
     # ------------------------------------------------------------ events
