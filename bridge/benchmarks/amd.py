@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from . import percentile
@@ -73,15 +72,9 @@ def load_amd_sets(paths: list[str | Path] | None = None) -> list[AmdSet]:
     Raises:
         ValueError: a malformed file or a repeated id.
     """
-    sets, seen = [], set()
-    for path in paths or default_paths():
-        s = AmdSet.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
-        for item in s.items:
-            if item.id in seen:
-                raise ValueError(f"{path}: item id {item.id} repeats")
-            seen.add(item.id)
-        sets.append(s)
-    return sets
+    from ..evaluation.evalset import load_yaml_sets
+
+    return load_yaml_sets(paths or default_paths(), AmdSet)
 
 
 def _noise(seconds: float, rms: float, rng: np.random.Generator) -> np.ndarray:

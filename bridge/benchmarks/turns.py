@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict
 
 from . import percentile
@@ -67,17 +66,12 @@ def load_turn_sets(paths: list[str | Path] | None = None) -> list[TurnSet]:
         ValueError: a malformed file (pydantic's message names the field), a ``paused``
             item without ``then`` or a pause, or a repeated id.
     """
-    sets, seen = [], set()
-    for path in paths or default_paths():
-        s = TurnSet.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
-        for item in s.items:
-            if item.id in seen:
-                raise ValueError(f"{path}: item id {item.id} repeats")
-            if item.kind == "paused" and (not item.then or item.pause_s <= 0):
-                raise ValueError(f"{path}: {item.id}: a paused turn needs pause_s and then")
-            seen.add(item.id)
-        sets.append(s)
-    return sets
+    from ..evaluation.evalset import load_yaml_sets
+
+    def check(item: TurnItem) -> str | None:
+        return "a paused turn needs pause_s and then" if item.kind == "paused" and (not item.then or item.pause_s <= 0) else None
+
+    return load_yaml_sets(paths or default_paths(), TurnSet, check=check)
 
 
 def _trimmed(pcm: np.ndarray) -> np.ndarray:

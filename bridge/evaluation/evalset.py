@@ -77,13 +77,29 @@ def load_sets(paths: list[str | Path] | None = None) -> list[EvalSet]:
         ValueError: a file is malformed (pydantic's message names the field), or
             an item id repeats.
     """
+    return load_yaml_sets(paths or default_paths(), EvalSet, with_path=True)
+
+
+def load_yaml_sets(paths, model, with_path: bool = False, check=None) -> list:
+    """Each YAML file of ``paths`` validated as ``model`` (a pydantic model with ``items``,
+    each with an ``id``); ``with_path`` adds the file's path as the ``path`` field;
+    ``check(item)`` returns a problem with an item, or ``None``. The evaluation sets of
+    ``bench answers``, ``bench turns`` and ``bench amd`` are all read this way.
+
+    Raises:
+        ValueError: a file is malformed (pydantic's message names the field), an item id
+            repeats across the files, or ``check`` found a problem.
+    """
     sets, seen = [], set()
-    for path in paths or default_paths():
+    for path in paths:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        s = EvalSet.model_validate({**data, "path": str(path)})
+        s = model.model_validate({**data, "path": str(path)} if with_path else data)
         for item in s.items:
             if item.id in seen:
                 raise ValueError(f"{path}: item id {item.id} repeats")
+            problem = check(item) if check is not None else None
+            if problem:
+                raise ValueError(f"{path}: {item.id}: {problem}")
             seen.add(item.id)
         sets.append(s)
     return sets
