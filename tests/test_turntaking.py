@@ -228,18 +228,32 @@ def test_after_a_pause_only_the_new_audio_is_transcribed_and_joined_to_what_was_
     assert second.frames == len(second.utterance_pcm) // 160
 
 
-def test_a_line_that_may_go_on_gets_a_silence_between_the_short_and_the_long_one():
-    """ "Friday." (the LLM: 8% that the line ends there) may go on "...or Monday"."""
+def test_a_short_answer_the_language_model_is_unsure_of_ends_fast():
+    """ "Tuesday." (the LLM: 8% that the line ends there; most lines starting so go on)
+    is an answer to the agent's question: the short silence ends it."""
     line = Line()
     line.speak(700)
     line.silence(100)
-    line.scores("Friday.", p_text=0.08, p_audio=None)  # thresholds 0.03 and 0.3: ln(0.08/0.03) / ln(0.3/0.03) = 0.43 of the way
-    line.silence(800)
-    assert not line.ends()  # longer than a sure finish (200 ms)...
-    line.silence(500)
-    (end,) = line.ends()  # ...shorter than an unfinished line (1800 ms)
+    line.scores("Tuesday.", p_text=0.08, p_audio=None)
+    line.silence(100)
+    (end,) = line.ends()
+    assert end.rule == "finished" and end.reason == "short answer"
+    assert end.times["endpoint"] - end.times["speech_end"] == pytest.approx(0.2, abs=0.03)
+
+
+def test_a_longer_line_the_language_model_is_unsure_of_waits_the_long_silence():
+    """ "How much would it cost to ... whiten my teeth?" heard at its pause as "How much
+    would it cost you?" (12% that the line ends there): no reply inside a 1.5 s pause."""
+    line = Line()
+    line.speak(1200)
+    line.silence(100)
+    line.scores("How much would it cost you?", p_text=0.12, p_audio=None)
+    line.silence(1500)
+    assert not line.ends()
+    line.silence(200)
+    (end,) = line.ends()
     assert end.rule == "finished" and end.reason == "language (unsure)"
-    assert end.times["endpoint"] - end.times["speech_end"] == pytest.approx(1.8 - 0.426 * 1.6, abs=0.03)
+    assert end.times["endpoint"] - end.times["speech_end"] == pytest.approx(1.8, abs=0.03)
 
 
 def test_words_whisper_was_unsure_of_do_not_interrupt_the_agent():

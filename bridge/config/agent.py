@@ -116,14 +116,18 @@ class AgentSettings(BaseModel):
     endpoint_slow_ms: int = 1800
     #: Silence after which the speculative pass starts: the transcript, the end-of-turn
     #: scores, and a reply prepared unheard (released at the end of the turn).
-    speculate_after_ms: int = 100
+    speculate_after_ms: int = 60
     #: Below this probability that the caller's line ends where the transcript stops
     #: (the language model's next token, bridge/engines/llm.py), the turn is unfinished;
     #: 0 = not asked. Completion mode on in-process llama.cpp only.
     turn_text_threshold: float = Field(default=0.03, ge=0.0, le=1.0)
     #: At or above this end-of-line probability the language model is sure the line is
-    #: over (``endpoint_fast_ms``); between the two, the silence needed shrinks log-linearly.
+    #: over (``endpoint_fast_ms``). Between the two, a line of at most ``turn_short_words``
+    #: words is a short answer ("Yes.", "Tuesday.": ``endpoint_fast_ms``) and a longer one
+    #: waits ``endpoint_slow_ms`` (on the turn evaluation's tuning part every pause read
+    #: there had 4 words or more, every short line there was a complete answer).
     turn_text_sure: float = Field(default=0.3, gt=0.0, le=1.0)
+    turn_short_words: int = Field(default=2, ge=0)
     #: Below this end-of-turn probability from the audio (Smart Turn v3,
     #: bridge/engines/turn.py; pip extra ``turn``), the turn is unfinished; 0 = the model
     #: is not loaded (the default: on the evaluation set's synthetic voices it read 101

@@ -22,9 +22,11 @@ the turn is over:
 
 A turn every signal calls finished ends after ``endpoint_fast_ms`` of silence; one that
 any signal calls unfinished waits up to ``endpoint_slow_ms`` (a long silence still ends
-it); one whose end-of-line probability lies between ``turn_text_threshold`` and
-``turn_text_sure`` waits in between, the longer the less likely ("Friday." may go on
-"...or Wednesday"); while the signals are not in, up to ``endpoint_silence_ms``. At the end
+it). A line whose end-of-line probability lies between ``turn_text_threshold`` and
+``turn_text_sure`` (the model is not sure either way) is a short answer when it has at
+most ``turn_short_words`` words ("Yes.", "Tuesday.": answered fast), and waits the long
+silence when longer ("How much would it cost to ..." heard as "How much would it cost
+you?"); while the signals are not in, up to ``endpoint_silence_ms``. At the end
 (:class:`EndOfTurn`) the prepared reply is released; if the caller speaks again first,
 the speculation is dropped (:class:`Discard`) and the turn goes on.
 
@@ -41,7 +43,6 @@ transcript) :class:`Interrupt` it for good, and a backchannel or no words
 from __future__ import annotations
 
 import collections
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,16 +183,6 @@ class _Settling:
 def _half(ms: int) -> int:
     """Half of ``ms``, at least one 20 ms frame."""
     return max(FRAME_MS, ms // 2)
-
-
-def _between(agent, p: float) -> int:
-    """The silence, ms, that ends a turn whose end-of-line probability ``p`` lies between
-    ``turn_text_threshold`` (unfinished: ``endpoint_slow_ms``) and ``turn_text_sure``
-    (finished: ``endpoint_fast_ms``): the less likely the line ends there, the longer
-    the caller gets, log-linearly in ``p``."""
-    lo, hi = math.log(agent.turn_text_threshold), math.log(agent.turn_text_sure)
-    sure = (math.log(p) - lo) / (hi - lo) if hi > lo else 1.0
-    return round(agent.endpoint_slow_ms - sure * (agent.endpoint_slow_ms - agent.endpoint_fast_ms))
 
 
 class TurnTaking:
@@ -426,7 +417,9 @@ class TurnTaking:
             if spec.p_audio is not None and spec.p_audio < a.turn_audio_threshold:
                 return a.endpoint_slow_ms, "unfinished", "audio"
             if spec.p_text is not None and spec.p_text < a.turn_text_sure:
-                return _between(a, spec.p_text), "finished", "language (unsure)"
+                if len(words_of(spec.text)) <= a.turn_short_words:
+                    return a.endpoint_fast_ms, "finished", "short answer"
+                return a.endpoint_slow_ms, "finished", "language (unsure)"
             if spec.text:
                 return a.endpoint_fast_ms, "finished", ""
         if self.interim_text and sentence_state(self.interim_text) == "unfinished":
