@@ -228,6 +228,17 @@ def test_after_a_pause_only_the_new_audio_is_transcribed_and_joined_to_what_was_
     assert second.frames == len(second.utterance_pcm) // 160
 
 
+def test_what_was_heard_before_a_pause_is_joined_without_the_mark_of_the_break():
+    """Whisper marks speech that breaks off with a dash or a comma ("to-"); the joined
+    line reads as one sentence, as the caller said it."""
+    from bridge.conversation.turns import joined
+
+    assert joined("Could you send a reminder to-", "my phone number.") == "Could you send a reminder to my phone number."
+    assert joined("I'm calling for my mother,", "she needs new dentures.") == "I'm calling for my mother she needs new dentures."
+    assert joined("Do you know if you accept.", "Delta Dental?") == "Do you know if you accept Delta Dental?"
+    assert joined("", "Hello.") == "Hello."
+
+
 def test_a_short_answer_the_language_model_is_unsure_of_ends_fast():
     """ "Tuesday." (the LLM: 8% that the line ends there; most lines starting so go on)
     is an answer to the agent's question: the short silence ends it."""
