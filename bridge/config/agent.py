@@ -116,7 +116,7 @@ class AgentSettings(BaseModel):
     endpoint_slow_ms: int = 1800
     #: Silence after which the speculative pass starts: the transcript, the end-of-turn
     #: scores, and a reply prepared unheard (released at the end of the turn).
-    speculate_after_ms: int = 60
+    speculate_after_ms: int = 100
     #: Below this probability that the caller's line ends where the transcript stops
     #: (the language model's next token, bridge/engines/llm.py), the turn is unfinished;
     #: 0 = not asked. Completion mode on in-process llama.cpp only.
