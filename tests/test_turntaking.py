@@ -233,19 +233,19 @@ def test_what_was_heard_before_a_pause_is_joined_without_the_mark_of_the_break()
     line reads as one sentence, as the caller said it."""
     from bridge.conversation.turns import joined
 
-    assert joined("Could you send a reminder to-", "my phone number.") == "Could you send a reminder to my phone number."
-    assert joined("I'm calling for my mother,", "she needs new dentures.") == "I'm calling for my mother she needs new dentures."
+    assert joined("Is it okay if I bring-", "My dog along?") == "Is it okay if I bring My dog along?"
+    assert joined("The tooth at the back,", "it aches at night.") == "The tooth at the back it aches at night."
     assert joined("Do you know if you accept.", "Delta Dental?") == "Do you know if you accept Delta Dental?"
     assert joined("", "Hello.") == "Hello."
 
 
 def test_a_short_answer_the_language_model_is_unsure_of_ends_fast():
-    """ "Tuesday." (the LLM: 8% that the line ends there; most lines starting so go on)
+    """ "Mornings." (the LLM: 8% that the line ends there; most lines starting so go on)
     is an answer to the agent's question: the short silence ends it."""
     line = Line()
     line.speak(700)
     line.silence(100)
-    line.scores("Tuesday.", p_text=0.08, p_audio=None)
+    line.scores("Mornings.", p_text=0.08, p_audio=None)
     line.silence(100)
     (end,) = line.ends()
     assert end.rule == "finished" and end.reason == "short answer"
@@ -253,12 +253,12 @@ def test_a_short_answer_the_language_model_is_unsure_of_ends_fast():
 
 
 def test_a_longer_line_the_language_model_is_unsure_of_waits_the_long_silence():
-    """ "How much would it cost to ... whiten my teeth?" heard at its pause as "How much
-    would it cost you?" (12% that the line ends there): no reply inside a 1.5 s pause."""
+    """ "Is it okay if I ... bring my dog?" heard at its pause as "Is it okay if I buy?"
+    (12% that the line ends there): no reply inside a 1.5 s pause."""
     line = Line()
     line.speak(1200)
     line.silence(100)
-    line.scores("How much would it cost you?", p_text=0.12, p_audio=None)
+    line.scores("Is it okay if I buy?", p_text=0.12, p_audio=None)
     line.silence(1500)
     assert not line.ends()
     line.silence(200)

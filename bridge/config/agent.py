@@ -123,7 +123,7 @@ class AgentSettings(BaseModel):
     turn_text_threshold: float = Field(default=0.03, ge=0.0, le=1.0)
     #: At or above this end-of-line probability the language model is sure the line is
     #: over (``endpoint_fast_ms``). Between the two, a line of at most ``turn_short_words``
-    #: words is a short answer ("Yes.", "Tuesday.": ``endpoint_fast_ms``) and a longer one
+    #: words is a short answer ("Mornings.", "No, thanks.": ``endpoint_fast_ms``) and a longer one
     #: waits ``endpoint_slow_ms`` (on the turn evaluation's tuning part every pause read
     #: there had 4 words or more, every short line there was a complete answer).
     turn_text_sure: float = Field(default=0.3, gt=0.0, le=1.0)

@@ -79,7 +79,7 @@ UNFINISHED_WORDS = frozenset(
 def joined(heard: str, more: str) -> str:
     """A transcript of an utterance heard in two passes: ``heard`` (up to a pause, its
     final punctuation dropped, and the dash or comma Whisper writes where speech breaks
-    off: "Could you send a reminder to-") and ``more`` (what came after the pause)."""
+    off: "Is it okay if I bring-") and ``more`` (what came after the pause)."""
     head = " ".join(heard.strip().rstrip(".?!…,;:-–— ").split())
     return f"{head} {more.strip()}".strip() if head else more.strip()
 
