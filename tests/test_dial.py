@@ -38,14 +38,14 @@ def open_fds() -> int:
 
 
 async def test_rejected_dial_releases_its_socket_every_time():
-    """One RTP port in the range: three rejected dials in a row can only each bind it if
+    """One RTP port in the range: four rejected dials in a row can only each bind it if
     every failure gave it back; the process holds no more descriptors than before."""
     uas = ScriptedUas("udp", reject=486)
     await uas.start()
     server = await dial_server(f"sip:127.0.0.1:{uas.port}")
     try:
-        before = open_fds()
-        for _ in range(3):
+        before = None
+        for attempt in range(4):
             uas.invite = ""
             uas.done.clear()
             call_id = await server.dial("+14155550100")
@@ -56,6 +56,10 @@ async def test_rejected_dial_releases_its_socket_every_time():
                 await asyncio.sleep(0.05)
             assert server.dial_failures[call_id] == "rejected 486"
             assert server.ports.in_use == 0
+            if attempt == 0:
+                # The process's first dial may open what it keeps for good (seen once in the
+                # full suite: one descriptor more); every later dial must give all back.
+                before = open_fds()
         assert open_fds() <= before
     finally:
         await server.stop()
