@@ -122,11 +122,12 @@ class AgentSettings(BaseModel):
     #: 0 = not asked. Completion mode on in-process llama.cpp only.
     turn_text_threshold: float = Field(default=0.03, ge=0.0, le=1.0)
     #: At or above this end-of-line probability the language model is sure the line is
-    #: over (``endpoint_fast_ms``). Between the two, a line of at most ``turn_short_words``
-    #: words is a short answer ("Mornings.", "No, thanks.": ``endpoint_fast_ms``) and a longer one
-    #: waits ``endpoint_slow_ms`` (on the turn evaluation's tuning part every pause read
-    #: there had 4 words or more, every short line there was a complete answer).
+    #: over (``endpoint_fast_ms``); between the two it is unsure (``turn_short_words``).
     turn_text_sure: float = Field(default=0.3, gt=0.0, le=1.0)
+    #: A line the language model is unsure of with at most this many words is a short
+    #: answer ("Mornings.", "No, thanks.": ``endpoint_fast_ms``); a longer one waits
+    #: ``endpoint_slow_ms`` (on the turn evaluation's tuning part every pause read there
+    #: had 4 words or more, every short line there was a complete answer).
     turn_short_words: int = Field(default=2, ge=0)
     #: Below this end-of-turn probability from the audio (Smart Turn v3,
     #: bridge/engines/turn.py; pip extra ``turn``), the turn is unfinished; 0 = the model

@@ -26,7 +26,8 @@ it). A line whose end-of-line probability lies between ``turn_text_threshold`` a
 ``turn_text_sure`` (the model is not sure either way) is a short answer when it has at
 most ``turn_short_words`` words ("Mornings.", "No, thanks.": answered fast), and waits
 the long silence when longer ("Is it okay if I ... bring my dog?" heard at its pause as
-"Is it okay if I buy?"); while the signals are not in, up to ``endpoint_silence_ms``. At the end
+"Is it okay if I buy?"). While the signals are not in, the turn ends after
+``endpoint_silence_ms``. At the end
 (:class:`EndOfTurn`) the prepared reply is released; if the caller speaks again first,
 the speculation is dropped (:class:`Discard`) and the turn goes on.
 
