@@ -29,9 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``bridge`` parser with every sub-command; each sets ``func`` to its runner."""
     from . import client, health, serving
     from .benchmarks import commands as bench
+    from .commands import campaign, models
     from .mediastreams import commands as twilio
-    from .models import commands as models
-    from .outbound import commands as campaign
     from .records import commands as records
 
     parser = argparse.ArgumentParser(prog="bridge", description="Self-hosted voice-AI endpoint for phone calls.")

@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from sipmessage import URI
 
+from .audio.resample import resample_all
+from .audio.wire import FRAME_SAMPLES
 from .engines.vad import WebRtcVad
 from .media import sdp
-from .media.codecs import resample_all
-from .media.wire import FRAME_SAMPLES
 from .media.stream import RtpStream
 from .runtime import run, setup_logging
 from .sip import events as ev

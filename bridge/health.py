@@ -12,7 +12,7 @@ import socket
 import sys
 import time
 
-from sipmessage import Address, Message, Parameters, Response, URI, Via
+from sipmessage import URI, Address, Message, Parameters, Response, Via
 
 from .config import load_settings, parse_hostport
 from .sip.message import build_request, new_branch, new_call_id, new_tag
@@ -47,7 +47,7 @@ def sip_options(host: str, port: int, timeout: float = 2.0) -> int:
             sock.settimeout(left)
             try:
                 data = sock.recv(65535)
-            except socket.timeout:
+            except TimeoutError:
                 break
             try:
                 message = Message.parse(data)

@@ -64,12 +64,12 @@ class Router:
         (blocking: call from a thread, at start)."""
         if self.loaded:
             return
-        from .engines import load_engines
+        from .warmup import load_warm_engines
 
         shared = _seed({} if shared is None else shared, self.default.engines, self.default)
         for profile in self.profiles.values():
             if profile is not self.default:
-                profile.engines = load_engines(_View(profile), shared)
+                profile.engines = load_warm_engines(_View(profile), shared)
                 log.info("routing: profile %s ready (%s)", profile.name, ", ".join(n for n, p in self.numbers.items() if p == profile.name) or "no numbers")
         self.loaded = True
 

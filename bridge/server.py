@@ -215,6 +215,7 @@ class BridgeServer:
     async def _start_http(self) -> None:
         import uvicorn
 
+        from .console import mount_console
         from .mediastreams.http import build_app
 
         ms = self.settings.mediastreams
@@ -228,7 +229,9 @@ class BridgeServer:
             def capture_signals(self):  # the bridge owns SIGTERM (drain) and SIGINT
                 return contextlib.nullcontext()
 
-        config = uvicorn.Config(build_app(self), host=host, port=port, log_level="warning", lifespan="off", ws="websockets-sansio")
+        app = build_app(self)  # the TwiML webhook and the Media Streams WebSocket
+        mount_console(app, self)  # the operator console and the browser leg's pages
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off", ws="websockets-sansio")
         self._http = _Server(config)
         self._http_task = asyncio.create_task(self._http.serve())
         while not self._http.started:
@@ -254,7 +257,7 @@ class BridgeServer:
         """Place an outbound call to ``number`` through ``outbound.termination_uri``
         with digest credentials, and run the same agent on it. Returns the Call-ID.
 
-        ``options``: a :class:`bridge.outbound.dialing.DialOptions` (answering-machine
+        ``options``: a :class:`bridge.calls.dialing.DialOptions` (answering-machine
         detection, the callee's variables, the campaign, the outcome callback); ``None``:
         ``outbound.amd.enabled`` decides detection.
 
@@ -279,7 +282,7 @@ class BridgeServer:
         except OSError as exc:
             raise ValueError(f"no route to {term.host}: {exc.strerror or exc}") from None
         if options is None:
-            from .outbound.dialing import DialOptions
+            from .calls.dialing import DialOptions
 
             options = DialOptions(amd=out.amd.enabled)
         call_id = self.sip_calls.dial(listener, number, target, dest, media_host, options)

@@ -102,10 +102,10 @@ def prepare(settings: Settings):
 
     engines = None
     if settings.agent.kind != "echo":
-        from .engines import load_engines
+        from .warmup import load_warm_engines
 
         started = time.monotonic()
-        engines = load_engines(settings)
+        engines = load_warm_engines(settings)
         m = settings.models
         log.info("models: ASR %s, LLM %s, TTS %s on %s, loaded and warmed in %.1f s",
                  m.asr, m.llm, m.tts, engines.device, time.monotonic() - started)
@@ -140,9 +140,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _dial(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     engines, metrics = prepare(settings)
+    from .calls.dialing import DialOptions
     from .server import BridgeServer
-
-    from .outbound.dialing import DialOptions
 
     variables = {}
     for item in args.var:

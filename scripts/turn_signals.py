@@ -24,8 +24,8 @@ from bridge.benchmarks.turns import LEAD_S, _trimmed, load_turn_sets
 from bridge.config import load_settings
 from bridge.conversation.prompt import completion_prompt_prefix
 from bridge.conversation.turns import probe_text, sentence_state
-from bridge.engines import load_engines
 from bridge.evaluation.voices import DEFAULT_VOICES, voice
+from bridge.warmup import load_warm_engines
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings(args.config)
     agent = settings.agent
-    engines = load_engines(settings)
+    engines = load_warm_engines(settings)
     prefix = completion_prompt_prefix(agent, []) + "Caller: "
     lead, tail = np.zeros(int(LEAD_S * 8000), np.int16), np.zeros(800, np.int16)  # 0.1 s: the speculative pass's silence
     moments = []

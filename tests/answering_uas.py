@@ -145,7 +145,7 @@ class AnsweringUas(ScriptedUas):
                 self.send(self._bye(invite))
                 try:
                     await asyncio.wait_for(call.ended.wait(), 5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     call.finish()  # the bridge is gone (killed): the call is over all the same
         finally:
             rtp.close()

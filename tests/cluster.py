@@ -70,7 +70,7 @@ class Cluster:
         low = self.rtp_low + (index - 1) * self.per_node
         return range(low, low + self.per_node)
 
-    def start(self, timeout: float = 180) -> "Cluster":
+    def start(self, timeout: float = 180) -> Cluster:
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=self._pump, daemon=True).start()
         if not self.wait_line("cluster: ready", timeout):

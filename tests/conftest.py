@@ -92,7 +92,7 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
@@ -201,9 +201,9 @@ def speech(tmp_path_factory) -> dict[str, Path]:
 def engines():
     """The embedded models (VAD, ASR, LLM, TTS), loaded once for in-process tests."""
     from bridge.config import load_settings
-    from bridge.engines import load_engines
+    from bridge.warmup import load_warm_engines
 
-    return load_engines(load_settings(overrides={"models": {"cache_dir": str(ROOT / "models")}}))
+    return load_warm_engines(load_settings(overrides={"models": {"cache_dir": str(ROOT / "models")}}))
 
 
 @pytest.fixture(scope="session")

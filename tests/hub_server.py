@@ -62,7 +62,7 @@ class HubRepo:
     refs: tuple[str, ...] = ("main",)
 
     @classmethod
-    def from_folder(cls, repo_id: str, commit: str, folder: Path, refs: tuple[str, ...] = ("main",), prefix: str = "") -> "HubRepo":
+    def from_folder(cls, repo_id: str, commit: str, folder: Path, refs: tuple[str, ...] = ("main",), prefix: str = "") -> HubRepo:
         files = {prefix + p.relative_to(folder).as_posix(): HubFile(prefix + p.relative_to(folder).as_posix(), p.read_bytes())
                  for p in sorted(folder.rglob("*")) if p.is_file()}
         return cls(repo_id, commit, files, refs)
@@ -87,7 +87,7 @@ class HubServer:
         self.url = f"http://127.0.0.1:{self._servers[0].server_address[1]}"
         self.cdn_url = f"http://127.0.0.1:{self._servers[1].server_address[1]}"
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         for httpd in self._servers:
             threading.Thread(target=httpd.serve_forever, daemon=True).start()
         return self

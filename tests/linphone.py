@@ -34,7 +34,7 @@ class Linphone:
         self.log = home / "linphonec.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Linphone":
+    def start(self) -> Linphone:
         self.proc = subprocess.Popen([self.exe], env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"}, stdin=subprocess.PIPE,
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT, text=True)
         self.command("soundcard use files")

@@ -12,8 +12,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 from .conftest import missing
 
 

@@ -40,7 +40,7 @@ class PrometheusServer:
         self.port = free_port(socket.SOCK_STREAM)
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "PrometheusServer":
+    def start(self) -> PrometheusServer:
         self.log = open(self.workdir / "prometheus.log", "w")
         self.proc = subprocess.Popen([self.binary, f"--config.file={self.workdir / 'prometheus.yml'}", f"--storage.tsdb.path={self.workdir / 'data'}",
                                       f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],

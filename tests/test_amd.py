@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bridge.calls.gate import outcome_of
 from bridge.config import AmdSettings
 from bridge.outbound.amd import AnsweringMachineDetector, GiveUp, SpeakMessage, Transcribe, Verdict, machine_phrase
-from bridge.outbound.gate import outcome_of
 from bridge.outbound.tone import ToneDetector, tone_of
 
 RNG = np.random.default_rng(7)

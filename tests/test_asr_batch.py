@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bridge.audio.resample import resample_all
 from bridge.config import load_settings
 from bridge.engines.asr import WhisperAsr, asr_batch, embedded_asr_path
-from bridge.media.codecs import resample_all
 
 NAMES = ["saturday", "cleaning", "where", "person"]
 

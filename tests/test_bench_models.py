@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import matplotlib.image
-
 import pytest
 
 from bridge.config import load_settings

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -21,10 +21,12 @@ import yaml
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bridge.calls.campaign_runner import CampaignRunner
+from bridge.calls.dialing import failure_outcome
 from bridge.config import CampaignSettings, load_settings
-from bridge.outbound.campaign import (CampaignRunner, CampaignStore, next_window, read_callees, read_dnc_file,
-                                      time_zones, window_open)
-from bridge.outbound.dialing import failure_outcome
+from bridge.outbound.callees import read_callees, read_dnc_file
+from bridge.outbound.campaign import CampaignStore
+from bridge.outbound.windows import next_window, time_zones, window_open
 from bridge.records.schema import Call, CampaignCallee
 from bridge.records.store import create_db_engine, upgrade
 from bridge.server import BridgeServer
@@ -32,7 +34,7 @@ from bridge.server import BridgeServer
 from .answering_uas import Answer, AnsweringUas
 from .conftest import ROOT, free_port, rtp_range
 
-UTC = timezone.utc
+UTC = UTC
 
 
 # ------------------------------------------------------------------ fast: no calls

@@ -88,7 +88,7 @@ def test_calls_spread_over_both_nodes_media_direct(cluster, tmp_path):
     # g711a.pcap is ~250 packets), and none timed out.
     for i in (1, 2):
         port = cluster.node_port(i)
-        closed = wait_for(lambda: _rtp_closed(cluster.node_log(i)) if len(_rtp_closed(cluster.node_log(i))) >= per_port[port] else None, 10)
+        closed = wait_for(lambda i=i, port=port: _rtp_closed(cluster.node_log(i)) if len(_rtp_closed(cluster.node_log(i))) >= per_port[port] else None, 10)
         assert closed is not None and len(closed) == per_port[port], cluster.node_log(i)[-3000:]
         assert all(received >= 100 and sent >= 100 for received, sent in closed), closed
         assert "no packet for" not in cluster.node_log(i)

@@ -8,7 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from bridge.media.codecs import G711, Resampler, resample_all
+from bridge.audio.resample import Resampler, resample_all
+from bridge.media.codecs import G711
 
 
 def ffmpeg_encode(name: str, pcm: np.ndarray) -> bytes:

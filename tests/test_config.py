@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
 
 
 def test_settings_precedence(monkeypatch, tmp_path):
@@ -18,14 +26,6 @@ def test_settings_precedence(monkeypatch, tmp_path):
     assert load_settings(extra, {"sip": {"public_host": "198.51.100.1"}}).sip.public_host == "198.51.100.1"
 
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-
-from .conftest import ROOT
 
 BRIDGE = str(Path(sys.executable).with_name("bridge"))  # the real console script
 

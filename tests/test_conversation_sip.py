@@ -8,9 +8,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from bridge.server import BridgeServer
 from bridge.client import place_call, read_wav_8k, write_wav_8k
 from bridge.config import load_settings
+from bridge.server import BridgeServer
 
 from .conftest import ROOT, free_port, rtp_range
 

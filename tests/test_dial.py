@@ -12,8 +12,8 @@ import sys
 import pytest
 import yaml
 
-from bridge.server import BridgeServer
 from bridge.config import load_settings
+from bridge.server import BridgeServer
 
 from .conftest import ROOT, free_port, make_certificate, rtp_range
 from .sip_uas import ScriptedUas

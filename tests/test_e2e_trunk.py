@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import sys
 import subprocess
+import sys
 import time
 
 import pytest
@@ -162,8 +162,9 @@ def test_bridge_dial_through_termination_with_digest(tmp_path):
 
 
 def scrape(bridge) -> dict[tuple[str, str], float]:
-    from prometheus_client.parser import text_string_to_metric_families
     import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
 
     body = urllib.request.urlopen(f"http://127.0.0.1:{bridge.metrics_port}/metrics", timeout=5).read().decode()
     out = {}

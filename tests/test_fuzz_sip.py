@@ -198,7 +198,7 @@ def test_running_server_survives_garbage(tmp_path):
                 try:
                     reply = probe_sock.recv(65535)
                     break
-                except socket.timeout:
+                except TimeoutError:
                     continue
         assert reply.startswith(b"SIP/2.0 200 OK") and b"wire@" in reply
         assert server.proc.poll() is None

@@ -133,11 +133,10 @@ def test_no_evaluation_item_is_in_the_prompt_or_the_code():
     """The evaluation set measures the product only if the product never saw it."""
     from pathlib import Path
 
+    from bridge.benchmarks.turns import load_turn_sets
     from bridge.config import load_settings
     from bridge.conversation.prompt import build_completion_prompt
     from bridge.evaluation.scoring import words
-
-    from bridge.benchmarks.turns import load_turn_sets
 
     agent = load_settings(None).agent
     prompt = " ".join(words(build_completion_prompt(agent, [])))

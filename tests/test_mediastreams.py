@@ -16,10 +16,10 @@ import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
-from bridge.server import BridgeServer
 from bridge.client import place_call, read_wav_8k
 from bridge.config import load_settings
 from bridge.mediastreams import protocol as p
+from bridge.server import BridgeServer
 
 from .conftest import ROOT, free_port, rtp_range
 from .fake_twilio_api import FakeTwilioApi

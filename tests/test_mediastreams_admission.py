@@ -9,8 +9,8 @@ import json
 import pytest
 import websockets
 
-from bridge.client import place_call
 from bridge.calls.streams import CLOSE_TRY_AGAIN
+from bridge.client import place_call
 
 from .test_mediastreams import ACCOUNT, ms_server, stream
 

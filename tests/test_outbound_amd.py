@@ -19,9 +19,9 @@ from prometheus_client import generate_latest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bridge.calls.dialing import DialOptions
 from bridge.config import load_settings
 from bridge.evaluation.voices import voice
-from bridge.outbound.dialing import DialOptions
 from bridge.records.schema import Call
 from bridge.records.store import create_db_engine
 from bridge.server import BridgeServer

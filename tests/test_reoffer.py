@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from aiortc.rtp import RtpPacket
 
-from bridge.server import BridgeServer
 from bridge.config import load_settings
 from bridge.media.codecs import G711
 from bridge.media.srtp import SrtpContext, new_crypto, parse_crypto
+from bridge.server import BridgeServer
 
 from .conftest import ROOT, free_port, rtp_range
 
@@ -86,7 +86,6 @@ async def final_response(sock: socket.socket, cseq: int) -> str:
 
 async def exchange(sip: socket.socket, rtp: socket.socket, ctx: SrtpContext, pt: int, dest: tuple[str, int], seq0: int, count: int = 40) -> list[RtpPacket]:
     """Send ``count`` SRTP packets (a tone) and return the RTP packets the server sent back, unprotected."""
-    loop = asyncio.get_running_loop()
     codec = G711({0: "PCMU", 8: "PCMA"}[pt])
     tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype(np.int16)
     received: list[RtpPacket] = []

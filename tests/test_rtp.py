@@ -7,7 +7,15 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from bridge.media.codecs import G711
-from bridge.media.rtp import DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender, parse_telephone_event, telephone_event_payload
+from bridge.media.rtp import (
+    DtmfEvent,
+    DtmfSchedule,
+    Pacer,
+    RtpReceiver,
+    RtpSender,
+    parse_telephone_event,
+    telephone_event_payload,
+)
 
 
 def test_sender_header_bytes_timestamps_and_marker():
@@ -145,7 +153,7 @@ def test_packets_of_any_ptime_become_20_ms_frames():
     """A peer may send 30 ms (240 samples) or 10 ms packets whatever ``a=ptime`` asked
     (RFC 3264 section 5; sipp's g711a.pcap is 30 ms): the layers above get whole 160-sample
     frames, in order, with nothing lost or repeated."""
-    from bridge.media.wire import FRAME_SAMPLES, Framer
+    from bridge.audio.wire import FRAME_SAMPLES, Framer
 
     framer = Framer()
     audio = np.arange(240 * 7, dtype=np.int16)

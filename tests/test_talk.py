@@ -36,8 +36,8 @@ import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
+from bridge.audio.resample import resample_all
 from bridge.client import place_call
-from bridge.media.codecs import resample_all
 from bridge.records.schema import Call
 
 from .conftest import TEST_CONFIG, BridgeProcess, chromium, free_port, missing

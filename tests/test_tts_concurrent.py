@@ -7,8 +7,8 @@ import threading
 
 import numpy as np
 
+from bridge.audio.resample import resample_all
 from bridge.engines.tts import PiperTts, embedded_voice_paths
-from bridge.media.codecs import resample_all
 
 SENTENCES = {
     "hours": "We are open from nine until five.",

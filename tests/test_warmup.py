@@ -1,4 +1,4 @@
-"""At start every model runs once the way a call uses it (bridge/engines/warmup.py), so
+"""At start every model runs once the way a call uses it (bridge/warmup.py), so
 the first caller's first turn pays no first-run cost: checked on what the models hold,
 never on time."""
 
@@ -9,7 +9,7 @@ import pytest
 from bridge.config import load_settings
 from bridge.conversation.prompt import build_completion_prompt
 from bridge.engines import load_engines
-from bridge.engines.warmup import warm_engines
+from bridge.warmup import warm_engines
 
 from .conftest import ROOT
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # loads the real models
 def test_warm_up_runs_every_model_as_a_call_uses_it():
     settings = load_settings(overrides={"models": {"cache_dir": str(ROOT / "models")}})
     agent = settings.agent
-    engines = load_engines(settings, warm=False)
+    engines = load_engines(settings)
     phrases = (agent.greeting, agent.goodbye, agent.reprompt, agent.fallback, agent.error_apology)
     batcher = engines.asr.batcher
     try:

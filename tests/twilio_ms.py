@@ -23,8 +23,8 @@ import numpy as np
 import websockets
 from twilio.request_validator import RequestValidator
 
+from bridge.audio.wire import FRAME_SAMPLES
 from bridge.media.codecs import G711
-from bridge.media.wire import FRAME_SAMPLES
 
 SPEECH_RMS = 330.0
 

@@ -94,15 +94,15 @@ def _bench_models(args: argparse.Namespace) -> int:
 
 def _bench_bargein(args: argparse.Namespace) -> int:
     """``bridge bench bargein``: config/bargein's interruptions and backchannels over the agent."""
+    from ..memory import limit_arenas
+    from ..warmup import load_warm_engines
     from . import write_json
     from .bargein import bench_bargein, print_bargein
-    from ..engines import load_engines
-    from ..memory import limit_arenas
 
     settings = load_settings(args.config, preset=args.preset[0] if args.preset else None)
     setup_logging(args.log_level or "WARNING")
     limit_arenas()
-    engines = load_engines(settings)
+    engines = load_warm_engines(settings)
     report = run(bench_bargein(settings, engines, [args.split] if args.split else None))
     print_bargein(report)
     write_json(args.json, report)
@@ -111,14 +111,14 @@ def _bench_bargein(args: argparse.Namespace) -> int:
 
 def _bench_turns(args: argparse.Namespace) -> int:
     """``bridge bench turns``: config/eval/turns' pauses and complete turns, when the agent answers."""
+    from ..evaluation.voices import DEFAULT_VOICES
+    from ..warmup import load_warm_engines
     from . import write_json
     from .turns import bench_turns, print_turns
-    from ..engines import load_engines
-    from ..evaluation.voices import DEFAULT_VOICES
 
     settings = load_settings(args.config, preset=args.preset[0] if args.preset else None)
     setup_logging(args.log_level or "WARNING")
-    engines = load_engines(settings)
+    engines = load_warm_engines(settings)
     voices = [v.strip() for v in (args.voices or ",".join(DEFAULT_VOICES)).split(",") if v.strip()]
     report = run(bench_turns(settings, engines, voices, [args.split] if args.split else None, args.late_after))
     print_turns(report)
@@ -128,14 +128,14 @@ def _bench_turns(args: argparse.Namespace) -> int:
 
 def _bench_amd(args: argparse.Namespace) -> int:
     """``bridge bench amd``: config/eval/amd's answers, the detector's verdicts and timing."""
+    from ..evaluation.voices import DEFAULT_VOICES
+    from ..warmup import load_warm_engines
     from . import write_json
     from .amd import bench_amd, print_amd
-    from ..engines import load_engines
-    from ..evaluation.voices import DEFAULT_VOICES
 
     settings = load_settings(args.config, preset=args.preset[0] if args.preset else None)
     setup_logging(args.log_level or "WARNING")
-    engines = load_engines(settings)
+    engines = load_warm_engines(settings)
     voices = [v.strip() for v in (args.voices or ",".join(DEFAULT_VOICES)).split(",") if v.strip()]
     report = bench_amd(settings, engines, voices, [args.split] if args.split else None)
     print_amd(report)
@@ -144,11 +144,11 @@ def _bench_amd(args: argparse.Namespace) -> int:
 
 
 def _bench_answers(args: argparse.Namespace) -> int:
-    from . import write_json
-    from ..engines import load_engines
     from ..evaluation.report import print_report
     from ..evaluation.runner import bench_answers
     from ..evaluation.voices import DEFAULT_VOICES, VOICES
+    from ..warmup import load_warm_engines
+    from . import write_json
 
     if args.preset and len(args.preset) > 1:
         print("bridge bench answers: one --preset at a time (run it once per preset)", file=sys.stderr)
@@ -163,7 +163,7 @@ def _bench_answers(args: argparse.Namespace) -> int:
     from ..memory import limit_arenas
 
     limit_arenas()
-    engines = load_engines(settings)
+    engines = load_warm_engines(settings)
     splits = [args.split] if args.split else None
     report = run(bench_answers(settings, engines, voices, args.eval, splits))
     m = report["models"]

@@ -75,17 +75,17 @@ def bench_stages(settings, runs: int = 5, label: str = "configured") -> dict:
     """Measure ASR, LLM and TTS of the models ``settings`` names (``runs`` utterances, at
     most 6). Returns the figures (seconds, MB) under ``asr``, ``llm``, ``tts``, ``memory``
     and ``budget``."""
-    from ..engines import load_engines
     from ..engines.tts import PiperTts, embedded_voice_paths
     from ..evaluation.scoring import word_error_rate
     from ..evaluation.voices import voice
     from ..memory import rss_mb
+    from ..warmup import load_warm_engines
 
     runs = max(1, min(runs, len(QUESTIONS)))
     agent = settings.agent
     before = rss_mb()
     started = time.perf_counter()
-    engines = load_engines(settings)
+    engines = load_warm_engines(settings)
     load_s = time.perf_counter() - started
     loaded_mb = rss_mb() - before
     speak = voice("piper", PiperTts(*embedded_voice_paths()), deterministic=True)  # the caller: the same for every preset

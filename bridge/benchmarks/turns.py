@@ -100,8 +100,8 @@ def render(item: TurnItem, speak) -> tuple[np.ndarray, float | None, float]:
 
 async def run_item(engines, agent, item: TurnItem, speak, voice: str) -> dict:
     """Play ``item`` (spoken by ``speak``) into a fresh conversation in real time; the figures of that turn."""
+    from ..audio.wire import FRAME_SAMPLES
     from ..conversation.engine import Conversation
-    from ..media.wire import FRAME_SAMPLES
     from ..evaluation.harness import JumpClock, RecordingLeg, _drain
 
     pcm, onset, speech_end = render(item, speak)

@@ -159,7 +159,7 @@ class CallRegistry:
         try:
             await asyncio.wait_for(self._all_ended.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def wait_torn_down(self) -> None:

@@ -23,12 +23,12 @@ from ..media.srtp import SrtpContext, new_crypto
 from ..media.stream import PortAllocator, RtpStream
 from ..observability.metrics import Metrics
 from ..records.calls import header, number_of
-from ..outbound.dialing import report_unanswered
 from ..routing import Router
 from ..sip import events as ev
 from ..sip.addressing import WILDCARDS, Advertiser
 from ..sip.core import SipCore, SipUsageError
 from ..sip.policy import AdmissionPolicy
+from .dialing import report_unanswered
 from .host import CallHost
 from .registry import CallRegistry
 
@@ -94,7 +94,7 @@ class SipCallLeg:
         self.recording = None
         #: Where the last REFER sent the caller ("" = never transferred).
         self.transfer_target = ""
-        #: An outbound call's :class:`bridge.outbound.dialing.DialOptions` (``None``: inbound).
+        #: An outbound call's :class:`bridge.calls.dialing.DialOptions` (``None``: inbound).
         self.dial = None
 
     def _now(self) -> float:
@@ -370,7 +370,7 @@ class SipCalls:
         leg.stream.on_hold = params.hold
         leg.profile = profile or self.router.default
         if leg.dial is not None:
-            from ..outbound.dialing import agent_for_dial
+            from .dialing import agent_for_dial
 
             leg.conversation = agent_for_dial(self.settings, self.engines, leg, self.metrics, leg.profile)
         else:

@@ -21,11 +21,25 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .agent import AgentSettings, ModelSettings
 from .base import BaseModel, ConfigError, parse_hostport, parse_port_range
-from .operations import (ConsoleSettings, ObservabilitySettings, PrivacySettings, ProfileSettings, RecordingSettings,
-                         RecordsSettings, RoutesSettings, StorageSettings)
+from .operations import (
+    ConsoleSettings,
+    ObservabilitySettings,
+    PrivacySettings,
+    ProfileSettings,
+    RecordingSettings,
+    RecordsSettings,
+    RoutesSettings,
+    StorageSettings,
+)
 from .outbound import AmdSettings, CampaignSettings, OutboundSettings
-from .telephony import (AccessSettings, DigestSettings, MediaSettings, MediaStreamsSettings, SipSettings,
-                        TransferSettings)
+from .telephony import (
+    AccessSettings,
+    DigestSettings,
+    MediaSettings,
+    MediaStreamsSettings,
+    SipSettings,
+    TransferSettings,
+)
 
 __all__ = [
     "DEFAULT_CONFIG", "AccessSettings", "AgentSettings", "BaseModel", "ConfigError", "ConsoleSettings", "DigestSettings",
@@ -71,7 +85,7 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-def profile_settings(settings: "Settings", name: str) -> tuple[AgentSettings, TransferSettings, ModelSettings]:
+def profile_settings(settings: Settings, name: str) -> tuple[AgentSettings, TransferSettings, ModelSettings]:
     """The full agent, transfer and model settings of profile ``name`` (``default``:
     ``settings`` itself): the profile's keys laid over ``agent:``, ``transfer:``, ``models:``.
 

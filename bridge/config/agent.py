@@ -11,6 +11,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import BaseModel, ConfigError
 
+
 class ModelSettings(BaseModel):
     """Which models to load; ``embedded`` means the PyPI model packages."""
 
@@ -59,7 +60,7 @@ class ModelSettings(BaseModel):
         return sorted(set(value))
 
     @model_validator(mode="after")
-    def _check_paths(self) -> "ModelSettings":
+    def _check_paths(self) -> ModelSettings:
         for name in ("asr", "tts") + (("llm",) if self.llm_backend == "llama_cpp" else ()):
             value = getattr(self, name)
             if value not in ("embedded", "embedded-base") and not Path(value).exists():
@@ -201,7 +202,7 @@ class AgentSettings(BaseModel):
     on_engine_error: Literal["continue", "transfer", "end_call"] = "continue"
 
     @model_validator(mode="after")
-    def _check_turn_model(self) -> "AgentSettings":
+    def _check_turn_model(self) -> AgentSettings:
         if self.turn_audio_threshold > 0:
             import importlib.util
 

@@ -8,6 +8,7 @@ import ipaddress
 from pydantic import BaseModel as _PydanticModel
 from pydantic import ConfigDict
 
+
 class ConfigError(ValueError):
     """A setting is wrong: ``setting`` is its dotted path (``agent.greeting``),
     ``str(error)`` one line that names it and says what is wrong."""

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import BaseModel, _listen
 
+
 class StorageSettings(BaseModel):
     """Where call records go (``bridge.records``): an SQLAlchemy URL, ``""`` for none."""
 
@@ -119,7 +120,7 @@ class RoutesSettings(BaseModel):
     reject_status: Literal[404, 603] = 404
 
     @model_validator(mode="after")
-    def _known_profiles(self) -> "RoutesSettings":
+    def _known_profiles(self) -> RoutesSettings:
         for number, name in self.numbers.items():
             if name != "default" and name not in self.profiles:
                 raise ValueError(f"number {number} routes to profile {name!r}, which is not in routes.profiles")

@@ -70,7 +70,7 @@ class AmdSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_beep(self) -> "AmdSettings":
+    def _check_beep(self) -> AmdSettings:
         if self.beep_min_hz >= self.beep_max_hz or self.beep_min_ms >= self.beep_max_ms:
             raise ValueError("beep_min_* must be below beep_max_*")
         return self

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import BaseModel, ConfigError, _listen, parse_port_range
 
+
 class SipSettings(BaseModel):
     """SIP signalling (RFC 3261)."""
 
@@ -63,7 +64,7 @@ class SipSettings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_tls(self) -> "SipSettings":
+    def _check_tls(self) -> SipSettings:
         if self.tls_listen:
             for name in ("tls_cert", "tls_key"):
                 path = getattr(self, name)

@@ -12,8 +12,8 @@ import logging
 
 import numpy as np
 
+from ..audio.wire import FRAME_SAMPLES
 from .engine import AgentFrame, AgentUtterance
-from ..media.wire import FRAME_SAMPLES
 
 log = logging.getLogger("bridge.conversation")
 

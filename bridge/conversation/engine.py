@@ -37,7 +37,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..media.wire import FRAME_MS, FRAME_SAMPLES
+from ..audio.wire import FRAME_MS, FRAME_SAMPLES
 from . import turntaking as tt
 from .echo_guard import EchoGuard
 from .playout import HEARD_TIMEOUT_S, PlayoutMixin

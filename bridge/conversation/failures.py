@@ -32,7 +32,7 @@ class EngineError(Exception):
         self.cause = cause
 
 
-async def awaited(stage: str, future: "asyncio.Future[Any]") -> Any:
+async def awaited(stage: str, future: asyncio.Future[Any]) -> Any:
     """Await an engine future (speculative ASR, :meth:`bridge.conversation.work.WorkerThreads.call`):
     its exception becomes :class:`EngineError`."""
     try:

@@ -60,11 +60,10 @@ def wants_to_end(text: str, after_anything_else: bool = False) -> bool:
     """
     if after_anything_else and _DECLINE.match(text):
         return True
-    m = None
-    for m in _FAREWELL.finditer(text):
-        pass
-    if m is None:
+    farewells = list(_FAREWELL.finditer(text))
+    if not farewells:
         return False
+    m = farewells[-1]  # the last farewell: what follows it decides
     after = text[m.end():]
     if "?" in after or _GOING_ON.search(after):
         return False

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..media.codecs import resample_all
-from ..media.wire import FRAME_SAMPLES
+from ..audio.resample import resample_all
+from ..audio.wire import FRAME_SAMPLES
 from .turns import AgentFrame, AgentUtterance
 
 log = logging.getLogger("bridge.conversation")

@@ -27,8 +27,8 @@ import numpy as np
 
 from ..engines.llm import Probe
 from ..engines.tools import TOOL_SCHEMAS, ToolCall, digits_in, split_commands
-from .failures import EngineError
 from .facts import grounding_fact
+from .failures import EngineError
 from .guards import ReplyGuard
 from .intents import about_existing_record, wants_person, wants_to_end
 from .prompt import build_chat_messages, build_completion_prompt, completion_prompt_prefix, stop_sequences
@@ -319,7 +319,7 @@ class ReplyMixin:
             if call.name == "transfer":
                 target = self.transfer_settings.target if self.transfer_settings is not None else ""
                 if target:
-                    self._after_playout_do(lambda: self.leg.transfer(target))
+                    self._after_playout_do(lambda target=target: self.leg.transfer(target))
                 else:
                     log.warning("call=%s: transfer asked but transfer.target is not configured", self.leg.call_id)
                 return

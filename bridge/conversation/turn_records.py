@@ -17,7 +17,7 @@ So a crash loses at most the turn in progress.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .turns import AgentUtterance
 
@@ -58,7 +58,7 @@ class TurnRecorder:
     def begin(self, caller_text: str | None, utt: AgentUtterance, times: dict | None) -> None:
         """The agent starts ``utt`` (in reply to ``caller_text``): the previous turn ends."""
         self.end()
-        self._open = {"utt": utt, "times": times, "caller_text": caller_text, "started_at": datetime.now(timezone.utc),
+        self._open = {"utt": utt, "times": times, "caller_text": caller_text, "started_at": datetime.now(UTC),
                       "complete": False, "rule": None, "tools": [], "dtmf": ""}
 
     def generated(self, utt: AgentUtterance, rule: str | None, tools: list[str]) -> None:
@@ -98,7 +98,7 @@ class TurnRecorder:
         record = {
             "seq": self.seq,
             "started_at": turn["started_at"],
-            "ended_at": datetime.now(timezone.utc),
+            "ended_at": datetime.now(UTC),
             "caller_text": caller,
             "agent_text": agent,
             "barged_in": utt.interrupted,

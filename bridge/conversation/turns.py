@@ -136,12 +136,12 @@ class Reply:
     cancel: threading.Event
     times: dict = field(default_factory=dict)
     text: str | None = None
-    utt: "AgentUtterance | None" = None
+    utt: AgentUtterance | None = None
     rule: str = "unknown"
     reason: str = ""
     scores: dict = field(default_factory=dict)
     stash: list = field(default_factory=list)
-    task: "asyncio.Task | None" = None
+    task: asyncio.Task | None = None
     failure: Exception | None = None
     asr_done: float | None = None
     release_asked: bool = False
@@ -150,7 +150,7 @@ class Reply:
     released_event: asyncio.Event = field(default_factory=asyncio.Event)
     #: Resolved with the LLM's end-of-line probability from the reply's own prompt
     #: evaluation (``None``: none came); ``None`` when not asked for.
-    probed: "asyncio.Future | None" = None
+    probed: asyncio.Future | None = None
 
 
 @dataclass

@@ -48,10 +48,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..media.wire import FRAME_MS
+from ..audio.wire import FRAME_MS
 from .backchannel import BACKCHANNEL_WORDS, is_backchannel, words_of
 from .turns import sentence_state
-
 
 # ------------------------------------------------------------------ actions
 

@@ -58,7 +58,7 @@ class Engines:
     tts: Tts
     device: str
     #: Fixed phrases (greeting, goodbye, ...) synthesized once, as 8 kHz PCM.
-    phrases: "PhraseCache" = field(default_factory=lambda: PhraseCache())
+    phrases: PhraseCache = field(default_factory=lambda: PhraseCache())
     #: The end-of-turn model on the audio (:class:`bridge.engines.turn.SmartTurn`), or ``None``.
     turn: object = None
 
@@ -102,7 +102,7 @@ def model_keys(m, device: str) -> dict[str, tuple]:
     return {"asr": asr, "llm": llm, "tts": tts, "phrases": ("phrases", *tts[1:])}
 
 
-def load_engines(settings, shared: dict | None = None, warm: bool = True) -> Engines:
+def load_engines(settings, shared: dict | None = None) -> Engines:
     """Load every engine named in ``settings.models`` for ``settings.agent`` (any owner of
     a :class:`bridge.config.ModelSettings` and an :class:`bridge.config.AgentSettings`).
 
@@ -110,8 +110,6 @@ def load_engines(settings, shared: dict | None = None, warm: bool = True) -> Eng
         shared: models already loaded, by file and device (several agent profiles
             pass the same dict: a model file is loaded once and shared, each profile
             keeping its own ASR prompt and beam). ``None``: load everything.
-        warm: run every model once as a call would (:mod:`bridge.engines.warmup`), so
-            that the first caller's first turn is not the slow one.
 
     Raises:
         FileNotFoundError: a configured model path does not exist.
@@ -124,7 +122,6 @@ def load_engines(settings, shared: dict | None = None, warm: bool = True) -> Eng
     from .llm import LlamaCppLlm
     from .tts import PiperTts
     from .vad import silero_vad_factory, webrtc_vad_factory
-    from .warmup import warm_engines
 
     shared = {} if shared is None else shared
 
@@ -153,7 +150,6 @@ def load_engines(settings, shared: dict | None = None, warm: bool = True) -> Eng
 
         turn = once(("turn",), SmartTurn)
     vad = silero_vad_factory(agent.silero_threshold) if agent.vad == "silero" else webrtc_vad_factory(agent.vad_aggressiveness)
-    engines = Engines(vad, asr, llm, tts, device, phrases, turn)
-    if warm:
-        warm_engines(engines, agent)
-    return engines
+    # Warming the models up the way a call uses them is the caller's step
+    # (bridge.warmup.load_warm_engines): it needs the conversation's prompts.
+    return Engines(vad, asr, llm, tts, device, phrases, turn)

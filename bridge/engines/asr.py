@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media.codecs import resample_all
-
+from ..audio.resample import resample_all
 from .asr_batch import HEADROOM, WINDOW_SAMPLES, WINDOWS, WhisperBatcher
 from .fifo import FifoLock
 
@@ -139,7 +138,7 @@ class WhisperAsr:
         log.info("asr: faster-whisper %s on %s (%s)%s", path.name, device, compute_type, f", batches of up to {batch}" if batch > 0 else "")
 
     @classmethod
-    def from_settings(cls, m, device: str, agent=None) -> "WhisperAsr":
+    def from_settings(cls, m, device: str, agent=None) -> WhisperAsr:
         from .asr_hints import initial_prompt
 
         path = asr_model_path(m)
@@ -147,7 +146,7 @@ class WhisperAsr:
         return cls(path, device, compute, m.asr_beam_size, initial_prompt=initial_prompt(m, agent) if agent is not None else None,
                    batch=asr_batch(m, device), windows=tuple(m.asr_windows), headroom=m.asr_window_headroom)
 
-    def variant(self, beam_size: int, initial_prompt: str | None) -> "WhisperAsr":
+    def variant(self, beam_size: int, initial_prompt: str | None) -> WhisperAsr:
         """The same loaded model (and its lock) with another beam size and prompt: one
         model file serves several agent profiles."""
         other = copy.copy(self)

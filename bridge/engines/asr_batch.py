@@ -61,12 +61,12 @@ class Transcript(str):
 
     avg_logprob: float | None = None
 
-    def __new__(cls, text: str, avg_logprob: float | None = None) -> "Transcript":
+    def __new__(cls, text: str, avg_logprob: float | None = None) -> Transcript:
         out = super().__new__(cls, text)
         out.avg_logprob = avg_logprob
         return out
 
-    def strip(self, chars: str | None = None) -> "Transcript":
+    def strip(self, chars: str | None = None) -> Transcript:
         """``str.strip``, keeping :attr:`avg_logprob`."""
         return Transcript(str.strip(self, chars), self.avg_logprob)
 

@@ -59,7 +59,7 @@ class FifoLock:
             self._held = False
             self._cond.notify_all()
 
-    def __enter__(self) -> "FifoLock":
+    def __enter__(self) -> FifoLock:
         self.acquire()
         return self
 

@@ -121,7 +121,7 @@ def smoke(model_path: str | Path) -> str:
 _LOG_CALLBACK = None
 #: Models not closed yet: closed at interpreter exit, before llama.cpp's own teardown runs
 #: under a scheduler thread still inside ``llama_decode``.
-_LIVE: "weakref.WeakSet[LlamaCppLlm]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[LlamaCppLlm] = weakref.WeakSet()
 
 
 @atexit.register
@@ -185,7 +185,7 @@ class _Request:
     #: generate: read the ending probability at this prompt position too (-1: no)
     probe_index: int = -1
     # scheduler state
-    slot: "_Slot | None" = None
+    slot: _Slot | None = None
     todo: list[int] = field(default_factory=list)
     sampler: object = None
     next_token: int | None = None
@@ -285,7 +285,7 @@ class LlamaCppLlm:
         log.info("llm: llama.cpp %s (ctx %d x %d sequences, gpu layers %d)", path.name, n_ctx, self.parallel, n_gpu_layers)
 
     @classmethod
-    def from_settings(cls, m, device: str) -> "LlamaCppLlm":
+    def from_settings(cls, m, device: str) -> LlamaCppLlm:
         path = embedded_llm_path(m.cache_dir) if m.llm == "embedded" else Path(m.llm)
         return cls(path, m.llm_context, m.llm_threads, m.llm_gpu_layers if device == "cuda" else 0, parallel=llm_parallel(m, device))
 

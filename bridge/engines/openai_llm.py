@@ -43,7 +43,7 @@ class OpenAiLlm:
         log.info("llm: OpenAI-compatible server %s model %s", self.base_url, model)
 
     @classmethod
-    def from_settings(cls, m, device: str) -> "OpenAiLlm":
+    def from_settings(cls, m, device: str) -> OpenAiLlm:
         return cls(m.openai_base_url, m.openai_model, m.openai_api_key, m.openai_timeout)
 
     def _events(self, path: str, body: dict, cancel: threading.Event, timeout: float | None = None) -> Iterator[dict]:

@@ -73,7 +73,7 @@ class PiperTts:
         log.info("tts: piper %s at %d Hz%s", model_path.name, self.sample_rate, " (CUDA)" if use_cuda else "")
 
     @classmethod
-    def from_settings(cls, m, device: str) -> "PiperTts":
+    def from_settings(cls, m, device: str) -> PiperTts:
         if m.tts == "embedded":
             model, config = embedded_voice_paths()
         else:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media.codecs import resample_all
+from ..audio.resample import resample_all
 
 log = logging.getLogger("bridge.engines.turn")
 

@@ -49,7 +49,7 @@ class SileroVad:
     CONTEXT = 64
 
     def __init__(self, session, threshold: float = 0.5) -> None:
-        from ..media.codecs import Resampler
+        from ..audio.resample import Resampler
 
         self.session = session
         self.threshold = threshold

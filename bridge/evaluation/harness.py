@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audio.wire import FRAME_SAMPLES
 from ..conversation.engine import Conversation
-from ..media.wire import FRAME_SAMPLES
 from .evalset import EvalConversation
 from .scoring import TurnScore, score_turn
 

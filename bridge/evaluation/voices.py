@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..media.codecs import G711, resample_all
+from ..audio.resample import resample_all
+from ..media.codecs import G711
 
 #: name -> (engine, rate). Piper rate is its ``length_scale`` (smaller is faster);
 #: espeak-ng's is words per minute.

@@ -50,7 +50,7 @@ class SendClock:
         coalesce: see :data:`COALESCE_S`, seconds.
     """
 
-    _clocks: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SendClock]" = weakref.WeakKeyDictionary()
+    _clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SendClock] = weakref.WeakKeyDictionary()
 
     def __init__(self, loop: asyncio.AbstractEventLoop, coalesce: float = COALESCE_S) -> None:
         self.loop = loop
@@ -65,7 +65,7 @@ class SendClock:
         self.served = 0
 
     @classmethod
-    def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> "SendClock":
+    def for_loop(cls, loop: asyncio.AbstractEventLoop | None = None) -> SendClock:
         """The clock of ``loop`` (default: the running loop), made on first use."""
         loop = loop or asyncio.get_running_loop()
         clock = cls._clocks.get(loop)

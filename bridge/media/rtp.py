@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiortc.rtp import RtpPacket
 
-from .wire import FRAME_SAMPLES, PTIME
+from ..audio.wire import FRAME_SAMPLES, PTIME
 
 #: RFC 3550 appendix A.1 sequence validation limits.
 MAX_DROPOUT = 3000

@@ -37,12 +37,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtcicetransport import RTCIceParameters
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.sdp import MediaDescription, SessionDescription, grouplines
 
+from ..audio.wire import FRAME_MS as PTIME_MS
 from .srtp import Crypto, new_crypto, parse_crypto
-from .wire import FRAME_MS as PTIME_MS
 
 #: Static payload types (RFC 3551 table 4) for offers that omit ``a=rtpmap``.
 STATIC_PAYLOAD_TYPES = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}

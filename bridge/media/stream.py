@@ -18,13 +18,13 @@ from typing import Protocol
 import numpy as np
 import pylibsrtp
 
+from ..audio.wire import FRAME_SAMPLES, PTIME, Framer
 from . import demux
 from .clock import SendClock
 from .codecs import G711
 from .rtp import DtmfEvent, DtmfSchedule, Pacer, RtpReceiver, RtpSender
 from .sdp import MediaParams
 from .srtp import SrtpContext
-from .wire import FRAME_SAMPLES, PTIME, Framer
 
 log = logging.getLogger("bridge.rtp")
 
@@ -87,7 +87,7 @@ class PortAllocator:
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, stream: "RtpStream") -> None:
+    def __init__(self, stream: RtpStream) -> None:
         self.stream = stream
 
     def datagram_received(self, data: bytes, addr) -> None:  # noqa: D401

@@ -105,7 +105,7 @@ def build_app(server) -> FastAPI:
                 waiting = leg.session.state in ("new", "connected")
                 try:
                     message = await asyncio.wait_for(websocket.receive(), settings.start_timeout if waiting else None)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     server.metrics.calls.labels("rejected_no_start").inc()
                     log.warning("media-stream: no start message within %.0f s, closing %d", settings.start_timeout, p.CLOSE_POLICY)
                     leg.refused = (p.CLOSE_POLICY, "no start message")
@@ -125,7 +125,4 @@ def build_app(server) -> FastAPI:
             leg._end("disconnected")
         await close(*(leg.refused or (p.CLOSE_NORMAL, "stream ended")))
 
-    from ..console import mount_console
-
-    mount_console(app, server)
     return app

@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 
+from ..audio.wire import FRAME_SAMPLES, PTIME
 from ..media.codecs import G711
 from ..media.rtp import Pacer
-from ..media.wire import FRAME_SAMPLES, PTIME
 from . import protocol as p
 
 log = logging.getLogger("bridge.mediastreams")

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def _place(root: Path, name: str, staging: Path, placed: Placed, source: str) ->
         shutil.rmtree(old, ignore_errors=True)
     Manifest(root).record(name, {
         "repo": placed.repo, "revision": placed.revision, "source": source, "checked": placed.checked,
-        "placed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": placed.files,
+        "placed_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": placed.files,
     })
     placed.folder = final
     return placed
@@ -109,7 +109,11 @@ def pull_hub(root: str | Path, name: str, repo: str, revision: str | None, patte
     """
     from huggingface_hub import HfApi, constants, hf_hub_download
     from huggingface_hub.errors import (
-        GatedRepoError, HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
 
     root = Path(root)

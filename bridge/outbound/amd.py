@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..audio.wire import FRAME_SAMPLES, SAMPLE_RATE
 from ..config import AmdSettings
-from ..media.wire import FRAME_SAMPLES, SAMPLE_RATE
 from .tone import Beep, ToneDetector
 
 FRAME_S = FRAME_SAMPLES / SAMPLE_RATE

@@ -3,7 +3,8 @@
 ``bridge campaign run FILE.csv --name NAME`` loads one callee per row (a ``number``
 column in E.164, checked with ``phonenumbers``; every other column is a variable for
 the greeting, the voicemail message and the persona) into the records database
-(:class:`CampaignStore`) and dials them (:class:`CampaignRunner`):
+(:class:`CampaignStore`, this module) and dials them
+(:class:`bridge.calls.campaign_runner.CampaignRunner`):
 
 - **pacing**: at most ``cps`` INVITEs a second on the trunk (Twilio: 1 CPS per trunk
   and region by default, ``503`` beyond it) and ``max_concurrent`` calls at once;
@@ -23,25 +24,23 @@ the greeting, the voicemail message and the persona) into the records database
 
 Each callee ends as ``human``, ``voicemail_left``, ``machine_no_beep``, ``no_answer``,
 ``busy``, ``failed`` or ``dnc`` (:data:`OUTCOMES`).
+
+The campaign's rooms: the input (:mod:`.callees`), the calling windows
+(:mod:`.windows`, pure), the state in the records database (:class:`CampaignStore`,
+here) and the runner that dials through the call layer
+(:mod:`bridge.calls.campaign_runner`, one injected clock).
 """
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..config import CampaignSettings
 from ..records.schema import Call, Campaign, CampaignCallee, DoNotCall
+from .callees import CalleeRow
 
 log = logging.getLogger("bridge.campaign")
 
@@ -52,137 +51,14 @@ RETRY_OUTCOMES = ("busy", "no_answer", "failed")
 
 def utcnow() -> datetime:
     """The current time, UTC, timezone-aware."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _iso(value: datetime | None) -> str | None:
     """ISO 8601 UTC (SQLite hands stored times back without their zone; they are UTC)."""
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-
-
-# ---------------------------------------------------------------- callees
-
-
-@dataclass(frozen=True)
-class CalleeRow:
-    """One row of a campaign file: ``row`` (1 = the first after the header), the E.164
-    ``number`` and the other columns as ``variables``."""
-
-    row: int
-    number: str
-    variables: dict[str, str]
-
-
-def e164(text: str) -> str | None:
-    """``text`` as an E.164 number (``+14155550100``) if ``phonenumbers`` finds it a valid
-    international number, else ``None``."""
-    import phonenumbers
-
-    try:
-        parsed = phonenumbers.parse(text.strip(), None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_valid_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def read_callees(path: str | Path) -> tuple[list[CalleeRow], list[str]]:
-    """The callees of a CSV file with a header row that has a ``number`` column.
-    Returns ``(callees, problems)``: a row whose number is not valid E.164, or repeats
-    an earlier row's, is left out and named in ``problems``.
-
-    Raises:
-        ValueError: no ``number`` column.
-        OSError: the file cannot be read.
-    """
-    callees, problems, seen = [], [], set()
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "number" not in [n.strip() for n in reader.fieldnames]:
-            raise ValueError(f"{path}: the header needs a 'number' column")
-        for i, raw in enumerate(reader, start=1):
-            row = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
-            number = e164(row.get("number", ""))
-            if number is None:
-                problems.append(f"row {i}: {row.get('number', '')!r} is not a valid E.164 number")
-                continue
-            if number in seen:
-                problems.append(f"row {i}: {number} repeats an earlier row")
-                continue
-            seen.add(number)
-            callees.append(CalleeRow(i, number, {k: v for k, v in row.items() if k and k != "number"}))
-    return callees, problems
-
-
-def read_dnc_file(path: str | Path | None) -> set[str]:
-    """The numbers of a do-not-call file: one a line, ``#`` starts a comment; numbers
-    are normalized to E.164 where they parse.
-
-    Raises:
-        OSError: the file cannot be read.
-    """
-    if not path:
-        return set()
-    numbers = set()
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        text = line.split("#", 1)[0].strip()
-        if text:
-            numbers.add(e164(text) or text)
-    return numbers
-
-
-# ---------------------------------------------------------------- windows
-
-
-def time_zones(number: str) -> list[ZoneInfo]:
-    """The time zones of an E.164 number (``phonenumbers.timezone``); UTC when unknown."""
-    import phonenumbers
-    from phonenumbers import timezone as pn_timezone
-
-    try:
-        names = pn_timezone.time_zones_for_number(phonenumbers.parse(number, None))
-    except phonenumbers.NumberParseException:
-        names = ()
-    zones = []
-    for name in names:
-        try:
-            zones.append(ZoneInfo(name))
-        except (KeyError, ValueError, OSError):
-            continue
-    return zones or [ZoneInfo("UTC")]
-
-
-def _hhmm(text: str) -> tuple[int, int]:
-    h, m = text.split(":")
-    return int(h), int(m)
-
-
-def window_open(zones: list[ZoneInfo], now: datetime, settings: CampaignSettings) -> bool:
-    """Whether ``now`` (aware) is inside the calling window in every one of ``zones``."""
-    start, end = _hhmm(settings.window_start), _hhmm(settings.window_end)
-    for zone in zones:
-        local = now.astimezone(zone)
-        if local.isoweekday() not in settings.window_days or not (start <= (local.hour, local.minute) < end):
-            return False
-    return True
-
-
-def next_window(zones: list[ZoneInfo], now: datetime, settings: CampaignSettings) -> datetime:
-    """The first moment at or after ``now`` when :func:`window_open` holds (searched in
-    5-minute steps over 8 days; ``now`` + 1 day if none)."""
-    t = now
-    for _ in range(8 * 24 * 12):
-        if window_open(zones, t, settings):
-            return t
-        t = (t + timedelta(minutes=5)).replace(second=0, microsecond=0)
-        t -= timedelta(minutes=t.minute % 5)
-    return now + timedelta(days=1)
-
-
-# ---------------------------------------------------------------- the store
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 class CampaignStore:
@@ -248,7 +124,7 @@ class CampaignStore:
         with Session(self.engine) as session:
             return session.get(DoNotCall, number) is not None
 
-    def dialing(self, callee_id: int, now: datetime) -> int:
+    def mark_dialing(self, callee_id: int, now: datetime) -> int:
         """Mark a callee ``dialing`` before its INVITE goes out; returns its attempt number."""
         with Session(self.engine) as session, session.begin():
             callee = session.get(CampaignCallee, callee_id)
@@ -311,129 +187,3 @@ def all_campaigns(engine) -> list[str]:
     """The names of every campaign, newest first."""
     with Session(engine) as session:
         return list(session.scalars(select(Campaign.name).order_by(Campaign.created_at.desc())))
-
-
-# ---------------------------------------------------------------- the runner
-
-
-class CampaignRunner:
-    """Dials a campaign's callees through a started :class:`bridge.server.BridgeServer`.
-
-    Args:
-        server: the server (its ``dial`` places the calls).
-        store: the campaign's :class:`CampaignStore`.
-        settings: :class:`bridge.config.CampaignSettings`.
-        dnc: numbers of the do-not-call file.
-        clock: the wall clock for windows and retries (aware UTC ``datetime``; injected in tests).
-    """
-
-    #: Seconds between looks at the queue when nothing can be dialed.
-    TICK_S = 0.05
-
-    def __init__(self, server, store: CampaignStore, settings: CampaignSettings, dnc: set[str] | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
-        self.server = server
-        self.store = store
-        self.settings = settings
-        self.dnc = dnc or set()
-        self.clock = clock
-        self.in_flight: dict[int, str] = {}  # callee id -> number
-        self.stopping = False
-        self.dials = 0
-        self._last_dial = -1e9
-        self._writes: set[asyncio.Task] = set()
-        self._zones: dict[str, list[ZoneInfo]] = {}
-
-    def stop(self) -> None:
-        """No new dials; :meth:`run` returns once the calls in progress ended."""
-        if not self.stopping:
-            log.info("campaign %s: stopping: no new dials, %d call(s) in progress finish", self.store.name, len(self.in_flight))
-        self.stopping = True
-
-    async def run(self) -> str:
-        """Dial until every callee is done (returns ``done``) or :meth:`stop` (``stopped``)."""
-        s = self.settings
-        while True:
-            if self.stopping:
-                break
-            if len(self.in_flight) < s.max_concurrent and time.monotonic() - self._last_dial >= 1.0 / s.cps:
-                if await self._dial_next():
-                    continue
-            if not self.in_flight and not self._writes and await asyncio.to_thread(self.store.remaining) == 0:
-                break
-            await asyncio.sleep(self.TICK_S)
-        while self.in_flight or self._writes:
-            await asyncio.sleep(self.TICK_S)
-        state = "stopped" if self.stopping and await asyncio.to_thread(self.store.remaining) else "done"
-        await asyncio.to_thread(self.store.set_state, state, self.clock())
-        return state
-
-    async def _dial_next(self) -> bool:
-        """Dial the next due callee whose window is open; whether one was dialed (or closed as dnc)."""
-        now = self.clock()
-        for callee in await asyncio.to_thread(self.store.due, now, 20):
-            if callee.id in self.in_flight:
-                continue
-            if callee.number in self.dnc or await asyncio.to_thread(self.store.is_dnc, callee.number):
-                log.info("campaign %s: %s is on the do-not-call list", self.store.name, callee.number)
-                await asyncio.to_thread(self.store.finish, callee.id, "dnc", "on the do-not-call list", now)
-                self._count("dnc")
-                return True
-            zones = self._zones.setdefault(callee.number, time_zones(callee.number))
-            if not window_open(zones, now, self.settings):
-                at = next_window(zones, now, self.settings)
-                await asyncio.to_thread(self.store.later, callee.id, at, "outside the calling window", now)
-                log.info("campaign %s: %s is outside its calling window until %s", self.store.name, callee.number, at.isoformat())
-                continue
-            await self._dial(callee, now)
-            return True
-        return False
-
-    async def _dial(self, callee: CampaignCallee, now: datetime) -> None:
-        from .dialing import DialOptions
-
-        attempt = await asyncio.to_thread(self.store.dialing, callee.id, now)  # committed before the INVITE goes out
-        self.in_flight[callee.id] = callee.number
-        self._last_dial = time.monotonic()
-        self.dials += 1
-        options = DialOptions(amd=self.settings.amd, variables=dict(callee.variables or {}), campaign=self.store.name,
-                              on_outcome=lambda outcome, status, c=callee, a=attempt: self._outcome(c, a, outcome, status),
-                              ring_timeout_s=self.settings.ring_timeout_s)
-        try:
-            call_id = await self.server.dial(callee.number, options=options)
-        except (ValueError, OSError) as exc:
-            log.warning("campaign %s: cannot dial %s: %s", self.store.name, callee.number, exc)
-            self._outcome(callee, attempt, "failed", None, str(exc))
-            return
-        log.info("campaign %s: dialing %s (row %d, attempt %d): call %s", self.store.name, callee.number, callee.row, attempt, call_id)
-        self._write(self.store.sent, callee.id, call_id)
-
-    def _outcome(self, callee: CampaignCallee, attempt: int, outcome: str, status: int | None, detail: str = "") -> None:
-        """A call of the campaign ended (from the SIP side, on the loop)."""
-        now = self.clock()
-        result = f"{outcome} {status}" if status else (detail or outcome)
-        if outcome in RETRY_OUTCOMES and attempt < self.settings.max_attempts:
-            at = now + timedelta(seconds=self.settings.retry_delay_s * self.settings.retry_backoff ** (attempt - 1))
-            log.info("campaign %s: %s: %s (attempt %d of %d); again at %s", self.store.name, callee.number, result, attempt,
-                     self.settings.max_attempts, at.isoformat())
-            self._write(self.store.later, callee.id, at, result, now)
-        else:
-            log.info("campaign %s: %s: %s after %d attempt(s)", self.store.name, callee.number, outcome, attempt)
-            self._write(self.store.finish, callee.id, outcome, result, now)
-        self._count(outcome)
-        self.in_flight.pop(callee.id, None)
-
-    def _write(self, fn, *args) -> None:
-        task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn, *args))
-        self._writes.add(task)
-        task.add_done_callback(self._written)
-
-    def _written(self, task: asyncio.Task) -> None:
-        self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("campaign %s: saving state failed: %s", self.store.name, task.exception())
-
-    def _count(self, outcome: str) -> None:
-        metrics = getattr(self.server, "metrics", None)
-        if metrics is not None and outcome == "dnc":
-            metrics.outbound_outcomes.labels(outcome).inc()

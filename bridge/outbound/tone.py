@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..media.wire import FRAME_SAMPLES, SAMPLE_RATE
+from ..audio.wire import FRAME_SAMPLES, SAMPLE_RATE
 
 _FFT = 1024
 _BIN_HZ = SAMPLE_RATE / _FFT

@@ -35,8 +35,8 @@ import ipaddress
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 TRANSFER_MODES = ("enable-all", "sip-only", "disable-all")
@@ -59,7 +59,7 @@ class Origination:
     enabled: bool = True
 
     @classmethod
-    def parse(cls, text: str, priority: int, weight: int) -> "Origination":
+    def parse(cls, text: str, priority: int, weight: int) -> Origination:
         """``"sip:edge1.example.com:5060 priority=10 weight=50"``.
 
         Raises:

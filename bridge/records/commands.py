@@ -11,7 +11,7 @@ import argparse
 import csv
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session, selectinload
@@ -34,7 +34,7 @@ def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)  # SQLite returns UTC without the zone
+        value = value.replace(tzinfo=UTC)  # SQLite returns UTC without the zone
     return value.isoformat(timespec="milliseconds")
 
 
@@ -75,7 +75,7 @@ def _since(text: str | None) -> datetime | None:
     if not text:
         return None
     when = datetime.fromisoformat(text)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def query_calls(engine, since: str | None = None, limit: int = 50, number: str | None = None, until: str | None = None) -> list[dict]:

@@ -24,13 +24,13 @@ import collections
 import logging
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from ..media.wire import FRAME_SAMPLES as FRAME
-from ..media.wire import SAMPLE_RATE as RATE
+from ..audio.wire import FRAME_SAMPLES as FRAME
+from ..audio.wire import SAMPLE_RATE as RATE
 
 log = logging.getLogger("bridge.records")
 
@@ -44,7 +44,7 @@ _writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recordings")
 
 def recording_path(base: str | Path, call_id: str, fmt: str, when: datetime | None = None) -> Path:
     """``base/YYYY/MM/DD/<call id>.<fmt>`` (UTC date; the call id reduced to safe characters)."""
-    when = when or datetime.now(timezone.utc)
+    when = when or datetime.now(UTC)
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:120] or "call"
     return Path(base) / f"{when:%Y/%m/%d}" / f"{safe}.{fmt}"
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Engine
@@ -54,7 +54,7 @@ def purge(engine: Engine, records_days: float, recording_days: float, now: datet
         sqlalchemy.exc.SQLAlchemyError: the database failed (nothing is half-deleted:
             one transaction; files are removed after it commits).
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     report = PurgeReport(dry_run=dry_run)
     age = func.coalesce(Call.ended_at, Call.invited_at)
     files: list[str] = []

@@ -57,11 +57,11 @@ class Call(Base):
     amd_reason: Mapped[str | None] = mapped_column(String(64))
     amd_seconds: Mapped[float | None] = mapped_column(Float)
     #: Outbound calls: ``human``, ``voicemail_left``, ``machine_no_beep``, ``no_answer``,
-    #: ``busy`` or ``failed`` (:mod:`bridge.outbound.gate`, :mod:`bridge.outbound.campaign`).
+    #: ``busy`` or ``failed`` (:mod:`bridge.calls.gate`, :mod:`bridge.outbound.campaign`).
     outcome: Mapped[str | None] = mapped_column(String(32), index=True)
     #: The campaign that placed the call, if any.
     campaign: Mapped[str | None] = mapped_column(String(255), index=True)
-    turns: Mapped[list["Turn"]] = relationship(back_populates="call", order_by="Turn.seq", cascade="all, delete-orphan", passive_deletes=True)
+    turns: Mapped[list[Turn]] = relationship(back_populates="call", order_by="Turn.seq", cascade="all, delete-orphan", passive_deletes=True)
 
 
 class Turn(Base):

@@ -25,7 +25,7 @@ import os
 import queue
 import socket
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, func, select, text
@@ -51,7 +51,7 @@ _TIMES = {"invited_at", "answered_at", "ended_at", "started_at"}
 
 def utcnow() -> datetime:
     """The current time, UTC, timezone-aware (what every record time is)."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def database_url(url: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from sipmessage import Request, Response, URI
+from sipmessage import URI, Request, Response
 
 from . import events as ev
 from .message import ParsedMessage, build_request, new_branch, with_tag

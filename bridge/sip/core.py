@@ -38,15 +38,15 @@ import collections
 import logging
 from collections.abc import Callable
 
-from sipmessage import Address, Parameters, Request, URI, Via
+from sipmessage import URI, Address, Parameters, Request, Via
 
 from . import events as ev
 from .client_tx import ClientTransactionMixin
+from .message import ParsedMessage, SipParseError, new_tag, parse_datagram
 from .server_tx import ServerTransactionMixin
 from .session_timer import SessionTimerMixin
 from .state import ALLOWED_METHODS, Addr, CallState, ClientTransaction, ServerTransaction, SipUsageError, Timers
 from .uac import UacMixin
-from .message import ParsedMessage, SipParseError, new_tag, parse_datagram
 
 log = logging.getLogger("bridge.sip")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from sipmessage import Address, CSeq, Message, Request, Response, URI, Via
+from sipmessage import URI, Address, CSeq, Message, Request, Response, Via
 
 #: Branch magic cookie, RFC 3261 section 8.1.1.7.
 BRANCH_COOKIE = "z9hG4bK"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sipmessage import Address, Request, URI
+from sipmessage import URI, Address, Request
 
 from .message import ParsedMessage
 

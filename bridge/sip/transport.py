@@ -194,7 +194,7 @@ class SipStreamTransport(_Driver):
         except FramingError as exc:
             self.core.counters[f"dropped_stream_{exc.reason}"] += 1
             log.warning("sip: closing %s connection from %s:%s: %s", self.core.transport, addr[0], addr[1], exc.reason)
-        except (asyncio.TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
+        except (TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
             log.debug("sip: connection %s closed: %r", addr, exc)
         finally:
             if self._conns.get(addr) is writer:
@@ -218,7 +218,7 @@ class SipStreamTransport(_Driver):
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(addr[0], addr[1], ssl=self.client_ssl, server_hostname=addr[0] if self.client_ssl else None), 10
             )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.warning("sip: cannot connect to %s:%s over %s: %r", addr[0], addr[1], self.core.transport, exc)
             self._pending.pop(addr, None)  # the transaction's Timer B/F reports the failure
             return

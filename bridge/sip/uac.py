@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from sipmessage import Address, Request, Response, URI
+from sipmessage import URI, Address, Request, Response
 
 from . import events as ev
 from .digest import authorization_for

@@ -4,7 +4,7 @@ Media (aiortc, DTLS-SRTP, RFC 8827):
 
 - **in**: the browser's microphone arrives as Opus, decoded by aiortc to 48 kHz PCM
   frames; FFmpeg's resampler (PyAV) makes them PCM16 mono 8000 Hz, cut into 20 ms frames
-  (:class:`~bridge.media.wire.Framer`) for :meth:`Conversation.feed_audio`;
+  (:class:`~bridge.audio.wire.Framer`) for :meth:`Conversation.feed_audio`;
 - **out**: :class:`AgentTrack` hands aiortc one 20 ms frame of the agent (PCM16 mono
   8000 Hz, silence when it is quiet) every 20 ms, paced on the monotonic clock; aiortc
   resamples and encodes it as Opus.
@@ -33,7 +33,7 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from ..media.wire import FRAME_SAMPLES, PTIME, SAMPLE_RATE, Framer
+from ..audio.wire import FRAME_SAMPLES, PTIME, SAMPLE_RATE, Framer
 
 log = logging.getLogger("bridge.webrtc")
 
@@ -48,7 +48,7 @@ class AgentTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, leg: "WebRtcCallLeg") -> None:
+    def __init__(self, leg: WebRtcCallLeg) -> None:
         super().__init__()
         self.leg = leg
         self._start: float | None = None

@@ -8,6 +8,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..agents import build_agent
+from ..conversation.engine import Conversation
+from ..outbound.templates import fill, outbound_agent
+from ..records.store import utcnow
+from .gate import AnsweringGate
+
 log = logging.getLogger("bridge.outbound")
 
 
@@ -45,13 +51,8 @@ def failure_outcome(reason: str, status: int | None) -> str:
 def agent_for_dial(settings, engines, leg, metrics, profile):
     """The agent of an answered outbound call on ``leg`` (its ``dial`` options set): the
     callee's variables in the greeting and persona, behind an
-    :class:`~bridge.outbound.gate.AnsweringGate` (detection when the dial asked for it and
+    :class:`~bridge.calls.gate.AnsweringGate` (detection when the dial asked for it and
     the agent has models; the outcome either way)."""
-    from ..agents import build_agent
-    from ..conversation.engine import Conversation
-    from .gate import AnsweringGate
-    from .templates import fill, outbound_agent
-
     out, options = settings.outbound, leg.dial
     if profile.agent.kind != "echo":
         profile = dataclasses.replace(profile, agent=outbound_agent(profile.agent, out, options.variables))
@@ -68,8 +69,6 @@ def report_unanswered(records, metrics, caller_id: str, called: str | None, tran
     """A dial ended before an answer: its outcome (:func:`failure_outcome`) counted, written
     as a call record (``records``: :class:`bridge.records.calls.CallRecords`), and handed
     to the dial's ``on_outcome``. Returns the outcome."""
-    from ..records.store import utcnow
-
     outcome = failure_outcome(reason, status)
     metrics.outbound_outcomes.labels(outcome).inc()
     records.started(call_id, "sip", caller=caller_id, called=called, transport=transport, outcome=outcome,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from .catalog import CatalogError, CatalogEntry, entry, load_catalog
-from .manifest import Manifest
+from ..models.catalog import CatalogEntry, CatalogError, entry, load_catalog
+from ..models.manifest import Manifest
 
 
 def _root(args: argparse.Namespace, settings) -> Path:
@@ -66,7 +66,7 @@ def _guess_settings(folder: str, files: list[str]) -> dict:
 
 def pull(args: argparse.Namespace, settings) -> int:
     """``bridge models pull NAME`` or ``--repo OWNER/NAME``; ``--from DIR`` places a copied folder."""
-    from .pull import PullError, pull_dir, pull_hub
+    from ..models.pull import PullError, pull_dir, pull_hub
 
     root = _root(args, settings)
     if bool(args.name) == bool(args.repo):
@@ -116,7 +116,7 @@ def _print_snippet(keys: dict) -> None:
 
 def check(args: argparse.Namespace, settings) -> int:
     """Load and run each configured model; exit status 1 when any is broken."""
-    from .check import check_models, print_reports
+    from .models_check import check_models, print_reports
 
     reports = check_models(settings)
     if args.json:

@@ -7,6 +7,9 @@ first run. Left to the first caller, that is their first turn's latency. So at s
 :func:`warm_engines` runs an ASR pass in every encoder window, an end-of-turn
 decision, the LLM's prompt prefix and a short reply decoded, and synthesizes the agent's
 fixed phrases into the phrase cache (the greeting is then ready for the first call too).
+
+It sits above the conversation in the layer rule (docs/architecture.md): it builds the
+prompts a call would, with :mod:`bridge.conversation.prompt`.
 """
 
 from __future__ import annotations
@@ -17,9 +20,23 @@ import time
 
 import numpy as np
 
-from ..media.codecs import resample_all
+from .audio.resample import resample_all
+from .conversation.prompt import build_completion_prompt, completion_prompt_prefix, stop_sequences
+from .engines import Engines, load_engines
 
 log = logging.getLogger("bridge.engines")
+
+
+def load_warm_engines(settings, shared: dict | None = None) -> Engines:
+    """:func:`bridge.engines.load_engines`, then :func:`warm_engines` for ``settings.agent``:
+    what a server, a route or a benchmark loads before its first call.
+
+    Raises:
+        FileNotFoundError: a configured model path does not exist.
+    """
+    engines = load_engines(settings, shared)
+    warm_engines(engines, settings.agent)
+    return engines
 
 
 def synthesize_8k(tts, text: str) -> np.ndarray:
@@ -63,8 +80,6 @@ def warm_engines(engines, agent) -> dict[str, float]:
         timed("turn", lambda: turn.probability(voice))
     llm = engines.llm
     if agent.kind == "llm" and agent.llm_mode == "completion" and hasattr(llm, "warm"):
-        from ..conversation.prompt import build_completion_prompt, completion_prompt_prefix, stop_sequences
-
         def llm_warm() -> None:
             llm.warm(build_completion_prompt(agent, []))  # persona, facts and examples: every prompt starts so
             if hasattr(llm, "end_probability"):

@@ -59,8 +59,8 @@ def _campaign(args: argparse.Namespace) -> int:
 def _status(settings, name: str, as_json: bool) -> int:
     from sqlalchemy import inspect
 
+    from ..outbound.campaign import CampaignStore
     from ..records.store import create_db_engine
-    from .campaign import CampaignStore
 
     engine = create_db_engine(settings.storage.url)
     if "campaigns" not in inspect(engine).get_table_names():
@@ -82,10 +82,12 @@ def _status(settings, name: str, as_json: bool) -> int:
 
 
 def _run(settings, campaign, path: str, name: str) -> int:
+    from ..calls.campaign_runner import CampaignRunner
+    from ..outbound.callees import read_callees, read_dnc_file
+    from ..outbound.campaign import CampaignStore, utcnow
     from ..records.store import create_db_engine, upgrade
     from ..runtime import run
     from ..serving import log, prepare
-    from .campaign import CampaignRunner, CampaignStore, read_callees, read_dnc_file, utcnow
 
     try:
         callees, problems = read_callees(path)

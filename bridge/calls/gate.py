@@ -26,9 +26,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..audio.wire import FRAME_SAMPLES
 from ..config import OutboundSettings
-from ..media.wire import FRAME_SAMPLES
-from .amd import AnsweringMachineDetector, GiveUp, SpeakMessage, Transcribe, Verdict
+from ..outbound.amd import AnsweringMachineDetector, GiveUp, SpeakMessage, Transcribe, Verdict
 
 log = logging.getLogger("bridge.outbound")
 
