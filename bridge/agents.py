@@ -50,13 +50,14 @@ class Agent(Protocol):
         """Stop everything in flight (idempotent)."""
 
 
-def build_agent(settings, engines, leg, metrics, profile=None) -> Agent:
+def build_agent(settings, engines, leg, metrics, profile=None, played_by_leg: bool = False) -> Agent:
     """The agent for a new call on ``leg``, by the agent kind of ``profile`` (a
     :class:`bridge.routing.Profile`, with its own settings and engines) or, without
-    one, of ``settings.agent`` with ``engines``."""
+    one, of ``settings.agent`` with ``engines``. ``played_by_leg``: the leg reports what
+    was played (Media Streams marks) rather than every frame handed out counting."""
     agent, transfer = settings.agent, settings.transfer
     if profile is not None:
         agent, transfer, engines = profile.agent, profile.transfer, profile.engines
     if agent.kind == "echo":
         return EchoAgent(leg)
-    return Conversation(engines, agent, leg, metrics, transfer=transfer)
+    return Conversation(engines, agent, leg, metrics, transfer=transfer, played_by_leg=played_by_leg)

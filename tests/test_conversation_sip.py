@@ -37,7 +37,7 @@ async def test_stop_means_no_more_frames(engines, speech):
         call = asyncio.create_task(place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=3, wait_greeting=False))
         for _ in range(100):
             leg = next(iter(server.calls.values()), None)
-            if leg is not None and leg.conversation is not None and leg.conversation._playout:
+            if leg is not None and leg.conversation is not None and leg.conversation.playout.playing:
                 break
             await asyncio.sleep(0.05)
         conversation = leg.conversation

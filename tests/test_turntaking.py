@@ -41,9 +41,9 @@ class Line:
         assert found, self.actions
         return found[-1]
 
-    def scores(self, text: str | None, p_text: float | None = None, p_audio: float | None = None) -> list[tt.Action]:
+    def scores(self, text: str | None, p_text: float | None = None, p_audio: float | None = None, logprob: float | None = None) -> list[tt.Action]:
         s = self.speculation()
-        out = self.turns.speculated(s.utterance, s.frames, text, p_text, p_audio, self.now, self.agent_active)
+        out = self.turns.speculated(s.utterance, s.frames, text, p_text, p_audio, self.now, self.agent_active, logprob=logprob)
         self.actions += out
         return out
 
@@ -270,7 +270,6 @@ def test_a_longer_line_the_language_model_is_unsure_of_waits_the_long_silence():
 def test_words_whisper_was_unsure_of_do_not_interrupt_the_agent():
     """A hum heard as "Amanda." (average log probability -0.84) is no interruption; the
     same words heard clearly are."""
-    from bridge.engines.asr_batch import Transcript
 
     for words, logprob, speech_ms, resumed in (
         ("Amanda.", -0.84, 400, True), ("Amanda.", -0.2, 400, False),
@@ -283,7 +282,7 @@ def test_words_whisper_was_unsure_of_do_not_interrupt_the_agent():
         line.agent_active = True
         line.speak(speech_ms)
         line.silence(100)
-        line.scores(Transcript(words, logprob), 0.5, None)
+        line.scores(words, 0.5, None, logprob=logprob)
         line.silence(200)
         assert bool(_of(line.actions, tt.ResumeAgent)) == resumed
         assert bool(_of(line.actions, tt.Interrupt)) != resumed
@@ -293,18 +292,17 @@ def test_unsure_words_while_the_caller_goes_on_keep_the_agent_paused_until_more_
     """The start of a real interruption can read as unsure words ("Arry to interrupt."
     at -0.8): while the caller is still speaking the agent stays paused, the next judging
     pass runs on more speech, and clear words then interrupt."""
-    from bridge.engines.asr_batch import Transcript
 
     line = Line(barge_in_confirm_ms=700)
     line.agent_active = True
     line.speak(720)
     judge = _of(line.actions, tt.Transcribe)
     assert [t.purpose for t in judge] == ["judge"]
-    line.actions += line.turns.heard(judge[0].utterance, "judge", Transcript("Arry to interrupt.", -0.8), line.now, True)
+    line.actions += line.turns.heard(judge[0].utterance, "judge", "Arry to interrupt.", line.now, True, logprob=-0.8)
     assert not _of(line.actions, tt.ResumeAgent) and not _of(line.actions, tt.Interrupt)
     assert line.turns.barge_in_pending
     line.speak(400)
     again = [t for t in _of(line.actions, tt.Transcribe) if t.purpose == "judge"]
     assert len(again) == 2 and len(again[1].pcm) > len(judge[0].pcm)
-    line.actions += line.turns.heard(again[1].utterance, "judge", Transcript("Sorry to interrupt, what does it cost?", -0.3), line.now, True)
+    line.actions += line.turns.heard(again[1].utterance, "judge", "Sorry to interrupt, what does it cost?", line.now, True, logprob=-0.3)
     assert _of(line.actions, tt.Interrupt) and not _of(line.actions, tt.ResumeAgent)

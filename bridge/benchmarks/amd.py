@@ -136,11 +136,11 @@ def run_item(engines, settings, item: AmdItem, speak, voice: str) -> dict:
         for due, req, text in list(pending):
             if detector.t >= due:
                 pending.remove((due, req, text))
-                actions += detector.transcript(req.id, text)
+                actions += detector.transcript(req.id, text.text, text.avg_logprob)
         for a in actions:
             if isinstance(a, Transcribe):
                 started = time.perf_counter()
-                text = engines.asr.transcribe(a.pcm)
+                text = engines.asr.hear(a.pcm)
                 passes += 1
                 pending.append((detector.t + time.perf_counter() - started, a, text))
             elif isinstance(a, Verdict):

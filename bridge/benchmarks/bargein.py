@@ -161,7 +161,7 @@ async def play_over_agent(engines, agent, caller: np.ndarray) -> dict:
             i = n  # the caller track (render) starts with the agent's first frame
             conv.feed_audio(frames[i] if 0 <= i < len(frames) else silence)
             n += 1
-            if not greeting.interrupted and greeting.played >= sum(greeting.samples) and not conv._playout:
+            if not greeting.interrupted and greeting.played >= sum(greeting.samples) and not conv.playout.playing:
                 break  # the agent said it all
             if conv.turns_started != turns:
                 break  # the caller's turn began (a real interruption)

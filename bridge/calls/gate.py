@@ -28,6 +28,7 @@ import numpy as np
 
 from ..audio.wire import FRAME_SAMPLES
 from ..config import OutboundSettings
+from ..engines.asr_batch import Transcript
 from ..outbound.amd import AnsweringMachineDetector, GiveUp, SpeakMessage, Transcribe, Verdict
 
 log = logging.getLogger("bridge.outbound")
@@ -84,14 +85,11 @@ class AnsweringGate:
 
     # ------------------------------------------------------------ the Agent interface
 
-    @property
-    def records(self):
-        """The conversation's turn recorder (set by the call records)."""
-        return getattr(self.conversation, "records", None)
-
-    @records.setter
-    def records(self, value) -> None:
-        self.conversation.records = value
+    def attach_records(self, records) -> None:
+        """The conversation's turns go to ``records`` (:class:`bridge.conversation.turn_records.TurnRecorder`)."""
+        attach = getattr(self.conversation, "attach_records", None)
+        if attach is not None:
+            attach(records)
 
     def __getattr__(self, name: str):
         return getattr(self.conversation, name)
@@ -187,12 +185,12 @@ class AnsweringGate:
 
     async def _transcribe(self, action: Transcribe) -> None:
         try:
-            text = await self.conversation.threads.call("asr", self.engines.asr.transcribe, action.pcm)
+            heard = await self.conversation.threads.call("asr", self.engines.asr.hear, action.pcm)
         except Exception as exc:  # noqa: BLE001 - no words: the pattern alone decides
             log.warning("call %s: greeting transcription failed: %s", self.leg.call_id, exc)
-            text = ""
+            heard = Transcript("")
         if self.state in ("detecting", "voicemail"):
-            self._apply(self.detector.transcript(action.id, text))
+            self._apply(self.detector.transcript(action.id, heard.text, heard.avg_logprob))
 
     def _on_verdict(self, verdict: Verdict) -> None:
         self.verdict = verdict

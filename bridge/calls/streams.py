@@ -76,9 +76,7 @@ class StreamCalls:
             leg.refuse(code, reason)
             return None
         profile = leg.profile
-        agent = build_agent(self.settings, self.engines, leg, self.metrics, profile)
-        if hasattr(agent, "played_by_leg"):
-            agent.played_by_leg = True  # marks tell what Twilio played
+        agent = build_agent(self.settings, self.engines, leg, self.metrics, profile, played_by_leg=True)  # marks tell what Twilio played
         leg.conversation = agent
         meta = leg.meta
         self.registry.open(

@@ -1,24 +1,32 @@
-"""The call brain, independent of the call leg: wires turn-taking, the reply path and playout.
+"""The call brain, independent of the call leg: routes turn-taking's actions to the objects
+that carry them out.
 
-A leg (SIP+RTP, or a Media Streams WebSocket) drives a :class:`Conversation`:
+A leg (SIP+RTP, Media Streams, WebRTC) drives a :class:`Conversation`:
 
 - :meth:`Conversation.feed_audio`: each 20 ms frame of caller audio
   (PCM16 mono 8000 Hz, 160 samples);
 - :meth:`Conversation.feed_dtmf`: each DTMF digit;
-- :meth:`Conversation.pull_frame`: once per 20 ms send slot, the agent frame
-  that goes on the wire now (or ``None``);
+- :meth:`Conversation.pull_item`: once per 20 ms send slot, the agent frame that goes on
+  the wire now (or ``None``);
 
-and implements :class:`CallLeg` so the conversation can hang up or flush
-audio queued below it. This package never imports ``sip``, ``media`` or
-``mediastreams`` (docs/architecture.md, Layers).
+and implements :class:`CallLeg` so the conversation can hang up, transfer or flush audio
+queued below it. This package never imports ``sip``, ``media`` or ``mediastreams``
+(docs/architecture.md, Layers).
 
-Who speaks when is decided by :class:`~.turntaking.TurnTaking`, a sans-IO state
-machine; this module carries out its actions with the engines: the VAD and the echo
-guard on each frame, the speculative pass at the caller's first silence (ASR, then the
-end-of-turn scores of the language model and of Smart Turn, then a reply prepared in
-the background: :mod:`.speculation`), and at the end of the turn the release of that
-reply to playout (:mod:`.reply`, :mod:`.playout`). Inference runs in worker threads,
-never on the event loop.
+Who speaks when is decided by :class:`~.turntaking.TurnTaking`, a sans-IO state machine.
+The conversation owns the history and composes small objects, each with its own state:
+
+- :class:`~.playout.Playout`: the frames queued for the leg, what was played, actions
+  that wait until the last words were heard;
+- :class:`~.voice.Voice`: text -> frames (TTS in a worker thread);
+- :class:`~.reply.ReplyWriter`: a turn's reply from the :class:`~.sources.ReplySource`
+  through the guards to the voice;
+- :class:`~.speculation.Speculator`: the speculative pass at the caller's first silence
+  and the reply prepared unheard;
+- :class:`~.control.CallControl`: what the caller's words and the tool calls make the call do;
+- :class:`~.digits.DigitCollector`: the ``collect_digits`` tool.
+
+Inference runs in worker threads (:class:`~.work.WorkerThreads`), never on the event loop.
 
 Barge-in (RFC-free, but exact): caller speech over the agent pauses it at the next
 packet; words that are not a backchannel stop it for good, cancel LLM and TTS, and keep
@@ -28,26 +36,37 @@ in the history only what was played (:mod:`.backchannel`).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import re
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 
 import numpy as np
 
 from ..audio.wire import FRAME_MS, FRAME_SAMPLES
 from . import turntaking as tt
+from .answering import AgentTurns
+from .control import CallControl
 from .echo_guard import EchoGuard
-from .playout import HEARD_TIMEOUT_S, PlayoutMixin
-from .reply import ReplyMixin
-from .speculation import SpeculationMixin
+from .playout import HEARD_TIMEOUT_S, Playout
+from .reply import ReplyWriter
+from .sources import LlmReplySource
+from .speculation import EndOfTurnScores, Speculated, Speculator
 from .turn_records import TurnRecorder
 from .turns import UNFINISHED_WORDS, AgentFrame, AgentUtterance, CallLeg, Reply, sentence_state
+from .voice import Voice
 from .work import WorkerThreads
 
-__all__ = ["FRAME_MS", "FRAME_SAMPLES", "HEARD_TIMEOUT_S", "UNFINISHED_WORDS", "AgentFrame", "AgentUtterance", "CallLeg", "Conversation", "sentence_state"]
+__all__ = [
+    "FRAME_MS",
+    "FRAME_SAMPLES",
+    "HEARD_TIMEOUT_S",
+    "UNFINISHED_WORDS",
+    "AgentFrame",
+    "AgentUtterance",
+    "CallLeg",
+    "Conversation",
+    "sentence_state",
+]
 
 log = logging.getLogger("bridge.conversation")
 
@@ -56,74 +75,96 @@ log = logging.getLogger("bridge.conversation")
 CLOSE_WAIT_S = 5.0
 
 
-class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
+class Conversation:
     """One call's conversation. See the module docstring.
 
     Args:
         engines: the shared :class:`bridge.engines.Engines`.
         agent: :class:`bridge.config.AgentSettings`.
-        leg: the call leg (:class:`CallLeg`).
+        leg: the call leg (:class:`CallLeg`; a ``transfer_unavailable`` sentence where
+            it cannot transfer).
         metrics: a :class:`bridge.observability.metrics.Metrics` or ``None``.
         clock: monotonic clock in seconds (injected for tests).
         transfer: :class:`bridge.config.TransferSettings` or ``None`` (no transfer).
+        played_by_leg: the leg reports what was played (:meth:`mark_played`) rather than
+            every frame handed out counting as played (RTP).
     """
 
-    def __init__(self, engines, agent, leg: CallLeg, metrics=None, clock: Callable[[], float] = time.monotonic, transfer=None) -> None:
-        self.engines = engines
+    def __init__(
+        self,
+        engines,
+        agent,
+        leg: CallLeg,
+        metrics=None,
+        clock: Callable[[], float] = time.monotonic,
+        transfer=None,
+        played_by_leg: bool = False,
+    ) -> None:
         self.agent = agent
         self.leg = leg
         self.metrics = metrics
         self.clock = clock
         self.vad = engines.vad_factory()
+        self._asr = engines.asr
+        self._transfer = transfer
+        self._unavailable: str = getattr(leg, "transfer_unavailable", "")
         self.turns = tt.TurnTaking(agent, clock(), getattr(engines.asr, "initial_prompt", None))
-        self.history: list[tuple[str, object]] = []  # ("caller", str) | ("agent", AgentUtterance)
         self.dtmf_digits: list[str] = []
-        self.turn_log: list[dict] = []
-        #: Turn records for the call record (:mod:`.turn_records`), set by the leg's owner.
-        self.records: TurnRecorder | None = None
-        self.latencies: list[dict[str, float]] = []
-        self._playout: collections.deque[AgentFrame] = collections.deque()
-        self._reply_task: asyncio.Task | None = None
-        #: The reply prepared for the utterance being judged (not heard until released).
-        self._prepared: Reply | None = None
-        self._cancel = threading.Event()
-        self._current: AgentUtterance | None = None
-        self._times: dict[str, float] | None = None
-        self.transfer_settings = transfer
-        #: True when the leg reports what was played (:meth:`mark_played`) rather
-        #: than every frame handed out counting as played (RTP).
-        self.played_by_leg = False
-        self.on_hold = False
-        self._after_playout: Callable[[], None] | None = None
-        #: (utterance, action, timer): an action waiting for the utterance's last mark.
-        self._heard_wait: tuple | None = None
-        self._closed = False
-        self._end_call_re = re.compile(agent.end_call_pattern, re.I) if agent.end_call_pattern else None
         #: Utterances heard over the agent that did not interrupt it (bounded), for inspection.
         self.backchannels: list[str] = []
-        #: The prompt prefix last handed to the LLM to evaluate ahead of a turn.
-        self._primed = ""
         #: The last interim transcripts (bounded), for inspection.
         self.interims: list[str] = []
-        self._collecting: dict | None = None
-        self._digits_timer: asyncio.TimerHandle | None = None
-        #: Digit strings gathered by collect_digits (DTMF or spoken), in order.
-        self.collected_digits: list[str] = []
-        self.echo_guard = EchoGuard(agent.echo_max_delay_ms, threshold=agent.echo_threshold) if agent.echo_guard else None
         #: Frames the VAD called speech that were the agent's own echo.
         self.echo_frames = 0
-        self._tasks: set[asyncio.Task] = set()
+        self.on_hold = False
         self.threads = WorkerThreads()  # engine calls in worker threads, waited for by close()
-        self._failed_stages: set[str] = set()
-        #: Caller turns handed to the agent so far (endpoint, text or digits).
-        self.turns_started = 0
+        self.echo_guard = EchoGuard(agent.echo_max_delay_ms, threshold=agent.echo_threshold) if agent.echo_guard else None
+        self._records: TurnRecorder | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+        source = LlmReplySource(agent, engines.llm)
+        self._source = source
+        self.playout = Playout(
+            leg.call_id,
+            clock,
+            paused=lambda: self.turns.paused is not None,
+            quiet=self.turns.agent_quiet,
+            replying=self._replying,
+            echo_guard=self.echo_guard,
+            metrics=metrics,
+            played_by_leg=played_by_leg,
+        )
+        voice = Voice(engines, self.threads, clock)
+        self._voice = voice
+        control = CallControl(agent, transfer, leg.call_id, metrics, self._unavailable)
+        writer = ReplyWriter(agent, source, voice, self.threads, clock, self._deliver, leg.call_id, metrics)
+        self._answers = AgentTurns(
+            agent, leg, engines.asr, self.playout, writer, control, self.threads, clock, self._spawn, self.turns.agent_stopped, metrics, transfer
+        )
+        scores = EndOfTurnScores(agent, getattr(engines, "turn", None), source, self.threads)
+        self._speculator = Speculator(
+            engines.asr, self.threads, clock, scores, self._spawn, self._answers.generate, self._speculated, self._answers.engine_failed, self.transcript,
+            leg.call_id,
+        )
 
     # ----------------------------------------------------------- leg -> us
+
+    def attach_records(self, records: TurnRecorder | None) -> None:
+        """Write this call's turns to ``records`` (the call layer gives it once the
+        call's record is open)."""
+        self._records = records
+        self.playout.attach_records(records)
+        self._answers.attach_records(records)
+
+    @property
+    def records(self) -> TurnRecorder | None:
+        """The turn recorder given by :meth:`attach_records`, or ``None``."""
+        return self._records
 
     def start(self) -> None:
         """Speak the greeting; start the max-duration timer and the silence watch if configured."""
         if self.agent.greeting:
-            self._spawn(self._say(self.agent.greeting))
+            self._answers.say(self.agent.greeting)
         if self.agent.max_call_seconds > 0:
             self._spawn(self._max_duration())
         if self.agent.reprompt_after_s > 0:
@@ -132,7 +173,7 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
     def say_then(self, text: str, action: Callable[[], None]) -> None:
         """Speak fixed ``text`` now (from the phrase cache, no LLM), then run ``action`` once
         it has been played out (a voicemail message, then the hang-up)."""
-        self._spawn(self._say_then(text, action))
+        self._answers.say(text, then=action)
 
     async def prepare_phrase(self, text: str) -> None:
         """Synthesize fixed ``text`` into the phrase cache now, so that :meth:`start` or
@@ -141,9 +182,7 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
         Raises:
             EngineError: TTS failed (stage ``tts``).
         """
-        phrases = getattr(self.engines, "phrases", None)
-        if phrases is not None and text:
-            await self.threads.call("tts", phrases.get, text, lambda t: self._synthesize(t, None))
+        await self._voice.prepare(text)
 
     def feed_audio(self, frame: np.ndarray, now: float | None = None) -> None:
         """One 20 ms caller frame: PCM16 mono 8000 Hz, 160 samples. Cheap; runs on the loop."""
@@ -159,50 +198,61 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
                 self.echo_frames += 1
                 if self.metrics:
                     self.metrics.echo_frames.inc()
-        self.turns.asr_pass_s = getattr(self.engines.asr, "pass_seconds", 0.0)
-        self._apply(self.turns.frame(frame, voiced, now, self.agent_active))
+        asr_pass_s = getattr(self._asr, "pass_seconds", 0.0)
+        self._apply(self.turns.frame(frame, voiced, now, self.agent_active, asr_pass_s=asr_pass_s))
 
     def feed_dtmf(self, digit: str) -> None:
         """A DTMF digit from the caller (RFC 4733 or Media Streams ``dtmf``)."""
         self.dtmf_digits.append(digit)
-        if self.records is not None:
-            self.records.dtmf(digit)
+        if self._records is not None:
+            self._records.dtmf(digit)
         if self.metrics:
             self.metrics.dtmf.inc()
         log.info("dtmf call=%s digit=%s", self.leg.call_id, digit)
-        if self._collecting is not None:
-            if digit.isdigit():
-                self._add_digits(digit)
-            elif digit == "#":  # end of entry
-                self._finish_collecting(self._collecting["digits"] or None)
+        if self._answers.digits.waiting:
+            self._answers.digits.key(digit)
             return
-        t = self.transfer_settings
+        t = self._transfer
         if t is not None and t.target and t.dtmf and digit == t.dtmf:
             self.request_transfer()
+
+    def pull_item(self, now: float | None = None) -> AgentFrame | None:
+        """The agent frame for the current 20 ms send slot (PCM16 8 kHz, 160 samples) with
+        its owner and sentence boundary, or ``None`` (:meth:`.playout.Playout.pull`).
+        ``now`` is accepted for the :class:`bridge.agents.Agent` interface and not used."""
+        return self.playout.pull()
+
+    def pull_frame(self, now: float | None = None) -> np.ndarray | None:
+        """Like :meth:`pull_item`, the PCM only."""
+        item = self.playout.pull()
+        return item.pcm if item is not None else None
+
+    def mark_played(self, owner: AgentUtterance, offset: int) -> None:
+        """The leg learned that ``owner`` was played up to sample ``offset`` (Media Streams marks)."""
+        self.playout.mark_played(owner, offset)
 
     def request_transfer(self) -> None:
         """Stop, say the transfer announcement, then ask the leg to transfer; on a leg whose
         ``transfer_unavailable`` sentence is set, say that instead."""
-        t = self.transfer_settings
+        t = self._transfer
         if t is None or not t.target:
             return
-        unavailable = getattr(self.leg, "transfer_unavailable", "")
-        self._stop_agent(interrupted=True)
-        self._cancel = threading.Event()
-        if unavailable:  # a leg that cannot transfer (a browser call) says so instead
+        self._answers.stop(interrupted=True)
+        cancel = self._answers.speech()
+        if self._unavailable:  # a leg that cannot transfer (a browser call) says so instead
             log.info("transfer call=%s: not available on this leg", self.leg.call_id)
-            self._spawn(self._say(unavailable))
+            self._answers.say(self._unavailable, cancel=cancel)
             return
         log.info("transfer call=%s to %s", self.leg.call_id, t.target)
-        self._spawn(self._say_then(t.announce, lambda: self.leg.transfer(t.target)))
+        self._answers.say(t.announce, then=lambda: self.leg.transfer(t.target), cancel=cancel)
 
     def transfer_failed(self) -> None:
         """The leg could not transfer: tell the caller and carry on."""
-        t = self.transfer_settings
-        self._stop_agent(interrupted=False)
-        self._cancel = threading.Event()
+        t = self._transfer
+        self._answers.stop(interrupted=False)
+        cancel = self._answers.speech()
         if t is not None and t.failed:
-            self._spawn(self._say(t.failed))
+            self._answers.say(t.failed, cancel=cancel)
 
     def set_hold(self, held: bool) -> None:
         """The peer put the call on hold (``True``) or took it off (``False``).
@@ -213,28 +263,23 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
         if held != self.on_hold:
             log.info("call=%s %s", self.leg.call_id, "on hold" if held else "off hold")
         self.on_hold = held
-        self._drop_prepared()
+        self._speculator.drop()
         self.turns.reset()  # playout pauses with the hold anyway, and goes on after it
 
     def caller_said(self, text: str) -> None:
         """A caller turn given as text instead of audio (``bridge bench answers --voices text``,
         tests): the agent replies as if ASR had heard ``text``."""
-        self._start_reply(None, {}, text=text)
+        self._answers.start_reply(None, {}, text=text)
 
     @property
     def agent_active(self) -> bool:
         """Whether the agent is speaking or answering (a reply released to the caller)."""
-        return bool(self._playout) or (self._reply_task is not None and not self._reply_task.done())
+        return self._answers.active
 
     @property
     def barge_in_pending(self) -> bool:
         """Whether caller speech has paused the agent and is not yet judged (:mod:`.backchannel`)."""
         return self.turns.paused is not None
-
-    @property
-    def _paused(self) -> int | None:
-        """The utterance that paused the agent (playout hands nothing out meanwhile)."""
-        return self.turns.paused
 
     @property
     def interim_text(self) -> str:
@@ -244,24 +289,50 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
     @property
     def collecting_digits(self) -> bool:
         """Whether a ``collect_digits`` request is waiting for the caller's digits."""
-        return self._collecting is not None
+        return self._answers.digits.waiting
+
+    @property
+    def collected_digits(self) -> list[str]:
+        """Digit strings gathered by ``collect_digits`` (DTMF or spoken), in order."""
+        return self._answers.digits.collected
+
+    @property
+    def history(self) -> list[tuple[str, object]]:
+        """``("caller", str)`` and ``("agent", AgentUtterance)`` entries, in order."""
+        return self._answers.history
+
+    @property
+    def turn_log(self) -> list[dict]:
+        """One entry per answered turn: the caller's words, the agent's, how the turn
+        ended, the tools and what the guards dropped."""
+        return self._answers.turn_log
+
+    @property
+    def turns_started(self) -> int:
+        """Caller turns handed to the agent so far (endpoint, text or digits)."""
+        return self._answers.started
+
+    @property
+    def latencies(self) -> list[dict[str, float]]:
+        """Each turn's latencies relative to the end of the caller's speech, seconds."""
+        return self.playout.latencies
 
     def barge_in(self) -> None:
         """Stop the agent now: drop queued audio, cancel LLM/TTS, truncate history."""
-        log.info("barge-in call=%s played=%r", self.leg.call_id, self._current.played_text() if self._current else "")
+        current = self.playout.current
+        log.info("barge-in call=%s played=%r", self.leg.call_id, current.played_text() if current else "")
         if self.metrics:
             self.metrics.barge_ins.inc()
-        self._stop_agent(interrupted=True)
+        self._answers.stop(interrupted=True)
 
     async def close(self) -> None:
         """Cancel everything in flight and wait (up to :data:`CLOSE_WAIT_S`) until the
         engine calls already in worker threads have returned, so that the end of the
         call frees their memory too (:mod:`.work`). Idempotent."""
         self._closed = True
-        if self._digits_timer is not None:
-            self._digits_timer.cancel()
-        self._drop_prepared()
-        self._stop_agent(interrupted=False)
+        self._answers.close()
+        self._speculator.drop()
+        self._answers.stop(interrupted=False)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -275,12 +346,7 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
 
     def transcript(self) -> list[tuple[str, str]]:
         """The history as ``(role, text)``, agent turns reduced to what was played."""
-        out = []
-        for role, item in self.history:
-            text = item.played_text() if isinstance(item, AgentUtterance) else str(item)
-            if text:
-                out.append((role, text))
-        return out
+        return self._answers.transcript()
 
     # ------------------------------------------------ turn-taking actions
 
@@ -289,15 +355,16 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
         for action in actions:
             if isinstance(action, tt.UtteranceStarted):
                 if not action.agent_active:
-                    self._prime_llm()
+                    self._ready_source()
             elif isinstance(action, tt.Speculate):
-                self._speculate(action)
+                self._speculator.start(action, prepare=not self._answers.digits.waiting)  # spoken digits are no turn to answer
             elif isinstance(action, tt.Discard):
-                self._drop_prepared(action.utterance)
+                self._speculator.drop(action.utterance)
             elif isinstance(action, tt.Transcribe):
                 self._transcribe(action)
             elif isinstance(action, tt.PauseAgent):
-                log.info("barge-in call=%s pending: agent paused at %r", self.leg.call_id, self._current.played_text() if self._current else "")
+                current = self.playout.current
+                log.info("barge-in call=%s pending: agent paused at %r", self.leg.call_id, current.played_text() if current else "")
             elif isinstance(action, tt.ResumeAgent):
                 self.backchannels.append(action.heard)
                 del self.backchannels[:-20]
@@ -313,31 +380,66 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
                 self._end_of_turn(action)
             elif isinstance(action, tt.Reprompt):
                 log.info("call=%s: silence for %.0f s, reprompt", self.leg.call_id, self.agent.reprompt_after_s)
-                self._cancel = threading.Event()
-                self._spawn(self._say(self.agent.reprompt))
+                self._answers.say(self.agent.reprompt, cancel=self._answers.speech())
             elif isinstance(action, tt.GiveUp):
                 log.info("call=%s: no answer to %d reprompts, ending the call", self.leg.call_id, self.agent.max_reprompts)
-                self._cancel = threading.Event()
-                self._spawn(self._say_then(self.agent.goodbye, self._hangup))
+                self._answers.say(self.agent.goodbye, then=self._answers.hangup, cancel=self._answers.speech())
+
+    def _ready_source(self) -> None:
+        """The caller started speaking while the agent is quiet: let the reply source ready
+        itself for the coming line in a worker thread (:meth:`.sources.ReplySource.ahead`)."""
+        work = self._source.ahead(self.transcript())
+        if work is not None:
+            future = self.threads.run(work)
+            future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or log.debug("llm: priming failed: %s", f.exception()))
 
     def _transcribe(self, action: tt.Transcribe) -> None:
-        future = self.threads.run(self.engines.asr.transcribe, action.pcm)
+        future = self.threads.run(self._asr.hear, action.pcm)
 
         def done(f: asyncio.Future) -> None:
             if self._closed or f.cancelled():
                 return
-            text = f.result().strip() if f.exception() is None else None
+            heard = f.result() if f.exception() is None else None
+            text = heard.text.strip() if heard is not None else None
             if action.purpose == "interim" and text is not None:
                 self.interims.append(text)
                 del self.interims[:-20]
                 log.debug("interim call=%s %r", self.leg.call_id, text)
-            self._apply(self.turns.heard(action.utterance, action.purpose, text, self.clock(), self.agent_active))
+            logprob = heard.avg_logprob if heard is not None else None
+            self._apply(self.turns.heard(action.utterance, action.purpose, text, self.clock(), self.agent_active, logprob=logprob))
 
         future.add_done_callback(done)
 
+    def _speculated(self, s: Speculated) -> None:
+        """A speculative pass is done: its transcript and scores to turn-taking."""
+        r = s.reply
+        self._apply(self.turns.speculated(r.utterance, r.frames, s.text, s.p_text, s.p_audio, self.clock(), self.agent_active, heard_at=r.asr_done, logprob=s.logprob))
+
+    def _end_of_turn(self, action: tt.EndOfTurn) -> None:
+        """The caller's turn is over: release the prepared reply, or start one."""
+        if action.reason:
+            log.info("turn call=%s: unfinished by its %s, answered after %.2f s of silence", self.leg.call_id, action.reason, action.times["endpoint"] - action.times["speech_end"])
+        if action.pcm is None:
+            return
+        reply = self._speculator.take(action)
+        if reply is None:
+            self._answers.start_reply(action.pcm, dict(action.times), rule=action.rule, text=action.text)
+            return
+        reply.times.update(action.times)
+        reply.rule, reply.reason, reply.scores = action.rule, action.reason, action.scores
+        self._answers.release_prepared(reply, action.pcm)
+
     # ------------------------------------------------------------ internals
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _replying(self) -> bool:
+        """For playout: whether a reply is still being written (:meth:`.answering.AgentTurns.replying`)."""
+        return self._answers.replying()
+
+    def _deliver(self, frames: list[AgentFrame], reply: Reply | None) -> None:
+        """For the reply writer: a sentence's frames (:meth:`.answering.AgentTurns.deliver`)."""
+        self._answers.deliver(frames, reply)
+
+    def _spawn(self, coro: Coroutine) -> asyncio.Task:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -348,61 +450,15 @@ class Conversation(SpeculationMixin, PlayoutMixin, ReplyMixin):
         if not task.cancelled() and task.exception() is not None:
             log.error("conversation task failed call=%s", self.leg.call_id, exc_info=task.exception())
 
-    def _stop_agent(self, interrupted: bool) -> None:
-        self.turns.agent_stopped()
-        self._playout.clear()
-        self.leg.clear_playout()
-        self._cancel.set()
-        if self._reply_task is not None and not self._reply_task.done():
-            self._reply_task.cancel()
-        if self._current is not None:
-            # Once interrupted, always: closing the call later must not clear the flag.
-            self._current.interrupted = self._current.interrupted or interrupted
-        if self.records is not None:
-            self.records.stopped(self._current)
-        self._after_playout = None
-        if self._heard_wait is not None:
-            self._heard_wait[2].cancel()
-            self._heard_wait = None
-
-    def _start_reply(self, pcm: np.ndarray | None, times: dict[str, float], rule: str = "unknown", text: str | None = None) -> None:
-        self.turns_started += 1
-        if self.agent_active:
-            self._stop_agent(interrupted=True)
-        self._cancel = threading.Event()
-        self._reply_task = self._spawn(self._reply(pcm, times, self._cancel, rule=rule, text=text))
-
-    async def _say(self, text: str) -> None:
-        """Speak fixed text (greeting, goodbye) without the LLM, synthesized once per
-        process (:class:`bridge.engines.phrases.PhraseCache`)."""
-        utt = AgentUtterance()
-        self._current = utt
-        self._times = None
-        self.history.append(("agent", utt))
-        if self.records is not None:
-            self.records.begin(None, utt, None)
-        await self._speak_sentence(text, utt, None, self._cancel, fixed=True)
-        if self.records is not None:
-            self.records.generated(utt, None, [])
-
     async def _watch_silence(self) -> None:
         """Reprompts: :meth:`~.turntaking.TurnTaking.tick` four times a second."""
         while not self._closed:
             await asyncio.sleep(0.25)
-            waiting = self.on_hold or self._collecting is not None or self._prepared is not None
+            waiting = self.on_hold or self._answers.digits.waiting or self._speculator.preparing
             self._apply(self.turns.tick(self.clock(), self.agent_active, waiting))
 
     async def _max_duration(self) -> None:
         await asyncio.sleep(self.agent.max_call_seconds)
         log.info("call=%s reached max_call_seconds=%s", self.leg.call_id, self.agent.max_call_seconds)
-        self._stop_agent(interrupted=False)
-        self._cancel = threading.Event()
-        await self._say_then(self.agent.goodbye, self._hangup)
-
-    def _hangup(self) -> None:
-        self.leg.hangup("agent")
-
-    async def _say_then(self, text: str, action: Callable[[], None]) -> None:
-        """Say ``text``, then run ``action`` once it has been played out."""
-        await self._say(text)
-        self._after_playout_do(action)
+        self._answers.stop(interrupted=False)
+        self._answers.say(self.agent.goodbye, then=self._answers.hangup, cancel=self._answers.speech())

@@ -1,26 +1,26 @@
-"""Playout: the queue of agent frames, played-sample accounting, and TTS into it.
+"""Playout: the queue of agent frames, played-sample accounting, and the actions that wait
+until the caller has heard the last words.
 
-:class:`PlayoutMixin` is the part of :class:`bridge.conversation.engine.Conversation`
-that hands agent audio to the leg (split out of engine.py along that seam):
-one 20 ms frame per send slot (:meth:`PlayoutMixin.pull_item`), what of each
-utterance was played (RTP: every frame handed out; Media Streams: ``mark`` echoes),
-actions that wait until the caller has heard the last words (hang-up, transfer),
-and synthesis of a sentence into the queue. The engine keeps turn-taking and
-barge-in; while a barge-in is pending (:mod:`.backchannel`) playout is paused:
-nothing is handed out, nothing is dropped.
+:class:`Playout` hands the leg one 20 ms frame per send slot (:meth:`Playout.pull`),
+counts what of each utterance was played (RTP: every frame handed out; Media Streams
+and WebRTC data: the leg reports it, :meth:`Playout.mark_played`), runs an action once
+the caller has heard the last words (hang-up, transfer: :meth:`Playout.after_playout`),
+and takes the turn's latency reading when its first frame goes out. While a barge-in is
+pending (:mod:`.backchannel`) it is paused: nothing is handed out, nothing is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from ..audio.resample import resample_all
 from ..audio.wire import FRAME_SAMPLES
+from .echo_guard import EchoGuard
+from .turn_records import TurnRecorder
 from .turns import AgentFrame, AgentUtterance
 
 log = logging.getLogger("bridge.conversation")
@@ -45,24 +45,127 @@ def trim_leading_silence(pcm: np.ndarray) -> np.ndarray:
     return pcm[max(0, int(loud[0]) - ONSET_MARGIN) :]
 
 
-class PlayoutMixin:
-    """Agent audio out for :class:`~bridge.conversation.engine.Conversation` (see the module docstring)."""
+class Playout:
+    """Agent audio out for one call (see the module docstring).
 
-    def pull_frame(self, now: float | None = None) -> np.ndarray | None:
-        """The agent frame for the current 20 ms send slot (PCM16 8 kHz, 160 samples) or ``None``."""
-        item = self.pull_item(now)
-        return item.pcm if item is not None else None
+    Args:
+        call_id: the call, for the logs.
+        clock: monotonic clock in seconds.
+        paused: whether a barge-in has paused the agent (nothing is handed out meanwhile).
+        quiet: called with the time when the last queued frame is handed out (the agent
+            stops talking then: turn-taking's ``agent_quiet``).
+        replying: whether a reply is still being written (more frames may come, so an
+            action waiting for the end of playout waits on).
+        echo_guard: told every frame sent (``None``: no echo guard).
+        metrics: a :class:`bridge.observability.metrics.Metrics` or ``None``.
+        played_by_leg: the leg reports what was played (:meth:`mark_played`: Media
+            Streams marks) rather than every frame handed out counting as played (RTP).
+    """
+
+    def __init__(
+        self,
+        call_id: str,
+        clock: Callable[[], float],
+        paused: Callable[[], bool],
+        quiet: Callable[[float], None],
+        replying: Callable[[], bool],
+        echo_guard: EchoGuard | None = None,
+        metrics=None,
+        played_by_leg: bool = False,
+    ) -> None:
+        self._call_id = call_id
+        self._clock = clock
+        self._paused = paused
+        self._quiet = quiet
+        self._replying = replying
+        self._echo_guard = echo_guard
+        self._metrics = metrics
+        self.played_by_leg = played_by_leg
+        self._queue: collections.deque[AgentFrame] = collections.deque()
+        self._records: TurnRecorder | None = None
+        #: The utterance being heard, and its turn's latency clock readings (``None``: a
+        #: fixed phrase, no turn).
+        self.current: AgentUtterance | None = None
+        self._times: dict[str, float] | None = None
+        self._after: Callable[[], None] | None = None
+        #: (utterance, action, timer): an action waiting for the utterance's last mark.
+        self._heard_wait: tuple[AgentUtterance, Callable[[], None], asyncio.TimerHandle] | None = None
+        #: Each turn's latencies relative to the end of the caller's speech, seconds.
+        self.latencies: list[dict[str, float]] = []
+
+    def attach_records(self, records: TurnRecorder | None) -> None:
+        """Report played progress to ``records`` from now on."""
+        self._records = records
+
+    @property
+    def playing(self) -> bool:
+        """Whether frames are queued."""
+        return bool(self._queue)
+
+    def begin(self, utt: AgentUtterance, times: dict[str, float] | None) -> None:
+        """``utt`` is what the caller hears from now on; ``times``: its turn's latency
+        clock readings (the first frame sent adds ``first_packet``), ``None`` for none."""
+        self.current = utt
+        self._times = times
+
+    def extend(self, frames: Iterable[AgentFrame]) -> None:
+        """Queue ``frames`` after what is queued."""
+        self._queue.extend(frames)
+
+    def stop(self) -> None:
+        """Drop every queued frame and any action waiting for the end of playout."""
+        self._queue.clear()
+        self._after = None
+        if self._heard_wait is not None:
+            self._heard_wait[2].cancel()
+            self._heard_wait = None
+
+    def pull(self) -> AgentFrame | None:
+        """The agent frame for the current 20 ms send slot, with its owner and sentence
+        boundary, or ``None``. With :attr:`played_by_leg` set, handing a frame out does not
+        count it as played. While a barge-in is pending nothing is handed out."""
+        if not self._queue or self._paused():
+            if self._echo_guard is not None:
+                self._echo_guard.note_sent(None)
+            return None
+        if len(self._queue) == 1:
+            self._quiet(self._clock())  # the agent stops talking now
+        item = self._queue.popleft()
+        if self._echo_guard is not None:
+            self._echo_guard.note_sent(item.pcm)
+        if not self.played_by_leg:
+            item.owner.played += FRAME_SAMPLES
+            if self._records is not None:
+                self._records.progressed(item.owner)
+        times = self._times
+        if times is not None and item.owner is self.current and "first_packet" not in times and "speech_end" in times:
+            times["first_packet"] = self._clock()
+            self._log_latency(times)
+            if self._metrics:
+                self._metrics.observe_turn(times)
+        if not self._queue and self._after is not None and not self._replying():
+            action, self._after = self._after, None
+            self._when_heard(item.owner, action)
+        return item
 
     def mark_played(self, owner: AgentUtterance, offset: int) -> None:
         """The leg learned that ``owner`` was played up to sample ``offset`` (Media Streams marks)."""
         owner.played = max(owner.played, offset)
-        if self.records is not None:
-            self.records.progressed(owner)
+        if self._records is not None:
+            self._records.progressed(owner)
         waiting = self._heard_wait
         if waiting is not None and waiting[0] is owner and owner.played >= sum(owner.samples):
             self._heard_wait = None
             waiting[2].cancel()
             asyncio.get_running_loop().call_soon(waiting[1])
+
+    def after_playout(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once what is queued has been played and heard (at once when
+        nothing is queued and :attr:`current` was heard to its end)."""
+        if self._queue:
+            self._after = action
+        else:
+            self._when_heard(self.current, action)
 
     def _when_heard(self, owner: AgentUtterance | None, action: Callable[[], None]) -> None:
         """Run ``action`` (hang up, transfer) once the caller has heard ``owner`` to its end.
@@ -79,86 +182,10 @@ class PlayoutMixin:
         def timed_out() -> None:
             if self._heard_wait is not None and self._heard_wait[1] is action:
                 self._heard_wait = None
-                log.info("call=%s: no mark for the last words within %.0f s, going on", self.leg.call_id, HEARD_TIMEOUT_S)
+                log.info("call=%s: no mark for the last words within %.0f s, going on", self._call_id, HEARD_TIMEOUT_S)
                 action()
 
         self._heard_wait = (owner, action, loop.call_later(HEARD_TIMEOUT_S, timed_out))
-
-    def pull_item(self, now: float | None = None) -> AgentFrame | None:
-        """Like :meth:`pull_frame`, with the frame's owner and sentence boundary.
-
-        With ``played_by_leg`` set, handing a frame out does not count it as
-        played: the leg reports playback with :meth:`mark_played`. While a
-        barge-in is pending (the agent is paused) nothing is handed out."""
-        if not self._playout or self.turns.paused is not None:
-            if self.echo_guard is not None:
-                self.echo_guard.note_sent(None)
-            return None
-        if len(self._playout) == 1:
-            self.turns.agent_quiet(self.clock())  # the agent stops talking now
-        item = self._playout.popleft()
-        if self.echo_guard is not None:
-            self.echo_guard.note_sent(item.pcm)
-        if not self.played_by_leg:
-            item.owner.played += FRAME_SAMPLES
-            if self.records is not None:
-                self.records.progressed(item.owner)
-        times = self._times
-        if times is not None and item.owner is self._current and "first_packet" not in times and "speech_end" in times:
-            times["first_packet"] = self.clock()
-            self._log_latency(times)
-            if self.metrics:
-                self.metrics.observe_turn(times)
-        if not self._playout and self._after_playout is not None and (self._reply_task is None or self._reply_task.done()):
-            action, self._after_playout = self._after_playout, None
-            self._when_heard(item.owner, action)
-        return item
-
-
-    def _after_playout_do(self, action: Callable[[], None]) -> None:
-        if self._playout:
-            self._after_playout = action
-        else:
-            self._when_heard(self._current, action)
-
-    async def _speak_sentence(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event, fixed: bool = False, reply=None) -> None:
-        """Synthesize ``text`` (``fixed``: from the phrase cache) and queue it as 20 ms frames of ``utt``:
-        to playout, or to ``reply``'s stash while that prepared reply is not released
-        (:class:`~.turns.Reply`).
-
-        Raises:
-            EngineError: TTS failed (stage ``tts``).
-        """
-        phrases = getattr(self.engines, "phrases", None)
-        if fixed and phrases is not None:
-            pcm = phrases.peek(text)
-            if pcm is None:
-                pcm = await self.threads.call("tts", phrases.get, text, lambda t: self._synthesize(t, None))
-        else:
-            pcm = await self.threads.call("tts", self._synthesize, text, times)
-        if cancel.is_set():
-            return
-        if not utt.sentences:
-            pcm = trim_leading_silence(pcm)
-        n = int(np.ceil(len(pcm) / FRAME_SAMPLES)) * FRAME_SAMPLES
-        pcm = np.pad(pcm, (0, n - len(pcm)))
-        utt.sentences.append(text)
-        utt.samples.append(n)
-        base = sum(utt.samples[:-1])
-        queue = self._playout if reply is None or reply.released else reply.stash
-        for i in range(0, n, FRAME_SAMPLES):
-            queue.append(AgentFrame(pcm[i : i + FRAME_SAMPLES], utt, i + FRAME_SAMPLES >= n, base + i + FRAME_SAMPLES))
-
-    def _synthesize(self, text: str, times: dict | None) -> np.ndarray:
-        """Worker thread: text -> PCM16 8 kHz via Piper and FFmpeg resampling."""
-        chunks = []
-        for chunk in self.engines.tts.synthesize(text):
-            if times is not None and "tts_first_audio" not in times:
-                times["tts_first_audio"] = self.clock()
-            chunks.append(chunk)
-        if not chunks:
-            return np.zeros(0, dtype=np.int16)
-        return resample_all(np.concatenate(chunks), self.engines.tts.sample_rate, 8000)
 
     def _log_latency(self, times: dict[str, float]) -> None:
         start = times["speech_end"]
@@ -166,7 +193,7 @@ class PlayoutMixin:
         self.latencies.append(rel)
         log.info(
             "latency call=%s voice_to_voice=%s endpoint=%s asr_final=%s llm_first_token=%s first_sentence=%s tts_first_audio=%s",
-            self.leg.call_id,
+            self._call_id,
             rel.get("first_packet"),
             rel.get("endpoint"),
             rel.get("asr_final"),

@@ -1,15 +1,14 @@
-"""The speculative pass and the prepared reply: the part of
-:class:`bridge.conversation.engine.Conversation` that works ahead of the end of the turn
-(split out of engine.py along that seam).
+"""The speculative pass and the prepared reply: working ahead of the end of the turn.
 
 At the caller's first silence turn-taking asks for a :class:`~.turntaking.Speculate`:
 the utterance is transcribed; then, at the same time, the end of the turn is scored
-(Smart Turn on the audio, the LLM's end-of-line probability read from the evaluation of
-the reply's own prompt) and the reply is generated unheard into a
-:class:`~.turns.Reply`. Turn-taking gets the transcript and the scores back
-(:meth:`~.turntaking.TurnTaking.speculated`) and decides: at
-:class:`~.turntaking.EndOfTurn` the prepared reply is released to playout, and if the
-caller goes on it is thrown away (:class:`~.turntaking.Discard`).
+(Smart Turn on the audio, the language model's end-of-line probability read from the
+evaluation of the reply's own prompt: :class:`EndOfTurnScores`) and the reply is
+generated unheard into a :class:`~.turns.Reply`. Turn-taking gets the transcript and the
+scores back (:meth:`~.turntaking.TurnTaking.speculated`) and decides: at
+:class:`~.turntaking.EndOfTurn` the prepared reply is released to playout
+(:meth:`Speculator.take`), and if the caller goes on it is thrown away
+(:meth:`Speculator.drop`).
 """
 
 from __future__ import annotations
@@ -17,12 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import turntaking as tt
 from .failures import EngineError
-from .turns import Reply, joined, probe_text
+from .sources import ReplySource, Transcript
+from .turns import Reply, joined
+from .work import WorkerThreads
 
 log = logging.getLogger("bridge.conversation")
 
@@ -39,105 +42,121 @@ async def _score(job: asyncio.Future | None) -> float | None:
         return None
 
 
-class SpeculationMixin:
-    """Working ahead of the end of the turn; see the module docstring. Mixed into
-    :class:`~bridge.conversation.engine.Conversation`, whose state it uses (``turns``,
-    ``threads``, ``engines``, ``agent``, ``_prepared``)."""
+class EndOfTurnScores:
+    """How likely the caller's turn is over: Smart Turn on the audio
+    (``agent.turn_audio_threshold`` > 0 and a model loaded) and the reply source's
+    end-of-line probability for the words (``agent.turn_text_threshold`` > 0 and a source
+    that gives it). Each runs in a worker thread; ``None`` where off or failed.
 
-    def _speculate(self, action: tt.Speculate) -> None:
-        """The caller fell silent: transcribe, score the end of the turn, and (``prepare``)
-        prepare the reply unheard (:meth:`_prepared_turn`)."""
-        self._drop_prepared()
-        prepare = action.prepare and self._collecting is None  # spoken digits are no turn to answer
+    Args:
+        agent: :class:`bridge.config.AgentSettings`.
+        turn_model: Smart Turn (:class:`bridge.engines.turn.SmartTurn`) or ``None``.
+        source: the call's :class:`~.sources.ReplySource`.
+        threads: the call's :class:`~.work.WorkerThreads`.
+    """
+
+    def __init__(self, agent, turn_model, source: ReplySource, threads: WorkerThreads) -> None:
+        self._turn_model = turn_model if agent.turn_audio_threshold > 0 else None
+        self._source = source
+        self._threads = threads
+        #: Whether the source is asked how likely the caller's line ends where it stops.
+        self.wants_text = source.scores_end
+
+    def audio(self, pcm: np.ndarray) -> asyncio.Future | None:
+        """Smart Turn's end-of-turn probability of ``pcm`` (PCM16 8 kHz), in a worker thread (``None``: off)."""
+        if self._turn_model is None:
+            return None
+        return self._threads.run(self._turn_model.probability, pcm)
+
+    async def text(self, text: str, transcript: Transcript) -> float | None:
+        """The end-of-line probability of the caller's ``text`` on its own, after
+        ``transcript`` (a caller speaking over the agent: no reply is prepared to read it from)."""
+        if not self.wants_text:
+            return None
+        return await _score(self._threads.run(self._source.end_probability, transcript, text))
+
+
+@dataclass(frozen=True)
+class Speculated:
+    """What a speculative pass found, for :meth:`~.turntaking.TurnTaking.speculated`: the
+    ``reply`` it ran for (its ``utterance``, ``frames`` and ``asr_done``), the transcript
+    ``text`` (``None``: ASR failed) with the recognizer's ``logprob``, and the scores."""
+
+    reply: Reply
+    text: str | None
+    logprob: float | None
+    p_text: float | None
+    p_audio: float | None
+
+
+class Speculator:
+    """The speculative passes of one call and the reply prepared by the last of them.
+
+    Args:
+        asr: the recognizer (:class:`bridge.engines.Asr`).
+        threads: the call's :class:`~.work.WorkerThreads`.
+        clock: monotonic clock in seconds.
+        scores: the call's :class:`EndOfTurnScores`.
+        spawn: starts a task the conversation owns (cancelled when it closes).
+        generate: starts writing ``reply`` to the caller's ``text`` unheard; returns its task.
+        report: hands a pass's :class:`Speculated` to turn-taking.
+        failed: an engine failure of a reply whose release was asked for.
+        transcript: the transcript so far (for the end-of-line score of an unprepared pass).
+        call_id: the call, for the logs.
+    """
+
+    def __init__(
+        self,
+        asr,
+        threads: WorkerThreads,
+        clock: Callable[[], float],
+        scores: EndOfTurnScores,
+        spawn: Callable[[Coroutine], asyncio.Task],
+        generate: Callable[[Reply, str], asyncio.Task],
+        report: Callable[[Speculated], None],
+        failed: Callable[[EngineError], None],
+        transcript: Callable[[], Transcript],
+        call_id: str,
+    ) -> None:
+        self._asr = asr
+        self._threads = threads
+        self._clock = clock
+        self._scores = scores
+        self._spawn = spawn
+        self._generate = generate
+        self._report = report
+        self._failed = failed
+        self._transcript = transcript
+        self._call_id = call_id
+        #: The reply prepared for the utterance being judged (not heard until released).
+        self._prepared: Reply | None = None
+
+    @property
+    def preparing(self) -> bool:
+        """Whether a prepared reply waits for the end of its turn."""
+        return self._prepared is not None
+
+    def start(self, action: tt.Speculate, prepare: bool) -> None:
+        """The caller fell silent: transcribe, score the end of the turn, and (``prepare``
+        and ``action.prepare``) prepare the reply unheard."""
+        self.drop()
+        prepare = prepare and action.prepare
         reply = Reply(action.utterance, action.frames, cancel=threading.Event())
         if prepare:
             self._prepared = reply
-        reply.task = self._spawn(self._prepared_turn(reply, action.pcm, prepare, action.heard, action.utterance_pcm))
+        reply.task = self._spawn(self._pass(reply, action.pcm, prepare, action.heard, action.utterance_pcm))
 
-    async def _prepared_turn(self, reply: Reply, pcm: np.ndarray, prepare: bool, heard: str = "", utterance_pcm: np.ndarray | None = None) -> None:
-        """Transcribe the utterance; then, at the same time, score the end of the turn
-        (Smart Turn on the audio; the LLM's end-of-line probability, read from the very
-        evaluation of the reply's prompt) and generate the reply into its stash; report
-        the transcript and the scores to turn-taking, which may release the reply."""
-        text = None
-        try:
-            if heard:  # the caller went on after a pause: the rest, conditioned on what was heard
-                text = joined(heard, await self.threads.call("asr", self.engines.asr.transcribe, pcm, heard))
-            else:
-                text = (await self.threads.call("asr", self.engines.asr.transcribe, pcm)).strip()
-        except EngineError as exc:
-            reply.failure = exc
-        reply.asr_done = self.clock()
-        reply.text = text
-        pcm = pcm if utterance_pcm is None else utterance_pcm
-        if reply.failure is not None and reply.release_asked:
-            self._engine_failed(reply.failure)
-        generate = prepare and bool(text) and not reply.dropped
-        if generate and self._wants_text_score():
-            reply.probed = asyncio.get_running_loop().create_future()
-        audio_score = self._audio_score(pcm) if text else None
-        if generate:
-            generation = self._spawn(self._reply(None, reply.times, reply.cancel, text=text, reply=reply))
-            p_text = await reply.probed if reply.probed is not None else None
-        else:
-            generation = None
-            p_text = (await self._text_score(text)) if text else None
-        p_audio = await _score(audio_score)
-        self._apply(self.turns.speculated(reply.utterance, reply.frames, text, p_text, p_audio, self.clock(), self.agent_active, heard_at=reply.asr_done))
-        if reply.release_asked and text == "" and reply.failure is None:
-            log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(pcm) / 8000)
-        if generation is not None:
-            await asyncio.shield(generation)
-
-    def _wants_text_score(self) -> bool:
-        """Whether the LLM is asked how likely the caller's line ends where it stops."""
-        return self.agent.turn_text_threshold > 0 and self.agent.llm_mode == "completion" and hasattr(self.engines.llm, "end_probability")
-
-    def _audio_score(self, pcm: np.ndarray) -> asyncio.Future | None:
-        """Smart Turn's end-of-turn probability of ``pcm``, in a worker thread (``None``: off)."""
-        model = getattr(self.engines, "turn", None)
-        if self.agent.turn_audio_threshold <= 0 or model is None:
-            return None
-        return self.threads.run(model.probability, pcm)
-
-    async def _text_score(self, text: str) -> float | None:
-        """The LLM's end-of-line probability for ``text`` on its own (a caller speaking
-        over the agent: no reply is prepared to read it from)."""
-        if not self._wants_text_score():
-            return None
-        from .prompt import completion_prompt_prefix
-
-        prompt = completion_prompt_prefix(self.agent, self.transcript()) + "Caller: " + probe_text(text)
-        return await _score(self.threads.run(self.engines.llm.end_probability, prompt))
-
-    def _end_of_turn(self, action: tt.EndOfTurn) -> None:
-        """The caller's turn is over: release the prepared reply, or start one."""
-        if action.reason:
-            log.info("turn call=%s: unfinished by its %s, answered after %.2f s of silence", self.leg.call_id, action.reason, action.times["endpoint"] - action.times["speech_end"])
-        if action.pcm is None:
-            return
+    def take(self, action: tt.EndOfTurn) -> Reply | None:
+        """The prepared reply for the turn ``action`` ended (no longer prepared: the
+        caller owns it now), or ``None`` when there is none for it (any other is dropped)."""
         reply = self._prepared
         if action.prepared and reply is not None and reply.utterance == action.utterance and not reply.dropped:
             self._prepared = None
-            self.turns_started += 1
-            if self.agent_active:
-                self._stop_agent(interrupted=True)
-            reply.times.update(action.times)
-            reply.rule, reply.reason, reply.scores = action.rule, action.reason, action.scores
-            reply.release_asked = True
-            self._cancel = reply.cancel
-            self._reply_task = reply.task
-            if reply.failure is not None:
-                self._engine_failed(reply.failure)
-            elif reply.text == "":
-                log.info("turn call=%s: no words recognized in %.2f s of audio", self.leg.call_id, len(action.pcm) / 8000)
-            else:
-                self._release(reply)
-            return
-        self._drop_prepared()
-        self._start_reply(action.pcm, dict(action.times), rule=action.rule, text=action.text)
+            return reply
+        self.drop()
+        return None
 
-    def _drop_prepared(self, utterance: int | None = None) -> None:
+    def drop(self, utterance: int | None = None) -> None:
         """Throw away the prepared reply (of ``utterance``, or any): the caller went on."""
         reply = self._prepared
         if reply is None or (utterance is not None and reply.utterance != utterance):
@@ -147,3 +166,40 @@ class SpeculationMixin:
         reply.cancel.set()
         if reply.task is not None and not reply.task.done():
             reply.task.cancel()
+
+    async def _pass(self, reply: Reply, pcm: np.ndarray, prepare: bool, heard: str = "", utterance_pcm: np.ndarray | None = None) -> None:
+        """Transcribe the utterance; then, at the same time, score the end of the turn
+        (Smart Turn on the audio; the end-of-line probability, read from the very
+        evaluation of the reply's prompt) and generate the reply into its stash; report
+        the transcript and the scores to turn-taking, which may release the reply."""
+        text = logprob = None
+        try:
+            if heard:  # the caller went on after a pause: the rest, conditioned on what was heard
+                rest = await self._threads.call("asr", self._asr.hear, pcm, heard)
+                text = joined(heard, rest.text)  # two passes: no one log probability for the whole
+            else:
+                whole = await self._threads.call("asr", self._asr.hear, pcm)
+                text, logprob = whole.text.strip(), whole.avg_logprob
+        except EngineError as exc:
+            reply.failure = exc
+        reply.asr_done = self._clock()
+        reply.text = text
+        pcm = pcm if utterance_pcm is None else utterance_pcm
+        if reply.failure is not None and reply.release_asked:
+            self._failed(reply.failure)
+        generate = prepare and bool(text) and not reply.dropped
+        if generate and self._scores.wants_text:
+            reply.probed = asyncio.get_running_loop().create_future()
+        audio_score = self._scores.audio(pcm) if text else None
+        if generate:
+            generation = self._generate(reply, text)
+            p_text = await reply.probed if reply.probed is not None else None
+        else:
+            generation = None
+            p_text = (await self._scores.text(text, self._transcript())) if text else None
+        p_audio = await _score(audio_score)
+        self._report(Speculated(reply, text, logprob, p_text, p_audio))
+        if reply.release_asked and text == "" and reply.failure is None:
+            log.info("turn call=%s: no words recognized in %.2f s of audio", self._call_id, len(pcm) / 8000)
+        if generation is not None:
+            await asyncio.shield(generation)

@@ -164,6 +164,7 @@ class _Speculation:
     frames: int
     prepare: bool
     text: str | None = None
+    logprob: float | None = None
     p_text: float | None = None
     p_audio: float | None = None
     done_at: float | None = None
@@ -200,9 +201,6 @@ class TurnTaking:
         self._preroll: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, agent.preroll_ms // FRAME_MS))
         self._backchannel_words = frozenset(w.lower() for w in agent.backchannel_words) or BACKCHANNEL_WORDS
         self._prompt_words = frozenset(words_of(asr_prompt or ""))
-        #: Seconds an ASR pass takes (the owner keeps it current); interim passes are
-        #: skipped while it is more than half their interval.
-        self.asr_pass_s = 0.0
         self.in_speech = False
         self.utterance = 0
         self._frames: list[np.ndarray] = []
@@ -228,10 +226,12 @@ class TurnTaking:
 
     # ----------------------------------------------------------- inputs
 
-    def frame(self, pcm: np.ndarray, voiced: bool, now: float, agent_active: bool) -> list[Action]:
+    def frame(self, pcm: np.ndarray, voiced: bool, now: float, agent_active: bool, asr_pass_s: float = 0.0) -> list[Action]:
         """One 20 ms caller frame (PCM16 8 kHz, 160 samples) and whether it is speech
         (the VAD's verdict, the agent's own echo already taken out). ``agent_active``:
-        the agent is speaking or answering (a barge-in would interrupt it)."""
+        the agent is speaking or answering (a barge-in would interrupt it).
+        ``asr_pass_s``: seconds an ASR pass takes now; interim passes are skipped while
+        it is more than half their interval."""
         out: list[Action] = []
         a = self.agent
         if voiced:
@@ -269,7 +269,7 @@ class TurnTaking:
             elif self.paused == self.utterance and not self._judging and speech_ms >= self._judge_at_ms:
                 self._judging = True
                 out.append(Transcribe(self.utterance, "judge", self._window()))
-            out += self._maybe_interim()
+            out += self._maybe_interim(asr_pass_s)
             return out
         if not self.in_speech:
             self._preroll.append(pcm)
@@ -287,18 +287,21 @@ class TurnTaking:
 
     def speculated(
         self, utterance: int, frames: int, text: str | None, p_text: float | None, p_audio: float | None, now: float, agent_active: bool, heard_at: float | None = None,
+        logprob: float | None = None,
     ) -> list[Action]:
         """The result of :class:`Speculate` for ``utterance`` at ``frames``: its transcript
-        (``None``: ASR failed; ``heard_at``: when it came, default ``now``) and the
+        (``None``: ASR failed; ``heard_at``: when it came, default ``now``; ``logprob``:
+        the recognizer's average log probability for it, ``None`` when not known) and the
         end-of-turn scores (``None``: not available)."""
         spec = self._spec
         if spec is None or spec.utterance != utterance or spec.frames != frames:
-            return self._settled_by(utterance, text, now, agent_active) if text is not None else []
+            return self._settled_by(utterance, text, now, agent_active, logprob=logprob) if text is not None else []
         spec.text = text.strip() if text is not None else None
+        spec.logprob = logprob
         spec.failed = text is None
         spec.p_text, spec.p_audio, spec.done_at = p_text, p_audio, now if heard_at is None else heard_at
-        out = self._settled_by(utterance, spec.text, now, agent_active) if spec.text is not None else []
-        if self.paused == utterance and spec.text is not None and self._backchannel(spec.text):
+        out = self._settled_by(utterance, spec.text, now, agent_active, logprob=logprob) if spec.text is not None else []
+        if self.paused == utterance and spec.text is not None and self._backchannel(spec.text, logprob):
             # "Mm-hmm" over the agent: resume now, not at the end of the turn ("hmm" reads
             # as unfinished); words that follow may still interrupt.
             self._withdrawn = utterance
@@ -307,14 +310,15 @@ class TurnTaking:
             out += self._check_endpoint(now, agent_active)
         return out
 
-    def heard(self, utterance: int, purpose: str, text: str | None, now: float, agent_active: bool) -> list[Action]:
-        """The result of a :class:`Transcribe` (``text`` ``None``: ASR failed)."""
+    def heard(self, utterance: int, purpose: str, text: str | None, now: float, agent_active: bool, logprob: float | None = None) -> list[Action]:
+        """The result of a :class:`Transcribe` (``text`` ``None``: ASR failed; ``logprob``:
+        the recognizer's average log probability for it, ``None`` when not known)."""
         if purpose == "interim":
             self._interim_running = False
             if utterance != self.utterance or text is None:
                 return []
             self.interim_text = text.strip()
-            if utterance in (self.paused, self._withdrawn) and agent_active and not self._backchannel(self.interim_text):
+            if utterance in (self.paused, self._withdrawn) and agent_active and not self._backchannel(self.interim_text, logprob):
                 return self._confirm(utterance, self.interim_text)
             return []
         if purpose == "judge":
@@ -323,17 +327,17 @@ class TurnTaking:
                 return []  # decided meanwhile (the utterance ended and was settled, or another paused)
             if text is None:
                 return self._confirm(utterance, "")  # ASR failed: the caller may have said something
-            if self._unsure(text) and not is_backchannel(text, self._backchannel_words, self._prompt_words) and self.in_speech and self.utterance == utterance:
+            if self._unsure(text, logprob) and not is_backchannel(text, self._backchannel_words, self._prompt_words) and self.in_speech and self.utterance == utterance:
                 # Words Whisper was unsure of, and the caller is still speaking: the start
                 # of a real interruption often reads that way ("Arry to interrupt"). Stay
                 # paused; judge again on more speech, or on the whole utterance at its end.
                 self._judge_at_ms = self._voiced * FRAME_MS + _half(self.agent.barge_in_confirm_ms)
                 return []
-            if self._backchannel(text):
+            if self._backchannel(text, logprob):
                 self._withdrawn = utterance  # its later words may still interrupt
                 return self._resume(utterance, text.strip())
             return self._confirm(utterance, text.strip())
-        return self._settled_by(utterance, text if text is not None else "", now, agent_active, failed=text is None)
+        return self._settled_by(utterance, text if text is not None else "", now, agent_active, failed=text is None, logprob=logprob)
 
     def tick(self, now: float, agent_active: bool, waiting: bool = False) -> list[Action]:
         """Time passes (call it a few times a second). ``waiting``: something else keeps
@@ -389,7 +393,7 @@ class TurnTaking:
         window = int(self.agent.interim_window_s * 1000 // FRAME_MS)
         return np.concatenate(self._frames[-window:])
 
-    def _maybe_interim(self) -> list[Action]:
+    def _maybe_interim(self, asr_pass_s: float) -> list[Action]:
         """An interim pass while the caller speaks over the agent (its words may confirm
         the barge-in): one per ``interim_interval_ms`` of new audio, one in flight, none
         where a pass takes more than half the interval. A caller speaking to a quiet agent
@@ -399,7 +403,7 @@ class TurnTaking:
         interval = a.interim_interval_ms // FRAME_MS
         if not interval or self._interim_running or (self.utterance not in (self.paused, self._withdrawn) and not a.interim_always):
             return []
-        if len(self._frames) - self._interim_frames < interval or self.asr_pass_s > a.interim_interval_ms / 2000:
+        if len(self._frames) - self._interim_frames < interval or asr_pass_s > a.interim_interval_ms / 2000:
             return []
         self._interim_frames = len(self._frames)
         self._interim_running = True
@@ -450,7 +454,7 @@ class TurnTaking:
             # The utterance that paused the agent is over: resume, or interrupt and answer it.
             self._settling = _Settling(utterance, pcm if enough else None, times, rule)
             if text is not None or not enough:
-                return self._settled_by(utterance, text or "", now, agent_active)
+                return self._settled_by(utterance, text or "", now, agent_active, logprob=spec.logprob if text is not None else None)
             if spec is None or spec.failed:
                 return [Transcribe(utterance, "final", pcm)]
             return []  # its speculative pass is running: speculated() settles it
@@ -462,7 +466,7 @@ class TurnTaking:
         scores = {"p_text": spec.p_text, "p_audio": spec.p_audio} if spec is not None else {}
         return [EndOfTurn(utterance, pcm, text, prepared, times, rule, reason, scores)]
 
-    def _settled_by(self, utterance: int, text: str, now: float, agent_active: bool, failed: bool = False) -> list[Action]:
+    def _settled_by(self, utterance: int, text: str, now: float, agent_active: bool, failed: bool = False, logprob: float | None = None) -> list[Action]:
         """A transcript of a barge-in utterance that has ended: resume, or interrupt and answer."""
         s = self._settling
         if s is None or s.utterance != utterance:
@@ -477,7 +481,7 @@ class TurnTaking:
             return [EndOfTurn(utterance, s.pcm, text, False, s.times, s.rule)] if s.pcm is not None else []
         if utterance not in (self.paused, self._withdrawn):
             return []  # decided meanwhile: the caller spoke again
-        if s.pcm is None or self._backchannel(text):
+        if s.pcm is None or self._backchannel(text, logprob):
             return self._resume(utterance, text) if self.paused == utterance else []
         out: list[Action] = []
         if agent_active:
@@ -485,19 +489,18 @@ class TurnTaking:
         self.paused = None
         return out + [EndOfTurn(utterance, s.pcm, text, False, s.times, s.rule)]
 
-    def _backchannel(self, text: str) -> bool:
+    def _backchannel(self, text: str, logprob: float | None) -> bool:
         """Whether ``text``, heard over the agent, is no interruption: a backchannel, no
         words, or words Whisper was unsure of (its average log probability under
         ``barge_in_min_logprob``: a hum heard as "Amanda.", a cough as "Pup.")."""
-        return self._unsure(text) or is_backchannel(text, self._backchannel_words, self._prompt_words)
+        return self._unsure(text, logprob) or is_backchannel(text, self._backchannel_words, self._prompt_words)
 
-    def _unsure(self, text: str) -> bool:
-        """Whether ``text`` (a :class:`~bridge.engines.asr_batch.Transcript`) is a guess:
-        Whisper's average log probability under ``barge_in_min_logprob``, and either no
-        more than ``barge_in_unsure_max_words`` words or more words than the utterance's
-        voiced speech could carry (``barge_in_unsure_words_per_s``). ``False`` for a
-        plain string."""
-        logprob = getattr(text, "avg_logprob", None)
+    def _unsure(self, text: str, logprob: float | None) -> bool:
+        """Whether ``text`` is a guess: the recognizer's average log probability
+        ``logprob`` under ``barge_in_min_logprob``, and either no more than
+        ``barge_in_unsure_max_words`` words or more words than the utterance's voiced
+        speech could carry (``barge_in_unsure_words_per_s``). ``False`` when ``logprob``
+        is not known."""
         if logprob is None or logprob >= self.agent.barge_in_min_logprob:
             return False
         words = len(text.split())

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
+from .asr_batch import Transcript
 from .phrases import PhraseCache
 
 log = logging.getLogger("bridge.engines")
@@ -34,6 +35,10 @@ class Asr(Protocol):
     def transcribe(self, pcm: np.ndarray, previous: str = "") -> str:
         """``pcm``: PCM16 mono 8000 Hz int16 array, any length -> text; ``previous``: what
         was said just before (context for the recognizer)."""
+
+    def hear(self, pcm: np.ndarray, previous: str = "") -> Transcript:
+        """Like :meth:`transcribe`, with how sure the recognizer was
+        (:class:`~.asr_batch.Transcript`)."""
 
 
 class Llm(Protocol):

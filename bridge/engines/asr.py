@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio.resample import resample_all
-from .asr_batch import HEADROOM, WINDOW_SAMPLES, WINDOWS, WhisperBatcher
+from .asr_batch import HEADROOM, WINDOW_SAMPLES, WINDOWS, Transcript, WhisperBatcher
 from .fifo import FifoLock
 
 log = logging.getLogger("bridge.engines.asr")
@@ -158,7 +158,13 @@ class WhisperAsr:
         self.pass_seconds = elapsed if not self.pass_seconds else 0.7 * self.pass_seconds + 0.3 * elapsed
 
     def transcribe(self, pcm: np.ndarray, previous: str = "") -> str:
-        """PCM16 mono 8000 Hz (int16 array) -> text (empty when nothing was recognized).
+        """PCM16 mono 8000 Hz (int16 array) -> text (empty when nothing was recognized):
+        :meth:`hear`'s text."""
+        return self.hear(pcm, previous).text
+
+    def hear(self, pcm: np.ndarray, previous: str = "") -> Transcript:
+        """PCM16 mono 8000 Hz (int16 array) -> :class:`~.asr_batch.Transcript`: the text
+        (stripped, empty when nothing was recognized) and how sure Whisper was of it.
 
         ``previous``: what the speaker said just before this audio; Whisper reads it after
         the initial prompt, as faster-whisper's ``condition_on_previous_text`` does between
@@ -169,9 +175,9 @@ class WhisperAsr:
         prompt = " ".join(p for p in (self.initial_prompt, previous.strip()) if p) or None
         if len(audio16k) <= WINDOW_SAMPLES:
             started = time.perf_counter()
-            text = self.batcher.transcribe(audio16k, self.beam_size, prompt)
+            heard = self.batcher.transcribe(audio16k, self.beam_size, prompt)
             self._note_pass(time.perf_counter() - started)
-            return text
+            return heard
         with self._lock:
             started = time.perf_counter()
             segments, _info = self.model.transcribe(
@@ -185,4 +191,4 @@ class WhisperAsr:
             )
             text = " ".join(s.text.strip() for s in segments).strip()
             self._note_pass(time.perf_counter() - started)
-            return text
+            return Transcript(text)

@@ -54,21 +54,15 @@ WINDOWS = (10, 20, 30)
 HEADROOM = 2.0
 
 
-class Transcript(str):
-    """A transcript (a ``str``) that also carries how sure Whisper was of it:
-    ``avg_logprob``, the average log probability of its tokens (0 = certain; faster-whisper
-    calls a segment under -1.0 unreliable). ``None`` where not known."""
+@dataclass(frozen=True)
+class Transcript:
+    """What Whisper heard in one pass: ``text`` (stripped; empty when nothing was
+    recognized) and ``avg_logprob``, the average log probability of its tokens (0 =
+    certain; faster-whisper calls a segment under -1.0 unreliable), ``None`` where not
+    known (the long-audio path)."""
 
+    text: str
     avg_logprob: float | None = None
-
-    def __new__(cls, text: str, avg_logprob: float | None = None) -> Transcript:
-        out = super().__new__(cls, text)
-        out.avg_logprob = avg_logprob
-        return out
-
-    def strip(self, chars: str | None = None) -> Transcript:
-        """``str.strip``, keeping :attr:`avg_logprob`."""
-        return Transcript(str.strip(self, chars), self.avg_logprob)
 
 
 def window_for(seconds: float, windows: tuple[int, ...] = WINDOWS, headroom: float = HEADROOM) -> int:

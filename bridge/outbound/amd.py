@@ -196,13 +196,14 @@ class AnsweringMachineDetector:
             return self._listening(beep, voiced)
         return self._awaiting_beep(beep, voiced)
 
-    def transcript(self, request_id: int, text: str) -> list[Action]:
-        """The text of the :class:`Transcribe` with ``request_id`` (empty: no words)."""
+    def transcript(self, request_id: int, text: str, logprob: float | None = None) -> list[Action]:
+        """The text of the :class:`Transcribe` with ``request_id`` (empty: no words) and
+        the recognizer's average log probability for it (``None``: not known)."""
         if request_id != self._pending:
             return []
         self._pending = None
         self._text, self._text_upto = text.strip(), self._pending_upto
-        self._logprob = getattr(text, "avg_logprob", None)
+        self._logprob = logprob
         if self.verdict is not None or self.done:
             return []
         phrase = machine_phrase(self._text, self.phrases)

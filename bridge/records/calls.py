@@ -126,10 +126,10 @@ class CallRecords:
     def attach(self, call_id: str, agent) -> None:
         """Give a conversation agent a turn recorder that writes its turns into this
         call's record (agents without turns, such as the echo agent, are left alone)."""
-        if self.store is None or not hasattr(agent, "records"):
+        if self.store is None or not hasattr(agent, "attach_records"):
             return
         store = self.store
-        agent.records = TurnRecorder(lambda record: store.submit("turn", call_id, **record), self.redact)
+        agent.attach_records(TurnRecorder(lambda record: store.submit("turn", call_id, **record), self.redact))
 
     def transfer(self, call_id: str, target: str, outcome: str) -> None:
         """A transfer to ``target`` was tried: ``outcome`` ``requested``, ``completed``
