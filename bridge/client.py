@@ -105,7 +105,15 @@ class CallReport:
 class _Caller:
     """Frame source and sink of the calling side (runs on the loop)."""
 
-    def __init__(self, clips: list[np.ndarray], wait_first: bool, settle: float, reply_timeout: float, echo_gain: float = 0.0, echo_delay_frames: int = 0) -> None:
+    def __init__(
+        self,
+        clips: list[np.ndarray],
+        wait_first: bool,
+        settle: float,
+        reply_timeout: float,
+        echo_gain: float = 0.0,
+        echo_delay_frames: int = 0,
+    ) -> None:
         self.clips = clips
         self.echo_gain = echo_gain
         self.echo_delay_frames = echo_delay_frames
@@ -282,7 +290,17 @@ async def place_call(
         answer = await asyncio.wait_for(answered, 40)
         report.answered = True
         params = sdp.parse_answer(answer.answer)
-        stream = RtpStream(rtp_sock, params, caller, caller.on_audio, lambda e: None, lambda: None, rtp_timeout=3600, latch=True, send_silence=True)
+        stream = RtpStream(
+            rtp_sock,
+            params,
+            caller,
+            caller.on_audio,
+            lambda e: None,
+            lambda: None,
+            rtp_timeout=3600,
+            latch=True,
+            send_silence=True,
+        )
         await stream.start()
         if dtmf:
             loop.call_later(dtmf_after, stream.send_dtmf, dtmf)
@@ -323,11 +341,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     call.add_argument("uri", help="sip:user@host:port")
     call.add_argument("--play", action="append", metavar="WAV", help="caller audio; repeat for several turns")
     call.add_argument("--record", metavar="WAV", help="write the agent's audio here (PCM16 8 kHz)")
-    call.add_argument("--duration", type=float, metavar="S", help="hang up after S seconds (default: after the last reply)")
+    call.add_argument(
+        "--duration", type=float, metavar="S", help="hang up after S seconds (default: after the last reply)"
+    )
     call.add_argument("--local-host", default="127.0.0.1", help="address to bind and advertise (default 127.0.0.1)")
     call.add_argument("--no-wait", action="store_true", help="play the first file at once, over the greeting")
     call.add_argument("--dtmf", metavar="DIGITS", help="send these digits (RFC 4733) right after the answer")
-    call.add_argument("--echo-db", type=float, metavar="DB", help="simulate line echo: send the agent back at this level (e.g. -10)")
+    call.add_argument(
+        "--echo-db", type=float, metavar="DB", help="simulate line echo: send the agent back at this level (e.g. -10)"
+    )
     call.add_argument("--echo-delay-ms", type=int, default=150, metavar="MS", help="echo delay (default 150)")
     call.add_argument("-v", "--verbose", action="store_true")
     call.set_defaults(func=_call)

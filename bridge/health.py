@@ -31,15 +31,19 @@ def sip_options(host: str, port: int, timeout: float = 2.0) -> int:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.connect((host, port))
         local_host, local_port = sock.getsockname()[:2]
-        bracket = (lambda h: f"[{h}]" if ":" in h else h)
+        bracket = lambda h: f"[{h}]" if ":" in h else h
         target = URI(scheme="sip", host=bracket(host), port=port)
         me = URI(scheme="sip", user="health", host=bracket(local_host), port=local_port)
         branch = new_branch()
         request = build_request(
-            "OPTIONS", target,
+            "OPTIONS",
+            target,
             via=Via.parse(f"SIP/2.0/UDP {bracket(local_host)}:{local_port};branch={branch};rport"),
-            from_addr=Address(uri=me, parameters=Parameters(tag=new_tag())), to_addr=Address(uri=target),
-            call_id=new_call_id(local_host), cseq=1, extra_headers=[("Accept", "application/sdp")],
+            from_addr=Address(uri=me, parameters=Parameters(tag=new_tag())),
+            to_addr=Address(uri=target),
+            call_id=new_call_id(local_host),
+            cseq=1,
+            extra_headers=[("Accept", "application/sdp")],
         )
         sock.send(bytes(request))
         deadline = time.monotonic() + timeout
@@ -53,15 +57,26 @@ def sip_options(host: str, port: int, timeout: float = 2.0) -> int:
                 message = Message.parse(data)
             except ValueError:
                 continue
-            if isinstance(message, Response) and message.via and message.via[0].parameters.get("branch") == branch and message.code >= 200:
+            if (
+                isinstance(message, Response)
+                and message.via
+                and message.via[0].parameters.get("branch") == branch
+                and message.code >= 200
+            ):
                 return message.code
         raise TimeoutError(f"no answer to OPTIONS from {host}:{port} within {timeout:g} s")
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``health`` sub-command on the ``bridge`` parser."""
-    health = sub.add_parser("health", help="probe a node with SIP OPTIONS (exit 0 on 200 OK): the container's HEALTHCHECK")
-    health.add_argument("--sip", metavar="HOST:PORT", help="the node's SIP UDP address (default: sip.listen, a wildcard probed on loopback)")
+    health = sub.add_parser(
+        "health", help="probe a node with SIP OPTIONS (exit 0 on 200 OK): the container's HEALTHCHECK"
+    )
+    health.add_argument(
+        "--sip",
+        metavar="HOST:PORT",
+        help="the node's SIP UDP address (default: sip.listen, a wildcard probed on loopback)",
+    )
     health.add_argument("--config", help="YAML merged over config/default.yaml")
     health.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)")
     health.set_defaults(func=_health)

@@ -27,8 +27,20 @@ from collections.abc import Iterable
 
 KINDS = ("card", "ssn", "email", "phone")
 
-_DIGIT_WORDS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_DIGIT_WORDS = {
+    "zero": "0",
+    "oh": "0",
+    "o": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+}
 _TOKEN = r"(?:\d+|" + "|".join(sorted(_DIGIT_WORDS, key=len, reverse=True)) + r")"
 #: Digit groups or digit words joined by spaces, dashes, dots, commas, slashes or parentheses.
 _RUN = re.compile(rf"(?<![\w@])\+?\(?{_TOKEN}(?:[ \t\-./,()]{{1,3}}{_TOKEN})*(?![\w@])", re.I)

@@ -70,7 +70,11 @@ class Router:
         for profile in self.profiles.values():
             if profile is not self.default:
                 profile.engines = load_warm_engines(_View(profile), shared)
-                log.info("routing: profile %s ready (%s)", profile.name, ", ".join(n for n, p in self.numbers.items() if p == profile.name) or "no numbers")
+                log.info(
+                    "routing: profile %s ready (%s)",
+                    profile.name,
+                    ", ".join(n for n, p in self.numbers.items() if p == profile.name) or "no numbers",
+                )
         self.loaded = True
 
     def route(self, number: str | None) -> Profile | None:

@@ -70,7 +70,9 @@ class BridgeServer:
         node = storage.node or default_node(settings.sip.listen)
         self.store = RecordStore(storage.url, storage.spool_dir, node, self.metrics) if storage.url else None
         self.router = Router(settings, engines)
-        self.records = CallRecords(self.store, node, Redactor(settings.privacy.redact) if settings.privacy.redact else None, settings.recording)
+        self.records = CallRecords(
+            self.store, node, Redactor(settings.privacy.redact) if settings.privacy.redact else None, settings.recording
+        )
         self.registry = CallRegistry(settings.access, self.records, self.metrics)
         host, _ = parse_hostport(settings.sip.listen, 5060)
         #: The address used where no peer is known yet: ``sip.public_host``, the listen
@@ -79,7 +81,9 @@ class BridgeServer:
         self.public_host = Advertiser(settings.sip.public_host, host).fallback()
         self.ports = PortAllocator(*parse_port_range(settings.media.rtp_ports))
         self.policy = AdmissionPolicy(settings.access, base=DEFAULT_CONFIG.parent.parent)
-        self.sip_calls = SipCalls(self, settings, engines, self.metrics, self.registry, self.router, self.policy, self.ports, host)
+        self.sip_calls = SipCalls(
+            self, settings, engines, self.metrics, self.registry, self.router, self.policy, self.ports, host
+        )
         self.streams = StreamCalls(settings, engines, self.metrics, self.registry, self.router)
         self.webrtc = WebRtcCalls(self, settings, engines, self.metrics, self.registry, self.router)
         self.listeners: list[Listener] = [self._listener(*spec) for spec in self._listener_specs()]
@@ -92,13 +96,21 @@ class BridgeServer:
         self._stopped = asyncio.Event()
         self.metrics.watch_resource("rtp_ports", lambda: self.ports.in_use)
         self.metrics.watch_resource("calls", lambda: len(self.registry))
-        self.metrics.watch_resource("sip_dialogs", lambda: sum(listener.core.active_calls for listener in self.listeners))
-        self.metrics.watch_resource("sip_transactions", lambda: sum(listener.core.transaction_count for listener in self.listeners))
+        self.metrics.watch_resource(
+            "sip_dialogs", lambda: sum(listener.core.active_calls for listener in self.listeners)
+        )
+        self.metrics.watch_resource(
+            "sip_transactions", lambda: sum(listener.core.transaction_count for listener in self.listeners)
+        )
         self.metrics.watch_resource("tasks", self._task_count)
 
     def _listener_specs(self):
         sip = self.settings.sip
-        for kind, address, default_port in (("UDP", sip.listen, 5060), ("TCP", sip.tcp_listen, 5060), ("TLS", sip.tls_listen, 5061)):
+        for kind, address, default_port in (
+            ("UDP", sip.listen, 5060),
+            ("TCP", sip.tcp_listen, 5060),
+            ("TLS", sip.tls_listen, 5061),
+        ):
             if address:
                 yield kind, parse_hostport(address, default_port)
 
@@ -106,8 +118,14 @@ class BridgeServer:
         sip = self.settings.sip
         advertiser = Advertiser(sip.public_host, bind[0])
         core = SipCore(
-            bind, public_host=advertiser.fallback(), user_agent=sip.user_agent, timers=Timers(t1=sip.t1),
-            max_message_size=sip.max_message_size, transport=kind, session_expires=sip.session_expires, min_se=sip.min_se,
+            bind,
+            public_host=advertiser.fallback(),
+            user_agent=sip.user_agent,
+            timers=Timers(t1=sip.t1),
+            max_message_size=sip.max_message_size,
+            transport=kind,
+            session_expires=sip.session_expires,
+            min_se=sip.min_se,
             host_for=(lambda peer, adv=advertiser: adv.for_peer(peer[0])) if advertiser.per_peer else None,
         )
         listener = Listener(core, None, advertiser)
@@ -116,8 +134,12 @@ class BridgeServer:
             listener.io = SipUdpTransport(core, handler)
         else:
             tls = kind == "TLS"
-            listener.io = SipStreamTransport(core, handler, server_ssl=tls_server_context(self.settings) if tls else None,
-                                             client_ssl=client_context(sip.tls_ca) if tls else None)
+            listener.io = SipStreamTransport(
+                core,
+                handler,
+                server_ssl=tls_server_context(self.settings) if tls else None,
+                client_ssl=client_context(sip.tls_ca) if tls else None,
+            )
         self.metrics.watch_sip(core.counters, kind.lower())
         return listener
 
@@ -204,7 +226,9 @@ class BridgeServer:
             described, loopback_only = listener.advertiser.describe()
             log.info("sip: listening on %s %s:%s, advertising %s", listener.name.lower(), addr[0], addr[1], described)
             if loopback_only:
-                log.warning("sip: only loopback addresses exist: peers on other machines cannot reach this server (set sip.public_host)")
+                log.warning(
+                    "sip: only loopback addresses exist: peers on other machines cannot reach this server (set sip.public_host)"
+                )
             bound.append(addr)
         log.info("rtp: ports %s on %s", self.settings.media.rtp_ports, self.sip_calls.rtp_bind_host)
         if self.settings.mediastreams.http_listen:
@@ -238,7 +262,9 @@ class BridgeServer:
             if self._http_task.done():
                 self._http_task.result()  # raises the bind error
             await asyncio.sleep(0.02)
-        log.info("media streams: listening on http %s:%d (public %s)", host, port, ms.public_url or "from X-Forwarded-*")
+        log.info(
+            "media streams: listening on http %s:%d (public %s)", host, port, ms.public_url or "from X-Forwarded-*"
+        )
 
     async def _retention(self) -> None:
         """Apply ``records.retention_days`` and ``recording.retention_days`` at start and
@@ -274,7 +300,9 @@ class BridgeServer:
         try:
             listener = self.listener(kind)
         except KeyError:
-            raise ValueError(f"the termination URI wants {kind}, which is not enabled (sip.{kind.lower()}_listen)") from None
+            raise ValueError(
+                f"the termination URI wants {kind}, which is not enabled (sip.{kind.lower()}_listen)"
+            ) from None
         target = str(URI(scheme="sip", user=number, host=term.host, port=term.port))
         dest = (term.host, term.port or (5061 if kind == "TLS" else 5060))
         try:

@@ -39,19 +39,31 @@ _OPTIONS = {
 def server_options(parser: argparse.ArgumentParser, serve: bool) -> None:
     """The options ``serve`` and ``dial`` share; ``serve`` adds the listeners a dial needs not."""
     parser.add_argument("--config", help="YAML file merged over config/default.yaml")
-    parser.add_argument("--preset", help="a model preset from config/presets/ (cpu-small, cpu-better, gpu), laid under --config")
+    parser.add_argument(
+        "--preset", help="a model preset from config/presets/ (cpu-small, cpu-better, gpu), laid under --config"
+    )
     parser.add_argument("--sip-listen", metavar="HOST:PORT", help="SIP UDP address (default 0.0.0.0:5060)")
     parser.add_argument("--public-host", metavar="IP", help="address for Via/Contact/SDP (behind NAT: the public IP)")
     parser.add_argument("--rtp-ports", metavar="LOW-HIGH", help="RTP port range (default 10000-20000)")
-    parser.add_argument("--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address (default 127.0.0.1:9090)")
+    parser.add_argument(
+        "--metrics-listen", metavar="HOST:PORT", help="Prometheus /metrics address (default 127.0.0.1:9090)"
+    )
     parser.add_argument("--agent", choices=["llm", "echo"], help="the agent (echo: play the caller back, no models)")
     if serve:
         parser.add_argument("--sip-tcp-listen", metavar="HOST:PORT", help="also serve SIP over TCP here")
-        parser.add_argument("--sip-tls-listen", metavar="HOST:PORT", help="also serve SIP over TLS here (needs --tls-cert/--tls-key)")
+        parser.add_argument(
+            "--sip-tls-listen", metavar="HOST:PORT", help="also serve SIP over TLS here (needs --tls-cert/--tls-key)"
+        )
         parser.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain")
         parser.add_argument("--tls-key", metavar="PEM", help="TLS private key")
-        parser.add_argument("--http-listen", metavar="HOST:PORT", help="Media Streams mode: serve POST /twiml and WS /media-stream here")
-        parser.add_argument("--public-url", metavar="URL", help="the base URL Twilio calls (https://...), for the Stream URL and signatures")
+        parser.add_argument(
+            "--http-listen", metavar="HOST:PORT", help="Media Streams mode: serve POST /twiml and WS /media-stream here"
+        )
+        parser.add_argument(
+            "--public-url",
+            metavar="URL",
+            help="the base URL Twilio calls (https://...), for the Stream URL and signatures",
+        )
 
 
 def add_parsers(sub) -> None:
@@ -62,9 +74,19 @@ def add_parsers(sub) -> None:
     dial = sub.add_parser("dial", help="call NUMBER through outbound.termination_uri and run the agent on it")
     dial.add_argument("number", help="E.164 number, e.g. +14155550100")
     dial.add_argument("--termination-uri", metavar="URI", help="override outbound.termination_uri")
-    dial.add_argument("--amd", action=argparse.BooleanOptionalAction, default=None,
-                      help="detect whether a person or a machine answered before the agent speaks; leave outbound.voicemail_message on a machine (default: outbound.amd.enabled)")
-    dial.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a callee variable for the greeting, message and persona (repeat)")
+    dial.add_argument(
+        "--amd",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="detect whether a person or a machine answered before the agent speaks; leave outbound.voicemail_message on a machine (default: outbound.amd.enabled)",
+    )
+    dial.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a callee variable for the greeting, message and persona (repeat)",
+    )
     server_options(dial, serve=False)
     dial.set_defaults(func=_dial)
 
@@ -107,8 +129,14 @@ def prepare(settings: Settings):
         started = time.monotonic()
         engines = load_warm_engines(settings)
         m = settings.models
-        log.info("models: ASR %s, LLM %s, TTS %s on %s, loaded and warmed in %.1f s",
-                 m.asr, m.llm, m.tts, engines.device, time.monotonic() - started)
+        log.info(
+            "models: ASR %s, LLM %s, TTS %s on %s, loaded and warmed in %.1f s",
+            m.asr,
+            m.llm,
+            m.tts,
+            engines.device,
+            time.monotonic() - started,
+        )
     else:
         log.info("models: none (agent echo)")
     metrics = Metrics()
@@ -151,8 +179,11 @@ def _dial(args: argparse.Namespace) -> int:
             return 2
         variables[name.strip()] = value
     outcome: dict[str, str] = {}
-    options = DialOptions(amd=settings.outbound.amd.enabled if args.amd is None else args.amd, variables=variables,
-                          on_outcome=lambda o, status: outcome.setdefault("outcome", o))
+    options = DialOptions(
+        amd=settings.outbound.amd.enabled if args.amd is None else args.amd,
+        variables=variables,
+        on_outcome=lambda o, status: outcome.setdefault("outcome", o),
+    )
 
     async def main() -> int:
         server = BridgeServer(settings, engines, metrics)

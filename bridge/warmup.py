@@ -66,7 +66,11 @@ def warm_engines(engines, agent) -> dict[str, float]:
 
     phrases = [p for p in (agent.greeting, agent.goodbye, agent.reprompt, agent.fallback, agent.error_apology) if p]
     speech = timed("tts", lambda: [engines.phrases.get(p, lambda t: synthesize_8k(engines.tts, t)) for p in phrases])
-    voice = speech[0] if speech else synthesize_8k(engines.tts, "Hello, I would like to book an appointment for a cleaning.")
+    voice = (
+        speech[0]
+        if speech
+        else synthesize_8k(engines.tts, "Hello, I would like to book an appointment for a cleaning.")
+    )
     asr = engines.asr
     batcher = getattr(asr, "batcher", None)
     if batcher is not None:
@@ -80,6 +84,7 @@ def warm_engines(engines, agent) -> dict[str, float]:
         timed("turn", lambda: turn.probability(voice))
     llm = engines.llm
     if agent.kind == "llm" and agent.llm_mode == "completion" and hasattr(llm, "warm"):
+
         def llm_warm() -> None:
             llm.warm(build_completion_prompt(agent, []))  # persona, facts and examples: every prompt starts so
             if hasattr(llm, "end_probability"):
@@ -89,5 +94,7 @@ def warm_engines(engines, agent) -> dict[str, float]:
                 pass
 
         timed("llm", llm_warm)
-    log.info("models warmed up in %.1f s (%s)", sum(spent.values()), ", ".join(f"{k} {v:.2f} s" for k, v in spent.items()))
+    log.info(
+        "models warmed up in %.1f s (%s)", sum(spent.values()), ", ".join(f"{k} {v:.2f} s" for k, v in spent.items())
+    )
     return spent

@@ -50,7 +50,9 @@ def main() -> None:
     tts = PiperTts(*embedded_voice_paths())
     voices = args.voices.split(",")
     lead, tail = np.zeros(2400, np.int16), np.zeros(960, np.int16)
-    audio = {(v, i.id): np.concatenate([lead, voice(v, tts, deterministic=True)(i.say), tail]) for v in voices for i in items}
+    audio = {
+        (v, i.id): np.concatenate([lead, voice(v, tts, deterministic=True)(i.say), tail]) for v in voices for i in items
+    }
     said = {i.id: i.say for i in items}
     print(f"{len(audio)} utterances ({args.split} split, voices {', '.join(voices)})")
     print(f"{'setting':22} {'voice':12} {'WER':>6} {'p50 s':>6} {'p95 s':>6}")
@@ -73,8 +75,14 @@ def main() -> None:
                 wers.append(word_error_rate(said[item_id], heard))
             every_wer += wers
             every_s += seconds
-            print(f"{cfg:22} {v:12} {100 * statistics.mean(wers):5.1f}% {_pct(seconds, .5):6.3f} {_pct(seconds, .95):6.3f}", flush=True)
-        print(f"{cfg:22} {'all':12} {100 * statistics.mean(every_wer):5.1f}% {_pct(every_s, .5):6.3f} {_pct(every_s, .95):6.3f}", flush=True)
+            print(
+                f"{cfg:22} {v:12} {100 * statistics.mean(wers):5.1f}% {_pct(seconds, 0.5):6.3f} {_pct(seconds, 0.95):6.3f}",
+                flush=True,
+            )
+        print(
+            f"{cfg:22} {'all':12} {100 * statistics.mean(every_wer):5.1f}% {_pct(every_s, 0.5):6.3f} {_pct(every_s, 0.95):6.3f}",
+            flush=True,
+        )
         asr.batcher.close()
 
 

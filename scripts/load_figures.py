@@ -53,12 +53,30 @@ class Capture:
     def __init__(self, low: int, high: int, path: Path) -> None:
         exe = shutil.which("tcpdump")
         if exe is None:
-            raise SystemExit("load_figures needs tcpdump (apt-get install tcpdump; scripts/setup.sh --test installs it)")
+            raise SystemExit(
+                "load_figures needs tcpdump (apt-get install tcpdump; scripts/setup.sh --test installs it)"
+            )
         self.path = path
         self.proc = subprocess.Popen(
-            [exe, "-i", "lo", "-Q", "in", "-n", "-s", "64", "-B", "65536", "--time-stamp-precision=nano", "-w", str(path),
-             f"udp and src portrange {low}-{high}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                exe,
+                "-i",
+                "lo",
+                "-Q",
+                "in",
+                "-n",
+                "-s",
+                "64",
+                "-B",
+                "65536",
+                "--time-stamp-precision=nano",
+                "-w",
+                str(path),
+                f"udp and src portrange {low}-{high}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         time.sleep(1.0)  # tcpdump is listening once it has opened the device
 
@@ -130,9 +148,26 @@ def main() -> int:
     )
     capture = Capture(low, high, workdir / "rtp.pcap")
     server = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "--config", str(config), "--agent", "echo", "--sip-listen", f"127.0.0.1:{sip_port}",
-         "--rtp-ports", f"{low}-{high}", "--metrics-listen", f"127.0.0.1:{metrics_port}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--config",
+            str(config),
+            "--agent",
+            "echo",
+            "--sip-listen",
+            f"127.0.0.1:{sip_port}",
+            "--rtp-ports",
+            f"{low}-{high}",
+            "--metrics-listen",
+            f"127.0.0.1:{metrics_port}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     for line in server.stdout:
         if "bridge: ready" in line:
@@ -141,10 +176,35 @@ def main() -> int:
     started = time.monotonic()
     cpu0 = cpu_seconds(server.pid)
     sipp = subprocess.Popen(
-        ["sipp", f"127.0.0.1:{sip_port}", "-sf", str(ROOT / "tests/sipp/load.xml"), "-s", "agent", "-i", "127.0.0.1",
-         "-p", str(free_port()), "-mp", str(free_port() & ~1), "-m", str(args.calls), "-l", str(args.calls), "-r", str(args.rate),
-         "-nostdin", "-timeout", "180s", "-trace_stat", "-stf", str(workdir / "stats.csv")],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "sipp",
+            f"127.0.0.1:{sip_port}",
+            "-sf",
+            str(ROOT / "tests/sipp/load.xml"),
+            "-s",
+            "agent",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-mp",
+            str(free_port() & ~1),
+            "-m",
+            str(args.calls),
+            "-l",
+            str(args.calls),
+            "-r",
+            str(args.rate),
+            "-nostdin",
+            "-timeout",
+            "180s",
+            "-trace_stat",
+            "-stf",
+            str(workdir / "stats.csv"),
+        ],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     peak, full_since, full_seconds, cpu_full = 0.0, None, 0.0, 0.0
     while sipp.poll() is None:
@@ -177,18 +237,32 @@ def main() -> int:
                 gaps += 1
     deviations.sort()
     figures = {
-        "calls": args.calls, "rate": args.rate, "successful": ok, "failed": failed, "peak_calls": peak, "full_seconds": round(full_seconds),
-        "cpu_full_pct": round(100 * cpu_full / max(full_seconds, 1e-9)), "cpu_run_pct": round(100 * cpu_total / elapsed),
-        "streams": len(streams), "intervals": len(deviations), "sequence_gaps": gaps,
-        "jitter_p50_ms": round(percentile(deviations, 0.5), 2), "jitter_p99_ms": round(percentile(deviations, 0.99), 2),
-        "jitter_max_ms": round(deviations[-1], 1) if deviations else float("nan"), "capture": summary,
+        "calls": args.calls,
+        "rate": args.rate,
+        "successful": ok,
+        "failed": failed,
+        "peak_calls": peak,
+        "full_seconds": round(full_seconds),
+        "cpu_full_pct": round(100 * cpu_full / max(full_seconds, 1e-9)),
+        "cpu_run_pct": round(100 * cpu_total / elapsed),
+        "streams": len(streams),
+        "intervals": len(deviations),
+        "sequence_gaps": gaps,
+        "jitter_p50_ms": round(percentile(deviations, 0.5), 2),
+        "jitter_p99_ms": round(percentile(deviations, 0.99), 2),
+        "jitter_max_ms": round(deviations[-1], 1) if deviations else float("nan"),
+        "capture": summary,
     }
     print(f"calls: {ok} successful, {failed} failed (sipp, {args.calls} placed at {args.rate}/s)")
     print(f"peak concurrent calls (bridge /metrics): {peak:.0f}; all {args.calls} up for {full_seconds:.0f} s")
-    print(f"server CPU: {figures['cpu_full_pct']}% of one core with {args.calls} calls up; "
-          f"{figures['cpu_run_pct']}% over the whole {elapsed:.0f} s run (2-core machine)")
-    print(f"RTP from the bridge as received: {len(streams)} streams, {len(deviations)} intervals ({gaps} sequence gaps); "
-          f"|interval - 20 ms| p50 {figures['jitter_p50_ms']:.2f} ms, p99 {figures['jitter_p99_ms']:.2f} ms, max {figures['jitter_max_ms']:.1f} ms")
+    print(
+        f"server CPU: {figures['cpu_full_pct']}% of one core with {args.calls} calls up; "
+        f"{figures['cpu_run_pct']}% over the whole {elapsed:.0f} s run (2-core machine)"
+    )
+    print(
+        f"RTP from the bridge as received: {len(streams)} streams, {len(deviations)} intervals ({gaps} sequence gaps); "
+        f"|interval - 20 ms| p50 {figures['jitter_p50_ms']:.2f} ms, p99 {figures['jitter_p99_ms']:.2f} ms, max {figures['jitter_max_ms']:.1f} ms"
+    )
     print(f"capture: {summary}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -46,12 +46,22 @@ def main() -> None:
             elif s.name.endswith("_count"):
                 entry["count"] = s.value
     print(f"{'stage (from end of caller speech)':36} {'turns':>5} {'mean ms':>8} {'p50 ms':>7} {'p95 ms':>7}")
-    for key in ("endpoint", "asr_final", "llm_first_token", "first_sentence", "tts_first_audio", "first_packet", "voice_to_voice"):
+    for key in (
+        "endpoint",
+        "asr_final",
+        "llm_first_token",
+        "first_sentence",
+        "tts_first_audio",
+        "first_packet",
+        "voice_to_voice",
+    ):
         e = series.get(key)
         if not e or not e["count"]:
             continue
         b = sorted(e["buckets"])
-        print(f"{key:36} {int(e['count']):>5} {1000 * e['sum'] / e['count']:>8.0f} {1000 * quantile(0.5, b):>7.0f} {1000 * quantile(0.95, b):>7.0f}")
+        print(
+            f"{key:36} {int(e['count']):>5} {1000 * e['sum'] / e['count']:>8.0f} {1000 * quantile(0.5, b):>7.0f} {1000 * quantile(0.95, b):>7.0f}"
+        )
 
 
 if __name__ == "__main__":

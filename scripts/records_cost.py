@@ -52,9 +52,25 @@ def run_mode(mode: str, calls: int, turns: int, workdir: Path) -> dict:
     env["BRIDGE_RECORDING__ENABLED"] = "true" if mode == "records+recordings" else "false"
     env["BRIDGE_RECORDING__DIR"] = str(recordings)
     env["BRIDGE_AGENT__REPROMPT_AFTER_S"] = "0"
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "serve", "--sip-listen", f"127.0.0.1:{sip}", "--rtp-ports", "40000-40100",
-                             "--metrics-listen", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--sip-listen",
+            f"127.0.0.1:{sip}",
+            "--rtp-ports",
+            "40000-40100",
+            "--metrics-listen",
+            f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     for line in proc.stdout:
         if "bridge: ready" in line:
             break
@@ -70,10 +86,17 @@ def run_mode(mode: str, calls: int, turns: int, workdir: Path) -> dict:
     time.sleep(0.5)
     minutes = seconds / 60
     db_bytes = sum(p.stat().st_size for p in db.parent.glob("bridge.db*")) if mode != "off" else 0
-    return {"mode": mode, "turns": len(latencies), "p50": _pct(latencies, 0.5), "p95": _pct(latencies, 0.95), "call_minutes": round(minutes, 2),
-            "db_bytes": db_bytes, "recording_bytes": folder_bytes(recordings),
-            "db_bytes_per_call_minute": round(db_bytes / minutes) if minutes and db_bytes else 0,
-            "recording_bytes_per_call_minute": round(folder_bytes(recordings) / minutes) if minutes else 0}
+    return {
+        "mode": mode,
+        "turns": len(latencies),
+        "p50": _pct(latencies, 0.5),
+        "p95": _pct(latencies, 0.95),
+        "call_minutes": round(minutes, 2),
+        "db_bytes": db_bytes,
+        "recording_bytes": folder_bytes(recordings),
+        "db_bytes_per_call_minute": round(db_bytes / minutes) if minutes and db_bytes else 0,
+        "recording_bytes_per_call_minute": round(folder_bytes(recordings) / minutes) if minutes else 0,
+    }
 
 
 def main() -> int:
@@ -83,10 +106,14 @@ def main() -> int:
     parser.add_argument("--json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run_mode(mode, args.calls, args.turns, Path(tmp)) for mode in ("off", "records", "records+recordings")]
+        results = [
+            run_mode(mode, args.calls, args.turns, Path(tmp)) for mode in ("off", "records", "records+recordings")
+        ]
     print(f"{'mode':20} {'turns':>5} {'p50 s':>7} {'p95 s':>7} {'call-min':>8} {'DB B/min':>9} {'rec B/min':>10}")
     for r in results:
-        print(f"{r['mode']:20} {r['turns']:>5} {r['p50']:>7.3f} {r['p95']:>7.3f} {r['call_minutes']:>8.2f} {r['db_bytes_per_call_minute']:>9} {r['recording_bytes_per_call_minute']:>10}")
+        print(
+            f"{r['mode']:20} {r['turns']:>5} {r['p50']:>7.3f} {r['p95']:>7.3f} {r['call_minutes']:>8.2f} {r['db_bytes_per_call_minute']:>9} {r['recording_bytes_per_call_minute']:>10}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

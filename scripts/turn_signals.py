@@ -39,7 +39,10 @@ def main() -> None:
     agent = settings.agent
     engines = load_warm_engines(settings)
     prefix = completion_prompt_prefix(agent, []) + "Caller: "
-    lead, tail = np.zeros(int(LEAD_S * 8000), np.int16), np.zeros(800, np.int16)  # 0.1 s: the speculative pass's silence
+    lead, tail = (
+        np.zeros(int(LEAD_S * 8000), np.int16),
+        np.zeros(800, np.int16),
+    )  # 0.1 s: the speculative pass's silence
     moments = []
     for s in load_turn_sets():
         if s.split != args.split:
@@ -52,22 +55,44 @@ def main() -> None:
                 else:
                     phrase = item.say if item.say.rstrip()[-1:] in ",.?!" else item.say + ","
                     first = _trimmed(speak(phrase))
-                    whole = np.concatenate([lead, first, np.zeros(int(item.pause_s * 8000), np.int16), _trimmed(speak(item.then)), tail])
+                    whole = np.concatenate(
+                        [lead, first, np.zeros(int(item.pause_s * 8000), np.int16), _trimmed(speak(item.then)), tail]
+                    )
                     cases = [("pause", np.concatenate([lead, first, tail]), False), ("completed", whole, True)]
                 for moment, pcm, finished in cases:
                     heard = engines.asr.transcribe(pcm)
                     text = heard.strip()
                     p_text = engines.llm.end_probability(prefix + probe_text(text)) if text else None
                     p_audio = engines.turn.probability(pcm) if engines.turn is not None else None
-                    moments.append({"id": item.id, "voice": v, "moment": moment, "finished": finished, "text": text, "words": sentence_state(text),
-                                    "p_text": p_text, "p_audio": p_audio, "avg_logprob": getattr(heard, "avg_logprob", None)})
+                    moments.append(
+                        {
+                            "id": item.id,
+                            "voice": v,
+                            "moment": moment,
+                            "finished": finished,
+                            "text": text,
+                            "words": sentence_state(text),
+                            "p_text": p_text,
+                            "p_audio": p_audio,
+                            "avg_logprob": getattr(heard, "avg_logprob", None),
+                        }
+                    )
+
     def verdicts(m: dict, text_t: float, audio_t: float) -> dict[str, bool]:
         words = m["words"] != "unfinished"
         text = m["p_text"] is None or m["p_text"] >= text_t
         audio = m["p_audio"] is None or m["p_audio"] >= audio_t
-        return {"words": words, "language": text, "audio": audio, "words+language": words and text, "all three": words and text and audio}
+        return {
+            "words": words,
+            "language": text,
+            "audio": audio,
+            "words+language": words and text,
+            "all three": words and text and audio,
+        }
 
-    print(f"{len(moments)} moments ({args.split}); a moment is read right when a signal says finished exactly when it is")
+    print(
+        f"{len(moments)} moments ({args.split}); a moment is read right when a signal says finished exactly when it is"
+    )
     for text_t in (0.005, 0.02, 0.05):
         for audio_t in (0.2, 0.5):
             print(f"\nturn_text_threshold {text_t}, turn_audio_threshold {audio_t}")

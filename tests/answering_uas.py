@@ -92,7 +92,13 @@ class AnsweringUas(ScriptedUas):
             call = self.calls[call_id] = CallLog(number, time.monotonic(), self.script(number))
             self._invites[call_id] = text
             self._tasks.append(asyncio.ensure_future(self._serve(call_id, text, call)))
-        elif first.startswith("ACK") and call is not None and call.answered is None and call.answer.reject is None and not call.cancelled:
+        elif (
+            first.startswith("ACK")
+            and call is not None
+            and call.answered is None
+            and call.answer.reject is None
+            and not call.cancelled
+        ):
             call.answered = time.monotonic()
         elif first.startswith("CANCEL") and call is not None:
             call.cancelled = True
@@ -103,14 +109,24 @@ class AnsweringUas(ScriptedUas):
             self.send(self._response(text, 200, "OK"))
             call.bye_from_bridge = True
             call.finish()
-        elif first.startswith("SIP/2.0 200") and "BYE" in text.split("CSeq:", 1)[-1].split("\r\n", 1)[0] and call is not None:
+        elif (
+            first.startswith("SIP/2.0 200")
+            and "BYE" in text.split("CSeq:", 1)[-1].split("\r\n", 1)[0]
+            and call is not None
+        ):
             call.finish()
 
     async def _serve(self, call_id: str, invite: str, call: CallLog) -> None:
         answer = call.answer
         self.send(self._response(invite, 100, "Trying", to_tag=False))
         if answer.reject is not None:
-            self.send(self._response(invite, answer.reject, {486: "Busy Here", 503: "Trunk CPS limit exceeded"}.get(answer.reject, "Refused")))
+            self.send(
+                self._response(
+                    invite,
+                    answer.reject,
+                    {486: "Busy Here", 503: "Trunk CPS limit exceeded"}.get(answer.reject, "Refused"),
+                )
+            )
             call.finish()
             return
         self.send(self._response(invite, 180, "Ringing"))
@@ -120,8 +136,10 @@ class AnsweringUas(ScriptedUas):
         rtp, _ = await loop.create_datagram_endpoint(lambda: _Media(call), local_addr=("127.0.0.1", 0))
         port = rtp.get_extra_info("sockname")[1]
         their_port = int(re.search(r"m=audio (\d+)", invite.split("\r\n\r\n", 1)[1]).group(1))
-        sdp = (f"v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-               f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n")
+        sdp = (
+            f"v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\n"
+        )
         self.send(self._response(invite, 200, "OK", sdp))
         try:
             for _ in range(500):
@@ -138,8 +156,16 @@ class AnsweringUas(ScriptedUas):
                 if call.ended.is_set():
                     break
                 payload = codec.encode(pcm[i * 160 : (i + 1) * 160])
-                rtp.sendto(RtpPacket(payload_type=0, sequence_number=(seq + i) & 0xFFFF, timestamp=160 * i, ssrc=ssrc, payload=payload).serialize(),
-                           ("127.0.0.1", their_port))
+                rtp.sendto(
+                    RtpPacket(
+                        payload_type=0,
+                        sequence_number=(seq + i) & 0xFFFF,
+                        timestamp=160 * i,
+                        ssrc=ssrc,
+                        payload=payload,
+                    ).serialize(),
+                    ("127.0.0.1", their_port),
+                )
                 await asyncio.sleep(max(0.0, start + (i + 1) * 0.02 - time.monotonic()))
             if not call.ended.is_set():
                 self.send(self._bye(invite))

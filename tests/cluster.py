@@ -54,10 +54,25 @@ class Cluster:
         self.per_node = (high - low + 1) // nodes
         self.rtp_low = low
         self.argv = [
-            "bash", str(ROOT / "scripts" / "run_cluster.sh"), "--nodes", str(nodes), "--sip-listen", f"127.0.0.1:{self.sip_port}",
-            "--workdir", str(workdir), "--node-port-base", str(self.node_base), "--rtp-base", str(low),
-            "--rtp-ports-per-node", str(self.per_node), "--metrics-base", str(self.metrics_base),
-            "--kamailio-metrics", f"127.0.0.1:{self.kamailio_metrics}", *(args or []),
+            "bash",
+            str(ROOT / "scripts" / "run_cluster.sh"),
+            "--nodes",
+            str(nodes),
+            "--sip-listen",
+            f"127.0.0.1:{self.sip_port}",
+            "--workdir",
+            str(workdir),
+            "--node-port-base",
+            str(self.node_base),
+            "--rtp-base",
+            str(low),
+            "--rtp-ports-per-node",
+            str(self.per_node),
+            "--metrics-base",
+            str(self.metrics_base),
+            "--kamailio-metrics",
+            f"127.0.0.1:{self.kamailio_metrics}",
+            *(args or []),
         ]
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.lines: list[tuple[float, str]] = []
@@ -71,7 +86,9 @@ class Cluster:
         return range(low, low + self.per_node)
 
     def start(self, timeout: float = 180) -> Cluster:
-        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            self.argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         threading.Thread(target=self._pump, daemon=True).start()
         if not self.wait_line("cluster: ready", timeout):
             self.stop(signal.SIGINT)
@@ -161,16 +178,52 @@ class SippRun:
         return counts
 
 
-def sipp_calls(cluster: Cluster, workdir: Path, calls: int, rate: float = 5, limit: int | None = None, source: str = "127.0.0.1",
-               scenario: Path = SCENARIO, trace_msg: bool = False, timeout: float = 120) -> SippRun:
+def sipp_calls(
+    cluster: Cluster,
+    workdir: Path,
+    calls: int,
+    rate: float = 5,
+    limit: int | None = None,
+    source: str = "127.0.0.1",
+    scenario: Path = SCENARIO,
+    trace_msg: bool = False,
+    timeout: float = 120,
+) -> SippRun:
     """``calls`` calls from sipp at ``rate`` per second (at most ``limit`` at once) from
     ``source`` to Kamailio; each is tagged with the node that answered it."""
     need("sipp")
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = ["sipp", f"127.0.0.1:{cluster.sip_port}", "-s", "agent", "-i", source, "-p", str(free_port()),
-           "-mp", str(int(rtp_range(4 * calls).split("-")[0])), "-sf", str(scenario), "-m", str(calls), "-r", str(rate),
-           "-l", str(limit or calls), "-trace_logs", "-trace_err", "-trace_stat", "-stf", "stat.csv", "-fd", "1",
-           "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error"]
+    cmd = [
+        "sipp",
+        f"127.0.0.1:{cluster.sip_port}",
+        "-s",
+        "agent",
+        "-i",
+        source,
+        "-p",
+        str(free_port()),
+        "-mp",
+        str(int(rtp_range(4 * calls).split("-")[0])),
+        "-sf",
+        str(scenario),
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-l",
+        str(limit or calls),
+        "-trace_logs",
+        "-trace_err",
+        "-trace_stat",
+        "-stf",
+        "stat.csv",
+        "-fd",
+        "1",
+        "-nostdin",
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+    ]
     if trace_msg:
         cmd.append("-trace_msg")
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30)

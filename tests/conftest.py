@@ -94,8 +94,12 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -103,7 +107,9 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -148,7 +154,9 @@ def no_error_logs(request):
     finally:
         root.removeHandler(handler)
     if request.node.get_closest_marker("allow_errors") is None and handler.records:
-        lines = [f"{r.name}: {r.getMessage()}" + (f" ({r.exc_info[1]!r})" if r.exc_info else "") for r in handler.records[:5]]
+        lines = [
+            f"{r.name}: {r.getMessage()}" + (f" ({r.exc_info[1]!r})" if r.exc_info else "") for r in handler.records[:5]
+        ]
         pytest.fail("ERROR log records during the test:\n" + "\n".join(lines), pytrace=False)
 
 
@@ -215,7 +223,15 @@ def asr(engines):
 class BridgeProcess:
     """A ``bridge serve`` subprocess on 127.0.0.1 with its own ports and log."""
 
-    def __init__(self, workdir: Path, config: dict, tls: bool = False, rtp_count: int = 10, listen_host: str = "127.0.0.1", prefix: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict,
+        tls: bool = False,
+        rtp_count: int = 10,
+        listen_host: str = "127.0.0.1",
+        prefix: list[str] | None = None,
+    ) -> None:
         self.listen_host = listen_host
         self.prefix = prefix or []  # e.g. ["ip", "netns", "exec", NAME]: run inside a network namespace
         self.sip_port = free_port()
@@ -224,8 +240,15 @@ class BridgeProcess:
         self.tls_port = free_port(socket.SOCK_STREAM) if tls else None
         if tls:
             self.cert, self.key = make_certificate(workdir)
-            config = {**config, "sip": {**config.get("sip", {}), "tls_listen": f"127.0.0.1:{self.tls_port}",
-                                        "tls_cert": str(self.cert), "tls_key": str(self.key)}}
+            config = {
+                **config,
+                "sip": {
+                    **config.get("sip", {}),
+                    "tls_listen": f"127.0.0.1:{self.tls_port}",
+                    "tls_cert": str(self.cert),
+                    "tls_key": str(self.key),
+                },
+            }
         self.rtp_ports = rtp_range(rtp_count)
         self.log_path = workdir / f"bridge-{self.sip_port}.log"
         self.config_path = workdir / f"bridge-{self.sip_port}.yaml"
@@ -245,10 +268,26 @@ class BridgeProcess:
             env.pop("BRIDGE_STORAGE__URL", None)
             env.pop("BRIDGE_STORAGE__SPOOL_DIR", None)
         self.proc = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "bridge", "serve", "--config", str(self.config_path),
-             "--sip-listen", f"{self.listen_host}:{self.sip_port}", "--rtp-ports", self.rtp_ports,
-             "--metrics-listen", f"127.0.0.1:{self.metrics_port}"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                *self.prefix,
+                sys.executable,
+                "-m",
+                "bridge",
+                "serve",
+                "--config",
+                str(self.config_path),
+                "--sip-listen",
+                f"{self.listen_host}:{self.sip_port}",
+                "--rtp-ports",
+                self.rtp_ports,
+                "--metrics-listen",
+                f"127.0.0.1:{self.metrics_port}",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
         if not self._ready.wait(timeout):

@@ -53,7 +53,11 @@ class FakeOpenAI:
                         if j == 0:
                             call["function"]["name"] = name
                             call["id"] = f"call_{n}"
-                        self.wfile.write(b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}).encode() + b"\n\n")
+                        self.wfile.write(
+                            b"data: "
+                            + json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]}).encode()
+                            + b"\n\n"
+                        )
                 self.wfile.write(b"data: [DONE]\n\n")
 
         self.fail_next = False

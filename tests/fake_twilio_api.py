@@ -81,8 +81,15 @@ class FakeTwilioApi:
                     with outer.lock:
                         status, body = outer.route(method, url.path, query, form)
                 except ApiError as exc:
-                    status, body = exc.status, {"code": exc.code, "message": exc.message,
-                                                "more_info": f"https://www.twilio.com/docs/errors/{exc.code}", "status": exc.status}
+                    status, body = (
+                        exc.status,
+                        {
+                            "code": exc.code,
+                            "message": exc.message,
+                            "more_info": f"https://www.twilio.com/docs/errors/{exc.code}",
+                            "status": exc.status,
+                        },
+                    )
                 data = b"" if status == 204 else json.dumps(body).encode()
                 self.send_response(status)
                 if data:
@@ -133,20 +140,41 @@ class FakeTwilioApi:
     def _require(form: dict, *names: str) -> None:
         for name in names:
             if name not in form or form[name] == "":
-                raise ApiError(400, 21201 if name != "Password" else 21622, f"Missing required parameter {name} in the post body")
+                raise ApiError(
+                    400, 21201 if name != "Password" else 21622, f"Missing required parameter {name} in the post body"
+                )
 
     def _page(self, items: list[dict], key: str, path: str, query: dict, v1: bool) -> dict:
         size = int(query.get("PageSize", 50))
         page = int(query.get("Page", 0))
-        chunk = items[page * size:(page + 1) * size]
+        chunk = items[page * size : (page + 1) * size]
         more = (page + 1) * size < len(items)
         if v1:
             nxt = f"{self.base_url}{path}?PageSize={size}&Page={page + 1}&PageToken=PA{page + 1}" if more else None
-            return {key: chunk, "meta": {"page": page, "page_size": size, "key": key, "url": f"{self.base_url}{path}",
-                                         "first_page_url": f"{self.base_url}{path}?PageSize={size}&Page=0", "previous_page_url": None, "next_page_url": nxt}}
+            return {
+                key: chunk,
+                "meta": {
+                    "page": page,
+                    "page_size": size,
+                    "key": key,
+                    "url": f"{self.base_url}{path}",
+                    "first_page_url": f"{self.base_url}{path}?PageSize={size}&Page=0",
+                    "previous_page_url": None,
+                    "next_page_url": nxt,
+                },
+            }
         nxt = f"{path}?PageSize={size}&Page={page + 1}&PageToken=PA{page + 1}" if more else None
-        return {key: chunk, "page": page, "page_size": size, "start": page * size, "end": page * size + len(chunk) - 1,
-                "uri": path, "first_page_uri": f"{path}?PageSize={size}&Page=0", "next_page_uri": nxt, "previous_page_uri": None}
+        return {
+            key: chunk,
+            "page": page,
+            "page_size": size,
+            "start": page * size,
+            "end": page * size + len(chunk) - 1,
+            "uri": path,
+            "first_page_uri": f"{path}?PageSize={size}&Page=0",
+            "next_page_uri": nxt,
+            "previous_page_uri": None,
+        }
 
     @staticmethod
     def _bool(value: str) -> bool:
@@ -178,12 +206,24 @@ class FakeTwilioApi:
                 if domain and any(t["domain_name"] == domain for t in self.trunks.values()):
                     raise ApiError(400, 21248, f"Domain name {domain} is already in use")
                 sid = self.sid("TK")
-                self.trunks[sid] = {"sid": sid, "account_sid": self.account_sid, "friendly_name": form.get("FriendlyName"),
-                                    "domain_name": domain, "secure": self._bool(form.get("Secure", "false")),
-                                    "transfer_mode": form.get("TransferMode", "disable-all"),
-                                    "transfer_caller_id": form.get("TransferCallerId", "from-transferee"),
-                                    "cnam_lookup_enabled": False, "disaster_recovery_url": None, "disaster_recovery_method": None}
-                self.origination[sid], self.trunk_numbers[sid], self.trunk_acls[sid], self.trunk_cls[sid] = {}, [], [], []
+                self.trunks[sid] = {
+                    "sid": sid,
+                    "account_sid": self.account_sid,
+                    "friendly_name": form.get("FriendlyName"),
+                    "domain_name": domain,
+                    "secure": self._bool(form.get("Secure", "false")),
+                    "transfer_mode": form.get("TransferMode", "disable-all"),
+                    "transfer_caller_id": form.get("TransferCallerId", "from-transferee"),
+                    "cnam_lookup_enabled": False,
+                    "disaster_recovery_url": None,
+                    "disaster_recovery_method": None,
+                }
+                self.origination[sid], self.trunk_numbers[sid], self.trunk_acls[sid], self.trunk_cls[sid] = (
+                    {},
+                    [],
+                    [],
+                    [],
+                )
                 return 201, self._trunk_json(self.trunks[sid])
         if len(parts) < 2 or parts[1] not in self.trunks:
             raise ApiError(404, 20404, f"The requested resource {path} was not found")
@@ -193,8 +233,12 @@ class FakeTwilioApi:
             if method == "GET":
                 return 200, self._trunk_json(trunk)
             if method == "POST":
-                for field, name in (("friendly_name", "FriendlyName"), ("domain_name", "DomainName"), ("transfer_mode", "TransferMode"),
-                                    ("transfer_caller_id", "TransferCallerId")):
+                for field, name in (
+                    ("friendly_name", "FriendlyName"),
+                    ("domain_name", "DomainName"),
+                    ("transfer_mode", "TransferMode"),
+                    ("transfer_caller_id", "TransferCallerId"),
+                ):
                     if name in form:
                         trunk[field] = form[name]
                 if "Secure" in form:
@@ -216,25 +260,41 @@ class FakeTwilioApi:
                 if len(table) >= 10:
                     raise ApiError(400, 21245, "A trunk can have at most 10 origination URLs")
                 sid = self.sid("OU")
-                table[sid] = {"sid": sid, "trunk_sid": tsid, "account_sid": self.account_sid, "weight": int(form["Weight"]), "priority": int(form["Priority"]),
-                              "enabled": self._bool(form["Enabled"]), "friendly_name": form["FriendlyName"], "sip_url": form["SipUrl"], "url": f"{self.base_url}{base}/{sid}"}
+                table[sid] = {
+                    "sid": sid,
+                    "trunk_sid": tsid,
+                    "account_sid": self.account_sid,
+                    "weight": int(form["Weight"]),
+                    "priority": int(form["Priority"]),
+                    "enabled": self._bool(form["Enabled"]),
+                    "friendly_name": form["FriendlyName"],
+                    "sip_url": form["SipUrl"],
+                    "url": f"{self.base_url}{base}/{sid}",
+                }
                 return 201, table[sid]
             if len(parts) == 4 and parts[3] in table:
                 item = table[parts[3]]
                 if method == "GET":
                     return 200, item
                 if method == "POST":
-                    for field, name, conv in (("weight", "Weight", int), ("priority", "Priority", int), ("enabled", "Enabled", self._bool),
-                                              ("friendly_name", "FriendlyName", str), ("sip_url", "SipUrl", str)):
+                    for field, name, conv in (
+                        ("weight", "Weight", int),
+                        ("priority", "Priority", int),
+                        ("enabled", "Enabled", self._bool),
+                        ("friendly_name", "FriendlyName", str),
+                        ("sip_url", "SipUrl", str),
+                    ):
                         if name in form:
                             item[field] = conv(form[name])
                     return 200, item
                 if method == "DELETE":
                     del table[parts[3]]
                     return 204, {}
-        associations = {"PhoneNumbers": (self.trunk_numbers, "PhoneNumberSid", self.numbers, "phone_numbers"),
-                        "IpAccessControlLists": (self.trunk_acls, "IpAccessControlListSid", self.acls, "ip_access_control_lists"),
-                        "CredentialLists": (self.trunk_cls, "CredentialListSid", self.cls, "credential_lists")}
+        associations = {
+            "PhoneNumbers": (self.trunk_numbers, "PhoneNumberSid", self.numbers, "phone_numbers"),
+            "IpAccessControlLists": (self.trunk_acls, "IpAccessControlListSid", self.acls, "ip_access_control_lists"),
+            "CredentialLists": (self.trunk_cls, "CredentialListSid", self.cls, "credential_lists"),
+        }
         if sub in associations:
             links, param, pool, key = associations[sub]
             linked = links[tsid]
@@ -246,7 +306,9 @@ class FakeTwilioApi:
                 if sid not in pool:
                     raise ApiError(404, 20404, f"The requested resource {param}={sid} was not found")
                 if sid in linked:
-                    raise ApiError(400, 21412 if sub == "PhoneNumbers" else 21220, f"{sid} is already associated with this trunk")
+                    raise ApiError(
+                        400, 21412 if sub == "PhoneNumbers" else 21220, f"{sid} is already associated with this trunk"
+                    )
                 if sub == "PhoneNumbers":
                     for other in self.trunk_numbers.values():  # a number belongs to one trunk
                         if sid in other:
@@ -270,7 +332,13 @@ class FakeTwilioApi:
             if sid is None:  # create: the first call's SID is fixed (CA999...), the rest counted
                 self._require(form, "To", "From")
                 sid = "CA" + "9" * 32 if "CA" + "9" * 32 not in self.calls else self.sid("CA")
-                self.calls[sid] = {"sid": sid, "account_sid": account, "status": "queued", "to": form["To"], "from": form["From"]}
+                self.calls[sid] = {
+                    "sid": sid,
+                    "account_sid": account,
+                    "status": "queued",
+                    "to": form["To"],
+                    "from": form["From"],
+                }
             elif sid not in self.calls:
                 raise ApiError(404, 20404, f"The requested resource {path} was not found")
             call = self.calls[sid]
@@ -281,21 +349,36 @@ class FakeTwilioApi:
             body = {**call, "uri": f"/2010-04-01/Accounts/{account}/Calls/{sid}.json"}
             return (201 if m.group(1) is None else 200), body
         if rest == "IncomingPhoneNumbers.json" and method == "GET":
-            items = [n for n in self.numbers.values() if "PhoneNumber" not in query or n["phone_number"] == query["PhoneNumber"]]
+            items = [
+                n
+                for n in self.numbers.values()
+                if "PhoneNumber" not in query or n["phone_number"] == query["PhoneNumber"]
+            ]
             return 200, self._page(items, "incoming_phone_numbers", path, query, False)
-        m = re.fullmatch(r"SIP/(IpAccessControlLists|CredentialLists)(?:/(\w+))?(?:/(IpAddresses|Credentials)(?:/(\w+))?)?\.json", rest)
+        m = re.fullmatch(
+            r"SIP/(IpAccessControlLists|CredentialLists)(?:/(\w+))?(?:/(IpAddresses|Credentials)(?:/(\w+))?)?\.json",
+            rest,
+        )
         if not m:
             raise ApiError(404, 20404, f"The requested resource {path} was not found")
         kind, lsid, child, csid = m.groups()
-        lists, children, prefix, key = (self.acls, self.acl_addresses, "AL", "ip_access_control_lists") if kind == "IpAccessControlLists" \
+        lists, children, prefix, key = (
+            (self.acls, self.acl_addresses, "AL", "ip_access_control_lists")
+            if kind == "IpAccessControlLists"
             else (self.cls, self.credentials, "CL", "credential_lists")
+        )
         if lsid is None:
             if method == "GET":
                 return 200, self._page(list(lists.values()), key, path, query, False)
             if method == "POST":
                 self._require(form, "FriendlyName")
                 sid = self.sid(prefix)
-                lists[sid] = {"sid": sid, "account_sid": account, "friendly_name": form["FriendlyName"], "uri": f"/2010-04-01/Accounts/{account}/SIP/{kind}/{sid}.json"}
+                lists[sid] = {
+                    "sid": sid,
+                    "account_sid": account,
+                    "friendly_name": form["FriendlyName"],
+                    "uri": f"/2010-04-01/Accounts/{account}/SIP/{kind}/{sid}.json",
+                }
                 children[sid] = {}
                 return 201, lists[sid]
         if lsid not in lists:
@@ -312,12 +395,22 @@ class FakeTwilioApi:
         table = children[lsid]
         if csid is None:
             if method == "GET":
-                return 200, self._page(list(table.values()), "ip_addresses" if child == "IpAddresses" else "credentials", path, query, False)
+                return 200, self._page(
+                    list(table.values()),
+                    "ip_addresses" if child == "IpAddresses" else "credentials",
+                    path,
+                    query,
+                    False,
+                )
             if method == "POST":
                 if child == "IpAddresses":
                     self._require(form, "FriendlyName", "IpAddress")
-                    item = {"friendly_name": form["FriendlyName"], "ip_address": form["IpAddress"], "cidr_prefix_length": int(form.get("CidrPrefixLength", 32)),
-                            "ip_access_control_list_sid": lsid}
+                    item = {
+                        "friendly_name": form["FriendlyName"],
+                        "ip_address": form["IpAddress"],
+                        "cidr_prefix_length": int(form.get("CidrPrefixLength", 32)),
+                        "ip_access_control_list_sid": lsid,
+                    }
                     sid = self.sid("IP")
                 else:
                     self._require(form, "Username", "Password")
@@ -345,5 +438,10 @@ class FakeTwilioApi:
 
     @staticmethod
     def _password(password: str) -> None:
-        if len(password) < 12 or not re.search(r"\d", password) or not re.search(r"[a-z]", password) or not re.search(r"[A-Z]", password):
+        if (
+            len(password) < 12
+            or not re.search(r"\d", password)
+            or not re.search(r"[a-z]", password)
+            or not re.search(r"[A-Z]", password)
+        ):
             raise ApiError(400, 21622, "Password must be at least 12 characters long, contain a digit and mixed case")

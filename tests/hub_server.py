@@ -62,9 +62,16 @@ class HubRepo:
     refs: tuple[str, ...] = ("main",)
 
     @classmethod
-    def from_folder(cls, repo_id: str, commit: str, folder: Path, refs: tuple[str, ...] = ("main",), prefix: str = "") -> HubRepo:
-        files = {prefix + p.relative_to(folder).as_posix(): HubFile(prefix + p.relative_to(folder).as_posix(), p.read_bytes())
-                 for p in sorted(folder.rglob("*")) if p.is_file()}
+    def from_folder(
+        cls, repo_id: str, commit: str, folder: Path, refs: tuple[str, ...] = ("main",), prefix: str = ""
+    ) -> HubRepo:
+        files = {
+            prefix + p.relative_to(folder).as_posix(): HubFile(
+                prefix + p.relative_to(folder).as_posix(), p.read_bytes()
+            )
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
         return cls(repo_id, commit, files, refs)
 
 
@@ -112,8 +119,14 @@ class HubServer:
 
             def _record(self) -> None:
                 with hub._lock:
-                    hub.requests.append({"method": self.command, "path": urlsplit(self.path).path,
-                                         "range": self.headers.get("Range"), "authorization": self.headers.get("Authorization")})
+                    hub.requests.append(
+                        {
+                            "method": self.command,
+                            "path": urlsplit(self.path).path,
+                            "range": self.headers.get("Range"),
+                            "authorization": self.headers.get("Authorization"),
+                        }
+                    )
 
             def _error(self, status: int, code: str, message: str) -> None:
                 body = json.dumps({"error": message}).encode()
@@ -165,10 +178,23 @@ class HubServer:
                     if f.lfs:
                         entry["lfs"] = {"sha256": f.sha256, "size": len(f.data), "pointerSize": 134}
                     siblings.append(entry)
-                body = json.dumps({"_id": repo.repo_id, "id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit,
-                                   "private": hub.token is not None, "gated": False, "disabled": False, "tags": [],
-                                   "downloads": 0, "likes": 0, "siblings": siblings,
-                                   "lastModified": "2026-11-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z"}).encode()
+                body = json.dumps(
+                    {
+                        "_id": repo.repo_id,
+                        "id": repo.repo_id,
+                        "modelId": repo.repo_id,
+                        "sha": repo.commit,
+                        "private": hub.token is not None,
+                        "gated": False,
+                        "disabled": False,
+                        "tags": [],
+                        "downloads": 0,
+                        "likes": 0,
+                        "siblings": siblings,
+                        "lastModified": "2026-11-01T00:00:00.000Z",
+                        "createdAt": "2026-01-01T00:00:00.000Z",
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -186,7 +212,10 @@ class HubServer:
                     return self._error(404, "EntryNotFound", f"{rel} does not exist at {rev}")
                 if f.lfs:  # weights live on the CDN: an absolute redirect, metadata in X-Linked-*
                     self.send_response(302)
-                    self.send_header("Location", f"{hub.cdn_url}/cdn/{f.sha256}/{repo.repo_id.replace('/', '--')}--{rel.replace('/', '--')}")
+                    self.send_header(
+                        "Location",
+                        f"{hub.cdn_url}/cdn/{f.sha256}/{repo.repo_id.replace('/', '--')}--{rel.replace('/', '--')}",
+                    )
                     self.send_header("X-Repo-Commit", repo.commit)
                     self.send_header("X-Linked-Etag", f'"{f.sha256}"')
                     self.send_header("X-Linked-Size", str(len(f.data)))
@@ -200,14 +229,16 @@ class HubServer:
                 for repo in hub.repos.values():
                     for rel, f in repo.files.items():
                         if f.lfs and f.sha256 == sha256:
-                            return self._body(f, self._content(repo, rel), {"ETag": f'"{sha256}"', "Accept-Ranges": "bytes"}, rel)
+                            return self._body(
+                                f, self._content(repo, rel), {"ETag": f'"{sha256}"', "Accept-Ranges": "bytes"}, rel
+                            )
                 self._error(404, "EntryNotFound", "no such object")
 
             def _content(self, repo: HubRepo, rel: str) -> bytes:
                 data = repo.files[rel].data
                 if rel in hub.corrupt:  # same length, one byte flipped half-way
                     i = len(data) // 2
-                    data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+                    data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
                 return data
 
             def _body(self, f: HubFile, data: bytes, headers: dict[str, str], rel: str) -> None:
@@ -234,7 +265,7 @@ class HubServer:
                 if limit is not None:
                     view = view[:limit]
                 for i in range(0, len(view), 65536):
-                    self.wfile.write(view[i:i + 65536])
+                    self.wfile.write(view[i : i + 65536])
                 self.wfile.flush()
                 if limit is not None:  # the connection drops mid-body, as a flaky network does
                     self.close_connection = True

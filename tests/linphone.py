@@ -30,13 +30,23 @@ class Linphone:
         sections: dict[str, dict] = {"sip": {"sip_port": sip_port}, "rtp": {"audio_rtp_port": rtp_port}}
         for name, values in (settings or {}).items():
             sections.setdefault(name, {}).update(values)
-        (home / ".linphonerc").write_text("".join(f"[{name}]\n" + "".join(f"{k}={v}\n" for k, v in values.items()) for name, values in sections.items()))
+        (home / ".linphonerc").write_text(
+            "".join(
+                f"[{name}]\n" + "".join(f"{k}={v}\n" for k, v in values.items()) for name, values in sections.items()
+            )
+        )
         self.log = home / "linphonec.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Linphone:
-        self.proc = subprocess.Popen([self.exe], env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"}, stdin=subprocess.PIPE,
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [self.exe],
+            env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"},
+            stdin=subprocess.PIPE,
+            stdout=open(self.log, "w"),
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.command("soundcard use files")
         return self
 

@@ -16,7 +16,9 @@ from .conftest import missing
 
 
 def _bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name) else [])
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or (
+        [shutil.which(name)] if shutil.which(name) else []
+    )
     if not found:
         missing(f"{name} not installed (Debian package postgresql; scripts/setup.sh --test installs it)")
     return found[-1]
@@ -33,10 +35,14 @@ class PostgresServer:
         self.user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-        self._run([_bin("initdb"), "-D", str(self.dir / "data"), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync"])
+        self._run(
+            [_bin("initdb"), "-D", str(self.dir / "data"), "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync"]
+        )
         conf = self.dir / "data" / "postgresql.conf"
         with open(conf, "a") as f:
-            f.write(f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{self.dir}'\nfsync = off\n")
+            f.write(
+                f"listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{self.dir}'\nfsync = off\n"
+            )
 
     @property
     def url(self) -> str:
@@ -48,14 +54,20 @@ class PostgresServer:
         assert result.returncode == 0, f"{cmd[0]} failed: {result.stdout[-1500:]}{result.stderr[-1500:]}"
 
     def start(self) -> None:
-        self._run([_bin("pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-t", "60", "start"])
+        self._run(
+            [_bin("pg_ctl"), "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-t", "60", "start"]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._run([_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop"])
 
     def remove(self) -> None:
         """Stop (if running) and delete the cluster."""
-        subprocess.run([*self.as_user, _bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            [*self.as_user, _bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

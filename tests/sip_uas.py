@@ -26,8 +26,16 @@ from bridge.media.srtp import SrtpContext, new_crypto, parse_crypto
 
 
 class ScriptedUas:
-    def __init__(self, transport: str = "udp", reject: int | None = None, srtp: bool = False, hold: float = 2.0,
-                 cert: str | None = None, key: str | None = None, late_180: bool = False) -> None:
+    def __init__(
+        self,
+        transport: str = "udp",
+        reject: int | None = None,
+        srtp: bool = False,
+        hold: float = 2.0,
+        cert: str | None = None,
+        key: str | None = None,
+        late_180: bool = False,
+    ) -> None:
         self.transport = transport
         self.late_180 = late_180
         self.reject = reject
@@ -118,10 +126,17 @@ class ScriptedUas:
         to = headers.get("to", headers.get("t", ""))
         if to_tag and "tag=" not in to:
             to += f";tag={self._tag}"
-        lines = [f"SIP/2.0 {code} {reason}"] + [f"Via: {v}" for v in vias] + [
-            f"From: {headers.get('from', headers.get('f'))}", f"To: {to}", f"Call-ID: {headers.get('call-id', headers.get('i'))}",
-            f"CSeq: {headers.get('cseq')}", f"Contact: <sip:uas@127.0.0.1:{self.port};transport={self.transport}>",
-        ]
+        lines = (
+            [f"SIP/2.0 {code} {reason}"]
+            + [f"Via: {v}" for v in vias]
+            + [
+                f"From: {headers.get('from', headers.get('f'))}",
+                f"To: {to}",
+                f"Call-ID: {headers.get('call-id', headers.get('i'))}",
+                f"CSeq: {headers.get('cseq')}",
+                f"Contact: <sip:uas@127.0.0.1:{self.port};transport={self.transport}>",
+            ]
+        )
         if body:
             lines.append("Content-Type: application/sdp")
         lines.append(f"Content-Length: {len(body)}")
@@ -147,8 +162,10 @@ class ScriptedUas:
             self.ctx = SrtpContext(ours, theirs)
             profile = "RTP/SAVP"
             crypto_line = f"a=crypto:{ours.attribute()}\r\n"
-        sdp = (f"v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-               f"m=audio {rtp_port} {profile} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n{crypto_line}a=ptime:20\r\n")
+        sdp = (
+            f"v=0\r\no=uas 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp_port} {profile} 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n{crypto_line}a=ptime:20\r\n"
+        )
         self.send(self._response(invite, 100, "Trying", to_tag=False))
         self.send(self._response(invite, 200, "OK", sdp))
         if self.late_180:
@@ -158,7 +175,9 @@ class ScriptedUas:
         tone = codec.encode((4000 * np.sin(2 * np.pi * 300 * np.arange(160) / 8000)).astype(np.int16))
         ssrc, seq = secrets.randbits(32), secrets.randbits(15)
         for i in range(int(self.hold / 0.02)):
-            packet = RtpPacket(payload_type=0, sequence_number=(seq + i) & 0xFFFF, timestamp=160 * i, ssrc=ssrc, payload=tone).serialize()
+            packet = RtpPacket(
+                payload_type=0, sequence_number=(seq + i) & 0xFFFF, timestamp=160 * i, ssrc=ssrc, payload=tone
+            ).serialize()
             rtp_transport.sendto(self.ctx.protect(packet) if self.ctx else packet, ("127.0.0.1", their_port))
             await asyncio.sleep(0.02)
         self.send(self._bye(invite))
@@ -175,8 +194,10 @@ class ScriptedUas:
         to = re.search(r"(?im)^(?:to|t):\s*(.*)$", invite).group(1).strip()
         call_id = re.search(r"(?im)^(?:call-id|i):\s*(.*)$", invite).group(1).strip()
         proto = {"udp": "UDP", "tcp": "TCP", "tls": "TLS"}[self.transport]
-        return (f"BYE {contact} SIP/2.0\r\nVia: SIP/2.0/{proto} 127.0.0.1:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
-                f"From: {to};tag={self._tag}\r\nTo: {from_}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        return (
+            f"BYE {contact} SIP/2.0\r\nVia: SIP/2.0/{proto} 127.0.0.1:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            f"From: {to};tag={self._tag}\r\nTo: {from_}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
 
     def close(self) -> None:
         for task in self._tasks:

@@ -25,11 +25,38 @@ pytestmark = pytest.mark.e2e
 ECHO = {"agent": {"kind": "echo"}, "media": {"rtp_timeout": 20}, "sip": {"drain_timeout": 2}}
 
 
-def sipp(prefix: list[str], target: str, local: str, workdir, *scenario: str, timeout: int = 40) -> tuple[subprocess.CompletedProcess, str]:
+def sipp(
+    prefix: list[str], target: str, local: str, workdir, *scenario: str, timeout: int = 40
+) -> tuple[subprocess.CompletedProcess, str]:
     need("sipp")
     log = workdir / f"sipp-{free_port()}.log"
-    cmd = [*prefix, "sipp", target, "-s", "agent", "-i", local, "-mi", local, "-p", str(free_port()), "-mp", str(free_port()),
-           "-m", "1", "-l", "1", "-nostdin", "-timeout", f"{timeout}s", "-timeout_error", "-trace_msg", "-message_file", str(log), *scenario]
+    cmd = [
+        *prefix,
+        "sipp",
+        target,
+        "-s",
+        "agent",
+        "-i",
+        local,
+        "-mi",
+        local,
+        "-p",
+        str(free_port()),
+        "-mp",
+        str(free_port()),
+        "-m",
+        "1",
+        "-l",
+        "1",
+        "-nostdin",
+        "-timeout",
+        f"{timeout}s",
+        "-timeout_error",
+        "-trace_msg",
+        "-message_file",
+        str(log),
+        *scenario,
+    ]
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 20)
     return result, log.read_text() if log.exists() else ""
 
@@ -46,22 +73,51 @@ def test_wildcard_bind_advertises_the_route_source_to_each_peer(tmp_path, speech
         server = BridgeProcess(tmp_path, ECHO, listen_host="0.0.0.0")
         server.start()
         try:
-            assert re.search(rf"sip: listening on udp 0\.0\.0\.0:\d+, advertising per peer.*{re.escape(server_addr)}", server.log_text()), server.log_text()[-2000:]
+            assert re.search(
+                rf"sip: listening on udp 0\.0\.0\.0:\d+, advertising per peer.*{re.escape(server_addr)}",
+                server.log_text(),
+            ), server.log_text()[-2000:]
             # A caller on another host (the namespace): our veth address, not 127.0.0.1.
-            result, messages = sipp(caller.prefix, f"{server_addr}:{server.sip_port}", caller_addr, tmp_path, "-sn", "uac", "-d", "500")
+            result, messages = sipp(
+                caller.prefix, f"{server_addr}:{server.sip_port}", caller_addr, tmp_path, "-sn", "uac", "-d", "500"
+            )
             assert result.returncode == 0, result.stdout[-1500:] + messages[-3000:] + server.log_text()[-2000:]
             answer = ok_response(messages)
-            assert re.search(rf"^Contact: <?sip:bridge@{re.escape(server_addr)}:{server.sip_port}", answer, re.M), answer
+            assert re.search(rf"^Contact: <?sip:bridge@{re.escape(server_addr)}:{server.sip_port}", answer, re.M), (
+                answer
+            )
             assert f"c=IN IP4 {server_addr}" in answer and "127.0.0.1" not in answer, answer
             # A caller on this host: loopback, from the same server.
-            result, messages = sipp([], f"127.0.0.1:{server.sip_port}", "127.0.0.1", tmp_path, "-sn", "uac", "-d", "500")
+            result, messages = sipp(
+                [], f"127.0.0.1:{server.sip_port}", "127.0.0.1", tmp_path, "-sn", "uac", "-d", "500"
+            )
             assert result.returncode == 0, result.stdout[-1500:]
             answer = ok_response(messages)
-            assert re.search(rf"^Contact: <?sip:bridge@127\.0\.0\.1:{server.sip_port}", answer, re.M) and "c=IN IP4 127.0.0.1" in answer, answer
+            assert (
+                re.search(rf"^Contact: <?sip:bridge@127\.0\.0\.1:{server.sip_port}", answer, re.M)
+                and "c=IN IP4 127.0.0.1" in answer
+            ), answer
             # RTP both ways across the veth pair: the echo agent sends back what reached it.
             record = tmp_path / "heard.wav"
-            call = caller.run([sys.executable, "-m", "bridge", "call", f"sip:agent@{server_addr}:{server.sip_port}", "--local-host", caller_addr,
-                               "--play", str(speech["saturday"]), "--record", str(record), "--no-wait", "--duration", "5"], cwd=ROOT)
+            call = caller.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bridge",
+                    "call",
+                    f"sip:agent@{server_addr}:{server.sip_port}",
+                    "--local-host",
+                    caller_addr,
+                    "--play",
+                    str(speech["saturday"]),
+                    "--record",
+                    str(record),
+                    "--no-wait",
+                    "--duration",
+                    "5",
+                ],
+                cwd=ROOT,
+            )
             assert "answered: True" in call.stdout, call.stdout + call.stderr + server.log_text()[-2000:]
             heard = float(re.search(r"recorded: ([\d.]+) s", call.stdout).group(1))
             assert heard >= 1.0, call.stdout + server.log_text()[-2000:]
@@ -75,7 +131,10 @@ def test_wildcard_bind_advertises_the_route_source_to_each_peer(tmp_path, speech
 def scrape_in(ns: Netns, port: int) -> dict[str, float]:
     code = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode())"
     text = ns.run([sys.executable, "-c", code]).stdout
-    return {m.group(1): float(m.group(2)) for m in re.finditer(r'^bridge_resources\{kind="(\w+)"\} ([\d.e+-]+)$', text, re.M)}
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'^bridge_resources\{kind="(\w+)"\} ([\d.e+-]+)$', text, re.M)
+    }
 
 
 def test_setup_failure_after_the_port_is_bound_gets_500_and_releases_it(tmp_path):
@@ -89,14 +148,54 @@ def test_setup_failure_after_the_port_is_bound_gets_500_and_releases_it(tmp_path
         try:
             assert "only loopback addresses exist" in server.log_text()
             target = f"127.0.0.1:{server.sip_port}"
-            result, messages = sipp(host.prefix, target, "127.0.0.1", tmp_path, "-sf", str(SIPP_DIR / "expect_500_setup.xml"), "-set", "media_host", "198.51.100.7")
+            result, messages = sipp(
+                host.prefix,
+                target,
+                "127.0.0.1",
+                tmp_path,
+                "-sf",
+                str(SIPP_DIR / "expect_500_setup.xml"),
+                "-set",
+                "media_host",
+                "198.51.100.7",
+            )
             assert result.returncode == 0, result.stdout[-1500:] + messages[-2000:] + server.log_text()[-2000:]
             assert server.wait_for_log("setup failed, port"), server.log_text()[-2000:]
-            held = subprocess.Popen([*host.prefix, "sipp", target, "-sn", "uac", "-s", "agent", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
-                                     "-m", "1", "-d", "4000", "-nostdin", "-timeout", "30s", "-timeout_error"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            held = subprocess.Popen(
+                [
+                    *host.prefix,
+                    "sipp",
+                    target,
+                    "-sn",
+                    "uac",
+                    "-s",
+                    "agent",
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    str(free_port()),
+                    "-mp",
+                    str(free_port()),
+                    "-m",
+                    "1",
+                    "-d",
+                    "4000",
+                    "-nostdin",
+                    "-timeout",
+                    "30s",
+                    "-timeout_error",
+                ],
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
-                assert server.wait_for_log("answered PCMU", timeout=15), server.log_text()[-2000:]  # the one port came back
-                result, messages = sipp(host.prefix, target, "127.0.0.1", tmp_path, "-sf", str(SIPP_DIR / "expect_503.xml"))
+                assert server.wait_for_log("answered PCMU", timeout=15), server.log_text()[
+                    -2000:
+                ]  # the one port came back
+                result, messages = sipp(
+                    host.prefix, target, "127.0.0.1", tmp_path, "-sf", str(SIPP_DIR / "expect_503.xml")
+                )
                 assert result.returncode == 0, result.stdout[-1500:] + messages[-2000:]
                 assert "Retry-After:" in messages and server.wait_for_log("rejected 503 (no_rtp_port)")
                 assert held.wait(30) == 0

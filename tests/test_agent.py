@@ -25,18 +25,36 @@ pytestmark = pytest.mark.e2e
 
 
 def test_openai_backend_streams_text_and_tool_calls():
-    fake = FakeOpenAI(lambda path, body: ("We open at nine. See you then.", [("collect_digits", {"count": 4})] if "chat" in path else []))
+    fake = FakeOpenAI(
+        lambda path, body: (
+            "We open at nine. See you then.",
+            [("collect_digits", {"count": 4})] if "chat" in path else [],
+        )
+    )
     try:
         llm = OpenAiLlm(fake.base_url, "test-model", api_key="k")
         pieces = list(llm.stream("Caller: hi\nSam:", ["\n"], 40, 0.2, threading.Event()))
         assert "".join(pieces) == "We open at nine. See you then." and len(pieces) > 3
         path, body = fake.requests[-1]
-        assert path == "/v1/completions" and body["stream"] is True and body["model"] == "test-model" and body["stop"] == ["\n"]
-        out = list(llm.stream_chat([{"role": "user", "content": "hi"}], 40, 0.2, threading.Event(), tools=[{"type": "function"}]))
+        assert (
+            path == "/v1/completions"
+            and body["stream"] is True
+            and body["model"] == "test-model"
+            and body["stop"] == ["\n"]
+        )
+        out = list(
+            llm.stream_chat(
+                [{"role": "user", "content": "hi"}], 40, 0.2, threading.Event(), tools=[{"type": "function"}]
+            )
+        )
         assert "".join(p for p in out if isinstance(p, str)) == "We open at nine. See you then."
         assert out[-1] == ToolCall("collect_digits", {"count": 4})
         path, body = fake.requests[-1]
-        assert path == "/v1/chat/completions" and body["messages"][0]["content"] == "hi" and body["tools"] == [{"type": "function"}]
+        assert (
+            path == "/v1/chat/completions"
+            and body["messages"][0]["content"] == "hi"
+            and body["tools"] == [{"type": "function"}]
+        )
         fake.fail_next = True
         with pytest.raises(LlmError):
             list(llm.stream("x", [], 5, 0.0, threading.Event()))
@@ -46,7 +64,10 @@ def test_openai_backend_streams_text_and_tool_calls():
 
 def test_tool_convention_and_digits():
     assert split_commands("Goodbye! [end_call]") == ("Goodbye!", [ToolCall("end_call")])
-    assert split_commands("Please enter it. [collect_digits 4]") == ("Please enter it.", [ToolCall("collect_digits", {"count": 4})])
+    assert split_commands("Please enter it. [collect_digits 4]") == (
+        "Please enter it.",
+        [ToolCall("collect_digits", {"count": 4})],
+    )
     assert split_commands("Let me transfer you [transfer") == ("Let me transfer you", [])
     assert digits_in("four two one, 9") == "4219"
     assert sentence_state("What time do you open on Saturday?") == "finished"
@@ -73,7 +94,9 @@ async def test_silence_reprompts_then_hangs_up(engines):
     fake = FakeOpenAI(lambda path, body: ("Sure.", []))
     server = await start_server(scripted(engines, fake), reprompt_after_s=2, max_reprompts=1, greeting="Hi.")
     try:
-        report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=40, wait_greeting=False)
+        report = await place_call(
+            f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=40, wait_greeting=False
+        )
         assert report.end_reason == "remote_bye"
         conversation = await wait_finished(server)
         said = [text for role, text in conversation.transcript() if role == "agent"]
@@ -88,7 +111,9 @@ async def test_silero_vad_conversation(engines, speech):
     from bridge.engines.vad import silero_vad_factory
 
     fake = FakeOpenAI(lambda path, body: ("We open at nine on Saturday.", []))
-    silero = Engines(silero_vad_factory(0.5), engines.asr, OpenAiLlm(fake.base_url, "scripted"), engines.tts, engines.device)
+    silero = Engines(
+        silero_vad_factory(0.5), engines.asr, OpenAiLlm(fake.base_url, "scripted"), engines.tts, engines.device
+    )
     server = await start_server(silero, vad="silero")
     try:
         report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [speech["saturday"]], None)
@@ -107,9 +132,18 @@ async def test_interim_transcripts_while_the_caller_speaks(engines, tmp_path):
     import subprocess
 
     long_question = tmp_path / "long.wav"
-    subprocess.run(["espeak-ng", "-s", "140", "-w", str(long_question),
-                    "Hello, I would like to book a cleaning for my daughter and a check-up for my son, next Tuesday or Wednesday afternoon, "
-                    "if you have any time available"], check=True)
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-s",
+            "140",
+            "-w",
+            str(long_question),
+            "Hello, I would like to book a cleaning for my daughter and a check-up for my son, next Tuesday or Wednesday afternoon, "
+            "if you have any time available",
+        ],
+        check=True,
+    )
     fake = FakeOpenAI(lambda path, body: ("Sure, Tuesday works.", []))
     # An interval well above a pass (tiny.en: 0.35-1.1 s on 2 cores): passes longer than
     # half the interval are skipped (see the next test).
@@ -121,7 +155,9 @@ async def test_interim_transcripts_while_the_caller_speaks(engines, tmp_path):
         first_words = conversation.interims[0].lower().split()[:2]
         assert first_words and "hello" in first_words[0]
         final = conversation.turn_log[0]["caller"].lower()
-        assert "time" in re.findall(r"[a-z]+", final)[-4:] and len(final) > len(conversation.interims[0])  # the end of the sentence ("...any time available"), not in the first interim
+        assert "time" in re.findall(r"[a-z]+", final)[-4:] and len(final) > len(
+            conversation.interims[0]
+        )  # the end of the sentence ("...any time available"), not in the first interim
     finally:
         await server.stop()
         fake.close()
@@ -134,7 +170,17 @@ async def test_interim_passes_are_skipped_where_a_pass_is_slower_than_half_the_i
     import subprocess
 
     question = tmp_path / "long.wav"
-    subprocess.run(["espeak-ng", "-s", "140", "-w", str(question), "Hello, I would like to book a cleaning for my daughter next Tuesday afternoon"], check=True)
+    subprocess.run(
+        [
+            "espeak-ng",
+            "-s",
+            "140",
+            "-w",
+            str(question),
+            "Hello, I would like to book a cleaning for my daughter next Tuesday afternoon",
+        ],
+        check=True,
+    )
     engines.asr.transcribe(np.zeros(8000, dtype=np.int16))  # one timed pass
     interval_ms = max(20, int(engines.asr.pass_seconds * 1000))  # a pass takes twice half of it
     fake = FakeOpenAI(lambda path, body: ("Sure, Tuesday works.", []))
@@ -165,7 +211,7 @@ def test_openai_backend_stream_that_stalls_or_breaks_midway_is_an_llm_error():
         conn.recv(65536)
         conn.sendall(head + f"{len(event):x}\r\n".encode() + event + b"\r\n")
         if mode == "cut":
-            conn.sendall(b"40\r\ndata: {\"choi")  # a chunk announced longer than what comes
+            conn.sendall(b'40\r\ndata: {"choi')  # a chunk announced longer than what comes
             conn.close()
         else:
             time.sleep(3)

@@ -28,7 +28,9 @@ def voiced(seconds: float) -> list[tuple[np.ndarray, bool]]:
     for _ in range(int(round(seconds / 0.02))):
         t = np.arange(160) / 8000
         f0 = RNG.uniform(100, 220)
-        x = sum(np.sin(2 * np.pi * f0 * k * t + RNG.uniform(0, 6)) / k for k in range(1, 12)) * 2500 + RNG.normal(0, 600, 160)
+        x = sum(np.sin(2 * np.pi * f0 * k * t + RNG.uniform(0, 6)) / k for k in range(1, 12)) * 2500 + RNG.normal(
+            0, 600, 160
+        )
         frames.append((x.astype(np.int16), True))
     return frames
 
@@ -187,20 +189,27 @@ def test_the_greeting_audio_asked_for_starts_just_before_the_first_speech():
     assert len(first.pcm) == pytest.approx((0.3 + 0.5 + 0.2) * 8000, abs=160)
 
 
-@pytest.mark.parametrize("text,phrase", [
-    ("Hi, you’ve reached Sam.", "you've reached"),
-    ("The number you have dialed is not in service.", "not in service"),
-    ("Please say your name after the tone.", "after the tone"),
-    ("Hello? Who's this?", None),
-    ("Yeah, hi, this is Tom.", None),
-])
+@pytest.mark.parametrize(
+    "text,phrase",
+    [
+        ("Hi, you’ve reached Sam.", "you've reached"),
+        ("The number you have dialed is not in service.", "not in service"),
+        ("Please say your name after the tone.", "after the tone"),
+        ("Hello? Who's this?", None),
+        ("Yeah, hi, this is Tom.", None),
+    ],
+)
 def test_machine_phrases_on_word_boundaries(text, phrase):
     found = machine_phrase(text)
     assert (found is None) if phrase is None else found is not None
 
 
 def test_outcomes():
-    human, machine, unsure = Verdict("human", "short greeting", 1.0), Verdict("machine", "beep", 5.0), Verdict("unknown", "silence", 3.0)
+    human, machine, unsure = (
+        Verdict("human", "short greeting", 1.0),
+        Verdict("machine", "beep", 5.0),
+        Verdict("unknown", "silence", 3.0),
+    )
     assert outcome_of(human, None, False, 0) == "human"
     assert outcome_of(machine, "beep", True, 0) == "voicemail_left"
     assert outcome_of(machine, "beep", False, 0) == "machine_no_beep"

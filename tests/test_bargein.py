@@ -15,12 +15,38 @@ from bridge.evaluation.voices import voice
 CLEAN = CONDITIONS[0]
 
 
-@pytest.mark.parametrize("text", ["Mm-hmm.", "M-M-M.", "Mm-m.", "Okay, right.", "Uh-huh, yeah.", "[coughing]", "(coughs) okay", "", "Thank you.", "I see.", "Pfft.", "Ow."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Mm-hmm.",
+        "M-M-M.",
+        "Mm-m.",
+        "Okay, right.",
+        "Uh-huh, yeah.",
+        "[coughing]",
+        "(coughs) okay",
+        "",
+        "Thank you.",
+        "I see.",
+        "Pfft.",
+        "Ow.",
+    ],
+)
 def test_backchannels(text):
     assert is_backchannel(text)
 
 
-@pytest.mark.parametrize("text", ["Wait, how much is a cleaning?", "No.", "Stop.", "Okay, so what about Tuesday?", "Yeah, but I want to cancel.", "Right, I need a check-up."])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Wait, how much is a cleaning?",
+        "No.",
+        "Stop.",
+        "Okay, so what about Tuesday?",
+        "Yeah, but I want to cancel.",
+        "Right, I need a check-up.",
+    ],
+)
 def test_interruptions(text):
     assert not is_backchannel(text)
 
@@ -74,7 +100,9 @@ async def test_a_real_interruption_stops_the_agent_for_good(engines, agent):
 
 async def test_confirm_zero_makes_every_barge_in_final(engines, agent):
     speak = voice("piper", engines.tts, deterministic=True)
-    run = await play_over_agent(engines, agent.model_copy(update={"barge_in_confirm_ms": 0}), render("Okay.", speak, CLEAN, 4))
+    run = await play_over_agent(
+        engines, agent.model_copy(update={"barge_in_confirm_ms": 0}), render("Okay.", speak, CLEAN, 4)
+    )
     assert run["outcome"] == "interrupted"
 
 
@@ -83,4 +111,6 @@ def test_whispers_noise_is_no_interruption(text):
     """A hum spelled as letters, and a cough heard as words of the recognizer's own
     initial prompt (the agent's names and terms)."""
     assert is_backchannel(text, prompt_words=frozenset("maple street dental dr patel moreno".split()))
-    assert not is_backchannel("Dr. Patel, is he in today?", prompt_words=frozenset("maple street dental dr patel moreno".split()))
+    assert not is_backchannel(
+        "Dr. Patel, is he in today?", prompt_words=frozenset("maple street dental dr patel moreno".split())
+    )

@@ -26,12 +26,36 @@ def test_bench_answers_reports_and_writes_json(tmp_path):
     evalfile = tmp_path / "mini.yaml"
     evalfile.write_text(EVAL)
     out = tmp_path / "answers.json"
-    done = subprocess.run([sys.executable, "-m", "bridge", "bench", "answers", "--preset", "cpu-small", "--voices", "text",
-                           "--eval", str(evalfile), "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "bench",
+            "answers",
+            "--preset",
+            "cpu-small",
+            "--voices",
+            "text",
+            "--eval",
+            str(evalfile),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("answers: 2 turns (text)")
     report = json.loads(out.read_text())
     assert report["overall"]["turns"] == 2 and report["models"]["llm"] == "embedded"
-    two = subprocess.run([sys.executable, "-m", "bridge", "bench", "answers", "--preset", "cpu-small", "--preset", "gpu"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    two = subprocess.run(
+        [sys.executable, "-m", "bridge", "bench", "answers", "--preset", "cpu-small", "--preset", "gpu"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert two.returncode == 2 and "one --preset at a time" in two.stderr

@@ -42,7 +42,9 @@ UTC = UTC
 
 def test_callees_are_checked_as_e164_and_variables_kept(tmp_path):
     path = tmp_path / "callees.csv"
-    path.write_text("number,name,when\n+14155550101,Dana,Tuesday\n4155550102,Sam,Monday\n+1 415 555 0103,Ann,Friday\n+14155550101,Dup,x\n")
+    path.write_text(
+        "number,name,when\n+14155550101,Dana,Tuesday\n4155550102,Sam,Monday\n+1 415 555 0103,Ann,Friday\n+14155550101,Dup,x\n"
+    )
     callees, problems = read_callees(path)
     assert [c.number for c in callees] == ["+14155550101", "+14155550103"]
     assert callees[0].variables == {"name": "Dana", "when": "Tuesday"} and callees[1].row == 3
@@ -67,7 +69,9 @@ def test_the_calling_window_is_the_callees_local_daytime():
     assert not window_open(sf, wednesday_9am_pst, s) and window_open(ny, wednesday_9am_pst, s)  # noon in New York
     assert next_window(sf, wednesday_9am_pst, s) == datetime(2026, 12, 2, 18, 0, tzinfo=UTC)
     friday_7pm_pst = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
-    assert next_window(sf, friday_7pm_pst, s) == datetime(2026, 12, 7, 18, 0, tzinfo=UTC)  # Monday 10:00, the weekend skipped
+    assert next_window(sf, friday_7pm_pst, s) == datetime(
+        2026, 12, 7, 18, 0, tzinfo=UTC
+    )  # Monday 10:00, the weekend skipped
     london = time_zones("+442071234567")
     assert window_open(london, datetime(2026, 12, 2, 12, 0, tzinfo=UTC), s)
 
@@ -95,20 +99,37 @@ def hello(engines) -> np.ndarray:
 def voicemail(engines) -> np.ndarray:
     from bridge.evaluation.voices import voice
 
-    pcm = voice("piper", engines.tts, deterministic=True)("Hi, you've reached Lee. Please leave a message after the tone.")
+    pcm = voice("piper", engines.tts, deterministic=True)(
+        "Hi, you've reached Lee. Please leave a message after the tone."
+    )
     tone = (7000 * np.sin(2 * np.pi * 900 * np.arange(3200) / 8000)).astype(np.int16)
     return np.concatenate([np.zeros(3200, np.int16), pcm, np.zeros(3200, np.int16), tone])
 
 
 def campaign_settings(uas_port: int, tmp_path, kind: str = "llm", **campaign):
-    return load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{free_port()}"}, "media": {"rtp_ports": rtp_range(6)}, "agent": {"kind": kind},
-        "models": {"cache_dir": str(ROOT / "models")}, "observability": {"metrics_listen": ""},
-        "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
-        "outbound": {"termination_uri": f"sip:127.0.0.1:{uas_port}", "voicemail_message": "Hello {name}, please call us back.",
-                     "campaign": {"cps": 2.0, "max_concurrent": 2, "retry_delay_s": 0.5, "retry_backoff": 1.0, "max_attempts": 2,
-                                  "ring_timeout_s": 2.0, **campaign}},
-    })
+    return load_settings(
+        overrides={
+            "sip": {"listen": f"127.0.0.1:{free_port()}"},
+            "media": {"rtp_ports": rtp_range(6)},
+            "agent": {"kind": kind},
+            "models": {"cache_dir": str(ROOT / "models")},
+            "observability": {"metrics_listen": ""},
+            "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
+            "outbound": {
+                "termination_uri": f"sip:127.0.0.1:{uas_port}",
+                "voicemail_message": "Hello {name}, please call us back.",
+                "campaign": {
+                    "cps": 2.0,
+                    "max_concurrent": 2,
+                    "retry_delay_s": 0.5,
+                    "retry_backoff": 1.0,
+                    "max_attempts": 2,
+                    "ring_timeout_s": 2.0,
+                    **campaign,
+                },
+            },
+        }
+    )
 
 
 def store_for(tmp_path, name: str) -> CampaignStore:
@@ -145,8 +166,13 @@ async def test_a_campaign_paces_retries_and_ends_every_callee_with_its_outcome(e
     await server.start()
     try:
         t0 = time.monotonic()
-        runner = CampaignRunner(server, store, settings.outbound.campaign, read_dnc_file(tmp_path / "dnc.txt"),
-                                clock=lambda: now + timedelta(seconds=time.monotonic() - t0))
+        runner = CampaignRunner(
+            server,
+            store,
+            settings.outbound.campaign,
+            read_dnc_file(tmp_path / "dnc.txt"),
+            clock=lambda: now + timedelta(seconds=time.monotonic() - t0),
+        )
         state = await asyncio.wait_for(runner.run(), 240)
         await server.wait_idle()
     finally:
@@ -155,8 +181,12 @@ async def test_a_campaign_paces_retries_and_ends_every_callee_with_its_outcome(e
     assert state == "done"
     outcomes = {c["number"]: (c["outcome"], c["attempts"]) for c in store.callees()}
     assert outcomes == {
-        "+14155550101": ("human", 1), "+14155550102": ("voicemail_left", 1), "+14155550103": ("human", 2),
-        "+14155550104": ("voicemail_left", 2), "+14155550105": ("dnc", 0), "+14155550106": ("no_answer", 2),
+        "+14155550101": ("human", 1),
+        "+14155550102": ("voicemail_left", 1),
+        "+14155550103": ("human", 2),
+        "+14155550104": ("voicemail_left", 2),
+        "+14155550105": ("dnc", 0),
+        "+14155550106": ("no_answer", 2),
     }, outcomes
     assert "+14155550105" not in seen  # never dialed
     invites = sorted(c.invited for c in uas.calls.values())
@@ -165,11 +195,17 @@ async def test_a_campaign_paces_retries_and_ends_every_callee_with_its_outcome(e
     spans = [(c.invited, c.ended_at) for c in uas.calls.values()]
     assert max(sum(1 for a, b in spans if a <= t < b) for t, _ in spans) <= 2, "more than max_concurrent calls at once"
     status = store.status()
-    assert status["state"] == "done" and status["outcomes"] == {"human": 2, "voicemail_left": 2, "no_answer": 1, "dnc": 1}
+    assert status["state"] == "done" and status["outcomes"] == {
+        "human": 2,
+        "voicemail_left": 2,
+        "no_answer": 1,
+        "dnc": 1,
+    }
     with Session(store.engine) as session:
         records = session.scalars(select(Call).where(Call.campaign == "spring")).all()
-        assert sorted(r.outcome for r in records) == sorted(["human", "voicemail_left", "busy", "human", "failed", "voicemail_left",
-                                                             "no_answer", "no_answer"])
+        assert sorted(r.outcome for r in records) == sorted(
+            ["human", "voicemail_left", "busy", "human", "failed", "voicemail_left", "no_answer", "no_answer"]
+        )
 
 
 @pytest.mark.e2e
@@ -188,7 +224,9 @@ async def test_nobody_is_called_outside_their_window_until_the_clock_reaches_it(
         await asyncio.sleep(1.0)
         assert not uas.calls, "dialed in the middle of the night"
         assert {c["number"]: c["next_at"] for c in store.callees()} == {
-            "+14155550101": "2026-12-02T18:00:00+00:00", "+12125550199": "2026-12-02T15:00:00+00:00"}
+            "+14155550101": "2026-12-02T18:00:00+00:00",
+            "+12125550199": "2026-12-02T15:00:00+00:00",
+        }
         clock["now"] = datetime(2026, 12, 2, 15, 0, tzinfo=UTC)  # 10:00 in New York, 07:00 in San Francisco
         await asyncio.sleep(1.5)
         assert [c.number for c in uas.calls.values()] == ["+12125550199"]
@@ -208,21 +246,60 @@ def read_callees_from(tmp_path, numbers: list[str]):
 
 def _campaign_process(tmp_path, uas_port: int, name: str) -> subprocess.Popen:
     config = tmp_path / "campaign.yaml"
-    config.write_text(yaml.safe_dump({
-        "agent": {"kind": "echo"}, "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
-        "outbound": {"termination_uri": f"sip:127.0.0.1:{uas_port}",
-                     "campaign": {"cps": 4.0, "max_concurrent": 2, "window_days": [1, 2, 3, 4, 5, 6, 7], "window_start": "00:00", "window_end": "23:59"}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "agent": {"kind": "echo"},
+                "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
+                "outbound": {
+                    "termination_uri": f"sip:127.0.0.1:{uas_port}",
+                    "campaign": {
+                        "cps": 4.0,
+                        "max_concurrent": 2,
+                        "window_days": [1, 2, 3, 4, 5, 6, 7],
+                        "window_start": "00:00",
+                        "window_end": "23:59",
+                    },
+                },
+            }
+        )
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "bridge", "campaign", "run", str(tmp_path / "callees.csv"), "--name", name, "--no-amd", "--config", str(config),
-         "--sip-listen", f"127.0.0.1:{free_port()}", "--rtp-ports", rtp_range(4), "--metrics-listen", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "campaign",
+            "run",
+            str(tmp_path / "callees.csv"),
+            "--name",
+            name,
+            "--no-amd",
+            "--config",
+            str(config),
+            "--sip-listen",
+            f"127.0.0.1:{free_port()}",
+            "--rtp-ports",
+            rtp_range(4),
+            "--metrics-listen",
+            f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _status(tmp_path, name: str) -> dict:
     config = tmp_path / "campaign.yaml"
-    out = subprocess.run([sys.executable, "-m", "bridge", "campaign", "status", name, "--json", "--config", str(config)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "bridge", "campaign", "status", name, "--json", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -293,12 +370,21 @@ async def test_the_console_shows_each_campaigns_progress_and_outcomes(tmp_path):
     import urllib.request
 
     http = free_port(socket.SOCK_STREAM)
-    settings = load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{free_port()}"}, "media": {"rtp_ports": rtp_range(1)}, "agent": {"kind": "echo"},
-        "observability": {"metrics_listen": ""}, "console": {"token": "tok-campaigns"},
-        "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
-        "mediastreams": {"http_listen": f"127.0.0.1:{http}", "public_url": "https://bridge.example.test", "auth_token": "t"},
-    })
+    settings = load_settings(
+        overrides={
+            "sip": {"listen": f"127.0.0.1:{free_port()}"},
+            "media": {"rtp_ports": rtp_range(1)},
+            "agent": {"kind": "echo"},
+            "observability": {"metrics_listen": ""},
+            "console": {"token": "tok-campaigns"},
+            "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
+            "mediastreams": {
+                "http_listen": f"127.0.0.1:{http}",
+                "public_url": "https://bridge.example.test",
+                "auth_token": "t",
+            },
+        }
+    )
     server = BridgeServer(settings, None)
     await server.start()
     try:
@@ -314,7 +400,9 @@ async def test_the_console_shows_each_campaigns_progress_and_outcomes(tmp_path):
         def get(path: str, token: str | None = "tok-campaigns"):
             headers = {"Authorization": f"Bearer {token}"} if token else {}
             try:
-                with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{http}{path}", headers=headers), timeout=10) as r:
+                with urllib.request.urlopen(
+                    urllib.request.Request(f"http://127.0.0.1:{http}{path}", headers=headers), timeout=10
+                ) as r:
                     return r.status, r.read().decode()
             except urllib.error.HTTPError as exc:
                 return exc.code, ""

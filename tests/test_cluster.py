@@ -27,7 +27,10 @@ FR_MS = 1000
 
 def _rtp_closed(log: str) -> list[tuple[int, int]]:
     """(received, sent with audio) RTP packets of each call a node's log shows closed."""
-    return [(int(r), int(s)) for r, s in re.findall(r"rtp port \d+ closed: (\d+) packets received, \d+ sent \((\d+) with agent audio\)", log)]
+    return [
+        (int(r), int(s))
+        for r, s in re.findall(r"rtp port \d+ closed: (\d+) packets received, \d+ sent \((\d+) with agent audio\)", log)
+    ]
 
 
 def wait_for(check, timeout: float):
@@ -48,15 +51,33 @@ def _answered_by_both(cluster) -> bool | None:
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path / "cluster", 2, ["--agent", "echo", "--allow", "127.0.0.0/8", "--ping-interval", str(PING),
-                                          "--fr-timeout-ms", str(FR_MS), "--drain-timeout", "3", "--restart-delay", "4"])
+    c = Cluster(
+        tmp_path / "cluster",
+        2,
+        [
+            "--agent",
+            "echo",
+            "--allow",
+            "127.0.0.0/8",
+            "--ping-interval",
+            str(PING),
+            "--fr-timeout-ms",
+            str(FR_MS),
+            "--drain-timeout",
+            "3",
+            "--restart-delay",
+            "4",
+        ],
+    )
     c.start()
     yield c
     code = c.stop()
     out = c.output()
     assert code == 0, out + c.logs()
     # SIGTERM: the nodes drain and stop first, Kamailio last.
-    assert out.index("kamailio stopped") > max(out.index(f"node {i} stopped") for i in (1, 2) if f"node {i} stopped" in out), out
+    assert out.index("kamailio stopped") > max(
+        out.index(f"node {i} stopped") for i in (1, 2) if f"node {i} stopped" in out
+    ), out
     for i in (1, 2):
         assert "Traceback" not in c.node_log(i), c.node_log(i)[-4000:]
 
@@ -73,11 +94,17 @@ def test_calls_spread_over_both_nodes_media_direct(cluster, tmp_path):
     assert oks
     assert re.search(rf"Record-Route: <sip:127\.0\.0\.1:{cluster.sip_port};lr>", run.messages), run.messages[:3000]
     # The caller's BYE follows the route set (Route: Kamailio) to the node's Contact.
-    assert re.search(rf"BYE sip:bridge@127\.0\.0\.1:{cluster.node_port(1)}|BYE sip:bridge@127\.0\.0\.1:{cluster.node_port(2)}", run.messages)
+    assert re.search(
+        rf"BYE sip:bridge@127\.0\.0\.1:{cluster.node_port(1)}|BYE sip:bridge@127\.0\.0\.1:{cluster.node_port(2)}",
+        run.messages,
+    )
     assert re.search(rf"Route: <sip:127\.0\.0\.1:{cluster.sip_port};lr>", run.messages)
     # Media: each 200's SDP points at the node that answered, in its own RTP range (Kamailio
     # never touches the SDP or the RTP).
-    answers = re.findall(r"Contact: <sip:bridge@127\.0\.0\.1:(\d+)>(?:.*\r?\n)*?c=IN IP4 (\S+)\r?\n(?:.*\r?\n)*?m=audio (\d+)", run.messages)
+    answers = re.findall(
+        r"Contact: <sip:bridge@127\.0\.0\.1:(\d+)>(?:.*\r?\n)*?c=IN IP4 (\S+)\r?\n(?:.*\r?\n)*?m=audio (\d+)",
+        run.messages,
+    )
     assert len(answers) >= 10, run.messages[:3000]
     for port, host, media in answers:
         node = 1 if int(port) == cluster.node_port(1) else 2
@@ -88,7 +115,12 @@ def test_calls_spread_over_both_nodes_media_direct(cluster, tmp_path):
     # g711a.pcap is ~250 packets), and none timed out.
     for i in (1, 2):
         port = cluster.node_port(i)
-        closed = wait_for(lambda i=i, port=port: _rtp_closed(cluster.node_log(i)) if len(_rtp_closed(cluster.node_log(i))) >= per_port[port] else None, 10)
+        closed = wait_for(
+            lambda i=i, port=port: (
+                _rtp_closed(cluster.node_log(i)) if len(_rtp_closed(cluster.node_log(i))) >= per_port[port] else None
+            ),
+            10,
+        )
         assert closed is not None and len(closed) == per_port[port], cluster.node_log(i)[-3000:]
         assert all(received >= 100 and sent >= 100 for received, sent in closed), closed
         assert "no packet for" not in cluster.node_log(i)
@@ -98,7 +130,11 @@ def test_sigterm_drains_a_node_without_failed_calls(cluster, tmp_path):
     import threading
 
     box = {}
-    t = threading.Thread(target=lambda: box.setdefault("run", sipp_calls(cluster, tmp_path / "sipp", calls=16, rate=2, limit=16, trace_msg=True)))
+    t = threading.Thread(
+        target=lambda: box.setdefault(
+            "run", sipp_calls(cluster, tmp_path / "sipp", calls=16, rate=2, limit=16, trace_msg=True)
+        )
+    )
     t.start()
     # Once both nodes have taken calls, drain node 1 (drain deadline 3 s, calls last 6 s).
     assert wait_for(lambda: _answered_by_both(cluster), 30), cluster.output()
@@ -117,7 +153,9 @@ def test_sigterm_drains_a_node_without_failed_calls(cluster, tmp_path):
     assert run.ended_by_node <= node1_calls
     assert "drain deadline reached" in log1
     # ...and that BYE came through Kamailio (the route set's first hop), not straight from the node.
-    byes = re.findall(r"received \[\d+\] bytes :\r?\n\s*BYE sip:sipp@[^\n]*\n\s*Via: SIP/2\.0/UDP ([\d.]+):(\d+)", run.messages)
+    byes = re.findall(
+        r"received \[\d+\] bytes :\r?\n\s*BYE sip:sipp@[^\n]*\n\s*Via: SIP/2\.0/UDP ([\d.]+):(\d+)", run.messages
+    )
     assert byes and all(int(port) == cluster.sip_port for _, port in byes), byes or run.messages[-3000:]
     # Calls that arrived after the drain began all landed on node 2: node 1 answered none
     # after it logged the drain, and node 2 answered the rest (none failed, above).
@@ -137,7 +175,9 @@ def test_kill9_marks_node_down_then_up_again(cluster, tmp_path):
     import threading
 
     box = {}
-    t = threading.Thread(target=lambda: box.setdefault("run", sipp_calls(cluster, tmp_path / "during", calls=16, rate=2, limit=16)))
+    t = threading.Thread(
+        target=lambda: box.setdefault("run", sipp_calls(cluster, tmp_path / "during", calls=16, rate=2, limit=16))
+    )
     t.start()
     assert wait_for(lambda: _answered_by_both(cluster), 30), cluster.output()
     os.kill(cluster.node_pid(1), signal.SIGKILL)
@@ -148,9 +188,11 @@ def test_kill9_marks_node_down_then_up_again(cluster, tmp_path):
     run = box["run"]
     lost = 16 - run.successful
     node1_before = {c for c, p in run.answered.items() if p == cluster.node_port(1)}  # the lost calls are among these
-    print(f"marked down {down - killed:.2f} s after kill -9 (probe every {PING} s, {FR_MS} ms timeout); "
-          f"calls: {run.successful} ok, {lost} lost (node 1 answered {len(node1_before)}, before the kill or after its restart); "
-          f"per node {run.per_port()}")
+    print(
+        f"marked down {down - killed:.2f} s after kill -9 (probe every {PING} s, {FR_MS} ms timeout); "
+        f"calls: {run.successful} ok, {lost} lost (node 1 answered {len(node1_before)}, before the kill or after its restart); "
+        f"per node {run.per_port()}"
+    )
     # Within the keepalive interval plus one probe's timeout (and this poll's slack).
     assert down - killed <= PING + FR_MS / 1000 + 1.0
     assert node1_before and lost <= len(node1_before), (run.answered, run.successful)
@@ -170,10 +212,28 @@ def test_kill9_marks_node_down_then_up_again(cluster, tmp_path):
 def test_allowlist_and_pike(tmp_path):
     """Only allowed sources reach a node (403 from Kamailio otherwise); a source over
     pike's rate is dropped and logged; other sources go on."""
-    c = Cluster(tmp_path / "cluster", 1, ["--agent", "echo", "--allow", "127.0.0.2/32", "--allow", "127.0.0.3/32", "--pike-density", "3", "--drain-timeout", "2",
-                                          "--ping-interval", str(PING)]).start()
+    c = Cluster(
+        tmp_path / "cluster",
+        1,
+        [
+            "--agent",
+            "echo",
+            "--allow",
+            "127.0.0.2/32",
+            "--allow",
+            "127.0.0.3/32",
+            "--pike-density",
+            "3",
+            "--drain-timeout",
+            "2",
+            "--ping-interval",
+            str(PING),
+        ],
+    ).start()
     try:
-        refused = sipp_calls(c, tmp_path / "refused", calls=1, source="127.0.0.1", scenario=ROOT / "tests" / "sipp" / "expect_403.xml")
+        refused = sipp_calls(
+            c, tmp_path / "refused", calls=1, source="127.0.0.1", scenario=ROOT / "tests" / "sipp" / "expect_403.xml"
+        )
         assert refused.returncode == 0, refused.errors
         assert "refused: not in the allowlist" in c.kamailio_log()
         assert "INVITE" not in c.node_log(1), c.node_log(1)
@@ -206,7 +266,9 @@ async def test_the_call_scenario_ignores_a_180_after_the_200(tmp_path):
     uas = ScriptedUas("udp", hold=1.0, late_180=True)
     port = await uas.start()
     try:
-        run = await asyncio.to_thread(sipp_calls, SimpleNamespace(sip_port=port), tmp_path / "sipp", calls=1, timeout=30)
+        run = await asyncio.to_thread(
+            sipp_calls, SimpleNamespace(sip_port=port), tmp_path / "sipp", calls=1, timeout=30
+        )
         await asyncio.wait_for(uas.done.wait(), 10)
     finally:
         uas.close()
@@ -236,5 +298,9 @@ def test_kill9_of_the_runner_takes_kamailio_and_the_nodes_with_it(tmp_path):
     c.proc.kill()
     c.proc.wait(10)
     freed = wait_for(lambda: True if all(_port_free(p) for p in ports) else None, 20)
-    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()]
+    alive = [
+        pid
+        for pid in pids
+        if os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()
+    ]
     assert freed and not alive, (ports, [p for p in ports if not _port_free(p)], alive, c.logs()[-2000:])

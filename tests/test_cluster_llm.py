@@ -41,8 +41,13 @@ def wait_http(url: str, timeout: float) -> None:
 
 
 def call(uri: str, wav, record) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge", "call", uri, "--play", str(wav), "--record", str(record)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "call", uri, "--play", str(wav), "--record", str(record)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def metric(port: int, name: str) -> float:
@@ -55,8 +60,13 @@ def metric(port: int, name: str) -> float:
 def llm_server(tmp_path):
     port = free_port(socket.SOCK_STREAM)
     log = open(tmp_path / "llm_server.log", "w")
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts" / "llm_server.sh"), "--listen", f"127.0.0.1:{port}", "--parallel", "2"],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "llm_server.sh"), "--listen", f"127.0.0.1:{port}", "--parallel", "2"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     wait_http(f"http://127.0.0.1:{port}/v1/models", 120)
     yield proc, port, tmp_path / "llm_server.log"
     if proc.poll() is None:
@@ -69,16 +79,38 @@ def test_two_nodes_one_llm_server_then_the_server_dies_mid_call(tmp_path, llm_se
     """...and Debian's prometheus, with deploy/prometheus/prometheus.yml, scrapes both nodes
     and Kamailio throughout: every PromQL expression of the Grafana dashboard returns data."""
     server, port, server_log = llm_server
-    cluster = Cluster(tmp_path / "cluster", 2, ["--agent", "llm", "--llm-server", f"http://127.0.0.1:{port}/v1", "--allow", "127.0.0.0/8",
-                                                "--drain-timeout", "5"]).start(timeout=300)
-    prometheus = PrometheusServer(tmp_path / "prometheus", {
-        "bridge": [f"127.0.0.1:{cluster.metrics_base + i}" for i in (1, 2)], "kamailio": [f"127.0.0.1:{cluster.kamailio_metrics}"]}).start()
+    cluster = Cluster(
+        tmp_path / "cluster",
+        2,
+        [
+            "--agent",
+            "llm",
+            "--llm-server",
+            f"http://127.0.0.1:{port}/v1",
+            "--allow",
+            "127.0.0.0/8",
+            "--drain-timeout",
+            "5",
+        ],
+    ).start(timeout=300)
+    prometheus = PrometheusServer(
+        tmp_path / "prometheus",
+        {
+            "bridge": [f"127.0.0.1:{cluster.metrics_base + i}" for i in (1, 2)],
+            "kamailio": [f"127.0.0.1:{cluster.kamailio_metrics}"],
+        },
+    ).start()
     try:
         uri = f"sip:agent@127.0.0.1:{cluster.sip_port}"
         # Two callers at once through Kamailio. The dispatcher promises an answer, not a
         # placement: under load both calls can land on one node (seen on CI).
         results = {}
-        threads = [threading.Thread(target=lambda i=i: results.setdefault(i, call(uri, speech["saturday"], tmp_path / f"agent{i}.wav"))) for i in (1, 2)]
+        threads = [
+            threading.Thread(
+                target=lambda i=i: results.setdefault(i, call(uri, speech["saturday"], tmp_path / f"agent{i}.wav"))
+            )
+            for i in (1, 2)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -144,8 +176,13 @@ def test_two_nodes_one_llm_server_then_the_server_dies_mid_call(tmp_path, llm_se
 
 
 def test_llm_server_script_refuses_a_missing_model(tmp_path):
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "llm_server.sh"), "--model", str(tmp_path / "none.gguf")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "llm_server.sh"), "--model", str(tmp_path / "none.gguf")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "no GGUF at" in result.stderr
 
 
@@ -153,12 +190,21 @@ def test_llm_server_is_not_interrupted_by_a_second_request(llm_server):
     """Two streams at once (two nodes' turns): both complete. llama-cpp-python's server
     default (interrupt_requests) would cut the first one short."""
     _, port, _ = llm_server
-    body = json.dumps({"model": "default", "prompt": "Count from one to twenty: one, two, three,", "max_tokens": 48,
-                       "temperature": 0, "stream": True}).encode()
+    body = json.dumps(
+        {
+            "model": "default",
+            "prompt": "Count from one to twenty: one, two, three,",
+            "max_tokens": 48,
+            "temperature": 0,
+            "stream": True,
+        }
+    ).encode()
     out = {}
 
     def stream(i):
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+        )
         finish = None
         with urllib.request.urlopen(request, timeout=120) as response:
             for line in response:

@@ -39,24 +39,38 @@ def test_console_in_chromium_after_a_real_call(tmp_path, speech):
 
     browser_path = chromium()
     http = free_port(socket.SOCK_STREAM)
-    config = {**TEST_CONFIG, "agent": {"reprompt_after_s": 0},
-              "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool"), "node": "console"},
-              "recording": {"enabled": True, "dir": str(tmp_path / "recordings")},
-              "console": {"username": USER, "password": PASSWORD, "token": TOKEN},
-              "mediastreams": {"http_listen": f"127.0.0.1:{http}", "public_url": "https://bridge.example.test", "auth_token": "t"}}
+    config = {
+        **TEST_CONFIG,
+        "agent": {"reprompt_after_s": 0},
+        "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool"), "node": "console"},
+        "recording": {"enabled": True, "dir": str(tmp_path / "recordings")},
+        "console": {"username": USER, "password": PASSWORD, "token": TOKEN},
+        "mediastreams": {
+            "http_listen": f"127.0.0.1:{http}",
+            "public_url": "https://bridge.example.test",
+            "auth_token": "t",
+        },
+    }
     server = BridgeProcess(tmp_path, config)
     server.start()
     base = f"http://127.0.0.1:{http}"
     try:
-        report = asyncio.run(place_call(f"sip:+14155550100@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, reply_timeout=20))
+        report = asyncio.run(
+            place_call(f"sip:+14155550100@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, reply_timeout=20)
+        )
         assert report.answered and report.latencies
         assert status(f"{base}/calls") == 401
-        assert status(f"{base}/calls", {"Authorization": "Basic " + base64.b64encode(f"{USER}:wrong".encode()).decode()}) == 401
+        assert (
+            status(f"{base}/calls", {"Authorization": "Basic " + base64.b64encode(f"{USER}:wrong".encode()).decode()})
+            == 401
+        )
         assert status(f"{base}/calls", {"Authorization": f"Bearer {TOKEN}"}) == 200
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=browser_path, headless=True, args=["--no-sandbox"])
             try:
-                context = browser.new_context(http_credentials={"username": USER, "password": PASSWORD}, viewport={"width": 1280, "height": 900})
+                context = browser.new_context(
+                    http_credentials={"username": USER, "password": PASSWORD}, viewport={"width": 1280, "height": 900}
+                )
                 page = context.new_page()
                 page.goto(f"{base}/calls?number=%2B14155550100")
                 rows = page.locator("#calls tbody tr")
@@ -65,7 +79,11 @@ def test_console_in_chromium_after_a_real_call(tmp_path, speech):
                         break
                     page.wait_for_timeout(200)
                     page.reload()
-                assert rows.count() == 1 and "+14155550100" in rows.first.inner_text() and "caller_hangup" in rows.first.inner_text()
+                assert (
+                    rows.count() == 1
+                    and "+14155550100" in rows.first.inner_text()
+                    and "caller_hangup" in rows.first.inner_text()
+                )
                 rows.first.locator("a").click()
                 page.wait_for_selector("#transcript")
                 text = page.locator("#transcript").inner_text()

@@ -35,7 +35,7 @@ def test_runtime_stage_has_no_compiler_and_no_root(name):
     assert "COPY --from=build /opt/bridge /opt/bridge" in runtime
     user = [line.split()[1] for line in runtime.splitlines() if line.startswith("USER ")]
     assert user and user[-1].split(":")[0] not in ("0", "root")
-    assert 'HEALTHCHECK' in runtime and '"bridge", "health"' in runtime
+    assert "HEALTHCHECK" in runtime and '"bridge", "health"' in runtime
     assert "VOLUME" in runtime and "/opt/bridge/models" in runtime  # models mounted, not baked in
 
 
@@ -43,10 +43,21 @@ def test_bridge_health_probes_sip_options(tmp_path):
     node = BridgeProcess(tmp_path, {"agent": {"kind": "echo"}})
     node.start()
     try:
-        ok = subprocess.run([sys.executable, "-m", "bridge", "health", "--sip", f"127.0.0.1:{node.sip_port}"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+        ok = subprocess.run(
+            [sys.executable, "-m", "bridge", "health", "--sip", f"127.0.0.1:{node.sip_port}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert ok.returncode == 0 and "answered OPTIONS with 200" in ok.stdout
     finally:
         node.stop()
-    dead = subprocess.run([sys.executable, "-m", "bridge", "health", "--sip", f"127.0.0.1:{free_port()}", "--timeout", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    dead = subprocess.run(
+        [sys.executable, "-m", "bridge", "health", "--sip", f"127.0.0.1:{free_port()}", "--timeout", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert dead.returncode == 1 and dead.stderr.startswith("unhealthy:")

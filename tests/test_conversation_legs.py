@@ -27,7 +27,16 @@ pytestmark = pytest.mark.e2e
 LEGS = ["sip", "mediastreams"]
 
 
-async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf: tuple[float, str] | None = None, echo_db: float | None = None, wire: list | None = None):
+async def run_call(
+    kind: str,
+    server,
+    tmp_path,
+    timeline,
+    duration: float,
+    dtmf: tuple[float, str] | None = None,
+    echo_db: float | None = None,
+    wire: list | None = None,
+):
     """Play ``timeline`` [(second, PCM16 8 kHz)] over ``kind``; return the ended conversation.
 
     ``wire``: if given, filled with what the caller heard, ``(second on the timeline, RMS)``
@@ -40,8 +49,17 @@ async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf:
             pcm[start : start + len(clip)] = clip[: len(pcm) - start]
         wav = tmp_path / "caller.wav"
         write_wav_8k(wav, pcm)
-        report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [wav], None, duration=duration, wait_greeting=False,
-                                  dtmf=dtmf[1] if dtmf else "", dtmf_after=dtmf[0] if dtmf else 0.0, echo_db=echo_db, reply_timeout=duration)
+        report = await place_call(
+            f"sip:agent@127.0.0.1:{server.core.local_addr[1]}",
+            [wav],
+            None,
+            duration=duration,
+            wait_greeting=False,
+            dtmf=dtmf[1] if dtmf else "",
+            dtmf_after=dtmf[0] if dtmf else 0.0,
+            echo_db=echo_db,
+            reply_timeout=duration,
+        )
         if wire is not None:
             wire.extend(report.heard)
     else:
@@ -49,7 +67,10 @@ async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf:
         twilio = stream(server)
         await twilio.run(timeline, duration, dtmf=digits, echo_db=echo_db)
         if wire is not None:
-            wire.extend((t - twilio.t0, float(np.sqrt(np.mean(f.astype(np.float64) ** 2)))) for t, f in zip(twilio.played_at, twilio.received))
+            wire.extend(
+                (t - twilio.t0, float(np.sqrt(np.mean(f.astype(np.float64) ** 2))))
+                for t, f in zip(twilio.played_at, twilio.received)
+            )
             wire.append(twilio)
     for _ in range(100):
         if server.finished:
@@ -59,7 +80,13 @@ async def run_call(kind: str, server, tmp_path, timeline, duration: float, dtmf:
 
 
 def scripted(engines, fake: FakeOpenAI, timeout: float = 30.0) -> Engines:
-    return Engines(engines.vad_factory, engines.asr, OpenAiLlm(fake.base_url, "scripted", timeout=timeout), engines.tts, engines.device)
+    return Engines(
+        engines.vad_factory,
+        engines.asr,
+        OpenAiLlm(fake.base_url, "scripted", timeout=timeout),
+        engines.tts,
+        engines.device,
+    )
 
 
 @pytest.fixture(params=LEGS)
@@ -146,7 +173,9 @@ async def test_finished_sentence_ends_the_turn_sooner(leg, engines, speech, tmp_
     fake = FakeOpenAI(lambda path, body: ("Sure.", []))
     # Thresholds far apart, and the plain one long enough for the speculative pass to
     # come back on a slow machine (a tiny.en pass takes 0.35-1.1 s on 2 cores).
-    server = await ms_server(scripted(engines, fake), endpoint_silence_ms=4000, endpoint_fast_ms=300, endpoint_slow_ms=6500)
+    server = await ms_server(
+        scripted(engines, fake), endpoint_silence_ms=4000, endpoint_fast_ms=300, endpoint_slow_ms=6500
+    )
     try:
         timeline = [(6.0, read_wav_8k(speech["saturday"])), (15.0, read_wav_8k(unfinished))]
         conversation = await run_call(leg, server, tmp_path, timeline, 26.0)
@@ -173,7 +202,9 @@ async def test_a_pause_inside_a_sentence_is_not_talked_into(leg, engines, tmp_pa
     server = await ms_server(engines)
     wire: list = []
     try:
-        conversation = await run_call(leg, server, tmp_path, [(first_at, halves[0]), (second_at, halves[1])], second_at + 8.0, wire=wire)
+        conversation = await run_call(
+            leg, server, tmp_path, [(first_at, halves[0]), (second_at, halves[1])], second_at + 8.0, wire=wire
+        )
     finally:
         await server.stop()
     if leg == "mediastreams":
@@ -182,7 +213,9 @@ async def test_a_pause_inside_a_sentence_is_not_talked_into(leg, engines, tmp_pa
     inside = [t for t in loud if pause_from <= t <= second_at + 0.3]
     assert not inside, f"agent audio at {inside} inside the pause {pause_from:.2f}-{second_at:.2f} s"
     callers = [text for role, text in conversation.transcript() if role == "caller"]
-    assert len(callers) == 1 and "march" in callers[0].lower() and "booked" in callers[0].lower(), conversation.transcript()
+    assert len(callers) == 1 and "march" in callers[0].lower() and "booked" in callers[0].lower(), (
+        conversation.transcript()
+    )
     assert [t for t in loud if t > second_at], "the completed sentence got no reply"
 
 
@@ -195,7 +228,9 @@ async def test_dtmf_reaches_collect_digits(leg, engines, speech, tmp_path):
     fake = FakeOpenAI(script)
     server = await ms_server(scripted(engines, fake))
     try:
-        conversation = await run_call(leg, server, tmp_path, [(5.0, read_wav_8k(speech["appointment"]))], 17.0, dtmf=(12.0, "123"))
+        conversation = await run_call(
+            leg, server, tmp_path, [(5.0, read_wav_8k(speech["appointment"]))], 17.0, dtmf=(12.0, "123")
+        )
         assert conversation.collected_digits == ["123"]
         assert "Caller: (entered 1 2 3)" in fake.requests[-1][1]["prompt"]
     finally:
@@ -230,7 +265,10 @@ async def test_an_unrequested_end_call_is_refused(leg, engines, speech, tmp_path
     try:
         timeline = [(5.0, read_wav_8k(speech["saturday"])), (12.0, read_wav_8k(speech["where"]))]
         conversation = await run_call(leg, server, tmp_path, timeline, 20.0)
-        assert [t["agent"] for t in conversation.turn_log] == [server.settings.agent.fallback, "We are at 42 Maple Street."], conversation.turn_log
+        assert [t["agent"] for t in conversation.turn_log] == [
+            server.settings.agent.fallback,
+            "We are at 42 Maple Street.",
+        ], conversation.turn_log
         assert "goodbye" not in " ".join(t for _, t in conversation.transcript()).lower()
         assert not list(server.end_reasons) or list(server.end_reasons)[-1][1] != "agent"
         assert server.metrics.guarded.labels("farewell")._value.get() == 1
@@ -254,7 +292,9 @@ async def test_transfer_uses_the_legs_transfer(leg, engines, speech, tmp_path, c
             assert "REFER to sip:+14155550100@example.pstn.twilio.com" in caplog.text
         else:
             # The update reached the streamed call and Twilio (the stand-in) accepted it.
-            assert "<Dial><Sip>sip:+14155550100@example.pstn.twilio.com</Sip></Dial>" in api.calls[CALL_SID].get("twiml", "")
+            assert "<Dial><Sip>sip:+14155550100@example.pstn.twilio.com</Sip></Dial>" in api.calls[CALL_SID].get(
+                "twiml", ""
+            )
     finally:
         await server.stop()
         fake.close()
@@ -269,7 +309,9 @@ async def test_goodbye_is_heard_to_its_last_word_before_the_hang_up(leg, engines
     try:
         if leg == "sip":
             record = tmp_path / "heard.wav"
-            report = await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], record, duration=15, wait_greeting=False)
+            report = await place_call(
+                f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], record, duration=15, wait_greeting=False
+            )
             assert report.hung_up_by == "agent", report
             heard = read_wav_8k(record)
         else:
@@ -281,8 +323,10 @@ async def test_goodbye_is_heard_to_its_last_word_before_the_hang_up(leg, engines
         assert list(server.end_reasons)[-1][1] == "agent"
     finally:
         await server.stop()
-    tail = heard[-int(2.5 * 8000):]  # the last words
-    assert "bye" in asr.transcribe(heard).lower().split()[-1] or "goodbye" in asr.transcribe(tail).lower(), asr.transcribe(heard)
+    tail = heard[-int(2.5 * 8000) :]  # the last words
+    assert "bye" in asr.transcribe(heard).lower().split()[-1] or "goodbye" in asr.transcribe(tail).lower(), (
+        asr.transcribe(heard)
+    )
 
 
 APOLOGY = "Sorry, something went wrong on my side."
@@ -297,20 +341,27 @@ async def test_llm_errors_and_timeouts_get_an_apology_and_the_call_goes_on(leg, 
     question = read_wav_8k(speech["saturday"])
     try:
         with caplog.at_level(logging.WARNING, logger="bridge"):
+
             async def hang_second() -> None:
                 while len(fake.requests) < 1:
                     await asyncio.sleep(0.05)
                 fake.hang_next = True
 
             arm = asyncio.ensure_future(hang_second())
-            conversation = await run_call(leg, server, tmp_path, [(6.0, question), (14.0, question), (23.0, question)], 31.0)
+            conversation = await run_call(
+                leg, server, tmp_path, [(6.0, question), (14.0, question), (23.0, question)], 31.0
+            )
             arm.cancel()
         said = [text for role, text in conversation.transcript() if role == "agent"]
         assert said.count(APOLOGY) == 2, said
         assert said[-1] == "We open at 9 am on Saturday.", said  # the third turn works again
         assert server.metrics.engine_errors.labels("llm")._value.get() == 2
         logged = [r for r in caplog.records if "engine failure" in r.getMessage()]
-        assert len(logged) == 1 and "stage=llm" in logged[0].getMessage() and conversation.leg.call_id in logged[0].getMessage()
+        assert (
+            len(logged) == 1
+            and "stage=llm" in logged[0].getMessage()
+            and conversation.leg.call_id in logged[0].getMessage()
+        )
     finally:
         await server.stop()
         fake.close()

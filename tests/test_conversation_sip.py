@@ -19,12 +19,14 @@ pytestmark = pytest.mark.e2e
 
 async def start_server(engines, **agent) -> BridgeServer:
     port = free_port()
-    settings = load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{port}"},
-        "media": {"rtp_ports": rtp_range(10)},
-        "models": {"cache_dir": str(ROOT / "models")},
-        "agent": agent,
-    })
+    settings = load_settings(
+        overrides={
+            "sip": {"listen": f"127.0.0.1:{port}"},
+            "media": {"rtp_ports": rtp_range(10)},
+            "models": {"cache_dir": str(ROOT / "models")},
+            "agent": agent,
+        }
+    )
     server = BridgeServer(settings, engines)
     await server.start()
     return server
@@ -32,9 +34,14 @@ async def start_server(engines, **agent) -> BridgeServer:
 
 async def test_stop_means_no_more_frames(engines, speech):
     """After barge_in() the very next pull_frame() gives nothing: playout stops at the next packet."""
-    server = await start_server(engines, greeting="This is a long greeting that keeps going so that there is a lot of audio queued for the caller.")
+    server = await start_server(
+        engines,
+        greeting="This is a long greeting that keeps going so that there is a lot of audio queued for the caller.",
+    )
     try:
-        call = asyncio.create_task(place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=3, wait_greeting=False))
+        call = asyncio.create_task(
+            place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=3, wait_greeting=False)
+        )
         for _ in range(100):
             leg = next(iter(server.calls.values()), None)
             if leg is not None and leg.conversation is not None and leg.conversation.playout.playing:
@@ -61,7 +68,16 @@ async def test_dtmf_reaches_conversation_and_strangers_are_dropped(engines):
 
     server = await start_server(engines)
     try:
-        call = asyncio.create_task(place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=3, wait_greeting=False, dtmf="42#"))
+        call = asyncio.create_task(
+            place_call(
+                f"sip:agent@127.0.0.1:{server.core.local_addr[1]}",
+                [],
+                None,
+                duration=3,
+                wait_greeting=False,
+                dtmf="42#",
+            )
+        )
         for _ in range(100):
             leg = next(iter(server.calls.values()), None)
             if leg is not None and leg.stream is not None and leg.stream._latched:
@@ -70,7 +86,13 @@ async def test_dtmf_reaches_conversation_and_strangers_are_dropped(engines):
         stream = leg.stream  # the leg lets go of it when the call ends
         stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         stranger.bind(("127.0.0.1", 0))
-        evil = RtpPacket(payload_type=101, sequence_number=1, timestamp=1, ssrc=666, payload=telephone_event_payload(9, True, 10, 800)).serialize()
+        evil = RtpPacket(
+            payload_type=101,
+            sequence_number=1,
+            timestamp=1,
+            ssrc=666,
+            payload=telephone_event_payload(9, True, 10, 800),
+        ).serialize()
         for _ in range(5):
             stranger.sendto(evil, ("127.0.0.1", stream.local_port))
         stranger.close()
@@ -93,7 +115,14 @@ async def test_caller_talking_over_echo_still_interrupts(engines, speech, tmp_pa
     write_wav_8k(question, np.concatenate([np.zeros(12000, np.int16), read_wav_8k(speech["saturday"])]))
     server = await start_server(engines)
     try:
-        await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [question], None, wait_greeting=False, echo_db=-10, echo_delay_ms=150)
+        await place_call(
+            f"sip:agent@127.0.0.1:{server.core.local_addr[1]}",
+            [question],
+            None,
+            wait_greeting=False,
+            echo_db=-10,
+            echo_delay_ms=150,
+        )
         for _ in range(50):
             if server.finished:
                 break

@@ -22,10 +22,14 @@ pytestmark = pytest.mark.e2e
 
 
 async def dial_server(termination: str, **media) -> BridgeServer:
-    settings = load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{free_port()}"}, "media": {"rtp_ports": rtp_range(1), **media},
-        "agent": {"kind": "echo"}, "outbound": {"termination_uri": termination},
-    })
+    settings = load_settings(
+        overrides={
+            "sip": {"listen": f"127.0.0.1:{free_port()}"},
+            "media": {"rtp_ports": rtp_range(1), **media},
+            "agent": {"kind": "echo"},
+            "outbound": {"termination_uri": termination},
+        }
+    )
     server = BridgeServer(settings, None)
     await server.start()
     return server
@@ -77,7 +81,10 @@ async def test_srtp_required_dial_uses_the_key_it_offered():
         await server.dial("+14155550100")
         await asyncio.wait_for(uas.done.wait(), 15)
         assert "RTP/SAVP" in uas.invite and "a=crypto:" in uas.invite
-        assert uas.rtp_in >= 40 and uas.rtp_bad == 0, (uas.rtp_in, uas.rtp_bad)  # the bridge's SRTP, decrypted with the offered key
+        assert uas.rtp_in >= 40 and uas.rtp_bad == 0, (
+            uas.rtp_in,
+            uas.rtp_bad,
+        )  # the bridge's SRTP, decrypted with the offered key
         await asyncio.sleep(0.3)
         echo = server.finished[-1]
         assert echo.frames_in >= 40  # theirs decrypted with the answered key
@@ -90,9 +97,25 @@ def run_dial(config: dict, tmp_path) -> subprocess.CompletedProcess:
     path = tmp_path / "dial.yaml"
     path.write_text(yaml.safe_dump(config))
     return subprocess.run(
-        [sys.executable, "-m", "bridge", "dial", "+14155550100", "--config", str(path), "--sip-listen", f"127.0.0.1:{free_port()}",
-         "--rtp-ports", rtp_range(2), "--metrics-listen", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "dial",
+            "+14155550100",
+            "--config",
+            str(path),
+            "--sip-listen",
+            f"127.0.0.1:{free_port()}",
+            "--rtp-ports",
+            rtp_range(2),
+            "--metrics-listen",
+            f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -100,7 +123,11 @@ async def test_rejected_dial_exits_1_with_the_reason(tmp_path):
     uas = ScriptedUas("udp", reject=486)
     await uas.start()
     try:
-        result = await asyncio.to_thread(run_dial, {"agent": {"kind": "echo"}, "outbound": {"termination_uri": f"sip:127.0.0.1:{uas.port}"}}, tmp_path)
+        result = await asyncio.to_thread(
+            run_dial,
+            {"agent": {"kind": "echo"}, "outbound": {"termination_uri": f"sip:127.0.0.1:{uas.port}"}},
+            tmp_path,
+        )
     finally:
         uas.close()
     assert result.returncode == 1, result.stdout + result.stderr
@@ -112,9 +139,21 @@ async def test_dial_over_tcp_and_tls(tmp_path, transport):
     cert, key = make_certificate(tmp_path)
     uas = ScriptedUas(transport, hold=1.5, cert=str(cert), key=str(key))
     await uas.start()
-    sip = {"tcp_listen": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"} if transport == "tcp" else {
-        "tls_listen": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}", "tls_cert": str(cert), "tls_key": str(key), "tls_ca": str(cert)}
-    config = {"agent": {"kind": "echo"}, "sip": sip, "outbound": {"termination_uri": f"sip:127.0.0.1:{uas.port};transport={transport}"}}
+    sip = (
+        {"tcp_listen": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"}
+        if transport == "tcp"
+        else {
+            "tls_listen": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+            "tls_cert": str(cert),
+            "tls_key": str(key),
+            "tls_ca": str(cert),
+        }
+    )
+    config = {
+        "agent": {"kind": "echo"},
+        "sip": sip,
+        "outbound": {"termination_uri": f"sip:127.0.0.1:{uas.port};transport={transport}"},
+    }
     try:
         result = await asyncio.to_thread(run_dial, config, tmp_path)
     finally:

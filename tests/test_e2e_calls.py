@@ -24,12 +24,37 @@ pytestmark = pytest.mark.e2e
 SIPP_DIR = ROOT / "tests" / "sipp"
 
 
-def run_sipp(bridge: BridgeProcess, workdir: Path, scenario: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+def run_sipp(
+    bridge: BridgeProcess, workdir: Path, scenario: list[str], timeout: float = 60
+) -> subprocess.CompletedProcess:
     need("sipp")
-    cmd = ["sipp", f"127.0.0.1:{bridge.sip_port}", "-s", "agent", "-i", "127.0.0.1", "-p", str(free_port()),
-           "-m", "1", "-l", "1", "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
-           "-trace_msg", "-message_file", str(workdir / "messages.log"), "-trace_err", "-error_file", str(workdir / "errors.log"),
-           "-mp", str(free_port()), *scenario]
+    cmd = [
+        "sipp",
+        f"127.0.0.1:{bridge.sip_port}",
+        "-s",
+        "agent",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(free_port()),
+        "-m",
+        "1",
+        "-l",
+        "1",
+        "-nostdin",
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-trace_msg",
+        "-message_file",
+        str(workdir / "messages.log"),
+        "-trace_err",
+        "-error_file",
+        str(workdir / "errors.log"),
+        "-mp",
+        str(free_port()),
+        *scenario,
+    ]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30)
 
 
@@ -44,7 +69,7 @@ def test_sipp_basic_call(bridge, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + messages[-3000:]
     assert "SIP/2.0 100 Trying" in messages
     assert "SIP/2.0 180 Ringing" in messages
-    ok = messages[messages.index("SIP/2.0 200 OK"):]
+    ok = messages[messages.index("SIP/2.0 200 OK") :]
     assert "Content-Type: application/sdp" in ok and "m=audio" in ok and "RTP/AVP 0" in ok
     assert re.search(r"^To: .*;tag=", ok, re.M)
 
@@ -66,7 +91,7 @@ def test_sipp_bye_from_bridge_on_rtp_timeout(bridge, tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + messages[-3000:]
     assert re.search(r"^BYE sip:sipp@127\.0\.0\.1:\d+ SIP/2\.0", messages, re.M)
     # We offered PCMA first: the answer must pick it (the caller's preference).
-    ok = messages[messages.index("SIP/2.0 200 OK"):]
+    ok = messages[messages.index("SIP/2.0 200 OK") :]
     assert "RTP/AVP 8" in ok and "PCMA/8000" in ok
 
 
@@ -100,13 +125,22 @@ def test_baresip_conversation(bridge, tmp_path, speech, asr):
     need("sox")
     question = tmp_path / "question.wav"
     # 7 s of silence while the greeting plays, the question, then 9 s for the reply.
-    subprocess.run(["sox", str(speech["saturday"]), "-r", "8000", "-c", "1", "-b", "16", str(question), "pad", "7", "9"], check=True)
+    subprocess.run(
+        ["sox", str(speech["saturday"]), "-r", "8000", "-c", "1", "-b", "16", str(question), "pad", "7", "9"],
+        check=True,
+    )
     rtp_low, rtp_high = rtp_pair()
-    (tmp_path / "config").write_text(BARESIP_CONFIG.format(sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_high))
+    (tmp_path / "config").write_text(
+        BARESIP_CONFIG.format(sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_high)
+    )
     (tmp_path / "accounts").write_text("<sip:tester@127.0.0.1>;regint=0;audio_codecs=PCMU\n")
     (tmp_path / "contacts").write_text("")
-    proc = subprocess.run(["baresip", "-f", str(tmp_path), "-e", f"/dial {bridge.uri}", "-t", "35"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["baresip", "-f", str(tmp_path), "-e", f"/dial {bridge.uri}", "-t", "35"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     output = proc.stdout + proc.stderr
     assert "Call established" in output, output[-3000:]
     heard = list(tmp_path.glob("dump-*-dec.wav"))
@@ -118,9 +152,16 @@ def test_baresip_conversation(bridge, tmp_path, speech, asr):
     greeting = "hello thanks for calling maple street dental this is sam how can i help you"
     assert len(w - set(greeting.split())) >= 2, f"no reply after the greeting: {transcript!r}"
     assert bridge.wait_for_log("caller='", 10), bridge.log_text()[-3000:]
+
     # The call's record, read with `bridge calls` (same config and database) while serve runs.
     def cli(*args):
-        result = subprocess.run([sys.executable, "-m", "bridge", "calls", *args, "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "bridge", "calls", *args, "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
@@ -142,8 +183,23 @@ def test_bridge_call_cli(bridge, tmp_path, speech, asr):
     """``bridge call`` dials, speaks two turns, records, reports latency per turn."""
     record = tmp_path / "agent.wav"
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "call", bridge.uri, "--play", str(speech["saturday"]), "--play", str(speech["cleaning"]), "--record", str(record)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "call",
+            bridge.uri,
+            "--play",
+            str(speech["saturday"]),
+            "--play",
+            str(speech["cleaning"]),
+            "--record",
+            str(record),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "answered: True" in result.stdout
@@ -188,14 +244,20 @@ def test_malformed_datagrams_then_options(bridge):
         b"\x00\xff\xfe garbage \x80\x81",
         b"hello world\r\n\r\n",
         options.format(branch="trunc", call_id="trunc@x").encode()[:90],  # cut mid-header
-        b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\n" + b"X-Pad: " + b"a" * 30000 + b"\r\n\r\n",
+        b"INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKx\r\n"
+        + b"X-Pad: "
+        + b"a" * 30000
+        + b"\r\n\r\n",
         b"INVITE sip:x SIP/2.0\r\nVia: not a via\r\n\r\n",
         bytes(range(256)) * 4,
     ]
     for data in garbage:
         sock.sendto(data, target)
     # A request that parses but lies about its body length: 400 (RFC 3261 section 18.3).
-    lying = options.format(branch="lying", call_id="lying@x").replace("Content-Length: 0", "Content-Length: 500").encode() + b"v=0\r\n"
+    lying = (
+        options.format(branch="lying", call_id="lying@x").replace("Content-Length: 0", "Content-Length: 500").encode()
+        + b"v=0\r\n"
+    )
     sock.sendto(lying, target)
     reply = sock.recv(65535).decode()
     assert reply.startswith("SIP/2.0 400 "), reply
@@ -227,13 +289,28 @@ def test_agent_ends_call_with_bye(tmp_path, speech, asr):
     try:
         record = tmp_path / "agent.wav"
         result = subprocess.run(
-            [sys.executable, "-m", "bridge", "call", server.uri, "--play", str(speech["where"]), "--record", str(record), "--duration", "40"],
-            cwd=ROOT, capture_output=True, text=True, timeout=90,
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "call",
+                server.uri,
+                "--play",
+                str(speech["where"]),
+                "--record",
+                str(record),
+                "--duration",
+                "40",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "ended: remote_bye (hung up by agent)" in result.stdout, result.stdout
         transcript = asr.transcribe(read_wav_8k(record))
-        tail = asr.transcribe(read_wav_8k(record)[-5 * 8000:])
+        tail = asr.transcribe(read_wav_8k(record)[-5 * 8000 :])
         assert {"goodbye", "bye"} & (words(transcript) | words(tail)), (transcript, tail)
         assert "hanging up (agent)" in server.log_text()
     finally:
@@ -247,14 +324,22 @@ def test_baresip_tls_srtp_dtmf(bridge, tmp_path, speech, asr):
     need("baresip")
     need("sox")
     question = tmp_path / "question.wav"
-    subprocess.run(["sox", str(speech["where"]), "-r", "8000", "-c", "1", "-b", "16", str(question), "pad", "7", "2"], check=True)
+    subprocess.run(
+        ["sox", str(speech["where"]), "-r", "8000", "-c", "1", "-b", "16", str(question), "pad", "7", "2"], check=True
+    )
     rtp_low, rtp_high = rtp_pair()
-    config = BARESIP_CONFIG.format(sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_high)
+    config = BARESIP_CONFIG.format(
+        sip_port=free_port(), wav=question, folder=tmp_path, rtp_low=rtp_low, rtp_high=rtp_high
+    )
     config += f"module\tsrtp.so\nmodule\tstdio.so\nsip_cafile\t{bridge.cert}\n"
     (tmp_path / "config").write_text(config)
-    (tmp_path / "accounts").write_text("<sip:tester@127.0.0.1;transport=tls>;regint=0;audio_codecs=PCMU;mediaenc=srtp-mand\n")
+    (tmp_path / "accounts").write_text(
+        "<sip:tester@127.0.0.1;transport=tls>;regint=0;audio_codecs=PCMU;mediaenc=srtp-mand\n"
+    )
     (tmp_path / "contacts").write_text("")
-    proc = subprocess.Popen(["baresip", "-f", str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["baresip", "-f", str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         time.sleep(1.0)
         proc.stdin.write(f"/dial sip:agent@127.0.0.1:{bridge.tls_port};transport=tls\n".encode())
@@ -288,7 +373,7 @@ def test_transfer_with_refer(bridge, tmp_path):
     result = run_sipp(bridge, tmp_path, ["-sf", str(SIPP_DIR / "refer.xml")], timeout=60)
     messages = (tmp_path / "messages.log").read_text()
     assert result.returncode == 0, result.stdout[-2000:] + messages[-4000:] + bridge.log_text()[-3000:]
-    refer = messages[messages.index("REFER sip:"):]
+    refer = messages[messages.index("REFER sip:") :]
     assert re.search(r"^Referred-By: <sip:agent@127\.0\.0\.1:\d+>", refer, re.M), refer[:800]
     call_id = re.search(r"^Call-ID: (\S+)", messages, re.M).group(1)
     log = bridge.log_text()
@@ -296,9 +381,18 @@ def test_transfer_with_refer(bridge, tmp_path):
     assert f"call {call_id}: transfer progress 200 (final)" in log
     assert f"call {call_id}: hanging up (transferred)" in log
     # The call record has the transfer, its outcome and the end reason.
-    record = wait_for(lambda: (lambda c: c if c is not None and c.ended_at else None)(load(os.environ["BRIDGE_STORAGE__URL"])[0].get(call_id)), 15)
+    record = wait_for(
+        lambda: (lambda c: c if c is not None and c.ended_at else None)(
+            load(os.environ["BRIDGE_STORAGE__URL"])[0].get(call_id)
+        ),
+        15,
+    )
     assert record is not None, "no ended record of the transferred call"
-    assert (record.transfer_target, record.transfer_outcome, record.end_reason) == ("sip:+14155550100@example.pstn.twilio.com", "completed", "transfer")
+    assert (record.transfer_target, record.transfer_outcome, record.end_reason) == (
+        "sip:+14155550100@example.pstn.twilio.com",
+        "completed",
+        "transfer",
+    )
     assert record.dtmf == "0"
 
 
@@ -307,8 +401,15 @@ def test_the_start_log_says_what_an_operator_needs(bridge):
     the RTP range, the models, the records and the metrics, and carries no library chatter
     (alembic's plugin and migration INFO lines)."""
     text = bridge.log_text()
-    start = text[:text.index("bridge: ready")]
-    for needle in ("sip: listening on udp 127.0.0.1", "advertising", "sip: listening on tls", "rtp: ports",
-                   "models: ASR", "records: sqlite:///", "metrics: http://127.0.0.1:"):
+    start = text[: text.index("bridge: ready")]
+    for needle in (
+        "sip: listening on udp 127.0.0.1",
+        "advertising",
+        "sip: listening on tls",
+        "rtp: ports",
+        "models: ASR",
+        "records: sqlite:///",
+        "metrics: http://127.0.0.1:",
+    ):
         assert needle in start, (needle, start)
     assert "alembic" not in start.lower(), start

@@ -77,9 +77,31 @@ def test_over_cap_invite_gets_503_with_retry_after(tmp_path):
     first_dir = tmp_path / "first"
     first_dir.mkdir()
     first = subprocess.Popen(
-        ["sipp", f"127.0.0.1:{server.sip_port}", "-sn", "uac", "-s", "agent", "-i", "127.0.0.1", "-p", str(free_port()),
-         "-mp", str(free_port()), "-m", "1", "-d", "4000", "-nostdin", "-timeout", "30s", "-timeout_error"],
-        cwd=first_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "sipp",
+            f"127.0.0.1:{server.sip_port}",
+            "-sn",
+            "uac",
+            "-s",
+            "agent",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-mp",
+            str(free_port()),
+            "-m",
+            "1",
+            "-d",
+            "4000",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ],
+        cwd=first_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert server.wait_for_log(": answered ", 15)
@@ -103,10 +125,32 @@ def test_sigterm_drains_calls_with_bye_and_refuses_new_ones(tmp_path):
     call_dir = tmp_path / "call"
     call_dir.mkdir()
     call = subprocess.Popen(
-        ["sipp", f"127.0.0.1:{server.sip_port}", "-sf", str(SIPP_DIR / "bye_from_bridge.xml"), "-s", "agent", "-i", "127.0.0.1",
-         "-p", str(free_port()), "-mp", str(free_port()), "-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error",
-         "-trace_msg", "-message_file", str(call_dir / "messages.log")],
-        cwd=call_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "sipp",
+            f"127.0.0.1:{server.sip_port}",
+            "-sf",
+            str(SIPP_DIR / "bye_from_bridge.xml"),
+            "-s",
+            "agent",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-mp",
+            str(free_port()),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            str(call_dir / "messages.log"),
+        ],
+        cwd=call_dir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert server.wait_for_log(": answered ", 15)
@@ -132,10 +176,32 @@ def test_bridge_dial_through_termination_with_digest(tmp_path):
     need("sipp")
     sipp_port = free_port()
     uas = subprocess.Popen(
-        ["sipp", "-sf", str(SIPP_DIR / "termination_uas.xml"), "-i", "127.0.0.1", "-p", str(sipp_port), "-mp", str(free_port()),
-         "-m", "1", "-nostdin", "-timeout", "40s", "-timeout_error", "-trace_msg", "-message_file", str(tmp_path / "uas.log"),
-         "-trace_err", "-error_file", str(tmp_path / "uas_err.log")],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "sipp",
+            "-sf",
+            str(SIPP_DIR / "termination_uas.xml"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(sipp_port),
+            "-mp",
+            str(free_port()),
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "40s",
+            "-timeout_error",
+            "-trace_msg",
+            "-message_file",
+            str(tmp_path / "uas.log"),
+            "-trace_err",
+            "-error_file",
+            str(tmp_path / "uas_err.log"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     config = tmp_path / "dial.yaml"
     config.write_text(
@@ -145,11 +211,29 @@ def test_bridge_dial_through_termination_with_digest(tmp_path):
     try:
         time.sleep(0.5)
         dial = subprocess.run(
-            [sys.executable, "-m", "bridge", "dial", "+14155550100", "--config", str(config), "--sip-listen", f"127.0.0.1:{free_port()}",
-             "--rtp-ports", rtp_range(5), "--metrics-listen", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
-            cwd=ROOT, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "dial",
+                "+14155550100",
+                "--config",
+                str(config),
+                "--sip-listen",
+                f"127.0.0.1:{free_port()}",
+                "--rtp-ports",
+                rtp_range(5),
+                "--metrics-listen",
+                f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
-        assert uas.wait(30) == 0, (tmp_path / "uas.log").read_text()[-4000:] + (tmp_path / "uas_err.log").read_text()[-2000:]
+        assert uas.wait(30) == 0, (tmp_path / "uas.log").read_text()[-4000:] + (tmp_path / "uas_err.log").read_text()[
+            -2000:
+        ]
     finally:
         if uas.poll() is None:
             uas.kill()
@@ -190,11 +274,39 @@ def test_load_50_calls_with_rtp_for_30_s_then_no_leaks(tmp_path):
         load_dir = tmp_path / "load"
         load_dir.mkdir()
         load = subprocess.Popen(
-            ["sipp", f"127.0.0.1:{server.sip_port}", "-sf", str(SIPP_DIR / "load.xml"), "-s", "agent", "-i", "127.0.0.1",
-             "-p", str(free_port()), "-mp", str(free_port() & ~1), "-m", "50", "-l", "50", "-r", "10", "-nostdin",
-             "-timeout", "120s", "-timeout_error", "-trace_err", "-error_file", str(load_dir / "errors.log"),
-             "-trace_stat", "-stf", str(load_dir / "stats.csv")],
-            cwd=load_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "sipp",
+                f"127.0.0.1:{server.sip_port}",
+                "-sf",
+                str(SIPP_DIR / "load.xml"),
+                "-s",
+                "agent",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(free_port()),
+                "-mp",
+                str(free_port() & ~1),
+                "-m",
+                "50",
+                "-l",
+                "50",
+                "-r",
+                "10",
+                "-nostdin",
+                "-timeout",
+                "120s",
+                "-timeout_error",
+                "-trace_err",
+                "-error_file",
+                str(load_dir / "errors.log"),
+                "-trace_stat",
+                "-stf",
+                str(load_dir / "stats.csv"),
+            ],
+            cwd=load_dir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         seconds_at_50 = 0
         while load.poll() is None:
@@ -214,7 +326,9 @@ def test_load_50_calls_with_rtp_for_30_s_then_no_leaks(tmp_path):
             time.sleep(0.5)
         for kind in ("calls", "rtp_ports", "sip_dialogs", "sip_transactions"):
             assert after[("bridge_resources", kind)] == 0, kind
-        assert 1 <= after[("bridge_resources", "tasks")] <= base[("bridge_resources", "tasks")]  # -1: unreadable, a failure
+        assert (
+            1 <= after[("bridge_resources", "tasks")] <= base[("bridge_resources", "tasks")]
+        )  # -1: unreadable, a failure
         assert after[("process_open_fds", "")] <= base[("process_open_fds", "")]
         assert "Traceback" not in log
     finally:
@@ -229,10 +343,37 @@ def test_sipp_call_over_tcp(tmp_path):
     server.start()
     try:
         result = subprocess.run(
-            ["sipp", f"127.0.0.1:{tcp_port}", "-sn", "uac", "-t", "t1", "-s", "agent", "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_STREAM)),
-             "-mp", str(free_port()), "-m", "1", "-d", "1000", "-nostdin", "-timeout", "30s", "-timeout_error",
-             "-trace_msg", "-message_file", str(tmp_path / "tcp.log")],
-            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            [
+                "sipp",
+                f"127.0.0.1:{tcp_port}",
+                "-sn",
+                "uac",
+                "-t",
+                "t1",
+                "-s",
+                "agent",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                str(free_port(socket.SOCK_STREAM)),
+                "-mp",
+                str(free_port()),
+                "-m",
+                "1",
+                "-d",
+                "1000",
+                "-nostdin",
+                "-timeout",
+                "30s",
+                "-timeout_error",
+                "-trace_msg",
+                "-message_file",
+                str(tmp_path / "tcp.log"),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         trace = (tmp_path / "tcp.log").read_text()
         assert result.returncode == 0, trace[-3000:] + server.log_text()[-2000:]

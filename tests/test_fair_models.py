@@ -54,7 +54,9 @@ def test_the_llm_serves_waiting_turns_in_arrival_order():
         next(a)  # one turn holds the only sequence, generating
         threads = []
         for name in "bcd":
-            t = threading.Thread(target=lambda n=name: (list(llm.stream(f"Note {n}:", [], 4, 0.0, never)), order.append(n)))
+            t = threading.Thread(
+                target=lambda n=name: (list(llm.stream(f"Note {n}:", [], 4, 0.0, never)), order.append(n))
+            )
             t.start()
             threads.append(t)
             _wait_for(lambda k=len(threads): llm.waiting == k)

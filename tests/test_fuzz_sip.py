@@ -26,9 +26,35 @@ SEEDS = sorted(VECTORS.glob("*.bin")) + sorted((VECTORS / "torture").glob("*.bin
 CORPUS = [p.read_bytes() for p in SEEDS]
 OPTIONS = (VECTORS / "options.bin").read_bytes()
 
-INTERESTING = [b"", b"\r\n", b"\n", b"\r", b"\x00", b"\xff\xfe", b";", b",", b":", b"<", b">", b'"', b"\\", b" ", b"\t",
-               b"SIP/2.0", b"z9hG4bK", b"tag=", b"-1", b"4294967296", b"99999999999999999999", b"%00", b"\xc3\x28",
-               b"Content-Length: 99999", b"CSeq: 1 ACK", b"To: <sip:x@y>;tag=a", b"Via: SIP/2.0/UDP 1.2.3.4;rport;branch=z9hG4bKq"]
+INTERESTING = [
+    b"",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\x00",
+    b"\xff\xfe",
+    b";",
+    b",",
+    b":",
+    b"<",
+    b">",
+    b'"',
+    b"\\",
+    b" ",
+    b"\t",
+    b"SIP/2.0",
+    b"z9hG4bK",
+    b"tag=",
+    b"-1",
+    b"4294967296",
+    b"99999999999999999999",
+    b"%00",
+    b"\xc3\x28",
+    b"Content-Length: 99999",
+    b"CSeq: 1 ACK",
+    b"To: <sip:x@y>;tag=a",
+    b"Via: SIP/2.0/UDP 1.2.3.4;rport;branch=z9hG4bKq",
+]
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
@@ -154,11 +180,39 @@ def test_100k_mutated_datagrams():
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    method=st.sampled_from(["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "REFER", "NOTIFY", "INFO", "FOO", ""]),
+    method=st.sampled_from(
+        ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "REFER", "NOTIFY", "INFO", "FOO", ""]
+    ),
     uri=st.one_of(st.just("sip:agent@192.0.2.1"), st.text(max_size=30)),
-    headers=st.lists(st.tuples(st.sampled_from(["Via", "From", "To", "Call-ID", "CSeq", "Content-Length", "Contact", "Session-Expires",
-                                                "Event", "Max-Forwards", "Record-Route", "Supported", "X-Twilio-AccountSid", "v", "f", "t", "i", "l", "m"]),
-                               st.text(max_size=60)), max_size=12),
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [
+                    "Via",
+                    "From",
+                    "To",
+                    "Call-ID",
+                    "CSeq",
+                    "Content-Length",
+                    "Contact",
+                    "Session-Expires",
+                    "Event",
+                    "Max-Forwards",
+                    "Record-Route",
+                    "Supported",
+                    "X-Twilio-AccountSid",
+                    "v",
+                    "f",
+                    "t",
+                    "i",
+                    "l",
+                    "m",
+                ]
+            ),
+            st.text(max_size=60),
+        ),
+        max_size=12,
+    ),
     body=st.binary(max_size=300),
 )
 def test_structured_garbage(method, uri, headers, body):
@@ -194,7 +248,9 @@ def test_running_server_survives_garbage(tmp_path):
             probe = OPTIONS.replace(b"z9hG4bKopt1", b"z9hG4bKwire").replace(b"options-1@", b"wire@")
             reply = b""
             for _ in range(20):
-                probe_sock.sendto(probe.replace(b"127.0.0.1:5070", f"127.0.0.1:{port}".encode()), ("127.0.0.1", server.sip_port))
+                probe_sock.sendto(
+                    probe.replace(b"127.0.0.1:5070", f"127.0.0.1:{port}".encode()), ("127.0.0.1", server.sip_port)
+                )
                 try:
                     reply = probe_sock.recv(65535)
                     break

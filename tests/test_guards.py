@@ -104,7 +104,13 @@ def test_digits_only_about_an_existing_record():
 
 
 def test_scoring_on_words_not_substrings():
-    item = EvalItem(id="x", category="hours", say="When does the office open on Saturday?", must=[["9", "nine"]], must_not=["sunday"])
+    item = EvalItem(
+        id="x",
+        category="hours",
+        say="When does the office open on Saturday?",
+        must=[["9", "nine"]],
+        must_not=["sunday"],
+    )
     assert score_turn(item, "When does the office open on Saturday?", "We open at 9 am.", []).correct
     wrong = score_turn(item, "When does the office open on Saturday?", "We open at 90 am.", [])
     assert not wrong.correct and wrong.missing == [["9", "nine"]]
@@ -140,7 +146,9 @@ def test_no_evaluation_item_is_in_the_prompt_or_the_code():
 
     agent = load_settings(None).agent
     prompt = " ".join(words(build_completion_prompt(agent, [])))
-    code = " ".join(words(" ".join(p.read_text() for p in [*Path("bridge").rglob("*.py"), *Path("tests").glob("test_*.py")])))
+    code = " ".join(
+        words(" ".join(p.read_text() for p in [*Path("bridge").rglob("*.py"), *Path("tests").glob("test_*.py")]))
+    )
     answers = [(i.id, i.say) for s in load_sets() for i in s.items]
     turns = [(i.id, f"{i.say} {i.then}") for s in load_turn_sets() for i in s.items]  # the turn-taking set
     assert len(turns) >= 40
@@ -154,7 +162,10 @@ def test_no_evaluation_item_is_in_the_prompt_or_the_code():
 def test_sentences_end_at_punctuation_not_at_titles():
     from bridge.conversation.sentences import first_sentence
 
-    assert first_sentence("The dentists are Dr. Patel and Dr. Moreno. We") == ("The dentists are Dr. Patel and Dr. Moreno.", "We")
+    assert first_sentence("The dentists are Dr. Patel and Dr. Moreno. We") == (
+        "The dentists are Dr. Patel and Dr. Moreno.",
+        "We",
+    )
     assert first_sentence("Hi! How are") == ("Hi!", "How are")
     assert first_sentence("We are at 42 Maple St. next") is None
     assert first_sentence("We open at 8 am.") is None  # no white space yet: more may follow ("8 am.m.")
@@ -163,8 +174,15 @@ def test_sentences_end_at_punctuation_not_at_titles():
 def test_the_fact_a_question_is_about():
     from bridge.conversation.facts import FactIndex
 
-    index = FactIndex(["We are open Monday to Friday from 8 am to 6 pm.", "We are closed on Sunday.", "A filling costs 150 dollars.",
-                       "There is free parking behind the building.", "We do not accept Medicaid."])
+    index = FactIndex(
+        [
+            "We are open Monday to Friday from 8 am to 6 pm.",
+            "We are closed on Sunday.",
+            "A filling costs 150 dollars.",
+            "There is free parking behind the building.",
+            "We do not accept Medicaid.",
+        ]
+    )
     assert index.lookup("Are you open on Sundays?") == "We are closed on Sunday."
     assert index.lookup("How much do you charge for a filling?") == "A filling costs 150 dollars."
     assert index.lookup("Where can I leave my car?") == "There is free parking behind the building."
@@ -188,7 +206,15 @@ def test_the_completion_prompt():
     from bridge.config import load_settings
     from bridge.conversation.prompt import build_completion_prompt
 
-    agent = load_settings(overrides={"agent": {"facts": ["We are closed on Sunday.", "A filling costs 150 dollars."], "examples": [["Hi!", "Hello!"]], "history_turns": 2}}).agent
+    agent = load_settings(
+        overrides={
+            "agent": {
+                "facts": ["We are closed on Sunday.", "A filling costs 150 dollars."],
+                "examples": [["Hi!", "Hello!"]],
+                "history_turns": 2,
+            }
+        }
+    ).agent
     history = [("caller", "First question?"), ("agent", "First answer."), ("caller", "Are you open on Sunday?")]
     prompt = build_completion_prompt(agent, history)
     lines = prompt.splitlines()
@@ -203,6 +229,8 @@ def test_an_echo_of_the_question_and_a_repeated_reply_are_not_answers():
     guard = ReplyGuard("Sam", caller="Can you recommend a good pizza place near you?")
     assert guard.sentence("Yes, I can recommend a good pizza place.").reason == "echo"
     assert ReplyGuard("Sam", caller="Good afternoon!").sentence("Good afternoon! How can I help you?").speak
-    guard = ReplyGuard("Sam", caller="Third, they afternoon would be ideal.", previous="Yes, I can do a cleaning for you.")
+    guard = ReplyGuard(
+        "Sam", caller="Third, they afternoon would be ideal.", previous="Yes, I can do a cleaning for you."
+    )
     assert guard.sentence("Yes, I can do a cleaning for you.").reason == "repeated_reply"
     assert guard.finish() == "empty"

@@ -13,7 +13,11 @@ from bridge.config import load_settings
 from bridge.conversation.playout import ONSET_MARGIN, trim_leading_silence
 from bridge.conversation.prompt import build_completion_prompt, completion_prompt_prefix
 
-HISTORY = [("agent", "Hello, this is Sam, how can I help you?"), ("caller", "What time do you open on Saturday?"), ("agent", "On Saturday we are open from 9 am to 1 pm.")]
+HISTORY = [
+    ("agent", "Hello, this is Sam, how can I help you?"),
+    ("caller", "What time do you open on Saturday?"),
+    ("agent", "On Saturday we are open from 9 am to 1 pm."),
+]
 
 
 def test_the_prefix_is_what_the_next_prompt_starts_with():
@@ -39,7 +43,9 @@ def test_priming_runs_when_the_model_is_free_and_not_when_it_is_busy(engines):
     assert llm.cached(prefix)
     # Every slot busy generating: priming would only displace a cache, so nothing.
     never = threading.Event()
-    streams = [llm.stream(f"Note {i}: the longest list of words you know is", [], 40, 0.0, never) for i in range(llm.parallel)]
+    streams = [
+        llm.stream(f"Note {i}: the longest list of words you know is", [], 40, 0.0, never) for i in range(llm.parallel)
+    ]
     for s in streams:
         next(s)
     try:
@@ -50,7 +56,9 @@ def test_priming_runs_when_the_model_is_free_and_not_when_it_is_busy(engines):
 
 
 def test_leading_silence_is_cut_to_the_margin():
-    pcm = np.concatenate([np.zeros(400, np.int16), np.full(50, 3, np.int16), (np.sin(np.arange(800) / 3) * 8000).astype(np.int16)])
+    pcm = np.concatenate(
+        [np.zeros(400, np.int16), np.full(50, 3, np.int16), (np.sin(np.arange(800) / 3) * 8000).astype(np.int16)]
+    )
     out = trim_leading_silence(pcm)
     first_loud = int(np.flatnonzero(np.abs(pcm) > 200)[0])
     assert len(out) == len(pcm) - (first_loud - ONSET_MARGIN)

@@ -101,9 +101,36 @@ def leak_server(tmp_path, **extra) -> BridgeProcess:
 def sipp_calls(server: BridgeProcess, tmp_path, count: int) -> None:
     need("sipp")
     result = subprocess.run(
-        ["sipp", f"127.0.0.1:{server.sip_port}", "-sn", "uac", "-s", "agent", "-i", "127.0.0.1", "-p", str(free_port()), "-mp", str(free_port()),
-         "-d", "1200", "-m", str(count), "-l", "10", "-r", "10", "-nostdin", "-timeout", f"{count + 60}s", "-timeout_error"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=count + 120,
+        [
+            "sipp",
+            f"127.0.0.1:{server.sip_port}",
+            "-sn",
+            "uac",
+            "-s",
+            "agent",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-mp",
+            str(free_port()),
+            "-d",
+            "1200",
+            "-m",
+            str(count),
+            "-l",
+            "10",
+            "-r",
+            "10",
+            "-nostdin",
+            "-timeout",
+            f"{count + 60}s",
+            "-timeout_error",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=count + 120,
     )
     assert result.returncode == 0, result.stdout[-1500:] + server.log_text()[-2000:]
 
@@ -132,11 +159,22 @@ async def _conversations(server: BridgeProcess, leg: str, question, count: int) 
     sizes = []
     for n in range(count):
         if leg == "sip":
-            report = await place_call(f"sip:agent@127.0.0.1:{server.sip_port}", [server.question_wav], None, wait_greeting=False, reply_timeout=15)
+            report = await place_call(
+                f"sip:agent@127.0.0.1:{server.sip_port}",
+                [server.question_wav],
+                None,
+                wait_greeting=False,
+                reply_timeout=15,
+            )
             assert report.answered and report.latencies, f"conversation {n}: no reply"
         else:
-            twilio = TwilioStream(f"ws://127.0.0.1:{server.http_port}/media-stream", TOKEN, "wss://bridge.example.test/media-stream",
-                                  call_sid=f"CA{n:032d}", latency=0.0)
+            twilio = TwilioStream(
+                f"ws://127.0.0.1:{server.http_port}/media-stream",
+                TOKEN,
+                "wss://bridge.example.test/media-stream",
+                call_sid=f"CA{n:032d}",
+                latency=0.0,
+            )
             await twilio.run([(0.2, question)], duration=7.0)
             assert twilio.close_code == 1000 and len(twilio.received) > 50, f"stream {n}"
         # Sampled once the server has released the call (its "ended" line is logged after
@@ -145,7 +183,9 @@ async def _conversations(server: BridgeProcess, leg: str, question, count: int) 
         deadline = time.monotonic() + 20
         while len(re.findall(r"call \S+: ended \(", server.log_text())) <= n and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        assert len(re.findall(r"call \S+: ended \(", server.log_text())) > n, f"conversation {n}: the server never logged the end of the call"
+        assert len(re.findall(r"call \S+: ended \(", server.log_text())) > n, (
+            f"conversation {n}: the server never logged the end of the call"
+        )
         sizes.append(rss_mb(server.proc.pid))
     return sizes
 
@@ -177,7 +217,9 @@ def test_conversations_leave_nothing_behind(tmp_path, speech, leg):
     +0.1-0.2 MB a conversation of the steadiest series (Media Streams: +0.17 with 20 kept,
     +0.02 with 4)."""
     http = free_port(socket.SOCK_STREAM)
-    server = leak_server(tmp_path, mediastreams={"http_listen": f"127.0.0.1:{http}", "public_url": PUBLIC, "auth_token": TOKEN})
+    server = leak_server(
+        tmp_path, mediastreams={"http_listen": f"127.0.0.1:{http}", "public_url": PUBLIC, "auth_token": TOKEN}
+    )
     server.http_port = http
     server.question_wav = speech["saturday"]
     question = read_wav_8k(speech["saturday"])
@@ -187,8 +229,10 @@ def test_conversations_leave_nothing_behind(tmp_path, speech, leg):
         sizes = asyncio.run(_conversations(server, leg, question, CONVERSATIONS))
         after = back_to(server, baseline)
         warm, end = min(sizes[WARM]), min(sizes[END])
-        slope = median_step(sizes[WARM.start:])
-        print(f"{leg}: RSS after each conversation (MB): {[round(x, 1) for x in sizes]}; floor {warm:.1f} -> {end:.1f} MB ({end - warm:+.1f}), median step {slope:+.2f} MB a conversation")
+        slope = median_step(sizes[WARM.start :])
+        print(
+            f"{leg}: RSS after each conversation (MB): {[round(x, 1) for x in sizes]}; floor {warm:.1f} -> {end:.1f} MB ({end - warm:+.1f}), median step {slope:+.2f} MB a conversation"
+        )
         assert all(after[k] <= baseline[k] for k in after), (baseline, after)
         assert not (end - warm > FLOOR_LIMIT_MB and slope > SLOPE_LIMIT_MB), (
             f"RSS floor grew {end - warm:.1f} MB from conversations 3-10 to 13-20, median step {slope:+.2f} MB a conversation: {[round(x) for x in sizes]}"

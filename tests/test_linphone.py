@@ -27,7 +27,9 @@ def _question(tmp_path, speech):
     path = tmp_path / "question.wav"
     # silence while the greeting plays, the question, then silence for the reply (the
     # file player loops: the pad keeps the question from coming round again)
-    subprocess.run(["sox", str(speech["saturday"]), "-r", "8000", "-c", "1", "-b", "16", str(path), "pad", "6", "30"], check=True)
+    subprocess.run(
+        ["sox", str(speech["saturday"]), "-r", "8000", "-c", "1", "-b", "16", str(path), "pad", "6", "30"], check=True
+    )
     return path
 
 
@@ -62,15 +64,26 @@ def test_linphone_default_offer_is_answered_with_audio_both_ways_and_dtmf(bridge
 
 
 def test_linphone_over_tls_with_sdes_srtp(bridge, tmp_path, speech, asr):
-    settings = {"sip": {"sip_port": -1, "sip_tcp_port": -1, "sip_tls_port": free_port(), "media_encryption": "srtp", "media_encryption_mandatory": 1,
-                        "verify_server_certs": 0, "verify_server_cn": 0}}
+    settings = {
+        "sip": {
+            "sip_port": -1,
+            "sip_tcp_port": -1,
+            "sip_tls_port": free_port(),
+            "media_encryption": "srtp",
+            "media_encryption_mandatory": 1,
+            "verify_server_certs": 0,
+            "verify_server_cn": 0,
+        }
+    }
     phone = Linphone(tmp_path, -1, rtp_pair()[0], settings).start()
     record = tmp_path / "heard.wav"
     try:
         phone.call(f"sip:agent@127.0.0.1:{bridge.tls_port};transport=tls", _question(tmp_path, speech), record)
         assert phone.wait_for("connected.", 20), phone.output()[-2000:]
         call_id = _call_id(bridge, "TLS")
-        assert re.search(rf"call {re.escape(call_id)}: answered PCMU/8000 .* SRTP", bridge.log_text()), bridge.log_text()[-3000:]
+        assert re.search(rf"call {re.escape(call_id)}: answered PCMU/8000 .* SRTP", bridge.log_text()), (
+            bridge.log_text()[-3000:]
+        )
         assert bridge.wait_for_log(f"turn call={call_id} caller=", 25), bridge.log_text()[-3000:]
     finally:
         phone.stop()

@@ -16,7 +16,12 @@ from .conftest import ROOT
 
 pytestmark = pytest.mark.slow  # loads the real models
 
-QUESTIONS = ["What time do you open on Saturday?", "How much does a cleaning cost?", "Where is the clinic?", "Do you take new patients?"]
+QUESTIONS = [
+    "What time do you open on Saturday?",
+    "How much does a cleaning cost?",
+    "Where is the clinic?",
+    "Do you take new patients?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +33,9 @@ def llm():
 
 def _reply(llm, agent, question: str) -> str:
     prompt = build_completion_prompt(agent, [("caller", question)])
-    return "".join(llm.stream(prompt, stop_sequences(agent), 48, 0.0, threading.Event(), repeat_penalty=agent.repeat_penalty))
+    return "".join(
+        llm.stream(prompt, stop_sequences(agent), 48, 0.0, threading.Event(), repeat_penalty=agent.repeat_penalty)
+    )
 
 
 def test_coinciding_turns_decode_together_with_the_text_each_gets_alone(llm):
@@ -54,7 +61,15 @@ def test_coinciding_turns_decode_together_with_the_text_each_gets_alone(llm):
 
 
 def test_stop_strings_end_the_text_and_are_not_yielded(llm):
-    text = "".join(llm.stream("Caller: Hello\nSam: Hi there, how can I help?\nCaller: What is two plus two?\nSam:", ["\n"], 40, 0.0, threading.Event()))
+    text = "".join(
+        llm.stream(
+            "Caller: Hello\nSam: Hi there, how can I help?\nCaller: What is two plus two?\nSam:",
+            ["\n"],
+            40,
+            0.0,
+            threading.Event(),
+        )
+    )
     assert text and "\n" not in text
 
 
@@ -76,6 +91,15 @@ def test_a_cancelled_turn_stops_and_frees_its_sequence(llm):
 def test_the_end_of_a_caller_line_from_the_next_token(llm):
     agent = load_settings(None).agent
     prefix = completion_prompt_prefix(agent, []) + "Caller: "
-    finished = [llm.end_probability(prefix + t) for t in ("What time do you open on Saturday", "How much does a cleaning cost")]
-    unfinished = [llm.end_probability(prefix + t) for t in ("I would like to book an appointment for", "My daughter needs to see someone because", "Could you tell me whether you take")]
+    finished = [
+        llm.end_probability(prefix + t) for t in ("What time do you open on Saturday", "How much does a cleaning cost")
+    ]
+    unfinished = [
+        llm.end_probability(prefix + t)
+        for t in (
+            "I would like to book an appointment for",
+            "My daughter needs to see someone because",
+            "Could you tell me whether you take",
+        )
+    ]
     assert min(finished) > 0.1 and max(unfinished) < agent.turn_text_threshold, (finished, unfinished)

@@ -36,23 +36,50 @@ PUBLIC = "https://bridge.example.test"
 def started() -> p.StreamSession:
     s = p.StreamSession()
     s.receive(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-    s.receive(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": {
-        "accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1", "tracks": ["inbound"], "customParameters": {"From": "+1"},
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+    s.receive(
+        json.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": "MZ1",
+                "start": {
+                    "accountSid": "AC1",
+                    "streamSid": "MZ1",
+                    "callSid": "CA1",
+                    "tracks": ["inbound"],
+                    "customParameters": {"From": "+1"},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
+    )
     return s
 
 
 def test_protocol_events_and_messages():
     s = started()
     assert s.stream_sid == "MZ1" and s.call_sid == "CA1"
-    media = s.receive(json.dumps({"event": "media", "sequenceNumber": "2", "streamSid": "MZ1", "media": {"track": "inbound", "chunk": "1", "timestamp": "20", "payload": "//8="}}))
+    media = s.receive(
+        json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": "2",
+                "streamSid": "MZ1",
+                "media": {"track": "inbound", "chunk": "1", "timestamp": "20", "payload": "//8="},
+            }
+        )
+    )
     assert media == p.Media(b"\xff\xff", 20, 1, "inbound")
-    assert s.receive(json.dumps({"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": "7"}})) == p.Dtmf("7")
+    assert s.receive(
+        json.dumps({"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": "7"}})
+    ) == p.Dtmf("7")
     assert s.receive(json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m1"}})) == p.MarkEcho("m1")
     assert json.loads(s.media(b"\xff")) == {"event": "media", "streamSid": "MZ1", "media": {"payload": "/w=="}}
     assert json.loads(s.mark("m2")) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "m2"}}
     assert json.loads(s.clear()) == {"event": "clear", "streamSid": "MZ1"}
-    assert s.receive(json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA1"}})) == p.Stop("CA1")
+    assert s.receive(
+        json.dumps({"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA1"}})
+    ) == p.Stop("CA1")
 
 
 @pytest.mark.parametrize(
@@ -61,7 +88,21 @@ def test_protocol_events_and_messages():
         (["not json {"], p.CLOSE_POLICY),
         ([json.dumps({"event": "hello"})], p.CLOSE_POLICY),
         ([json.dumps({"event": "media", "media": {"payload": "//8="}})], p.CLOSE_POLICY),  # media before start
-        ([json.dumps({"event": "start", "start": {"streamSid": "MZ", "callSid": "CA", "mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000}}})], p.CLOSE_UNSUPPORTED),
+        (
+            [
+                json.dumps(
+                    {
+                        "event": "start",
+                        "start": {
+                            "streamSid": "MZ",
+                            "callSid": "CA",
+                            "mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000},
+                        },
+                    }
+                )
+            ],
+            p.CLOSE_UNSUPPORTED,
+        ),
         (["x" * 70000], p.CLOSE_TOO_BIG),
         ([json.dumps([1, 2])], p.CLOSE_POLICY),
         (["{}"], p.CLOSE_POLICY),
@@ -91,20 +132,35 @@ def test_protocol_errors_after_start():
 # ------------------------------------------------------------------ server
 
 
-async def ms_server(engines, public_url: str = PUBLIC, api: FakeTwilioApi | None = None, access: dict | None = None, mediastreams: dict | None = None,
-                    models: dict | None = None, **agent) -> BridgeServer:
+async def ms_server(
+    engines,
+    public_url: str = PUBLIC,
+    api: FakeTwilioApi | None = None,
+    access: dict | None = None,
+    mediastreams: dict | None = None,
+    models: dict | None = None,
+    **agent,
+) -> BridgeServer:
     port = free_port()
     http = free_port(__import__("socket").SOCK_STREAM)
-    settings = load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{port}"},
-        "media": {"rtp_ports": rtp_range(10)},
-        "models": {"cache_dir": str(ROOT / "models"), **(models or {})},
-        "agent": agent,
-        "access": access or {},
-        "transfer": {"target": "sip:+14155550100@example.pstn.twilio.com"},
-        "mediastreams": {"http_listen": f"127.0.0.1:{http}", "public_url": public_url, "auth_token": TOKEN,
-                         "account_sid": ACCOUNT if api else "", "api_base_url": api.base_url if api else "", **(mediastreams or {})},
-    })
+    settings = load_settings(
+        overrides={
+            "sip": {"listen": f"127.0.0.1:{port}"},
+            "media": {"rtp_ports": rtp_range(10)},
+            "models": {"cache_dir": str(ROOT / "models"), **(models or {})},
+            "agent": agent,
+            "access": access or {},
+            "transfer": {"target": "sip:+14155550100@example.pstn.twilio.com"},
+            "mediastreams": {
+                "http_listen": f"127.0.0.1:{http}",
+                "public_url": public_url,
+                "auth_token": TOKEN,
+                "account_sid": ACCOUNT if api else "",
+                "api_base_url": api.base_url if api else "",
+                **(mediastreams or {}),
+            },
+        }
+    )
     server = BridgeServer(settings, engines)
     await server.start()
     server.http_port = http
@@ -113,7 +169,9 @@ async def ms_server(engines, public_url: str = PUBLIC, api: FakeTwilioApi | None
 
 def post_twiml(server, params: dict, signature: str | None, headers: dict | None = None) -> tuple[int, str]:
     data = urllib.parse.urlencode(params).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{server.http_port}/twiml", data=data, method="POST", headers=headers or {})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.http_port}/twiml", data=data, method="POST", headers=headers or {}
+    )
     if signature is not None:
         request.add_header("X-Twilio-Signature", signature)
     try:
@@ -123,7 +181,13 @@ def post_twiml(server, params: dict, signature: str | None, headers: dict | None
         return exc.code, exc.read().decode()
 
 
-PARAMS = {"CallSid": "CA" + "1" * 32, "AccountSid": ACCOUNT, "From": "+14155550123", "To": "+14158675309", "CallStatus": "ringing"}
+PARAMS = {
+    "CallSid": "CA" + "1" * 32,
+    "AccountSid": ACCOUNT,
+    "From": "+14155550123",
+    "To": "+14158675309",
+    "CallStatus": "ringing",
+}
 
 
 async def test_webhook_signatures(engines):
@@ -135,10 +199,15 @@ async def test_webhook_signatures(engines):
         status, body = await asyncio.to_thread(post_twiml, server, PARAMS, good)
         assert status == 200
         assert '<Connect><Stream url="wss://bridge.example.test/media-stream">' in body
-        assert '<Parameter name="CallSid" value="CA1111' in body and '<Parameter name="From" value="+14155550123" />' in body
+        assert (
+            '<Parameter name="CallSid" value="CA1111' in body
+            and '<Parameter name="From" value="+14155550123" />' in body
+        )
         assert (await asyncio.to_thread(post_twiml, server, PARAMS, good[:-4] + "AAA="))[0] == 403  # wrong
         assert (await asyncio.to_thread(post_twiml, server, PARAMS, None))[0] == 403  # missing
-        assert (await asyncio.to_thread(post_twiml, server, {**PARAMS, "From": "+1999"}, good))[0] == 403  # tampered body
+        assert (await asyncio.to_thread(post_twiml, server, {**PARAMS, "From": "+1999"}, good))[
+            0
+        ] == 403  # tampered body
         # Behind a proxy: the URL Twilio called is rebuilt from X-Forwarded-Proto/Host.
         forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "voice.example.org"}
         sig = validator.compute_signature("https://voice.example.org/twiml", PARAMS)
@@ -154,16 +223,26 @@ async def test_websocket_upgrade_needs_a_signature(engines):
     server = await ms_server(engines)
     try:
         with pytest.raises(websockets.InvalidStatus) as info:
-            await TwilioStream(f"ws://127.0.0.1:{server.http_port}/media-stream", TOKEN, f"{PUBLIC.replace('https', 'wss')}/media-stream").run([], 1, sign=False)
+            await TwilioStream(
+                f"ws://127.0.0.1:{server.http_port}/media-stream",
+                TOKEN,
+                f"{PUBLIC.replace('https', 'wss')}/media-stream",
+            ).run([], 1, sign=False)
         assert info.value.response.status_code == 403
         with pytest.raises(websockets.InvalidStatus):
-            await TwilioStream(f"ws://127.0.0.1:{server.http_port}/media-stream", "wrong-token", f"{PUBLIC.replace('https', 'wss')}/media-stream").run([], 1)
+            await TwilioStream(
+                f"ws://127.0.0.1:{server.http_port}/media-stream",
+                "wrong-token",
+                f"{PUBLIC.replace('https', 'wss')}/media-stream",
+            ).run([], 1)
     finally:
         await server.stop()
 
 
 def stream(server, **kw) -> TwilioStream:
-    return TwilioStream(f"ws://127.0.0.1:{server.http_port}/media-stream", TOKEN, "wss://bridge.example.test/media-stream", **kw)
+    return TwilioStream(
+        f"ws://127.0.0.1:{server.http_port}/media-stream", TOKEN, "wss://bridge.example.test/media-stream", **kw
+    )
 
 
 async def finished(server):
@@ -205,7 +284,10 @@ async def test_whole_call_greeting_reply_dtmf(engines, speech, asr):
     [
         ("not json", p.CLOSE_POLICY),
         (json.dumps({"event": "wat", "streamSid": "MZ" + "2" * 32}), p.CLOSE_POLICY),
-        (json.dumps({"event": "media", "streamSid": "MZ" + "2" * 32, "media": {"payload": "A" * 30000}}), p.CLOSE_TOO_BIG),
+        (
+            json.dumps({"event": "media", "streamSid": "MZ" + "2" * 32, "media": {"payload": "A" * 30000}}),
+            p.CLOSE_TOO_BIG,
+        ),
     ],
 )
 async def test_malformed_session_is_closed_and_others_go_on(engines, bad, code):
@@ -214,11 +296,26 @@ async def test_malformed_session_is_closed_and_others_go_on(engines, bad, code):
         good = stream(server, call_sid="CA" + "7" * 32)
         good_task = asyncio.ensure_future(good.run([], duration=3.0))
         headers = {"X-Twilio-Signature": stream(server).signature()}
-        async with websockets.connect(f"ws://127.0.0.1:{server.http_port}/media-stream", additional_headers=headers) as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{server.http_port}/media-stream", additional_headers=headers
+        ) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             if "media" in bad:
-                await ws.send(json.dumps({"event": "start", "streamSid": "MZ" + "2" * 32, "start": {"streamSid": "MZ" + "2" * 32, "callSid": "CA" + "8" * 32,
-                                                                                                "accountSid": ACCOUNT, "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}))
+                await ws.send(
+                    json.dumps(
+                        {
+                            "event": "start",
+                            "streamSid": "MZ" + "2" * 32,
+                            "start": {
+                                "streamSid": "MZ" + "2" * 32,
+                                "callSid": "CA" + "8" * 32,
+                                "accountSid": ACCOUNT,
+                                "tracks": ["inbound"],
+                                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                            },
+                        }
+                    )
+                )
             await ws.send(bad)
             with pytest.raises(websockets.ConnectionClosed):
                 while True:
@@ -237,7 +334,9 @@ async def test_wrong_encoding_and_media_before_start_close_the_session(engines):
         await twilio.run([], duration=1.0, media_format={"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1})
         assert twilio.close_code == p.CLOSE_UNSUPPORTED
         headers = {"X-Twilio-Signature": stream(server).signature()}
-        async with websockets.connect(f"ws://127.0.0.1:{server.http_port}/media-stream", additional_headers=headers) as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{server.http_port}/media-stream", additional_headers=headers
+        ) as ws:
             await ws.send(json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "//8="}}))
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
@@ -256,7 +355,9 @@ async def test_transfer_and_hangup_through_the_rest_api(engines):
         api.add_call(twilio.call_sid)  # the call Twilio placed and streams: the only one the bridge may update
         await twilio.run([], duration=20.0, dtmf=[(5.0, "0")])  # the bridge closes the stream at ~12 s
         await finished(server)
-        updates = [(path, form) for method, path, form in api.requests if path.endswith(f"/Calls/{twilio.call_sid}.json")]
+        updates = [
+            (path, form) for method, path, form in api.requests if path.endswith(f"/Calls/{twilio.call_sid}.json")
+        ]
         assert updates, api.requests
         path, form = updates[0]
         assert path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{twilio.call_sid}.json"
@@ -272,11 +373,28 @@ def test_bridge_twilio_call_creates_a_streaming_call():
     api = FakeTwilioApi(ACCOUNT, TOKEN)
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "bridge", "twilio", "call", "+14155550100", "--from", "+14158675309", "--public-url", PUBLIC, "--api-base-url", api.base_url],
-            cwd=ROOT, capture_output=True, text=True, timeout=60, env={**__import__("os").environ, "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN},
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "twilio",
+                "call",
+                "+14155550100",
+                "--from",
+                "+14158675309",
+                "--public-url",
+                PUBLIC,
+                "--api-base-url",
+                api.base_url,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**__import__("os").environ, "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN},
         )
         assert result.returncode == 0, result.stderr
-        (method, path, form), = api.requests
+        ((method, path, form),) = api.requests
         assert path == f"/2010-04-01/Accounts/{ACCOUNT}/Calls.json"
         assert form["To"] == "+14155550100" and form["From"] == "+14158675309"
         assert '<Connect><Stream url="wss://bridge.example.test/media-stream" /></Connect>' in form["Twiml"]
@@ -289,7 +407,9 @@ async def test_sip_and_media_streams_in_one_process(engines, speech):
     """A SIP call and a Media Streams call at the same time, in the same metrics."""
     server = await ms_server(engines)
     try:
-        sip = asyncio.ensure_future(place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=6, wait_greeting=False))
+        sip = asyncio.ensure_future(
+            place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=6, wait_greeting=False)
+        )
         twilio = stream(server)
         ms = asyncio.ensure_future(twilio.run([], duration=6.0))
         await asyncio.sleep(3)
@@ -297,7 +417,9 @@ async def test_sip_and_media_streams_in_one_process(engines, speech):
         assert server.metrics.active_calls._value.get() == 2
         report, _ = await asyncio.gather(sip, ms)
         assert report.recorded_seconds > 3 and len(twilio.received) > 100
-        outcomes = {s.labels["outcome"]: s.value for s in server.metrics.calls.collect()[0].samples if s.name.endswith("_total")}
+        outcomes = {
+            s.labels["outcome"]: s.value for s in server.metrics.calls.collect()[0].samples if s.name.endswith("_total")
+        }
         assert outcomes.get("answered") == 1 and outcomes.get("media_stream") == 1
     finally:
         await server.stop()

@@ -35,7 +35,9 @@ async def test_streams_count_against_max_calls_with_sip_calls(engines):
         await second.run([], duration=2.0)
         assert second.close_code == CLOSE_TRY_AGAIN and not second.received
         with pytest.raises(ConnectionError, match="503"):
-            await place_call(f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=1, wait_greeting=False)
+            await place_call(
+                f"sip:agent@127.0.0.1:{server.core.local_addr[1]}", [], None, duration=1, wait_greeting=False
+            )
         await first_task
         assert first.close_code == 1000 and len(first.received) > 50  # the admitted one was not disturbed
     finally:
@@ -84,7 +86,9 @@ async def test_duplicate_call_sid_is_refused_and_the_first_goes_on(engines):
         assert first.close_code == 1000 and len(first.received) > 100
         await asyncio.sleep(0.3)
         assert len(server.stream_calls) == 0 and server.metrics.active_calls._value.get() == 0
-        assert len(server.finished) == 1 and server.finished[-1].leg is leg and leg.conversation is None  # its agent was closed and let go
+        assert (
+            len(server.finished) == 1 and server.finished[-1].leg is leg and leg.conversation is None
+        )  # its agent was closed and let go
     finally:
         await server.stop()
 
@@ -93,7 +97,9 @@ async def test_socket_without_start_is_closed(engines):
     server = await ms_server(engines, mediastreams={"start_timeout": 1.0}, kind="echo")
     try:
         headers = {"X-Twilio-Signature": stream(server).signature()}
-        async with websockets.connect(f"ws://127.0.0.1:{server.http_port}/media-stream", additional_headers=headers) as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{server.http_port}/media-stream", additional_headers=headers
+        ) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)

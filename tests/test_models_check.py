@@ -28,8 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def bridge(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=cwd, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_check_loads_and_runs_the_embedded_set():
@@ -76,7 +82,8 @@ def test_a_preset_with_missing_models_says_what_to_pull():
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "bridge serve: preset cpu-better: models not here: whisper-base.en, qwen2.5-1.5b-instruct; "
-        "run `bridge models pull whisper-base.en` and `bridge models pull qwen2.5-1.5b-instruct`")
+        "run `bridge models pull whisper-base.en` and `bridge models pull qwen2.5-1.5b-instruct`"
+    )
     unknown = bridge("serve", "--preset", "fastest")
     assert unknown.returncode == 2 and "no preset 'fastest' (known: cpu-better, cpu-small, gpu)" in unknown.stderr
 
@@ -86,7 +93,9 @@ def test_presets_layer_under_the_config_and_the_environment(tmp_path, monkeypatc
     # The operator's config replaces the preset's LLM: only the ASR is still missing.
     own = tmp_path / "own.yaml"
     own.write_text("models:\n  llm: embedded\nagent:\n  llm_mode: completion\n")
-    with pytest.raises(ConfigError, match=r"models not here: whisper-base.en; run `bridge models pull whisper-base.en`$"):
+    with pytest.raises(
+        ConfigError, match=r"models not here: whisper-base.en; run `bridge models pull whisper-base.en`$"
+    ):
         load_settings(own, preset="cpu-better")
     # Placed where `bridge models pull` puts them, the gpu preset loads: default < preset < file < environment.
     (tmp_path / "models/whisper-large-v3-turbo").mkdir(parents=True)

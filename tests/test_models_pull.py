@@ -48,7 +48,13 @@ def _voice_folder(tmp: Path) -> Path:
 def repos(tmp_path) -> list[HubRepo]:
     return [
         HubRepo.from_folder("Systran/faster-whisper-tiny.en", TINY_COMMIT, _tiny_folder()),
-        HubRepo.from_folder("rhasspy/piper-voices", VOICE_COMMIT, _voice_folder(tmp_path), refs=("main", "v1.0.0"), prefix="en/en_US/joe/medium/"),
+        HubRepo.from_folder(
+            "rhasspy/piper-voices",
+            VOICE_COMMIT,
+            _voice_folder(tmp_path),
+            refs=("main", "v1.0.0"),
+            prefix="en/en_US/joe/medium/",
+        ),
     ]
 
 
@@ -56,7 +62,14 @@ def bridge_models(cwd: Path, *args: str, env: dict | None = None) -> subprocess.
     """``bridge models ARGS`` in ``cwd`` (so models/ is cwd/models), with a private HF_HOME."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
     full.update({"HF_HOME": str(cwd / "hf-home")}, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "bridge", "models", *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "models", *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def manifest(cwd: Path) -> dict:
@@ -66,7 +79,11 @@ def manifest(cwd: Path) -> dict:
 
 def nothing_placed(cwd: Path, name: str) -> bool:
     partial = cwd / "models" / ".partial"
-    return not (cwd / "models" / name).exists() and name not in manifest(cwd) and not (partial.exists() and any(partial.iterdir()))
+    return (
+        not (cwd / "models" / name).exists()
+        and name not in manifest(cwd)
+        and not (partial.exists() and any(partial.iterdir()))
+    )
 
 
 def test_pull_places_checks_records_and_prints_the_snippet(tmp_path, repos):
@@ -74,10 +91,16 @@ def test_pull_places_checks_records_and_prints_the_snippet(tmp_path, repos):
         env = {"HF_ENDPOINT": hub.url}
         result = bridge_models(tmp_path, "pull", TINY, env=env)
         assert result.returncode == 0, result.stderr
-        assert f"placed {TINY} in models/{TINY}" in result.stdout and "checked against the hub's sha256" in result.stdout
+        assert (
+            f"placed {TINY} in models/{TINY}" in result.stdout and "checked against the hub's sha256" in result.stdout
+        )
         assert f"asr: models/{TINY}" in result.stdout  # the config snippet
         entry = manifest(tmp_path)[TINY]
-        assert entry["repo"] == "Systran/faster-whisper-tiny.en" and entry["revision"] == TINY_COMMIT and entry["source"] == "hub"
+        assert (
+            entry["repo"] == "Systran/faster-whisper-tiny.en"
+            and entry["revision"] == TINY_COMMIT
+            and entry["source"] == "hub"
+        )
         for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"):
             placed = tmp_path / "models" / TINY / name
             assert placed.read_bytes() == (_tiny_folder() / name).read_bytes()
@@ -120,7 +143,11 @@ def test_a_download_that_never_completes_places_nothing(tmp_path, repos):
         result = bridge_models(tmp_path, "pull", TINY, env={"HF_ENDPOINT": hub.url})
         assert result.returncode == 1
         line = result.stderr.strip().splitlines()[-1]
-        assert line.startswith("bridge models pull:") and "download of model.bin failed" in line and "nothing was placed" in line
+        assert (
+            line.startswith("bridge models pull:")
+            and "download of model.bin failed" in line
+            and "nothing was placed" in line
+        )
         assert len(hub.gets("model.bin")) > 1  # huggingface_hub retried before giving up
     assert nothing_placed(tmp_path, TINY)
 
@@ -148,8 +175,14 @@ def test_unknown_repository_revision_or_file_is_one_clear_line(tmp_path, repos):
         env = {"HF_ENDPOINT": hub.url}
         cases = [
             (["--repo", "nobody/nothing"], "nobody/nothing: no such repository"),
-            (["--repo", "Systran/faster-whisper-tiny.en", "--revision", "0123456789abcdef0123456789abcdef01234567"], "no such revision"),
-            (["--repo", "Systran/faster-whisper-tiny.en", "--include", "preprocessor_config.json"], "no file matches 'preprocessor_config.json' (missing file)"),
+            (
+                ["--repo", "Systran/faster-whisper-tiny.en", "--revision", "0123456789abcdef0123456789abcdef01234567"],
+                "no such revision",
+            ),
+            (
+                ["--repo", "Systran/faster-whisper-tiny.en", "--include", "preprocessor_config.json"],
+                "no file matches 'preprocessor_config.json' (missing file)",
+            ),
             (["no-such-model"], "not in the catalog"),
         ]
         for args, expected in cases:
@@ -157,7 +190,17 @@ def test_unknown_repository_revision_or_file_is_one_clear_line(tmp_path, repos):
             assert result.returncode in (1, 2) and expected in result.stderr, (args, result.stderr)
             assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         # Any repository, only the files asked for, under the name given.
-        some = bridge_models(tmp_path, "pull", "--repo", "Systran/faster-whisper-tiny.en", "--include", "*.json", "--as", "tiny-json", env=env)
+        some = bridge_models(
+            tmp_path,
+            "pull",
+            "--repo",
+            "Systran/faster-whisper-tiny.en",
+            "--include",
+            "*.json",
+            "--as",
+            "tiny-json",
+            env=env,
+        )
         assert some.returncode == 0, some.stderr
         assert sorted(manifest(tmp_path)["tiny-json"]["files"]) == ["config.json", "tokenizer.json"]
     assert not (tmp_path / "models" / "nothing").exists()
@@ -221,6 +264,13 @@ def test_download_script_pulls_a_list_of_names(tmp_path, repos):
     with HubServer(repos) as hub:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
         env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"))
-        done = subprocess.run(["bash", str(script), TINY, "piper-joe-medium"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            ["bash", str(script), TINY, "piper-joe-medium"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert done.returncode == 0, done.stderr
     assert sorted(manifest(tmp_path)) == ["piper-joe-medium", TINY]

@@ -48,12 +48,16 @@ def beep(hz: float, ms: int) -> np.ndarray:
 
 
 def outbound_settings(uas_port: int, tmp_path, **outbound):
-    return load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{free_port()}"}, "media": {"rtp_ports": rtp_range(4)},
-        "models": {"cache_dir": str(ROOT / "models")}, "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
-        "observability": {"metrics_listen": ""},
-        "outbound": {"termination_uri": f"sip:127.0.0.1:{uas_port}", "amd": {"enabled": True}, **outbound},
-    })
+    return load_settings(
+        overrides={
+            "sip": {"listen": f"127.0.0.1:{free_port()}"},
+            "media": {"rtp_ports": rtp_range(4)},
+            "models": {"cache_dir": str(ROOT / "models")},
+            "storage": {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool")},
+            "observability": {"metrics_listen": ""},
+            "outbound": {"termination_uri": f"sip:127.0.0.1:{uas_port}", "amd": {"enabled": True}, **outbound},
+        }
+    )
 
 
 async def dial_one(engines, tmp_path, pcm: np.ndarray, hold_s: float, **outbound):
@@ -63,7 +67,10 @@ async def dial_one(engines, tmp_path, pcm: np.ndarray, hold_s: float, **outbound
     await server.start()
     outcomes = []
     try:
-        await server.dial("+14155550100", options=DialOptions(amd=True, variables={"name": "Dana"}, on_outcome=lambda o, s: outcomes.append(o)))
+        await server.dial(
+            "+14155550100",
+            options=DialOptions(amd=True, variables={"name": "Dana"}, on_outcome=lambda o, s: outcomes.append(o)),
+        )
         for _ in range(600):
             if uas.calls and next(iter(uas.calls.values())).ended.is_set():
                 break
@@ -83,10 +90,14 @@ async def test_a_person_who_says_hello_hears_the_agent_only_after_their_greeting
     hello = said(engines, "Hello?", "espeak")
     pcm = np.concatenate([LEAD, hello])
     greeting_end = len(pcm) / 8000
-    call, record, metrics, outcomes = await dial_one(engines, tmp_path, pcm, hold_s=4.0, greeting="Hi {name}, this is the dental office calling.")
+    call, record, metrics, outcomes = await dial_one(
+        engines, tmp_path, pcm, hold_s=4.0, greeting="Hi {name}, this is the dental office calling."
+    )
     sound = call.agent_audio_times()
     assert sound, "the agent never spoke to the person"
-    assert sound[0] >= greeting_end, f"the agent spoke at {sound[0]:.2f} s, inside the callee's greeting (ends {greeting_end:.2f} s)"
+    assert sound[0] >= greeting_end, (
+        f"the agent spoke at {sound[0]:.2f} s, inside the callee's greeting (ends {greeting_end:.2f} s)"
+    )
     print(f"person: greeting end -> agent audio {sound[0] - greeting_end:.2f} s")
     heard = engines.asr.transcribe(call.agent_pcm()).lower()
     assert "dana" in heard or "dental" in heard, heard  # the outbound greeting with the callee's variable
@@ -99,8 +110,13 @@ async def test_a_voicemail_gets_the_message_after_its_beep_and_never_before_it(e
     greeting = said(engines, "Hi, you've reached Sam. I can't take your call right now, please leave a message.")
     pcm = np.concatenate([LEAD, greeting, np.zeros(4000, np.int16), beep(1000, 500)])
     beep_end = len(pcm) / 8000
-    call, record, metrics, outcomes = await dial_one(engines, tmp_path, pcm, hold_s=15.0,
-                                                     voicemail_message="Hello {name}, this is the dental office. Please call us back about your appointment.")
+    call, record, metrics, outcomes = await dial_one(
+        engines,
+        tmp_path,
+        pcm,
+        hold_s=15.0,
+        voicemail_message="Hello {name}, this is the dental office. Please call us back about your appointment.",
+    )
     sound = call.agent_audio_times()
     assert sound, "no message was left"
     assert sound[0] >= beep_end, f"the agent spoke at {sound[0]:.2f} s, before the beep ended at {beep_end:.2f} s"
@@ -108,7 +124,9 @@ async def test_a_voicemail_gets_the_message_after_its_beep_and_never_before_it(e
     heard = engines.asr.transcribe(call.agent_pcm()).lower()
     assert "call us back" in heard or "appointment" in heard, heard
     assert call.bye_from_bridge, "the bridge must hang up once the message was played"
-    assert record["amd_verdict"] == "machine" and record["outcome"] == "voicemail_left" and outcomes == ["voicemail_left"], record
+    assert (
+        record["amd_verdict"] == "machine" and record["outcome"] == "voicemail_left" and outcomes == ["voicemail_left"]
+    ), record
     assert 'bridge_voicemail_messages_total{how="beep"} 1.0' in metrics
 
 
@@ -116,8 +134,14 @@ async def test_a_greeting_without_a_beep_gets_the_message_after_the_silence(engi
     greeting = said(engines, "This is Olivia, I am not available, leave a message.")
     pcm = np.concatenate([LEAD, greeting])
     greeting_end = len(pcm) / 8000
-    call, record, metrics, outcomes = await dial_one(engines, tmp_path, pcm, hold_s=15.0, amd={"enabled": True, "no_beep_silence_s": 2.0},
-                                                     voicemail_message="Please call us back.")
+    call, record, metrics, outcomes = await dial_one(
+        engines,
+        tmp_path,
+        pcm,
+        hold_s=15.0,
+        amd={"enabled": True, "no_beep_silence_s": 2.0},
+        voicemail_message="Please call us back.",
+    )
     sound = call.agent_audio_times()
     # The detector's speech ends at its last frame loud enough to be speech: the fading
     # last syllable may be a few frames earlier than the voice's last voiced frame.
@@ -135,13 +159,41 @@ def test_bridge_dial_amd_reports_the_outcome(tmp_path, engines):
         uas = AnsweringUas(lambda number: Answer(pcm=pcm, hold_s=15.0))
         await uas.start()
         config = tmp_path / "dial.yaml"
-        config.write_text(yaml.safe_dump({"outbound": {"termination_uri": f"sip:127.0.0.1:{uas.port}", "voicemail_message": "Please call us back."},
-                                          "models": {"cache_dir": str(ROOT / "models")}}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "outbound": {
+                        "termination_uri": f"sip:127.0.0.1:{uas.port}",
+                        "voicemail_message": "Please call us back.",
+                    },
+                    "models": {"cache_dir": str(ROOT / "models")},
+                }
+            )
+        )
         try:
-            return await asyncio.to_thread(subprocess.run, [
-                sys.executable, "-m", "bridge", "dial", "+14155550100", "--amd", "--config", str(config), "--sip-listen", f"127.0.0.1:{free_port()}",
-                "--rtp-ports", rtp_range(2), "--metrics-listen", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"],
-                cwd=ROOT, capture_output=True, text=True, timeout=180)
+            return await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "bridge",
+                    "dial",
+                    "+14155550100",
+                    "--amd",
+                    "--config",
+                    str(config),
+                    "--sip-listen",
+                    f"127.0.0.1:{free_port()}",
+                    "--rtp-ports",
+                    rtp_range(2),
+                    "--metrics-listen",
+                    f"127.0.0.1:{free_port(socket.SOCK_STREAM)}",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
         finally:
             uas.close()
 

@@ -43,8 +43,13 @@ def storage(request, tmp_path):
 
 def server_with(tmp_path, storage: dict, **extra) -> BridgeProcess:
     http = free_port(socket.SOCK_STREAM)
-    config = {**TEST_CONFIG, "storage": storage, "agent": {"reprompt_after_s": 0},
-              "mediastreams": {"http_listen": f"127.0.0.1:{http}", "public_url": PUBLIC, "auth_token": TOKEN}, **extra}
+    config = {
+        **TEST_CONFIG,
+        "storage": storage,
+        "agent": {"reprompt_after_s": 0},
+        "mediastreams": {"http_listen": f"127.0.0.1:{http}", "public_url": PUBLIC, "auth_token": TOKEN},
+        **extra,
+    }
     server = BridgeProcess(tmp_path, config)
     server.http_port = http
     server.start()
@@ -61,18 +66,40 @@ def stereo(path: str) -> tuple[np.ndarray, int, str]:
 
 
 def rms_per_second(channel: np.ndarray) -> list[int]:
-    return [int(np.sqrt(np.mean(channel[i : i + 8000].astype(np.float64) ** 2))) for i in range(0, len(channel) - 7999, 8000)]
+    return [
+        int(np.sqrt(np.mean(channel[i : i + 8000].astype(np.float64) ** 2)))
+        for i in range(0, len(channel) - 7999, 8000)
+    ]
 
 
 def test_calls_on_both_legs_leave_records_with_their_turns(tmp_path, speech, storage):
-    server = server_with(tmp_path, storage, recording={"enabled": True, "dir": str(tmp_path / "recordings"), "format": "wav"})
+    server = server_with(
+        tmp_path, storage, recording={"enabled": True, "dir": str(tmp_path / "recordings"), "format": "wav"}
+    )
     try:
-        report = asyncio.run(place_call(f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, reply_timeout=20))
+        report = asyncio.run(
+            place_call(f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, reply_timeout=20)
+        )
         assert report.answered and report.latencies, "the SIP call got no reply"
-        twilio = TwilioStream(f"ws://127.0.0.1:{server.http_port}/media-stream", TOKEN, "wss://bridge.example.test/media-stream", call_sid="CA" + "7" * 32, latency=0.0)
-        asyncio.run(twilio.run([(5.0, read_wav_8k(speech["saturday"]))], duration=14.0, custom={"From": "+14155550123", "To": CALLED}))
+        twilio = TwilioStream(
+            f"ws://127.0.0.1:{server.http_port}/media-stream",
+            TOKEN,
+            "wss://bridge.example.test/media-stream",
+            call_sid="CA" + "7" * 32,
+            latency=0.0,
+        )
+        asyncio.run(
+            twilio.run(
+                [(5.0, read_wav_8k(speech["saturday"]))], duration=14.0, custom={"From": "+14155550123", "To": CALLED}
+            )
+        )
         assert twilio.close_code == 1000
-        calls = wait_for(lambda: (lambda c: c if len(c) == 2 and all(x.ended_at for x in c.values()) else None)(load(storage["url"])[0]), 20)
+        calls = wait_for(
+            lambda: (lambda c: c if len(c) == 2 and all(x.ended_at for x in c.values()) else None)(
+                load(storage["url"])[0]
+            ),
+            20,
+        )
         assert calls, f"two ended calls expected: {load(storage['url'])[0]}"
         _, turns = load(storage["url"])
     finally:
@@ -82,7 +109,13 @@ def test_calls_on_both_legs_leave_records_with_their_turns(tmp_path, speech, sto
     ms = calls["CA" + "7" * 32]
     assert (sip.called, sip.codec, sip.transport, sip.srtp, sip.node) == (CALLED, "PCMU", "UDP", False, "node-test")
     assert sip.answered_at is not None and sip.end_reason == "caller_hangup"
-    assert (ms.leg, ms.caller, ms.called, ms.call_sid, ms.account_sid) == ("mediastreams", "+14155550123", CALLED, "CA" + "7" * 32, "AC" + "3" * 32)
+    assert (ms.leg, ms.caller, ms.called, ms.call_sid, ms.account_sid) == (
+        "mediastreams",
+        "+14155550123",
+        CALLED,
+        "CA" + "7" * 32,
+        "AC" + "3" * 32,
+    )
     assert ms.end_reason == "caller_hangup"
     for call in (sip, ms):
         said = turns[call.call_id]
@@ -112,8 +145,17 @@ def test_a_killed_server_leaves_the_call_crashed_with_its_finished_turns(tmp_pat
     server = server_with(tmp_path, storage)
     call = None
     try:
+
         async def call_and_kill():
-            task = asyncio.ensure_future(place_call(f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, duration=60, reply_timeout=20))
+            task = asyncio.ensure_future(
+                place_call(
+                    f"sip:{CALLED}@127.0.0.1:{server.sip_port}",
+                    [speech["saturday"]],
+                    None,
+                    duration=60,
+                    reply_timeout=20,
+                )
+            )
 
             def answered_turn():
                 calls, turns = load(storage["url"])
@@ -165,7 +207,11 @@ def test_a_spoken_card_number_is_masked_in_the_record_and_the_log(tmp_path, engi
     assert "[card]" in said and not re.search(r"\d{3}", said), said
     log_text = server.log_text()
     # Interim passes log partial numbers at DEBUG: no run of 8 or more digits may show.
-    runs = [m.group(0) for m in re.finditer(r"\d[\d ,.-]*\d", log_text) if len(re.sub(r"\D", "", m.group(0))) >= 8 and "1111" in m.group(0)]
+    runs = [
+        m.group(0)
+        for m in re.finditer(r"\d[\d ,.-]*\d", log_text)
+        if len(re.sub(r"\D", "", m.group(0))) >= 8 and "1111" in m.group(0)
+    ]
     assert "[card]" in log_text and not runs, runs[:5]
 
 
@@ -183,7 +229,9 @@ def test_calls_go_on_while_the_database_is_down_and_their_records_arrive_later(t
     storage = {"url": pg.url, "spool_dir": str(tmp_path / "spool"), "node": "node-outage"}
     server = server_with(tmp_path, storage)
     try:
-        report = asyncio.run(place_call(f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, reply_timeout=20))
+        report = asyncio.run(
+            place_call(f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, reply_timeout=20)
+        )
         assert report.answered and report.latencies, "the call suffered from the database outage"
         assert wait_for(lambda: metric(server, "bridge_records_spooled") >= 4, 15), "the records were not spooled"
         assert metric(server, "bridge_records_writes_total", '{result="spooled"}') >= 4
@@ -204,12 +252,22 @@ def test_a_drained_call_is_recorded_to_its_end(tmp_path, speech):
     """SIGTERM while a call is up: at the drain deadline the call gets a BYE, its record
     ends as ``drained``, and its recording is a complete, readable stereo file."""
     storage = {"url": f"sqlite:///{tmp_path}/records.db", "spool_dir": str(tmp_path / "spool"), "node": "node-drain"}
-    server = server_with(tmp_path, storage, recording={"enabled": True, "dir": str(tmp_path / "recordings"), "format": "flac"},
-                         sip={**TEST_CONFIG["sip"], "drain_timeout": 3})
+    server = server_with(
+        tmp_path,
+        storage,
+        recording={"enabled": True, "dir": str(tmp_path / "recordings"), "format": "flac"},
+        sip={**TEST_CONFIG["sip"], "drain_timeout": 3},
+    )
 
     async def call_then_drain():
-        task = asyncio.ensure_future(place_call(f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, duration=60, reply_timeout=20))
-        await asyncio.to_thread(wait_for, lambda: any(t.caller_text for ts in load(storage["url"])[1].values() for t in ts), 40)
+        task = asyncio.ensure_future(
+            place_call(
+                f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, duration=60, reply_timeout=20
+            )
+        )
+        await asyncio.to_thread(
+            wait_for, lambda: any(t.caller_text for ts in load(storage["url"])[1].values() for t in ts), 40
+        )
         server.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(task, 30)
 

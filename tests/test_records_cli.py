@@ -43,12 +43,34 @@ def seed(tmp_path: Path, url: str | None = None) -> tuple[str, dict[str, Path]]:
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"RIFF")
         files[call_id] = path
-        records.started(call_id, "sip", caller="+14155550111", called="+14155550100", invited_at=now - age * DAY - timedelta(minutes=2))
+        records.started(
+            call_id,
+            "sip",
+            caller="+14155550111",
+            called="+14155550100",
+            invited_at=now - age * DAY - timedelta(minutes=2),
+        )
         records.update(call_id, answered_at=now - age * DAY - timedelta(minutes=2), recording_path=str(path))
-        store.submit("turn", call_id, seq=0, started_at=now - age * DAY - timedelta(minutes=2), ended_at=now - age * DAY - timedelta(minutes=1),
-                     caller_text=None, agent_text=f"Hello {call_id}.", latencies={})
-        store.submit("turn", call_id, seq=1, started_at=now - age * DAY - timedelta(minutes=1), ended_at=now - age * DAY,
-                     caller_text="Are you open on Saturday?", agent_text="Yes, from nine to two.", latencies={"first_packet": 0.8, "endpoint": 0.3})
+        store.submit(
+            "turn",
+            call_id,
+            seq=0,
+            started_at=now - age * DAY - timedelta(minutes=2),
+            ended_at=now - age * DAY - timedelta(minutes=1),
+            caller_text=None,
+            agent_text=f"Hello {call_id}.",
+            latencies={},
+        )
+        store.submit(
+            "turn",
+            call_id,
+            seq=1,
+            started_at=now - age * DAY - timedelta(minutes=1),
+            ended_at=now - age * DAY,
+            caller_text="Are you open on Saturday?",
+            agent_text="Yes, from nine to two.",
+            latencies={"first_packet": 0.8, "endpoint": 0.3},
+        )
         store.submit("call", call_id, ended_at=now - age * DAY, end_reason="caller_hangup")
     records.started("open", "sip", invited_at=now - 50 * DAY)
     assert store.flush()
@@ -58,14 +80,28 @@ def seed(tmp_path: Path, url: str | None = None) -> tuple[str, dict[str, Path]]:
 
 def config(tmp_path: Path, url: str) -> Path:
     path = tmp_path / "calls.yaml"
-    path.write_text(yaml.safe_dump({"storage": {"url": url, "spool_dir": str(tmp_path / "spool")},
-                                    "records": {"retention_days": 30}, "recording": {"retention_days": 7}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "storage": {"url": url, "spool_dir": str(tmp_path / "spool")},
+                "records": {"retention_days": 30},
+                "recording": {"retention_days": 7},
+            }
+        )
+    )
     return path
 
 
 def bridge_calls(cfg: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("BRIDGE_STORAGE__")}
-    return subprocess.run([sys.executable, "-m", "bridge", "calls", *args, "--config", str(cfg)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "calls", *args, "--config", str(cfg)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def ids(url: str) -> dict[str, str | None]:
@@ -88,16 +124,24 @@ def test_list_show_and_export(tmp_path):
     table = bridge_calls(cfg, "list")
     assert "fresh" in table.stdout and "caller_hangup" in table.stdout and "in progress" in table.stdout
     shown = bridge_calls(cfg, "show", "fresh")
-    assert shown.returncode == 0 and "caller: Are you open on Saturday?" in shown.stdout and "voice-to-voice 0.80 s" in shown.stdout, shown.stdout
+    assert (
+        shown.returncode == 0
+        and "caller: Are you open on Saturday?" in shown.stdout
+        and "voice-to-voice 0.80 s" in shown.stdout
+    ), shown.stdout
     data = json.loads(bridge_calls(cfg, "show", "fresh", "--json").stdout)
-    assert [t["agent"] for t in data["turns"]] == ["Hello fresh.", "Yes, from nine to two."] and data["end_reason"] == "caller_hangup"
+    assert [t["agent"] for t in data["turns"]] == ["Hello fresh.", "Yes, from nine to two."] and data[
+        "end_reason"
+    ] == "caller_hangup"
     missing = bridge_calls(cfg, "show", "nope")
     assert missing.returncode == 1 and "no call 'nope'" in missing.stderr
     lines = bridge_calls(cfg, "export", "--format", "jsonl").stdout.splitlines()
     assert [json.loads(line)["call_id"] for line in lines] == ["open", "old", "recent", "fresh"]  # oldest first
     assert json.loads(lines[-1])["turns"][1]["caller"] == "Are you open on Saturday?"
     rows = list(csv.DictReader(io.StringIO(bridge_calls(cfg, "export", "--format", "csv").stdout)))
-    assert [r["call_id"] for r in rows] == ["open", "old", "recent", "fresh"] and json.loads(rows[-1]["turns"])[0]["agent"] == "Hello fresh."
+    assert [r["call_id"] for r in rows] == ["open", "old", "recent", "fresh"] and json.loads(rows[-1]["turns"])[0][
+        "agent"
+    ] == "Hello fresh."
 
 
 def test_no_database_says_so(tmp_path):
@@ -125,8 +169,15 @@ def test_purge_deletes_what_expired_and_nothing_else(tmp_path, backend, request)
 
 def test_serve_applies_retention_periodically(tmp_path):
     url, files = seed(tmp_path)
-    server = BridgeProcess(tmp_path, {"agent": {"kind": "echo"}, "storage": {"url": url, "spool_dir": str(tmp_path / "spool"), "node": "n"},
-                                      "records": {"retention_days": 30, "purge_interval_s": 1}, "recording": {"retention_days": 7}})
+    server = BridgeProcess(
+        tmp_path,
+        {
+            "agent": {"kind": "echo"},
+            "storage": {"url": url, "spool_dir": str(tmp_path / "spool"), "node": "n"},
+            "records": {"retention_days": 30, "purge_interval_s": 1},
+            "recording": {"retention_days": 7},
+        },
+    )
     server.start()
     try:
         deadline = time.monotonic() + 20

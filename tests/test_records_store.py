@@ -32,10 +32,26 @@ def test_schema_is_made_by_alembic_and_events_are_idempotent(url, tmp_path):
     store = RecordStore(url, tmp_path / "spool", "node-a", metrics)
     store.open()
     records = CallRecords(store, "node-a")
-    records.started("c1", "sip", caller="+14155550111", called="+14155550100", codec="PCMU", transport="UDP", srtp=False, call_sid="CA" + "1" * 32)
+    records.started(
+        "c1",
+        "sip",
+        caller="+14155550111",
+        called="+14155550100",
+        codec="PCMU",
+        transport="UDP",
+        srtp=False,
+        call_sid="CA" + "1" * 32,
+    )
     records.answered("c1")
     t0 = utcnow()
-    turn = {"seq": 0, "started_at": t0, "ended_at": t0 + timedelta(seconds=2), "caller_text": None, "agent_text": "Hello.", "latencies": {}}
+    turn = {
+        "seq": 0,
+        "started_at": t0,
+        "ended_at": t0 + timedelta(seconds=2),
+        "caller_text": None,
+        "agent_text": "Hello.",
+        "latencies": {},
+    }
     store.submit("turn", "c1", **turn)
     store.submit("turn", "c1", **turn)  # a replayed event: no second row
     records.ended("c1", "remote_bye")
@@ -45,7 +61,14 @@ def test_schema_is_made_by_alembic_and_events_are_idempotent(url, tmp_path):
     assert {"calls", "turns", "alembic_version"} <= tables
     calls, turns = load(url)
     c = calls["c1"]
-    assert (c.leg, c.node, c.caller, c.called, c.codec, c.end_reason) == ("sip", "node-a", "+14155550111", "+14155550100", "PCMU", "caller_hangup")
+    assert (c.leg, c.node, c.caller, c.called, c.codec, c.end_reason) == (
+        "sip",
+        "node-a",
+        "+14155550111",
+        "+14155550100",
+        "PCMU",
+        "caller_hangup",
+    )
     assert c.answered_at is not None and c.ended_at is not None and c.call_sid.startswith("CA")
     assert [(t.seq, t.agent_text) for t in turns["c1"]] == [(0, "Hello.")]
     assert counted(metrics, "written") == 5 and counted(metrics, "spooled") == 0
@@ -62,7 +85,9 @@ def test_open_calls_of_this_node_are_closed_as_crashed_with_their_turns(url, tmp
     t0 = utcnow()
     for call_id, node in (("mine", "node-a"), ("other", "node-b")):
         CallRecords(store, node).started(call_id, "sip", invited_at=t0)
-    store.submit("turn", "mine", seq=0, started_at=t0, ended_at=t0 + timedelta(seconds=3), caller_text="Hi", agent_text="Hello.")
+    store.submit(
+        "turn", "mine", seq=0, started_at=t0, ended_at=t0 + timedelta(seconds=3), caller_text="Hi", agent_text="Hello."
+    )
     assert store.flush()
     store.close()  # as if killed: no end event
     restarted = RecordStore(url, tmp_path / "spool", "node-a")
@@ -89,7 +114,9 @@ def test_a_database_outage_spools_to_disk_and_nothing_is_lost(postgres, tmp_path
     try:
         t0 = utcnow()
         for seq in range(3):
-            store.submit("turn", "outage", seq=seq, started_at=t0, ended_at=t0, caller_text=f"q{seq}", agent_text=f"a{seq}")
+            store.submit(
+                "turn", "outage", seq=seq, started_at=t0, ended_at=t0, caller_text=f"q{seq}", agent_text=f"a{seq}"
+            )
         records.ended("outage", "remote_bye")
         assert store.flush(30)
         assert store.spooled == 4 and store.spool_path.exists()
@@ -106,7 +133,11 @@ def test_a_database_outage_spools_to_disk_and_nothing_is_lost(postgres, tmp_path
 
 
 def test_end_reasons_and_numbers():
-    assert end_reason("remote_bye") == "caller_hangup" and end_reason("transferred") == "transfer" and end_reason("drained") == "drained"
+    assert (
+        end_reason("remote_bye") == "caller_hangup"
+        and end_reason("transferred") == "transfer"
+        and end_reason("drained") == "drained"
+    )
     assert number_of("sip:+14155550100@bridge.example.com;transport=tcp") == "+14155550100"
     assert number_of('"Alice" <sip:+14155550111@pstn.twilio.com>;tag=1') == "+14155550111"
     assert number_of("+14155550100") == "+14155550100" and number_of("") is None

@@ -56,13 +56,19 @@ def savp_offer(rtp_port: int, key, pt: int, version: int) -> str:
     )
 
 
-async def echo_server(sip: dict | None = None, media: dict | None = None, rtp_pairs: int = 4) -> tuple[BridgeServer, int]:
+async def echo_server(
+    sip: dict | None = None, media: dict | None = None, rtp_pairs: int = 4
+) -> tuple[BridgeServer, int]:
     """A started in-process server with the echo agent on 127.0.0.1, and its SIP port."""
     sip_port = free_port()
-    settings = load_settings(overrides={
-        "sip": {"listen": f"127.0.0.1:{sip_port}", **(sip or {})}, "media": {"rtp_ports": rtp_range(rtp_pairs), **(media or {})},
-        "models": {"cache_dir": str(ROOT / "models")}, "agent": {"kind": "echo"},
-    })
+    settings = load_settings(
+        overrides={
+            "sip": {"listen": f"127.0.0.1:{sip_port}", **(sip or {})},
+            "media": {"rtp_ports": rtp_range(rtp_pairs), **(media or {})},
+            "models": {"cache_dir": str(ROOT / "models")},
+            "agent": {"kind": "echo"},
+        }
+    )
     server = BridgeServer(settings, None)
     await server.start()
     return server, sip_port
@@ -84,13 +90,21 @@ async def final_response(sock: socket.socket, cseq: int) -> str:
             return data
 
 
-async def exchange(sip: socket.socket, rtp: socket.socket, ctx: SrtpContext, pt: int, dest: tuple[str, int], seq0: int, count: int = 40) -> list[RtpPacket]:
+async def exchange(
+    sip: socket.socket, rtp: socket.socket, ctx: SrtpContext, pt: int, dest: tuple[str, int], seq0: int, count: int = 40
+) -> list[RtpPacket]:
     """Send ``count`` SRTP packets (a tone) and return the RTP packets the server sent back, unprotected."""
     codec = G711({0: "PCMU", 8: "PCMA"}[pt])
     tone = (8000 * np.sin(2 * np.pi * 440 * np.arange(160) / 8000)).astype(np.int16)
     received: list[RtpPacket] = []
     for i in range(count):
-        packet = RtpPacket(payload_type=pt, sequence_number=(seq0 + i) & 0xFFFF, timestamp=160 * (seq0 + i), ssrc=0x1234, payload=codec.encode(tone))
+        packet = RtpPacket(
+            payload_type=pt,
+            sequence_number=(seq0 + i) & 0xFFFF,
+            timestamp=160 * (seq0 + i),
+            ssrc=0x1234,
+            payload=codec.encode(tone),
+        )
         rtp.sendto(ctx.protect(packet.serialize()), dest)
         await asyncio.sleep(0.02)
         while True:
@@ -125,7 +139,9 @@ async def test_reinvite_with_new_keys_and_codec_rekeys_srtp_and_switches_codec()
 
         # re-INVITE: new master key (tag 1 kept) and PCMA instead of PCMU.
         key_b = new_crypto(1)
-        sip.sendto(invite(port, sip_port, rtp_port, 2, savp_offer(rtp_port, key_b, 8, 2), to_tag), ("127.0.0.1", sip_port))
+        sip.sendto(
+            invite(port, sip_port, rtp_port, 2, savp_offer(rtp_port, key_b, 8, 2), to_tag), ("127.0.0.1", sip_port)
+        )
         ok2 = await final_response(sip, 2)
         assert ok2.startswith("SIP/2.0 200"), ok2
         assert re.search(r"^m=audio \d+ RTP/SAVP 8 101\r$", ok2, re.M), ok2  # the offer's codec, never PCMU

@@ -33,7 +33,9 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "residency"
 #: ``sa_family=AF_INET, sin_port=htons(5432), sin_addr=inet_addr("127.0.0.1")`` and the AF_INET6 form.
-INET = re.compile(r'sa_family=AF_INET6?, sin6?_port=htons\((\d+)\),.*?(?:inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"\))')
+INET = re.compile(
+    r'sa_family=AF_INET6?, sin6?_port=htons\((\d+)\),.*?(?:inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6, "([^"]+)"\))'
+)
 UNIX = re.compile(r'sa_family=AF_UNIX, sun_path=(@?"[^"]*")')
 #: Local sockets through which glibc resolves names (nscd, systemd-resolved): a lookup.
 RESOLVERS = ("nscd", "resolve", "dbus")
@@ -79,18 +81,58 @@ def test_serve_contacts_only_call_peers_and_its_database(tmp_path, speech, postg
     pg = postgres
     http = free_port(socket.SOCK_STREAM)
     trace_file = tmp_path / "strace.txt"
-    config = {**TEST_CONFIG, "agent": {"reprompt_after_s": 0},
-              "storage": {"url": new_database(pg), "spool_dir": str(tmp_path / "spool"), "node": "residency"},
-              "recording": {"enabled": True, "dir": str(tmp_path / "recordings")},
-              "mediastreams": {"http_listen": f"127.0.0.1:{http}", "public_url": "https://bridge.example.test", "auth_token": TOKEN}}
-    server = BridgeProcess(tmp_path, config, prefix=[strace, "-f", "--seccomp-bpf", "-qq", "-o", str(trace_file),
-                                                      "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-e", "signal=none"])
+    config = {
+        **TEST_CONFIG,
+        "agent": {"reprompt_after_s": 0},
+        "storage": {"url": new_database(pg), "spool_dir": str(tmp_path / "spool"), "node": "residency"},
+        "recording": {"enabled": True, "dir": str(tmp_path / "recordings")},
+        "mediastreams": {
+            "http_listen": f"127.0.0.1:{http}",
+            "public_url": "https://bridge.example.test",
+            "auth_token": TOKEN,
+        },
+    }
+    server = BridgeProcess(
+        tmp_path,
+        config,
+        prefix=[
+            strace,
+            "-f",
+            "--seccomp-bpf",
+            "-qq",
+            "-o",
+            str(trace_file),
+            "-e",
+            "trace=connect,sendto,sendmsg,sendmmsg",
+            "-e",
+            "signal=none",
+        ],
+    )
     try:
         server.start(timeout=240)
-        report = asyncio.run(place_call(f"sip:+14155550100@127.0.0.1:{server.sip_port}", [speech["saturday"], speech["saturday"]], None, reply_timeout=25))
+        report = asyncio.run(
+            place_call(
+                f"sip:+14155550100@127.0.0.1:{server.sip_port}",
+                [speech["saturday"], speech["saturday"]],
+                None,
+                reply_timeout=25,
+            )
+        )
         assert report.answered and report.latencies, "the SIP call got no reply"
-        twilio = TwilioStream(f"ws://127.0.0.1:{http}/media-stream", TOKEN, "wss://bridge.example.test/media-stream", call_sid="CA" + "5" * 32, latency=0.0)
-        asyncio.run(twilio.run([(5.0, read_wav_8k(speech["saturday"]))], duration=15.0, custom={"From": "+14155550123", "To": "+14155550100"}))
+        twilio = TwilioStream(
+            f"ws://127.0.0.1:{http}/media-stream",
+            TOKEN,
+            "wss://bridge.example.test/media-stream",
+            call_sid="CA" + "5" * 32,
+            latency=0.0,
+        )
+        asyncio.run(
+            twilio.run(
+                [(5.0, read_wav_8k(speech["saturday"]))],
+                duration=15.0,
+                custom={"From": "+14155550123", "To": "+14155550100"},
+            )
+        )
         assert twilio.close_code == 1000 and len(twilio.received) > 100
     finally:
         code = stop_traced(server)
@@ -102,12 +144,17 @@ def test_serve_contacts_only_call_peers_and_its_database(tmp_path, speech, postg
     peers |= {(host, int(port)) for host, port in re.findall(r"<-> ([\d.]+):(\d+)", log)}
     assert peers, "no call peer in the log"
     peer_hosts = {host for host, _ in peers}
-    allowed = peers | {("127.0.0.1", pg.port)} | {(host, 9) for host in peer_hosts}  # port 9: the route probe (connect only, sends nothing)
+    allowed = (
+        peers | {("127.0.0.1", pg.port)} | {(host, 9) for host in peer_hosts}
+    )  # port 9: the route probe (connect only, sends nothing)
     ips, paths, lines = destinations(trace_file.read_text())
     assert ("127.0.0.1", pg.port) in ips, "strace saw no database connection: is the trace working?"
     assert any(dest in ips for dest in peers), "strace saw no packet to a call peer"
     unexpected = sorted(d for d in ips if d not in allowed)
-    assert not unexpected, f"contacted {unexpected}: " + "\n".join(line for line in lines if any(f'htons({p})' in line for _, p in unexpected))[:3000]
+    assert not unexpected, (
+        f"contacted {unexpected}: "
+        + "\n".join(line for line in lines if any(f"htons({p})" in line for _, p in unexpected))[:3000]
+    )
     assert not any(port == 53 for _, port in ips), "a DNS query"
     lookups = [p for p in paths if any(word in p for word in RESOLVERS)]
     assert not lookups, f"name lookups through {lookups}"

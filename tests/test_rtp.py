@@ -29,7 +29,9 @@ def test_sender_header_bytes_timestamps_and_marker():
     # V=2, M=1 PT=0, seq, ts, ssrc (RFC 3550 section 5.1)
     assert first[:12] == bytes.fromhex("80 80 ffff ffffff00 11223344".replace(" ", ""))
     assert second[:12] == bytes.fromhex("80 00 0000 ffffffa0 11223344".replace(" ", ""))  # seq wraps, ts +160
-    assert later[:12] == bytes.fromhex("80 80 0001 00000220 11223344".replace(" ", ""))  # ts advanced over silence, seq did not
+    assert later[:12] == bytes.fromhex(
+        "80 80 0001 00000220 11223344".replace(" ", "")
+    )  # ts advanced over silence, seq did not
     assert first[12:] == payload and len(first) == 172
     assert sender.packets_sent == 3 and sender.octets_sent == 480
 
@@ -55,7 +57,13 @@ def test_pacer_catches_up_a_short_stall_and_skips_a_long_one():
 
 
 def dtmf_packet(seq: int, ts: int, event: int, end: bool, duration: int, pt: int = 101) -> bytes:
-    return RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts, ssrc=7, payload=telephone_event_payload(event, end, 10, duration)).serialize()
+    return RtpPacket(
+        payload_type=pt,
+        sequence_number=seq,
+        timestamp=ts,
+        ssrc=7,
+        payload=telephone_event_payload(event, end, 10, duration),
+    ).serialize()
 
 
 def test_telephone_event_payload_bytes():
@@ -121,7 +129,9 @@ def test_dtmf_schedule_and_packets_roundtrip_through_receiver():
         plan.append(step)
         if step is not None:
             start, event, end, duration, first = step
-            result = rx.receive(sender.dtmf_packet(start, event, end=end, duration=duration, first=first, payload_type=101))
+            result = rx.receive(
+                sender.dtmf_packet(start, event, end=end, duration=duration, first=first, payload_type=101)
+            )
             if result:
                 got.append(result[1])
     assert plan[:6] == [(0, 1, False, 160, True), (0, 1, False, 320, False)] + [(0, 1, True, 320, False)] * 3 + [None]
@@ -136,8 +146,12 @@ def test_dtmf_schedule_and_packets_roundtrip_through_receiver():
 def test_sequence_jump_resyncs_after_two_packets():
     """RFC 3550 A.1: a restart (big jump) is accepted once a second packet confirms it."""
     rx = RtpReceiver(audio_pt=0, dtmf_pt=None)
+
     def pkt(seq):
-        return RtpPacket(payload_type=0, sequence_number=seq, timestamp=seq * 160, ssrc=9, payload=b"\xff" * 160).serialize()
+        return RtpPacket(
+            payload_type=0, sequence_number=seq, timestamp=seq * 160, ssrc=9, payload=b"\xff" * 160
+        ).serialize()
+
     assert rx.receive(pkt(5000))[0] == "audio"
     assert rx.receive(pkt(5001))[0] == "audio"
     assert rx.receive(pkt(5003))[0] == "audio"  # a lost packet: fine
@@ -159,8 +173,8 @@ def test_packets_of_any_ptime_become_20_ms_frames():
     audio = np.arange(240 * 7, dtype=np.int16)
     out = []
     for i in range(0, len(audio), 240):
-        out += framer.frames(audio[i:i + 240])
+        out += framer.frames(audio[i : i + 240])
     assert [len(f) for f in out] == [FRAME_SAMPLES] * (240 * 7 // FRAME_SAMPLES)
-    assert np.array_equal(np.concatenate(out), audio[:len(out) * FRAME_SAMPLES])
+    assert np.array_equal(np.concatenate(out), audio[: len(out) * FRAME_SAMPLES])
     ten = [framer.frames(np.full(80, k, np.int16)) for k in range(4)]  # 10 ms packets
     assert [len(f) for f in ten] == [1, 0, 1, 0]  # the 80 samples left over from above complete the first

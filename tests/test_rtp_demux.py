@@ -26,13 +26,24 @@ async def _stream(remote: tuple[str, int]) -> RtpStream:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     sock.setblocking(False)
-    stream = RtpStream(sock, MediaParams("PCMU", 0, 101, remote), Tone(), lambda f, t: None, lambda e: None, lambda: None, latch=True)
+    stream = RtpStream(
+        sock, MediaParams("PCMU", 0, 101, remote), Tone(), lambda f, t: None, lambda e: None, lambda: None, latch=True
+    )
     await stream.start()
     return stream
 
 
 def test_first_byte_ranges():
-    assert [classify(bytes([b])) for b in (0, 3, 20, 63, 128, 191, 200, 4)] == ["stun", "stun", "dtls", "dtls", "rtp", "rtp", "other", "other"]
+    assert [classify(bytes([b])) for b in (0, 3, 20, 63, 128, 191, 200, 4)] == [
+        "stun",
+        "stun",
+        "dtls",
+        "dtls",
+        "rtp",
+        "rtp",
+        "other",
+        "other",
+    ]
 
 
 async def test_stun_from_the_peer_is_answered_and_never_counted_as_malformed_rtp():
@@ -53,7 +64,12 @@ async def test_stun_from_the_peer_is_answered_and_never_counted_as_malformed_rtp
         peer.sendto(b"\x16\xfe\xfd" + b"\x00" * 20, ("127.0.0.1", stream.local_port))  # a DTLS record
         await asyncio.sleep(0.05)
         counters = stream.receiver.counters
-        assert counters.get("stun") == 1 and counters.get("stun_answered") == 1 and counters.get("dtls") == 1 and "malformed" not in counters
+        assert (
+            counters.get("stun") == 1
+            and counters.get("stun_answered") == 1
+            and counters.get("dtls") == 1
+            and "malformed" not in counters
+        )
     finally:
         await stream.close()
         peer.close()
@@ -73,7 +89,9 @@ async def _unreachable():
     stream = await _stream(("fd00::2", 7078))  # an IPv6 guess on an IPv4 socket: nothing can be sent there
     try:
         await asyncio.sleep(0.1)
-        assert stream.receiver.counters.get("unsendable", 0) > 0 and stream._pacer is not None  # counted, and the sender goes on
+        assert (
+            stream.receiver.counters.get("unsendable", 0) > 0 and stream._pacer is not None
+        )  # counted, and the sender goes on
         rtp = RtpPacket(payload_type=0, sequence_number=1, timestamp=160, ssrc=7, payload=b"\xff" * 160)
         peer.sendto(rtp.serialize(), ("127.0.0.1", stream.local_port))
         data = await asyncio.get_running_loop().run_in_executor(None, peer.recv, 2048)

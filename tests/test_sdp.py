@@ -18,7 +18,9 @@ def offer(m_line: str, *attrs: str, c: str = "c=IN IP4 192.0.2.5") -> bytes:
 def test_twilio_offer_picks_pcmu_and_dtmf():
     body = parse_datagram((VECTORS / "invite_twilio.bin").read_bytes(), 16384).message.body
     params = sdp.negotiate(body)
-    assert params == sdp.MediaParams("PCMU", 0, 101, ("168.86.128.20", 17322), 20, "sendrecv", offered=(("audio", "RTP/AVP", "0 8 101"),))
+    assert params == sdp.MediaParams(
+        "PCMU", 0, 101, ("168.86.128.20", 17322), 20, "sendrecv", offered=(("audio", "RTP/AVP", "0 8 101"),)
+    )
 
 
 def test_caller_preference_wins():
@@ -28,7 +30,9 @@ def test_caller_preference_wins():
 
 
 def test_static_payload_types_without_rtpmap_and_dynamic_dtmf_pt():
-    params = sdp.negotiate(offer("m=audio 4000 RTP/AVP 18 0 96", "a=rtpmap:18 G729/8000", "a=rtpmap:96 telephone-event/8000"))
+    params = sdp.negotiate(
+        offer("m=audio 4000 RTP/AVP 18 0 96", "a=rtpmap:18 G729/8000", "a=rtpmap:96 telephone-event/8000")
+    )
     assert (params.codec, params.payload_type, params.dtmf_payload_type) == ("PCMU", 0, 96)
 
 
@@ -94,15 +98,23 @@ def test_answer_has_as_many_m_lines_as_the_offer_refused_ones_with_port_0():
     """RFC 3264 section 6: one m= line per offered stream, in order; refused streams get port 0.
     A T.38 image line (which aiortc cannot parse), video and a second audio stream do not break the call."""
     body = offer(
-        "m=video 5000 RTP/AVP 96", "a=rtpmap:96 H264/90000",
-        "m=audio 6000 RTP/AVP 8 101", "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000",
+        "m=video 5000 RTP/AVP 96",
+        "a=rtpmap:96 H264/90000",
+        "m=audio 6000 RTP/AVP 8 101",
+        "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:101 telephone-event/8000",
         "m=audio 7000 RTP/AVP 0",
         "m=image 8000 udptl t38",
     )
     params = sdp.negotiate(body)
     assert (params.codec, params.remote_addr, params.index) == ("PCMA", ("192.0.2.5", 6000), 1)
     answer = sdp.build_answer(params, "203.0.113.7", 10000, session_id=1)
-    assert m_lines(answer) == ["m=video 0 RTP/AVP 96", "m=audio 10000 RTP/AVP 8 101", "m=audio 0 RTP/AVP 0", "m=image 0 udptl t38"]
+    assert m_lines(answer) == [
+        "m=video 0 RTP/AVP 96",
+        "m=audio 10000 RTP/AVP 8 101",
+        "m=audio 0 RTP/AVP 0",
+        "m=image 0 udptl t38",
+    ]
     assert answer.decode().count("a=ptime:20") == 1
     # The answer parses back to the same one stream.
     again = sdp.negotiate(answer)

@@ -54,9 +54,13 @@ def test_each_real_offer_is_answered_or_refused_as_it_should_be(name):
     assert [m[0] for m in answered] == [m[0] for m in offered]
     refused = [m for i, m in enumerate(answered) if i != params.index]
     assert all(m[1] == "0" for m in refused) and len(refused) == expect.get("refused", len(offered) - 1)
-    ours = SessionDescription.parse(answer.split("m=")[0] + "m=" + answer.split("m=")[params.index + 1]).media[0]  # our audio section, as aiortc reads it
+    ours = SessionDescription.parse(answer.split("m=")[0] + "m=" + answer.split("m=")[params.index + 1]).media[
+        0
+    ]  # our audio section, as aiortc reads it
     assert ours.kind == "audio" and ours.port == 20000
-    assert ours.fmt == [params.payload_type] + ([params.dtmf_payload_type] if params.dtmf_payload_type is not None else [])
+    assert ours.fmt == [params.payload_type] + (
+        [params.dtmf_payload_type] if params.dtmf_payload_type is not None else []
+    )
     assert ("a=crypto:" in answer) == params.secure
 
 
@@ -71,7 +75,10 @@ def test_broken_bodies_get_400_with_the_reason():
     for body, reason in cases.items():
         with pytest.raises(sdp.SdpError) as info:
             sdp.negotiate(body)
-        assert info.value.status == 400 and info.value.warning is None and reason in str(info.value), (body, str(info.value))
+        assert info.value.status == 400 and info.value.warning is None and reason in str(info.value), (
+            body,
+            str(info.value),
+        )
 
 
 _LINES = sorted({line for name in SOURCES for line in offer_of(name).decode().splitlines() if line})
@@ -81,7 +88,12 @@ _LINES = sorted({line for name in SOURCES for line in offer_of(name).decode().sp
 @given(
     base=st.sampled_from(sorted(SOURCES)),
     edits=st.lists(
-        st.tuples(st.sampled_from(["drop", "dup", "insert", "swap", "mangle"]), st.integers(0, 60), st.sampled_from(_LINES), st.binary(max_size=8)),
+        st.tuples(
+            st.sampled_from(["drop", "dup", "insert", "swap", "mangle"]),
+            st.integers(0, 60),
+            st.sampled_from(_LINES),
+            st.binary(max_size=8),
+        ),
         max_size=6,
     ),
 )

@@ -18,8 +18,21 @@ from .conftest import ROOT, VECTORS
 
 def test_digest_rfc2617_vector():
     # RFC 2617 section 3.5.
-    assert digest_response("MD5", "Mufasa", "testrealm@host.com", "Circle Of Life", "GET", "/dir/index.html",
-                           "dcd98b7102dd2f0e8b11d0f600bfb0c093", "auth", "00000001", "0a4f113b") == "6629fae49393a05397450978507c4ef1"
+    assert (
+        digest_response(
+            "MD5",
+            "Mufasa",
+            "testrealm@host.com",
+            "Circle Of Life",
+            "GET",
+            "/dir/index.html",
+            "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+            "auth",
+            "00000001",
+            "0a4f113b",
+        )
+        == "6629fae49393a05397450978507c4ef1"
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
@@ -79,7 +92,9 @@ def test_digest_expired_nonce_is_challenged_again_with_stale_true():
     assert again.status == 401 and again.reason == "unauthenticated_bad_nonce"
     assert "stale=true" in again.headers[0][1]
     wrong = authorization_for(first.headers[0][1], "pbx", "guess", "INVITE", uri)
-    assert "stale" not in p.check(source, {}, wrong, 200.0, uri).headers[0][1]  # only right credentials learn it is stale
+    assert (
+        "stale" not in p.check(source, {}, wrong, 200.0, uri).headers[0][1]
+    )  # only right credentials learn it is stale
     fresh = authorization_for(again.headers[0][1], "pbx", "secret", "INVITE", uri)
     assert p.check(source, {}, fresh, 201.0, uri) is None
 
@@ -110,8 +125,12 @@ def test_policy_rate_limit_per_source():
 
 
 def test_policy_account_digest_and_caps():
-    p = policy(twilio_accounts=["AC1"], max_calls=2, max_calls_per_caller=1,
-               digest=DigestSettings(users={"pbx": "secret"}, exempt=["@config/twilio-signaling.yaml"]))
+    p = policy(
+        twilio_accounts=["AC1"],
+        max_calls=2,
+        max_calls_per_caller=1,
+        digest=DigestSettings(users={"pbx": "secret"}, exempt=["@config/twilio-signaling.yaml"]),
+    )
     twilio = ("54.172.60.1", 5060)
     assert p.check(twilio, {"X-Twilio-AccountSid": "AC2"}, None, 0).status == 403
     assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 0) is None  # exempt from digest
@@ -123,7 +142,9 @@ def test_policy_account_digest_and_caps():
     header = authorization_for(sha, "pbx", "secret", "INVITE", "sip:agent@bridge")
     assert p.check(pbx, {"X-Twilio-AccountSid": "AC1"}, header, 1, "sip:agent@bridge") is None
     assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 2, shared="at_capacity").reason == "at_capacity"
-    assert p.check(twilio, {"X-Twilio-AccountSid": "AC2"}, None, 2, shared="at_capacity").reason == "wrong_account"  # the account first
+    assert (
+        p.check(twilio, {"X-Twilio-AccountSid": "AC2"}, None, 2, shared="at_capacity").reason == "wrong_account"
+    )  # the account first
     assert p.check(twilio, {"X-Twilio-AccountSid": "AC1"}, None, 2, shared="caller_at_capacity").status == 503
 
 
@@ -155,9 +176,14 @@ def test_sdes_offer_negotiated_and_answered():
 
 
 def test_parse_crypto_variants():
-    assert parse_crypto("1 AES_CM_128_HMAC_SHA1_32 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20").suite == "AES_CM_128_HMAC_SHA1_32"
+    assert (
+        parse_crypto("1 AES_CM_128_HMAC_SHA1_32 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20").suite
+        == "AES_CM_128_HMAC_SHA1_32"
+    )
     assert parse_crypto("1 AES_256_CM_HMAC_SHA1_80 inline:xx") is None  # suite we do not offer
-    assert parse_crypto("1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4") is None  # MKI
+    assert (
+        parse_crypto("1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4") is None
+    )  # MKI
     with pytest.raises(ValueError):
         parse_crypto("1 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=")  # 5 bytes, not 30
 
@@ -169,7 +195,11 @@ def test_srtp_roundtrip_and_tamper():
     srtp = alice.protect(rtp)
     assert len(srtp) == len(rtp) + 10 and srtp[12:172] != rtp[12:]  # encrypted, 80-bit tag
     assert bob.unprotect(srtp) == rtp
-    tampered = bytearray(alice.protect(RtpPacket(payload_type=0, sequence_number=8, timestamp=320, ssrc=0x1234, payload=b"\x00" * 160).serialize()))
+    tampered = bytearray(
+        alice.protect(
+            RtpPacket(payload_type=0, sequence_number=8, timestamp=320, ssrc=0x1234, payload=b"\x00" * 160).serialize()
+        )
+    )
     tampered[20] ^= 1
     with pytest.raises(pylibsrtp.Error):
         bob.unprotect(bytes(tampered))

@@ -103,7 +103,7 @@ def test_invite_vector_fields():
 def test_invite_gets_100_at_once_and_event_with_metadata():
     core = make_core()
     core.receive_datagram(vector("invite_twilio.bin"), TWILIO, 0.0)
-    (trying, dest), = sent(core)
+    ((trying, dest),) = sent(core)
     assert trying.code == 100 and dest == TWILIO
     # 100 Trying carries no To tag (RFC 3261 8.2.6.2); Via gets received/rport (18.2.1, RFC 3581).
     assert "tag=" not in trying.headers["To"]
@@ -261,7 +261,7 @@ def test_hangup_sends_bye_and_retransmits():
     core.receive_datagram(ack_for(ok), TWILIO, 0.1)
     events(core)
     core.hangup(event.call_id, 1.0)
-    (bye, dest), = sent(core)
+    ((bye, dest),) = sent(core)
     assert bye.method == "BYE" and bye.cseq.sequence == 2
     assert bye.headers["From"] == ok.headers["To"]  # our side of the dialog
     assert events(core) == [ev.CallEnded(event.call_id, "local_bye", None)]
@@ -281,7 +281,7 @@ def test_hangup_sends_bye_and_retransmits():
 def test_options_and_unknown_method():
     core = make_core()
     core.receive_datagram(vector("options.bin"), ("127.0.0.1", 5070), 0.0)
-    (resp, dest), = sent(core)
+    ((resp, dest),) = sent(core)
     assert resp.code == 200 and dest == ("127.0.0.1", 5070)
     assert resp.headers["Allow"] == "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY"
     assert resp.headers["CSeq"] == "7 OPTIONS"
@@ -290,7 +290,7 @@ def test_options_and_unknown_method():
     assert resp.headers["Via"] == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKopt1"
     subscribe = vector("options.bin").replace(b"OPTIONS", b"SUBSCRIBE").replace(b"z9hG4bKopt1", b"z9hG4bKsub1")
     core.receive_datagram(subscribe, ("127.0.0.1", 5070), 0.0)
-    (resp, _), = sent(core)
+    ((resp, _),) = sent(core)
     assert resp.code == 501
 
 
@@ -299,7 +299,7 @@ def test_response_goes_to_source_when_via_lies():
     core = make_core()
     data = vector("options.bin").replace(b"branch=z9hG4bKopt1", b"branch=z9hG4bKopt2;rport")
     core.receive_datagram(data, ("198.51.100.9", 40000), 0.0)
-    (resp, dest), = sent(core)
+    ((resp, dest),) = sent(core)
     assert dest == ("198.51.100.9", 40000)
     assert resp.headers["Via"] == "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKopt2;rport=40000;received=198.51.100.9"
 
@@ -341,7 +341,7 @@ def test_bad_but_routable_requests_get_400(mutate, reason):
         # No Call-ID: a response cannot be built faithfully; dropped.
         assert core.counters["dropped_bad_header"] == 1
         return
-    (resp, dest), = sent(core)
+    ((resp, dest),) = sent(core)
     assert resp.code == 400 and dest == ("127.0.0.1", 5070)
     assert core.counters[f"dropped_{reason}"] == 1
 
@@ -355,10 +355,23 @@ def test_parse_error_carries_status():
 # ------------------------------------------------------------------- UAC
 
 
-def uac_response(request: Request, status: int, reason: str, to_tag: str | None = "srv1", contact: str | None = "<sip:agent@192.0.2.10:5080>", body: bytes = b"") -> bytes:
+def uac_response(
+    request: Request,
+    status: int,
+    reason: str,
+    to_tag: str | None = "srv1",
+    contact: str | None = "<sip:agent@192.0.2.10:5080>",
+    body: bytes = b"",
+) -> bytes:
     to = request.headers["To"] + (f";tag={to_tag}" if to_tag else "")
-    lines = [f"SIP/2.0 {status} {reason}", f"Via: {request.headers['Via']}", f"From: {request.headers['From']}", f"To: {to}",
-             f"Call-ID: {request.headers['Call-ID']}", f"CSeq: {request.headers['CSeq']}"]
+    lines = [
+        f"SIP/2.0 {status} {reason}",
+        f"Via: {request.headers['Via']}",
+        f"From: {request.headers['From']}",
+        f"To: {to}",
+        f"Call-ID: {request.headers['Call-ID']}",
+        f"CSeq: {request.headers['CSeq']}",
+    ]
     if contact:
         lines.append(f"Contact: {contact}")
     if body:
@@ -371,7 +384,7 @@ def test_uac_invite_retransmits_then_answer_ack_bye():
     core = SipCore(("192.0.2.20", 5062), timers=Timers(t1=T1))
     server = ("192.0.2.10", 5080)
     call_id = core.invite("sip:agent@192.0.2.10:5080", server, b"v=0\r\n", 0.0)
-    (invite, dest), = sent(core)
+    ((invite, dest),) = sent(core)
     assert invite.method == "INVITE" and dest == server
     assert invite.headers["Contact"] == "<sip:bridge@192.0.2.20:5062>"
     assert "rport" in invite.via[0].parameters
@@ -384,7 +397,7 @@ def test_uac_invite_retransmits_then_answer_ack_bye():
     core.handle_timer(10.0)  # no more Timer A in Proceeding
     assert sent(core) == []
     core.receive_datagram(uac_response(invite, 200, "OK", body=b"v=0\r\n"), server, 2.0)
-    (ack, dest), = sent(core)
+    ((ack, dest),) = sent(core)
     assert ack.method == "ACK" and ack.cseq.sequence == 1 and dest == ("192.0.2.10", 5080)
     assert ack.via[0].parameters["branch"] != invite.via[0].parameters["branch"]  # new transaction
     assert ";tag=srv1" in ack.headers["To"]
@@ -393,7 +406,7 @@ def test_uac_invite_retransmits_then_answer_ack_bye():
     core.receive_datagram(uac_response(invite, 200, "OK", body=b"v=0\r\n"), server, 2.5)
     assert [m.method for m, _ in sent(core)] == ["ACK"]
     core.hangup(call_id, 3.0)
-    (bye, _), = sent(core)
+    ((bye, _),) = sent(core)
     assert bye.method == "BYE" and bye.cseq.sequence == 2 and str(bye.uri) == "sip:agent@192.0.2.10:5080"
 
 
@@ -401,15 +414,19 @@ def test_uac_cancel_waits_for_provisional():
     core = SipCore(("192.0.2.20", 5062), timers=Timers(t1=T1))
     server = ("192.0.2.10", 5080)
     call_id = core.invite("sip:agent@192.0.2.10:5080", server, b"v=0\r\n", 0.0)
-    (invite, _), = sent(core)
+    ((invite, _),) = sent(core)
     core.hangup(call_id, 0.1)
     assert sent(core) == []  # 9.1: no CANCEL before a provisional response
     assert events(core) == [ev.CallEnded(call_id, "cancelled", None)]
     core.receive_datagram(uac_response(invite, 180, "Ringing"), server, 0.2)
-    (cancel, _), = sent(core)
-    assert cancel.method == "CANCEL" and cancel.headers["Via"] == invite.headers["Via"] and cancel.headers["CSeq"] == "1 CANCEL"
+    ((cancel, _),) = sent(core)
+    assert (
+        cancel.method == "CANCEL"
+        and cancel.headers["Via"] == invite.headers["Via"]
+        and cancel.headers["CSeq"] == "1 CANCEL"
+    )
     core.receive_datagram(uac_response(invite, 487, "Request Terminated"), server, 0.3)
-    (ack, _), = sent(core)
+    ((ack, _),) = sent(core)
     assert ack.method == "ACK" and ack.headers["Via"] == invite.headers["Via"]
     assert events(core) == []  # the user already had its CallEnded
     assert core.active_calls == 0
@@ -418,7 +435,7 @@ def test_uac_cancel_waits_for_provisional():
 def test_uac_rejected():
     core = SipCore(("192.0.2.20", 5062), timers=Timers(t1=T1))
     call_id = core.invite("sip:agent@192.0.2.10", ("192.0.2.10", 5060), b"v=0\r\n", 0.0)
-    (invite, _), = sent(core)
+    ((invite, _),) = sent(core)
     core.receive_datagram(uac_response(invite, 486, "Busy Here", contact=None), ("192.0.2.10", 5060), 0.5)
     assert [m.method for m, _ in sent(core)] == ["ACK"]
     assert events(core) == [ev.CallEnded(call_id, "rejected", 486)]
@@ -478,12 +495,12 @@ def test_options_while_unavailable_gets_503_with_retry_after():
     core = make_core()
     core.unavailable = 10
     core.receive_datagram(vector("options.bin"), ("127.0.0.1", 5070), 0.0)
-    (resp, _), = sent(core)
+    ((resp, _),) = sent(core)
     assert resp.code == 503 and resp.headers["Retry-After"] == "10"
     assert "OPTIONS" in resp.headers["Allow"]
     core.unavailable = None
     core.receive_datagram(vector("options.bin").replace(b"z9hG4bKopt1", b"z9hG4bKopt2"), ("127.0.0.1", 5070), 0.0)
-    (resp, _), = sent(core)
+    ((resp, _),) = sent(core)
     assert resp.code == 200
 
 
@@ -495,16 +512,18 @@ def test_record_route_copied_into_dialog_creating_responses():
     rr = b"Record-Route: <sip:198.51.100.5;lr>\r\nRecord-Route: <sip:54.172.60.2;lr;ftag=x>\r\n"
     data = vector("invite_twilio.bin").replace(b"Max-Forwards:", rr + b"Max-Forwards:", 1)
     core.receive_datagram(data, TWILIO, 0.0)
-    (trying, _), = sent(core)
+    ((trying, _),) = sent(core)
     assert trying.code == 100 and not trying.headers.getlist("Record-Route")
     (event,) = events(core)
     core.ringing(event.call_id, 0.0)
     core.answer(event.call_id, b"v=0\r\n", 0.0)
     for resp, _ in sent(core):
-        assert resp.headers.getlist("Record-Route") == ["<sip:198.51.100.5;lr>", "<sip:54.172.60.2;lr;ftag=x>"], resp.code
+        assert resp.headers.getlist("Record-Route") == ["<sip:198.51.100.5;lr>", "<sip:54.172.60.2;lr;ftag=x>"], (
+            resp.code
+        )
     core.receive_datagram(ack_for(resp), TWILIO, 0.1)
     core.hangup(event.call_id, 0.2)
-    (bye, dest), = sent(core)
+    ((bye, dest),) = sent(core)
     assert bye.method == "BYE"
     # UAS route set = Record-Route in order; the first hop is a loose router.
     assert bye.headers.getlist("Route") == ["<sip:198.51.100.5;lr>", "<sip:54.172.60.2;lr;ftag=x>"]

@@ -46,7 +46,10 @@ HOLD = b"v=0\r\no=- 1 2 IN IP4 168.86.128.20\r\ns=-\r\nc=IN IP4 168.86.128.20\r\
 
 
 def with_session_timer(value: str) -> bytes:
-    return vector("invite_twilio.bin").replace(b"User-Agent: Twilio Gateway\r\n", f"User-Agent: Twilio Gateway\r\nSupported: timer\r\nSession-Expires: {value}\r\nMin-SE: 90\r\n".encode())
+    return vector("invite_twilio.bin").replace(
+        b"User-Agent: Twilio Gateway\r\n",
+        f"User-Agent: Twilio Gateway\r\nSupported: timer\r\nSession-Expires: {value}\r\nMin-SE: 90\r\n".encode(),
+    )
 
 
 def core_() -> SipCore:
@@ -63,7 +66,7 @@ def test_reinvite_hold_answered_and_acked():
     core.receive_datagram(request("UPDATE", ok, 3, "z9hG4bKup1", HOLD), TWILIO, 5.1)
     assert statuses(sent(core)) == [491]
     core.answer_update(call_id, b"v=0\r\na=recvonly\r\n", 5.2)
-    (reply, _), = sent(core)
+    ((reply, _),) = sent(core)
     assert reply.code == 200 and reply.cseq.sequence == 2 and reply.body.endswith(b"a=recvonly\r\n")
     assert reply.headers["Contact"] == "<sip:bridge@203.0.113.7:5060>"
     core.handle_timer(5.2 + T1)
@@ -107,10 +110,16 @@ def test_session_timer_peer_refreshes_or_we_hang_up():
     assert ok.headers["Session-Expires"] == "120;refresher=uac"
     assert ok.headers["Require"] == "timer"
     # A refresh re-INVITE at 60 s restarts the timer.
-    core.receive_datagram(request("INVITE", ok, 2, "z9hG4bKrf1", b"v=0\r\n", "Session-Expires: 120;refresher=uac\r\nSupported: timer\r\n"), TWILIO, 60.0)
+    core.receive_datagram(
+        request(
+            "INVITE", ok, 2, "z9hG4bKrf1", b"v=0\r\n", "Session-Expires: 120;refresher=uac\r\nSupported: timer\r\n"
+        ),
+        TWILIO,
+        60.0,
+    )
     assert [type(e) for e in events(core)] == [ev.SessionUpdate]
     core.answer_update(call_id, b"v=0\r\n", 60.0)
-    (reply, _), = sent(core)
+    ((reply, _),) = sent(core)
     assert reply.headers["Session-Expires"] == "120;refresher=uac"
     core.receive_datagram(ack_for(reply, branch="z9hG4bKackrf"), TWILIO, 60.1)
     core.handle_timer(100.0)  # the old deadline (88 s) no longer applies
@@ -136,12 +145,12 @@ def test_session_timer_we_refresh_with_reinvite():
     call_id, ok = established(core, with_session_timer("200;refresher=uas"))
     assert ok.headers["Session-Expires"] == "200;refresher=uas"
     core.handle_timer(100.0)  # half the interval
-    (reinvite, dest), = sent(core)
+    ((reinvite, dest),) = sent(core)
     assert reinvite.method == "INVITE" and reinvite.cseq.sequence == 2 and dest == ("54.172.60.1", 5060)
     assert reinvite.headers["Session-Expires"] == "200;refresher=uas"
     assert reinvite.body == b"v=0\r\n"
     core.receive_datagram(uac_response(reinvite, 200, "OK", to_tag=None, body=b"v=0\r\n"), TWILIO, 100.1)
-    (ack, _), = sent(core)
+    ((ack, _),) = sent(core)
     assert ack.method == "ACK" and ack.cseq.sequence == 2
     core.handle_timer(200.0)
     assert sent(core) == []
@@ -153,7 +162,7 @@ def test_refresh_answered_481_ends_the_call():
     core = core_()
     call_id, ok = established(core, with_session_timer("200;refresher=uas"))
     core.handle_timer(100.0)
-    (reinvite, _), = sent(core)
+    ((reinvite, _),) = sent(core)
     core.receive_datagram(uac_response(reinvite, 481, "Call/Transaction Does Not Exist", to_tag=None), TWILIO, 100.1)
     assert [m.method for m, _ in sent(core)] == ["ACK", "BYE"]
     assert events(core) == [ev.CallEnded(call_id, "failed", 481)]
@@ -163,17 +172,21 @@ def test_refer_and_notify_progress():
     core = core_()
     call_id, ok = established(core)
     core.refer(call_id, "tel:+14155550100", 1.0)
-    (refer, dest), = sent(core)
+    ((refer, dest),) = sent(core)
     assert refer.method == "REFER" and refer.headers["Refer-To"] == "<tel:+14155550100>"
     assert refer.headers["Referred-By"] == "<sip:+14158675309@203.0.113.7:5060>"
     core.receive_datagram(uac_response(refer, 202, "Accepted", to_tag=None), TWILIO, 1.1)
     assert events(core) == [ev.TransferProgress(call_id, 202, False)]
-    notify = request("NOTIFY", ok, 2, "z9hG4bKn1", b"SIP/2.0 100 Trying\r\n", "Event: refer\r\nSubscription-State: active\r\n")
+    notify = request(
+        "NOTIFY", ok, 2, "z9hG4bKn1", b"SIP/2.0 100 Trying\r\n", "Event: refer\r\nSubscription-State: active\r\n"
+    )
     notify = notify.replace(b"Content-Type: application/sdp", b"Content-Type: message/sipfrag")
     core.receive_datagram(notify, TWILIO, 1.5)
     assert statuses(sent(core)) == [200]
     assert events(core) == [ev.TransferProgress(call_id, 100, False)]
-    final = request("NOTIFY", ok, 3, "z9hG4bKn2", b"SIP/2.0 200 OK\r\n", "Event: refer;id=2\r\nSubscription-State: terminated\r\n")
+    final = request(
+        "NOTIFY", ok, 3, "z9hG4bKn2", b"SIP/2.0 200 OK\r\n", "Event: refer;id=2\r\nSubscription-State: terminated\r\n"
+    )
     core.receive_datagram(final, TWILIO, 3.0)
     assert statuses(sent(core)) == [200]
     assert events(core) == [ev.TransferProgress(call_id, 200, True)]
@@ -186,7 +199,7 @@ def test_refer_rejected_or_timed_out_is_final():
     core = core_()
     call_id, ok = established(core)
     core.refer(call_id, "sip:+14155550100@example.pstn.twilio.com", 1.0)
-    (refer, _), = sent(core)
+    ((refer, _),) = sent(core)
     core.receive_datagram(uac_response(refer, 603, "Decline", to_tag=None), TWILIO, 1.1)
     assert events(core) == [ev.TransferProgress(call_id, 603, True)]
     core.refer(call_id, "sip:+14155550100@example.pstn.twilio.com", 2.0)
@@ -200,12 +213,15 @@ def test_refer_rejected_or_timed_out_is_final():
 def test_uac_answers_407_with_proxy_authorization():
     core = SipCore(("192.0.2.20", 5062), timers=Timers(t1=T1))
     trunk = ("192.0.2.10", 5060)
-    call_id = core.invite("sip:+14155550100@example.pstn.twilio.com", trunk, b"v=0\r\n", 0.0, credentials=("bridgeuser", "s3cret"))
-    (invite, _), = sent(core)
+    call_id = core.invite(
+        "sip:+14155550100@example.pstn.twilio.com", trunk, b"v=0\r\n", 0.0, credentials=("bridgeuser", "s3cret")
+    )
+    ((invite, _),) = sent(core)
     auth = DigestAuthenticator({"bridgeuser": "s3cret"}, "sip.twilio.com", ["SHA-256"])
     challenge = auth.challenges(0.0)[0]
     response = uac_response(invite, 407, "Proxy Authentication Required", contact=None).replace(
-        b"Content-Length: 0", f"Proxy-Authenticate: {challenge}\r\nContent-Length: 0".encode())
+        b"Content-Length: 0", f"Proxy-Authenticate: {challenge}\r\nContent-Length: 0".encode()
+    )
     core.receive_datagram(response, trunk, 0.1)
     out = sent(core)
     assert [m.method for m, _ in out] == ["ACK", "INVITE"]
@@ -225,7 +241,7 @@ def test_reliable_transport_never_retransmits():
     core = SipCore(("203.0.113.7", 5061), timers=Timers(t1=T1), transport="TLS")
     data = vector("invite_twilio.bin").replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS")
     core.receive_datagram(data, ("54.172.60.1", 40123), 0.0)
-    (trying, dest), = sent(core)
+    ((trying, dest),) = sent(core)
     assert dest == ("54.172.60.1", 40123)  # back on the connection it came from
     (incoming,) = events(core)
     core.reject(incoming.call_id, 486, 0.0)
@@ -234,10 +250,10 @@ def test_reliable_transport_never_retransmits():
     assert sent(core) == []  # no Timer G over a reliable transport
     opt = vector("options.bin").replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS")
     core.receive_datagram(opt, ("127.0.0.1", 40000), 2.0)
-    (reply, _), = sent(core)
+    ((reply, _),) = sent(core)
     core.handle_timer(2.0)  # Timer J = 0
     call_id = core.invite("sip:agent@192.0.2.10:5061;transport=tls", ("192.0.2.10", 5061), b"v=0\r\n", 3.0)
-    (invite, _), = sent(core)
+    ((invite, _),) = sent(core)
     assert invite.via[0].transport == "TLS"
     assert invite.headers["Contact"] == "<sip:bridge@203.0.113.7:5061;transport=tls>"
     core.handle_timer(3.0 + T1)

@@ -77,18 +77,33 @@ def talk_server(tmp_path_factory):
         host_addr, addr = ns.veth()
         work = tmp_path_factory.mktemp("talk")
         http = free_port(socket.SOCK_STREAM)
-        config = {**TEST_CONFIG, "agent": {"reprompt_after_s": 0},
-                  "storage": {"url": f"sqlite:///{work}/records.db", "spool_dir": str(work / "spool"), "node": "talk"},
-                  "console": {"token": TOKEN}, "access": {"max_calls_per_caller": 1},
-                  "mediastreams": {"http_listen": f"{addr}:{http}", "public_url": "https://bridge.example.test", "auth_token": "t"}}
+        config = {
+            **TEST_CONFIG,
+            "agent": {"reprompt_after_s": 0},
+            "storage": {"url": f"sqlite:///{work}/records.db", "spool_dir": str(work / "spool"), "node": "talk"},
+            "console": {"token": TOKEN},
+            "access": {"max_calls_per_caller": 1},
+            "mediastreams": {
+                "http_listen": f"{addr}:{http}",
+                "public_url": "https://bridge.example.test",
+                "auth_token": "t",
+            },
+        }
         server = BridgeProcess(work, config, listen_host=addr, prefix=ns.prefix)
         server.start()
         wrapper = work / "chromium-in-netns"
-        wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {ns.name} {browser} \"$@\"\n")
+        wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {ns.name} {browser} "$@"\n')
         wrapper.chmod(0o755)
         try:
-            yield {"base": f"http://{addr}:{http}", "server": server, "db": f"sqlite:///{work}/records.db", "work": work,
-                   "chromium": str(wrapper), "addr": addr, "host_addr": host_addr}
+            yield {
+                "base": f"http://{addr}:{http}",
+                "server": server,
+                "db": f"sqlite:///{work}/records.db",
+                "work": work,
+                "chromium": str(wrapper),
+                "addr": addr,
+                "host_addr": host_addr,
+            }
         finally:
             assert server.stop() == 0
             assert "Traceback" not in server.log_text()
@@ -97,12 +112,20 @@ def talk_server(tmp_path_factory):
 
 
 def launch(pw, talk_server, wav: str):
-    return pw.chromium.launch(executable_path=talk_server["chromium"], headless=True, args=[
-        "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}%noloop", "--autoplay-policy=no-user-gesture-required",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",
-        # A microphone needs a secure context: https, or this origin declared secure (the test has no certificate).
-        f"--unsafely-treat-insecure-origin-as-secure={talk_server['base']}"])
+    return pw.chromium.launch(
+        executable_path=talk_server["chromium"],
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}%noloop",
+            "--autoplay-policy=no-user-gesture-required",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+            # A microphone needs a secure context: https, or this origin declared secure (the test has no certificate).
+            f"--unsafely-treat-insecure-origin-as-secure={talk_server['base']}",
+        ],
+    )
 
 
 def wait(page, talk_server, js: str, timeout_s: float) -> None:
@@ -112,9 +135,13 @@ def wait(page, talk_server, js: str, timeout_s: float) -> None:
     try:
         page.wait_for_function(js, timeout=timeout_s * 1000)
     except PlaywrightTimeout:
-        seen = page.evaluate("() => ({state: window.bridgeTalk.state, error: window.bridgeTalk.error, lines: window.bridgeTalk.lines})")
+        seen = page.evaluate(
+            "() => ({state: window.bridgeTalk.state, error: window.bridgeTalk.error, lines: window.bridgeTalk.lines})"
+        )
         status = page.locator("#status").inner_text()
-        log = "".join(line for line in talk_server["server"].lines if "webrtc" in line.lower() or "call " in line)[-4000:]
+        log = "".join(line for line in talk_server["server"].lines if "webrtc" in line.lower() or "call " in line)[
+            -4000:
+        ]
         raise AssertionError(f"page: {seen}, status {status!r}\nserver:\n{log}") from None
 
 
@@ -124,8 +151,12 @@ def record(talk_server, call_id: str) -> dict:
         with Session(engine) as session:
             call = session.get(Call, call_id)
             if call is not None and call.ended_at is not None:
-                return {"leg": call.leg, "dtmf": call.dtmf, "end_reason": call.end_reason,
-                        "turns": [(t.caller_text, t.agent_text, t.barged_in) for t in call.turns]}
+                return {
+                    "leg": call.leg,
+                    "dtmf": call.dtmf,
+                    "end_reason": call.end_reason,
+                    "turns": [(t.caller_text, t.agent_text, t.barged_in) for t in call.turns],
+                }
         time.sleep(0.2)
     raise AssertionError(f"no ended record for {call_id}")
 
@@ -138,18 +169,27 @@ def heard(engines, samples: list[float], rate: int) -> str:
 def test_talk_to_the_agent_from_the_browser(talk_server, engines, speech, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    wav = caller_wav(tmp_path / "caller.wav", [(6.0, "What time do you open on Saturday?"), (7.0, "Thank you, goodbye.")])
+    wav = caller_wav(
+        tmp_path / "caller.wav", [(6.0, "What time do you open on Saturday?"), (7.0, "Thank you, goodbye.")]
+    )
     with sync_playwright() as pw:
         browser = launch(pw, talk_server, wav)
         try:
             page = browser.new_context(viewport={"width": 1100, "height": 800}).new_page()
             page.goto(f"{talk_server['base']}/talk/default?token={TOKEN}")
             page.click("#start")
-            wait(page, talk_server, """() => {
+            wait(
+                page,
+                talk_server,
+                """() => {
                 const l = window.bridgeTalk.lines, i = l.findIndex(x => x[0] === 'caller' && /saturday/i.test(x[1]));
                 return i >= 0 && l.slice(i + 1).some(x => x[0] === 'agent' && x[1].length > 5);
-            }""", 60)
-            talk = page.evaluate("() => ({lines: window.bridgeTalk.lines, latencies: window.bridgeTalk.latencies, peak: window.bridgeTalk.peak, callId: window.bridgeTalk.callId})")
+            }""",
+                60,
+            )
+            talk = page.evaluate(
+                "() => ({lines: window.bridgeTalk.lines, latencies: window.bridgeTalk.latencies, peak: window.bridgeTalk.peak, callId: window.bridgeTalk.callId})"
+            )
             text = page.locator("#transcript").inner_text()
             assert "Agent: Hello, thanks for calling" in text and "You: " in text, text
             assert page.locator(".wf span.first_packet").count() >= 1, "no latency waterfall"
@@ -174,13 +214,29 @@ def test_talk_to_the_agent_from_the_browser(talk_server, engines, speech, tmp_pa
     assert rec["leg"] == "webrtc" and "5" in rec["dtmf"], rec
     assert rec["turns"][0][0] is None and "thanks for calling" in rec["turns"][0][1].lower(), rec["turns"]
     assert any(c and "saturday" in c.lower() and a for c, a, _ in rec["turns"]), rec["turns"]
-    v2v = [float(m) for m in re.findall(rf"latency call={re.escape(talk['callId'])} voice_to_voice=([\d.]+)", talk_server["server"].log_text())]
+    v2v = [
+        float(m)
+        for m in re.findall(
+            rf"latency call={re.escape(talk['callId'])} voice_to_voice=([\d.]+)", talk_server["server"].log_text()
+        )
+    ]
     assert v2v, "no latency line for the browser call"
     # The SIP leg on the same server, the same question, the same stage log: the figure to compare.
-    sip = asyncio.run(place_call(f"sip:+14155550100@{talk_server['addr']}:{talk_server['server'].sip_port}", [speech["saturday"]], None,
-                                 local_host=talk_server["host_addr"], reply_timeout=20))
+    sip = asyncio.run(
+        place_call(
+            f"sip:+14155550100@{talk_server['addr']}:{talk_server['server'].sip_port}",
+            [speech["saturday"]],
+            None,
+            local_host=talk_server["host_addr"],
+            reply_timeout=20,
+        )
+    )
     assert sip.answered
-    sip_v2v = [float(m) for c, m in re.findall(r"latency call=(\S+) voice_to_voice=([\d.]+)", talk_server["server"].log_text()) if not c.startswith("webrtc-")]
+    sip_v2v = [
+        float(m)
+        for c, m in re.findall(r"latency call=(\S+) voice_to_voice=([\d.]+)", talk_server["server"].log_text())
+        if not c.startswith("webrtc-")
+    ]
     print(f"voice-to-voice, server stage log: webrtc {v2v}, sip {sip_v2v}")
 
 
@@ -194,14 +250,26 @@ def test_a_question_over_the_greeting_stops_it(talk_server, tmp_path):
             page = browser.new_context().new_page()
             page.goto(f"{talk_server['base']}/talk/default?token={TOKEN}")
             page.click("#start")
-            wait(page, talk_server, """() => {
+            wait(
+                page,
+                talk_server,
+                """() => {
                 const l = window.bridgeTalk.lines, i = l.findIndex(x => x[0] === 'caller');
                 return i >= 0 && l.slice(i + 1).some(x => x[0] === 'agent');
-            }""", 60)
+            }""",
+                60,
+            )
             call_id = page.evaluate("() => window.bridgeTalk.callId")
             page.wait_for_timeout(3000)
-            page.click(".digit[data-digit='0']")  # transfer.dtmf: there is no transfer on this leg, and the agent says so
-            wait(page, talk_server, "() => window.bridgeTalk.lines.some(l => l[0] === 'agent' && /not available on a browser call/.test(l[1]))", 20)
+            page.click(
+                ".digit[data-digit='0']"
+            )  # transfer.dtmf: there is no transfer on this leg, and the agent says so
+            wait(
+                page,
+                talk_server,
+                "() => window.bridgeTalk.lines.some(l => l[0] === 'agent' && /not available on a browser call/.test(l[1]))",
+                20,
+            )
             page.click("#stop")
             wait(page, talk_server, "() => window.bridgeTalk.state === 'ended'", 15)
         finally:
@@ -214,7 +282,9 @@ def test_a_question_over_the_greeting_stops_it(talk_server, tmp_path):
 
 def post(url: str, body: bytes, headers: dict) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers, method="POST"), timeout=20) as r:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, data=body, headers=headers, method="POST"), timeout=20
+        ) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         raw = exc.read()
@@ -230,7 +300,12 @@ def test_wrong_credentials_malformed_offers_and_calls_over_the_cap_are_refused(t
     base = talk_server["base"]
     offer = json.dumps({"type": "offer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"}).encode()
     assert post(f"{base}/talk/default/offer", offer, {"Content-Type": "application/json"})[0] == 401
-    assert post(f"{base}/talk/default/offer", offer, {"Content-Type": "application/json", "Authorization": "Bearer wrong"})[0] == 401
+    assert (
+        post(
+            f"{base}/talk/default/offer", offer, {"Content-Type": "application/json", "Authorization": "Bearer wrong"}
+        )[0]
+        == 401
+    )
     auth = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     status, body = post(f"{base}/talk/default/offer", offer, auth)
     assert status == 400 and body["detail"].startswith("malformed offer"), (status, body)

@@ -40,5 +40,10 @@ def test_concurrent_synthesis_gives_each_call_its_sentence(asr):
         heard = asr.transcribe(resample_all(audio, tts.sample_rate, 8000)).lower()
         # Whisper writes numbers either way ("nine" or "9", or hears "mine"): each sentence
         # has words no other one has, so a call that got another call's audio fails here.
-        keys = {"hours": ("open", "until"), "price": ("clean", "cost", "80", "eighty"), "parking": ("park", "behind"), "hold": ("hold", "transfer")}[name]
+        keys = {
+            "hours": ("open", "until"),
+            "price": ("clean", "cost", "80", "eighty"),
+            "parking": ("park", "behind"),
+            "hold": ("hold", "transfer"),
+        }[name]
         assert any(k in heard for k in keys), (text, heard)

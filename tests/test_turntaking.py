@@ -41,9 +41,13 @@ class Line:
         assert found, self.actions
         return found[-1]
 
-    def scores(self, text: str | None, p_text: float | None = None, p_audio: float | None = None, logprob: float | None = None) -> list[tt.Action]:
+    def scores(
+        self, text: str | None, p_text: float | None = None, p_audio: float | None = None, logprob: float | None = None
+    ) -> list[tt.Action]:
         s = self.speculation()
-        out = self.turns.speculated(s.utterance, s.frames, text, p_text, p_audio, self.now, self.agent_active, logprob=logprob)
+        out = self.turns.speculated(
+            s.utterance, s.frames, text, p_text, p_audio, self.now, self.agent_active, logprob=logprob
+        )
         self.actions += out
         return out
 
@@ -88,11 +92,14 @@ def test_an_unfinished_phrase_then_a_pause_gets_no_reply_and_the_completion_does
     assert end.rule == "finished" and "Tuesday" in end.text and end.utterance == 1
 
 
-@pytest.mark.parametrize("text,p_text,p_audio,reason", [
-    ("My daughter needs to see someone because", 0.6, 0.9, "words"),       # ends on a conjunction
-    ("Could you tell me whether you take?", 0.001, 0.9, "language"),       # the LLM: "take" wants an object
-    ("Is it possible to get an appointment?", 0.5, 0.1, "audio"),          # Smart Turn hears a phrase that goes on
-])
+@pytest.mark.parametrize(
+    "text,p_text,p_audio,reason",
+    [
+        ("My daughter needs to see someone because", 0.6, 0.9, "words"),  # ends on a conjunction
+        ("Could you tell me whether you take?", 0.001, 0.9, "language"),  # the LLM: "take" wants an object
+        ("Is it possible to get an appointment?", 0.5, 0.1, "audio"),  # Smart Turn hears a phrase that goes on
+    ],
+)
 def test_each_signal_alone_holds_the_turn_open(text, p_text, p_audio, reason):
     line = Line(turn_audio_threshold=0.5)  # Smart Turn on (off by default)
     line.speak(1500)
@@ -272,7 +279,8 @@ def test_words_whisper_was_unsure_of_do_not_interrupt_the_agent():
     same words heard clearly are."""
 
     for words, logprob, speech_ms, resumed in (
-        ("Amanda.", -0.84, 400, True), ("Amanda.", -0.2, 400, False),
+        ("Amanda.", -0.84, 400, True),
+        ("Amanda.", -0.2, 400, False),
         # A question heard through echo is as unsure, and is still a caller speaking...
         ("I'll see you open on Saturday.", -0.84, 1600, False),
         # ...but five words from 0.4 s of sound (15 a second) are a cough Whisper dressed up.
@@ -304,5 +312,7 @@ def test_unsure_words_while_the_caller_goes_on_keep_the_agent_paused_until_more_
     line.speak(400)
     again = [t for t in _of(line.actions, tt.Transcribe) if t.purpose == "judge"]
     assert len(again) == 2 and len(again[1].pcm) > len(judge[0].pcm)
-    line.actions += line.turns.heard(again[1].utterance, "judge", "Sorry to interrupt, what does it cost?", line.now, True, logprob=-0.3)
+    line.actions += line.turns.heard(
+        again[1].utterance, "judge", "Sorry to interrupt, what does it cost?", line.now, True, logprob=-0.3
+    )
     assert _of(line.actions, tt.Interrupt) and not _of(line.actions, tt.ResumeAgent)

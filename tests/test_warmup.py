@@ -23,7 +23,9 @@ def test_warm_up_runs_every_model_as_a_call_uses_it():
     phrases = (agent.greeting, agent.goodbye, agent.reprompt, agent.fallback, agent.error_apology)
     batcher = engines.asr.batcher
     try:
-        assert all(engines.phrases.peek(p) is None for p in phrases) and not batcher.by_window and engines.llm.steps == 0
+        assert (
+            all(engines.phrases.peek(p) is None for p in phrases) and not batcher.by_window and engines.llm.steps == 0
+        )
         spent = warm_engines(engines, agent)
         assert set(spent) == {"tts", "asr", "llm"}
         # every phrase the agent says without the LLM is synthesized already

@@ -19,8 +19,12 @@ from bridge.webrtc.leg import WebRtcCallLeg
 
 def test_no_ice_server_unless_configured():
     assert peer_configuration(ConsoleSettings()).iceServers == []  # None would mean aiortc's public STUN server
-    configured = peer_configuration(ConsoleSettings(ice_servers=["turn:turn.example.test:3478"], ice_username="u", ice_credential="p"))
-    assert [(s.urls, s.username, s.credential) for s in configured.iceServers] == [("turn:turn.example.test:3478", "u", "p")]
+    configured = peer_configuration(
+        ConsoleSettings(ice_servers=["turn:turn.example.test:3478"], ice_username="u", ice_credential="p")
+    )
+    assert [(s.urls, s.username, s.credential) for s in configured.iceServers] == [
+        ("turn:turn.example.test:3478", "u", "p")
+    ]
 
 
 class Agent:
@@ -70,8 +74,14 @@ async def test_the_agent_track_sends_20_ms_of_8_khz_pcm_every_20_ms():
 
 def test_data_channel_messages_digits_in_garbage_dropped():
     call = leg()
-    for message in (json.dumps({"type": "dtmf", "digit": "5"}), json.dumps({"type": "dtmf", "digit": "55"}), "not json", json.dumps([1]),
-                    json.dumps({"type": "dtmf", "digit": "#"}), json.dumps({"type": "reboot"})):
+    for message in (
+        json.dumps({"type": "dtmf", "digit": "5"}),
+        json.dumps({"type": "dtmf", "digit": "55"}),
+        "not json",
+        json.dumps([1]),
+        json.dumps({"type": "dtmf", "digit": "#"}),
+        json.dumps({"type": "reboot"}),
+    ):
         call.on_message(message)
     assert call.conversation.digits == ["5", "#"]
     assert call.dropped == {"bad_event": 4}

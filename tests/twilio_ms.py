@@ -32,9 +32,17 @@ SPEECH_RMS = 330.0
 #: The Call SID a stream carries unless told otherwise.
 CALL_SID = "CA" + "1" * 32
 
+
 class TwilioStream:
-    def __init__(self, ws_url: str, token: str, signed_url: str | None = None, call_sid: str = CALL_SID, headers: dict | None = None,
-                 latency: float = 0.2) -> None:
+    def __init__(
+        self,
+        ws_url: str,
+        token: str,
+        signed_url: str | None = None,
+        call_sid: str = CALL_SID,
+        headers: dict | None = None,
+        latency: float = 0.2,
+    ) -> None:
         #: Seconds between a media frame's arrival and its playout (network and Twilio's jitter buffer).
         self.latency = latency
         self.ws_url = ws_url
@@ -66,9 +74,18 @@ class TwilioStream:
         self._seq += 1
         return json.dumps({"event": event, "sequenceNumber": str(self._seq), "streamSid": self.stream_sid, **fields})
 
-    async def run(self, clips: list[tuple[float, np.ndarray]], duration: float, dtmf: list[tuple[float, str]] = (), custom: dict | None = None,
-                  media_format: dict | None = None, sign: bool = True, echo_db: float | None = None, echo_delay_ms: int = 150,
-                  account_sid: str = "AC" + "3" * 32) -> None:
+    async def run(
+        self,
+        clips: list[tuple[float, np.ndarray]],
+        duration: float,
+        dtmf: list[tuple[float, str]] = (),
+        custom: dict | None = None,
+        media_format: dict | None = None,
+        sign: bool = True,
+        echo_db: float | None = None,
+        echo_delay_ms: int = 150,
+        account_sid: str = "AC" + "3" * 32,
+    ) -> None:
         """Stream for ``duration`` s; ``clips`` are (start second, PCM16 8 kHz) of caller speech.
         ``echo_db``: also send the agent's audio back at this level after ``echo_delay_ms``."""
         headers = dict(self.headers)
@@ -76,9 +93,14 @@ class TwilioStream:
             headers["X-Twilio-Signature"] = self.signature()
         async with websockets.connect(self.ws_url, additional_headers=headers) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            start = {"accountSid": account_sid, "streamSid": self.stream_sid, "callSid": self.call_sid, "tracks": ["inbound"],
-                     "customParameters": custom or {"From": "+14155550123"},
-                     "mediaFormat": media_format or {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}
+            start = {
+                "accountSid": account_sid,
+                "streamSid": self.stream_sid,
+                "callSid": self.call_sid,
+                "tracks": ["inbound"],
+                "customParameters": custom or {"From": "+14155550123"},
+                "mediaFormat": media_format or {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            }
             await ws.send(self._message("start", start=start))
             reader = asyncio.ensure_future(self._read(ws))
             loop = asyncio.get_running_loop()
@@ -97,15 +119,29 @@ class TwilioStream:
                     if echo_db is not None:
                         k = len(self.received) - 1 - echo_delay_ms // 20
                         if k >= 0:
-                            mixed = frame.astype(np.float32) + self.received[k].astype(np.float32) * 10 ** (echo_db / 20)
+                            mixed = frame.astype(np.float32) + self.received[k].astype(np.float32) * 10 ** (
+                                echo_db / 20
+                            )
                             frame = np.clip(mixed, -32768, 32767).astype(np.int16)
                     payload = base64.b64encode(self.codec.encode(frame)).decode()
                     if reader.done():
                         break  # the bridge closed the stream (the agent hung up)
                     try:
-                        await ws.send(self._message("media", media={"track": "inbound", "chunk": str(n + 1), "timestamp": str(n * 20), "payload": payload}))
+                        await ws.send(
+                            self._message(
+                                "media",
+                                media={
+                                    "track": "inbound",
+                                    "chunk": str(n + 1),
+                                    "timestamp": str(n * 20),
+                                    "payload": payload,
+                                },
+                            )
+                        )
                         while pending_dtmf and pending_dtmf[0][0] <= now:
-                            await ws.send(self._message("dtmf", dtmf={"track": "inbound_track", "digit": pending_dtmf.pop(0)[1]}))
+                            await ws.send(
+                                self._message("dtmf", dtmf={"track": "inbound_track", "digit": pending_dtmf.pop(0)[1]})
+                            )
                     except websockets.ConnectionClosed:
                         break
                     delay = t0 + (n + 1) * 0.02 - loop.time()
@@ -113,7 +149,9 @@ class TwilioStream:
                         await asyncio.sleep(delay)
                 if not reader.done():
                     try:
-                        await ws.send(self._message("stop", stop={"accountSid": "AC" + "3" * 32, "callSid": self.call_sid}))
+                        await ws.send(
+                            self._message("stop", stop={"accountSid": "AC" + "3" * 32, "callSid": self.call_sid})
+                        )
                     except websockets.ConnectionClosed:
                         pass
                     await asyncio.wait_for(reader, 5)
@@ -131,7 +169,9 @@ class TwilioStream:
                 kind = message.get("event")
                 if kind == "media":
                     arrived = asyncio.get_running_loop().time()
-                    self._buffer.append(("media", (self.codec.decode(base64.b64decode(message["media"]["payload"])), arrived)))
+                    self._buffer.append(
+                        ("media", (self.codec.decode(base64.b64decode(message["media"]["payload"])), arrived))
+                    )
                 elif kind == "mark":
                     self._buffer.append(("mark", message["mark"]["name"]))
                 elif kind == "clear":

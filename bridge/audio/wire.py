@@ -41,7 +41,7 @@ class Framer:
         data = np.concatenate([self._rest, pcm]) if len(self._rest) else pcm
         whole = len(data) // FRAME_SAMPLES * FRAME_SAMPLES
         self._rest = data[whole:].copy()
-        return [data[i:i + FRAME_SAMPLES] for i in range(0, whole, FRAME_SAMPLES)]
+        return [data[i : i + FRAME_SAMPLES] for i in range(0, whole, FRAME_SAMPLES)]
 
     def reset(self) -> None:
         """Drop a partial frame (a new talkspurt source, hold)."""

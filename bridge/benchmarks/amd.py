@@ -86,7 +86,7 @@ def _noise(seconds: float, rms: float, rng: np.random.Generator) -> np.ndarray:
         acc = 0.97 * acc + w
         brown[i] = acc
     brown -= brown.mean()
-    return (brown / (np.sqrt(np.mean(brown ** 2)) or 1) * rms).astype(np.int16)
+    return (brown / (np.sqrt(np.mean(brown**2)) or 1) * rms).astype(np.int16)
 
 
 def render(item: AmdItem, speak, seed: int = 0) -> tuple[np.ndarray, dict]:
@@ -99,7 +99,7 @@ def render(item: AmdItem, speak, seed: int = 0) -> tuple[np.ndarray, dict]:
     marks: dict = {"speech_end": None, "beep_end": None}
     at = LEAD_S
     for part in item.parts:
-        (key, value), = part.items()
+        ((key, value),) = part.items()
         if key == "say":
             pcm = speak(value)
             last = last_voiced_frame(pcm)
@@ -150,10 +150,23 @@ def run_item(engines, settings, item: AmdItem, speak, voice: str) -> dict:
         if detector.done:
             break
     kind = verdict.kind if verdict else "none"
-    r = {"id": item.id, "kind": item.kind, "voice": voice, "expect": item.expect, "verdict": kind,
-         "reason": verdict.reason if verdict else "", "heard": verdict.transcript if verdict else "", "logprob": verdict.logprob if verdict else None, "right": kind == item.expect,
-         "verdict_s": round(verdict.at, 3) if verdict else None, "asr_passes": passes, "human_latency": None,
-         "beep_to_message": None, "before_beep": False, "message": getattr(message, "how", None)}
+    r = {
+        "id": item.id,
+        "kind": item.kind,
+        "voice": voice,
+        "expect": item.expect,
+        "verdict": kind,
+        "reason": verdict.reason if verdict else "",
+        "heard": verdict.transcript if verdict else "",
+        "logprob": verdict.logprob if verdict else None,
+        "right": kind == item.expect,
+        "verdict_s": round(verdict.at, 3) if verdict else None,
+        "asr_passes": passes,
+        "human_latency": None,
+        "beep_to_message": None,
+        "before_beep": False,
+        "message": getattr(message, "how", None),
+    }
     if verdict is not None and kind in ("human", "unknown") and marks["speech_end"] is not None:
         r["human_latency"] = round(verdict.at + FRAME_S - marks["speech_end"], 3)
     if isinstance(message, SpeakMessage) and marks["beep_end"] is not None:
@@ -182,25 +195,41 @@ def bench_amd(settings, engines, voices: list[str], splits: list[str] | None = N
     for key in ("split", "voice", "kind"):
         for value in sorted({r[key] for r in runs}):
             groups[f"{key}={value}"] = [r for r in runs if r[key] == value]
-    return {"seconds": round(time.monotonic() - started, 1), "groups": {k: summarize(v) for k, v in groups.items()}, "runs": runs}
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "groups": {k: summarize(v) for k, v in groups.items()},
+        "runs": runs,
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
     """Accuracy and timing figures of some runs."""
     n = len(runs)
     right = sum(r["right"] for r in runs)
-    humans = [r["human_latency"] for r in runs if r["expect"] == "human" and r["verdict"] == "human" and r["human_latency"] is not None]
+    humans = [
+        r["human_latency"]
+        for r in runs
+        if r["expect"] == "human" and r["verdict"] == "human" and r["human_latency"] is not None
+    ]
     beeps = [r["beep_to_message"] for r in runs if r["beep_to_message"] is not None]
     verdicts = [r["verdict_s"] for r in runs if r["verdict_s"] is not None]
     machines = [r for r in runs if r["expect"] == "machine"]
     people = [r for r in runs if r["expect"] == "human"]
     return {
-        "answers": n, "right": right, "accuracy_pct": round(100 * right / n, 1) if n else 0.0,
-        "human_right": sum(r["right"] for r in people), "humans": len(people),
-        "machine_right": sum(r["right"] for r in machines), "machines": len(machines),
-        "verdict_p50": percentile(verdicts, 0.5), "verdict_p95": percentile(verdicts, 0.95),
-        "human_p50": percentile(humans, 0.5), "human_p95": percentile(humans, 0.95), "human_max": max(humans) if humans else None,
-        "beep_p50": percentile(beeps, 0.5), "beep_max": max(beeps) if beeps else None,
+        "answers": n,
+        "right": right,
+        "accuracy_pct": round(100 * right / n, 1) if n else 0.0,
+        "human_right": sum(r["right"] for r in people),
+        "humans": len(people),
+        "machine_right": sum(r["right"] for r in machines),
+        "machines": len(machines),
+        "verdict_p50": percentile(verdicts, 0.5),
+        "verdict_p95": percentile(verdicts, 0.95),
+        "human_p50": percentile(humans, 0.5),
+        "human_p95": percentile(humans, 0.95),
+        "human_max": max(humans) if humans else None,
+        "beep_p50": percentile(beeps, 0.5),
+        "beep_max": max(beeps) if beeps else None,
         "before_beep": sum(r["before_beep"] for r in runs),
     }
 
@@ -212,11 +241,17 @@ def _f(v) -> str:
 def print_amd(report: dict) -> None:
     """The report as a table, then the wrong verdicts."""
     print(f"amd: {report['groups']['overall']['answers']} answers in {report['seconds']} s")
-    print(f"{'group':24} {'answers':>7} {'right':>13} {'human':>7} {'machine':>8} {'verdict p50/p95':>16} {'human->agent p50/p95/max':>25} "
-          f"{'beep->msg p50/max':>18} {'early':>5}")
+    print(
+        f"{'group':24} {'answers':>7} {'right':>13} {'human':>7} {'machine':>8} {'verdict p50/p95':>16} {'human->agent p50/p95/max':>25} "
+        f"{'beep->msg p50/max':>18} {'early':>5}"
+    )
     for name, g in report["groups"].items():
-        print(f"{name:24} {g['answers']:>7} {g['right']:>5} ({g['accuracy_pct']:5.1f}%) {g['human_right']:>3}/{g['humans']:<3} "
-              f"{g['machine_right']:>3}/{g['machines']:<4} {_f(g['verdict_p50']):>7} / {_f(g['verdict_p95']):<6} "
-              f"{_f(g['human_p50']):>8} / {_f(g['human_p95'])} / {_f(g['human_max']):<5} {_f(g['beep_p50']):>8} / {_f(g['beep_max']):<7} {g['before_beep']:>5}")
+        print(
+            f"{name:24} {g['answers']:>7} {g['right']:>5} ({g['accuracy_pct']:5.1f}%) {g['human_right']:>3}/{g['humans']:<3} "
+            f"{g['machine_right']:>3}/{g['machines']:<4} {_f(g['verdict_p50']):>7} / {_f(g['verdict_p95']):<6} "
+            f"{_f(g['human_p50']):>8} / {_f(g['human_p95'])} / {_f(g['human_max']):<5} {_f(g['beep_p50']):>8} / {_f(g['beep_max']):<7} {g['before_beep']:>5}"
+        )
     for r in [r for r in report["runs"] if not r["right"]][:40]:
-        print(f"  wrong {r['split']:7} {r['id']:5} {r['voice']:12} expected {r['expect']:7} got {r['verdict']:7} ({r['reason']}): heard {r['heard']!r}")
+        print(
+            f"  wrong {r['split']:7} {r['id']:5} {r['voice']:12} expected {r['expect']:7} got {r['verdict']:7} ({r['reason']}): heard {r['heard']!r}"
+        )

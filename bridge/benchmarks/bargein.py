@@ -89,17 +89,27 @@ def _sox(*args: str) -> np.ndarray:
         raise RuntimeError("bench bargein needs sox (Debian package sox; scripts/setup.sh --test installs it)")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.raw"
-        subprocess.run([exe, "-n", "-r", "8000", "-b", "16", "-c", "1", "-e", "signed-integer", str(out), *args], check=True, capture_output=True)
+        subprocess.run(
+            [exe, "-n", "-r", "8000", "-b", "16", "-c", "1", "-e", "signed-integer", str(out), *args],
+            check=True,
+            capture_output=True,
+        )
         return np.frombuffer(out.read_bytes(), dtype=np.int16).copy()
 
 
 def cough(variant: str) -> np.ndarray:
     """A cough made by sox: band-limited noise bursts with a sharp attack (8 kHz PCM16)."""
     if variant == "cough2":
-        first = _sox("synth", "0.16", "brownnoise", "highpass", "300", "fade", "q", "0.004", "0.16", "0.12", "norm", "-4")
-        second = _sox("synth", "0.12", "brownnoise", "highpass", "300", "fade", "q", "0.004", "0.12", "0.09", "norm", "-8")
+        first = _sox(
+            "synth", "0.16", "brownnoise", "highpass", "300", "fade", "q", "0.004", "0.16", "0.12", "norm", "-4"
+        )
+        second = _sox(
+            "synth", "0.12", "brownnoise", "highpass", "300", "fade", "q", "0.004", "0.12", "0.09", "norm", "-8"
+        )
         return np.concatenate([first, np.zeros(800, np.int16), second])
-    burst = _sox("synth", "0.25", "pinknoise", "band", "-n", "900", "600", "fade", "q", "0.005", "0.25", "0.18", "norm", "-3")
+    burst = _sox(
+        "synth", "0.25", "pinknoise", "band", "-n", "900", "600", "fade", "q", "0.005", "0.25", "0.18", "norm", "-3"
+    )
     return burst
 
 
@@ -165,7 +175,9 @@ async def play_over_agent(engines, agent, caller: np.ndarray) -> dict:
                 break  # the agent said it all
             if conv.turns_started != turns:
                 break  # the caller's turn began (a real interruption)
-            if i >= len(frames) and ((not conv.barge_in_pending and not greeting.interrupted) or i >= len(frames) + WAIT_FRAMES):
+            if i >= len(frames) and (
+                (not conv.barge_in_pending and not greeting.interrupted) or i >= len(frames) + WAIT_FRAMES
+            ):
                 break  # the caller is done, and no barge-in is being judged or waits for its turn
         if conv.turns_started != turns:
             # The caller stays on the line (silence) until the turn's words are in the
@@ -203,7 +215,9 @@ def _stop_and_gap(sent: list[float], onset: float) -> tuple[float | None, float 
     return round(after[-1] - onset, 3), None
 
 
-async def bench_bargein(settings, engines, splits: list[str] | None = None, voices=VOICES, conditions=CONDITIONS) -> dict:
+async def bench_bargein(
+    settings, engines, splits: list[str] | None = None, voices=VOICES, conditions=CONDITIONS
+) -> dict:
     """Every item of the set in every voice and condition; see the module docstring."""
     from ..evaluation.voices import voice as make_voice
 
@@ -220,9 +234,26 @@ async def bench_bargein(settings, engines, splits: list[str] | None = None, voic
                 caller = render(text, speakers[v], condition, seed)
                 run = await play_over_agent(engines, settings.agent, caller)
                 stop, gap = _stop_and_gap(run["sent"], run["onset"])
-                results.append(ItemResult(split, kind, text, "sox" if text.startswith("cough") else v, condition[0], run["outcome"], run["heard"], stop, gap if run["outcome"] == "resumed" else None))
-    return {"items": [asdict(r) for r in results], "summary": summarize(results), "seconds": round(time.monotonic() - started, 1),
-            "barge_in_min_speech_ms": settings.agent.barge_in_min_speech_ms, "barge_in_confirm_ms": settings.agent.barge_in_confirm_ms}
+                results.append(
+                    ItemResult(
+                        split,
+                        kind,
+                        text,
+                        "sox" if text.startswith("cough") else v,
+                        condition[0],
+                        run["outcome"],
+                        run["heard"],
+                        stop,
+                        gap if run["outcome"] == "resumed" else None,
+                    )
+                )
+    return {
+        "items": [asdict(r) for r in results],
+        "summary": summarize(results),
+        "seconds": round(time.monotonic() - started, 1),
+        "barge_in_min_speech_ms": settings.agent.barge_in_min_speech_ms,
+        "barge_in_confirm_ms": settings.agent.barge_in_confirm_ms,
+    }
 
 
 def summarize(results: list[ItemResult]) -> dict:
@@ -238,7 +269,9 @@ def summarize(results: list[ItemResult]) -> dict:
         out[split] = {
             "interruptions": len(true),
             "interrupted": sum(r.outcome == "interrupted" for r in true),
-            "stop_p50_s": percentile(stops, 0.5), "stop_p95_s": percentile(stops, 0.95), "stop_max_s": max(stops) if stops else float("nan"),
+            "stop_p50_s": percentile(stops, 0.5),
+            "stop_p95_s": percentile(stops, 0.95),
+            "stop_max_s": max(stops) if stops else float("nan"),
             "backchannels": len(back),
             "false_interruptions": sum(r.outcome == "interrupted" for r in back),
             "resumed": sum(r.outcome == "resumed" for r in back),
@@ -249,13 +282,21 @@ def summarize(results: list[ItemResult]) -> dict:
 
 
 def print_bargein(report: dict) -> None:
-    print(f"bargein: {len(report['items'])} items in {report['seconds']} s "
-          f"(pause at {report['barge_in_min_speech_ms']} ms of speech, final at {report['barge_in_confirm_ms']} ms or words)")
-    print(f"{'part':<8} {'true':>5} {'stopped':>8} {'stop p50':>9} {'p95':>6} {'max':>6} {'back':>5} {'false':>6} {'rate':>6} {'resumed':>8} {'untouched':>9} {'gap p50':>8}")
+    print(
+        f"bargein: {len(report['items'])} items in {report['seconds']} s "
+        f"(pause at {report['barge_in_min_speech_ms']} ms of speech, final at {report['barge_in_confirm_ms']} ms or words)"
+    )
+    print(
+        f"{'part':<8} {'true':>5} {'stopped':>8} {'stop p50':>9} {'p95':>6} {'max':>6} {'back':>5} {'false':>6} {'rate':>6} {'resumed':>8} {'untouched':>9} {'gap p50':>8}"
+    )
     for split, s in report["summary"].items():
         rate = s["false_interruptions"] / s["backchannels"] if s["backchannels"] else float("nan")
-        print(f"{split:<8} {s['interruptions']:>5} {s['interrupted']:>8} {s['stop_p50_s']:>9.3f} {s['stop_p95_s']:>6.3f} {s['stop_max_s']:>6.3f} "
-              f"{s['backchannels']:>5} {s['false_interruptions']:>6} {rate:>6.1%} {s['resumed']:>8} {s['untouched']:>9} {s['resume_gap_p50_s']:>8.3f}")
+        print(
+            f"{split:<8} {s['interruptions']:>5} {s['interrupted']:>8} {s['stop_p50_s']:>9.3f} {s['stop_p95_s']:>6.3f} {s['stop_max_s']:>6.3f} "
+            f"{s['backchannels']:>5} {s['false_interruptions']:>6} {rate:>6.1%} {s['resumed']:>8} {s['untouched']:>9} {s['resume_gap_p50_s']:>8.3f}"
+        )
     wrong = [r for r in report["items"] if (r["kind"] == "interruption") != (r["outcome"] == "interrupted")]
     for r in wrong:
-        print(f"  {r['split']}/{r['kind']} {r['text']!r} {r['voice']} {r['condition']}: {r['outcome']} (heard {r['heard']!r})")
+        print(
+            f"  {r['split']}/{r['kind']} {r['text']!r} {r['voice']} {r['condition']}: {r['outcome']} (heard {r['heard']!r})"
+        )

@@ -42,19 +42,31 @@ async def bench_calls(uri: str, concurrency: int, turns: int, local_host: str = 
     with tempfile.TemporaryDirectory() as tmp:
         wavs = _question_wavs(Path(tmp), turns)
         started = time.perf_counter()
-        reports = await asyncio.gather(*[place_call(uri, wavs, None, local_host=local_host) for _ in range(concurrency)], return_exceptions=True)
+        reports = await asyncio.gather(
+            *[place_call(uri, wavs, None, local_host=local_host) for _ in range(concurrency)], return_exceptions=True
+        )
         elapsed = time.perf_counter() - started
     latencies = [x for r in reports if not isinstance(r, BaseException) for x in r.latencies]
     failed = sum(1 for r in reports if isinstance(r, BaseException) or not r.answered)
     return {
-        "uri": uri, "concurrency": concurrency, "turns": turns, "calls_failed": failed, "turns_measured": len(latencies),
-        "p50": _pct(latencies, 0.5), "p95": _pct(latencies, 0.95), "p99": _pct(latencies, 0.99), "mean": statistics.mean(latencies) if latencies else float("nan"),
-        "seconds": round(elapsed, 1), "latencies": latencies,
+        "uri": uri,
+        "concurrency": concurrency,
+        "turns": turns,
+        "calls_failed": failed,
+        "turns_measured": len(latencies),
+        "p50": _pct(latencies, 0.5),
+        "p95": _pct(latencies, 0.95),
+        "p99": _pct(latencies, 0.99),
+        "mean": statistics.mean(latencies) if latencies else float("nan"),
+        "seconds": round(elapsed, 1),
+        "latencies": latencies,
     }
 
 
 def print_calls(r: dict) -> None:
-    print(f"calls: {r['concurrency']} concurrent x {r['turns']} turns against {r['uri']} ({r['seconds']} s, {r['calls_failed']} failed)")
+    print(
+        f"calls: {r['concurrency']} concurrent x {r['turns']} turns against {r['uri']} ({r['seconds']} s, {r['calls_failed']} failed)"
+    )
     print("end of caller speech -> first agent audio (caller's side), seconds")
     print(f"{'turns':>6} {'p50':>7} {'p95':>7} {'p99':>7} {'mean':>7}")
     print(f"{r['turns_measured']:>6} {r['p50']:>7.3f} {r['p95']:>7.3f} {r['p99']:>7.3f} {r['mean']:>7.3f}")

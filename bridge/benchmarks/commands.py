@@ -12,20 +12,46 @@ from ..runtime import run, setup_logging
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``bench`` sub-command on the ``bridge`` parser."""
-    bench = sub.add_parser("bench", help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval), 'bargein' (true and false interruptions, config/bargein), 'turns' (answers at the right moment, config/eval/turns), 'amd' (person or machine, config/eval/amd)")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks: 'models' (ASR/LLM/TTS speed), 'calls' (latency of real SIP calls), 'answers' (conversation quality on config/eval), 'bargein' (true and false interruptions, config/bargein), 'turns' (answers at the right moment, config/eval/turns), 'amd' (person or machine, config/eval/amd)",
+    )
     bench.add_argument("what", choices=["models", "calls", "answers", "bargein", "turns", "amd"])
     bench.add_argument("--config", help="YAML merged over config/default.yaml (models, answers)")
-    bench.add_argument("--voices", metavar="V,V", help="answers: caller voices, from piper, piper-fast, espeak, espeak-fast, text (default: the first four)")
-    bench.add_argument("--eval", action="append", metavar="YAML", help="answers: evaluation file (repeat; default config/eval/*.yaml)")
-    bench.add_argument("--split", choices=["tune", "heldout"], help="answers, bargein, turns, amd: only this part of the evaluation set")
-    bench.add_argument("--late-after", type=float, default=1.0, metavar="S", help="turns: a reply later than this after the caller's speech is late")
+    bench.add_argument(
+        "--voices",
+        metavar="V,V",
+        help="answers: caller voices, from piper, piper-fast, espeak, espeak-fast, text (default: the first four)",
+    )
+    bench.add_argument(
+        "--eval", action="append", metavar="YAML", help="answers: evaluation file (repeat; default config/eval/*.yaml)"
+    )
+    bench.add_argument(
+        "--split",
+        choices=["tune", "heldout"],
+        help="answers, bargein, turns, amd: only this part of the evaluation set",
+    )
+    bench.add_argument(
+        "--late-after",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="turns: a reply later than this after the caller's speech is late",
+    )
     bench.add_argument("--log-level", help="answers: log level (INFO shows every turn)")
     bench.add_argument("--runs", type=int, default=5, help="models: utterances per stage (at most 6)")
     bench.add_argument("--uri", default="sip:agent@127.0.0.1:5060", help="server to call (calls)")
     bench.add_argument("--concurrency", type=int, default=1, help="simultaneous calls (calls)")
     bench.add_argument("--turns", type=int, default=5, help="caller turns per call (calls)")
-    bench.add_argument("--preset", action="append", metavar="NAME", help="models, answers: a preset from config/presets/ (models: repeat to compare; default: the configured models)")
-    bench.add_argument("--chart", metavar="PNG", help="models: also draw the voice-to-voice budget per preset (matplotlib)")
+    bench.add_argument(
+        "--preset",
+        action="append",
+        metavar="NAME",
+        help="models, answers: a preset from config/presets/ (models: repeat to compare; default: the configured models)",
+    )
+    bench.add_argument(
+        "--chart", metavar="PNG", help="models: also draw the voice-to-voice budget per preset (matplotlib)"
+    )
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     bench.set_defaults(func=_bench)
     return bench
@@ -71,7 +97,19 @@ def _bench_models(args: argparse.Namespace) -> int:
     else:
         for preset in presets:
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
-                command = [sys.executable, "-m", "bridge", "bench", "models", "--preset", preset, "--runs", str(args.runs), "--json", out.name]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "bridge",
+                    "bench",
+                    "models",
+                    "--preset",
+                    preset,
+                    "--runs",
+                    str(args.runs),
+                    "--json",
+                    out.name,
+                ]
                 if args.config:
                     command += ["--config", args.config]
                 done = subprocess.run(command, capture_output=True, text=True)
@@ -167,7 +205,10 @@ def _bench_answers(args: argparse.Namespace) -> int:
     splits = [args.split] if args.split else None
     report = run(bench_answers(settings, engines, voices, args.eval, splits))
     m = report["models"]
-    print_report(report, f"answers: {report['overall']['turns']} turns ({', '.join(voices)}) in {report['seconds']} s; "
-                         f"ASR {m['asr']} (beam {m['asr_beam_size']}), LLM {m['llm']}, on {m['device']}")
+    print_report(
+        report,
+        f"answers: {report['overall']['turns']} turns ({', '.join(voices)}) in {report['seconds']} s; "
+        f"ASR {m['asr']} (beam {m['asr_beam_size']}), LLM {m['llm']}, on {m['device']}",
+    )
     write_json(args.json, report)
     return 0

@@ -40,7 +40,12 @@ REPLIES = [
 ]
 
 STAGES = ("endpoint", "asr", "llm", "tts")
-STAGE_NAMES = {"endpoint": "endpointing silence", "asr": "ASR final pass", "llm": "LLM first sentence", "tts": "TTS first audio"}
+STAGE_NAMES = {
+    "endpoint": "endpointing silence",
+    "asr": "ASR final pass",
+    "llm": "LLM first sentence",
+    "tts": "TTS first audio",
+}
 
 
 def _llm_turn(llm, agent, text: str) -> tuple[float, float, int, float, str]:
@@ -52,8 +57,15 @@ def _llm_turn(llm, agent, text: str) -> tuple[float, float, int, float, str]:
     if agent.llm_mode == "chat":
         pieces = llm.stream_chat(build_chat_messages(agent, transcript), agent.max_tokens, agent.temperature, Event())
     else:
-        pieces = llm.stream(build_completion_prompt(agent, transcript), stop_sequences(agent), agent.max_tokens, agent.temperature, Event(),
-                            repeat_penalty=agent.repeat_penalty, presence_penalty=agent.presence_penalty)
+        pieces = llm.stream(
+            build_completion_prompt(agent, transcript),
+            stop_sequences(agent),
+            agent.max_tokens,
+            agent.temperature,
+            Event(),
+            repeat_penalty=agent.repeat_penalty,
+            presence_penalty=agent.presence_penalty,
+        )
     started = time.perf_counter()
     first = sentence = None
     tokens, reply = 0, ""
@@ -68,7 +80,13 @@ def _llm_turn(llm, agent, text: str) -> tuple[float, float, int, float, str]:
         if sentence is None and first_sentence(reply + " ") is not None:
             sentence = now
     total = time.perf_counter() - started
-    return (first if first is not None else total), (sentence if sentence is not None else total), tokens, total, reply.strip()
+    return (
+        (first if first is not None else total),
+        (sentence if sentence is not None else total),
+        tokens,
+        total,
+        reply.strip(),
+    )
 
 
 def bench_stages(settings, runs: int = 5, label: str = "configured") -> dict:
@@ -88,7 +106,9 @@ def bench_stages(settings, runs: int = 5, label: str = "configured") -> dict:
     engines = load_warm_engines(settings)
     load_s = time.perf_counter() - started
     loaded_mb = rss_mb() - before
-    speak = voice("piper", PiperTts(*embedded_voice_paths()), deterministic=True)  # the caller: the same for every preset
+    speak = voice(
+        "piper", PiperTts(*embedded_voice_paths()), deterministic=True
+    )  # the caller: the same for every preset
     utterances = [(text, speak(text)) for text in QUESTIONS[:runs]]
 
     asr = engines.asr
@@ -133,12 +153,29 @@ def bench_stages(settings, runs: int = 5, label: str = "configured") -> dict:
         "device": engines.device,
         "runs": runs,
         "load_seconds": round(load_s, 2),
-        "models": {"asr": m.asr, "llm": m.openai_base_url if m.llm_backend == "openai" else m.llm, "tts": m.tts, "llm_mode": agent.llm_mode},
-        "asr": {"pass_p50": budget["asr"], "pass_mean": statistics.mean(asr_s), "wer_mean": statistics.mean(wers), "samples": heard},
-        "llm": {"first_token_p50": percentile(ttft, 0.5), "first_sentence_p50": budget["llm"],
-                "tokens_per_s_mean": statistics.mean(tps) if tps else float("nan"), "samples": replies},
+        "models": {
+            "asr": m.asr,
+            "llm": m.openai_base_url if m.llm_backend == "openai" else m.llm,
+            "tts": m.tts,
+            "llm_mode": agent.llm_mode,
+        },
+        "asr": {
+            "pass_p50": budget["asr"],
+            "pass_mean": statistics.mean(asr_s),
+            "wer_mean": statistics.mean(wers),
+            "samples": heard,
+        },
+        "llm": {
+            "first_token_p50": percentile(ttft, 0.5),
+            "first_sentence_p50": budget["llm"],
+            "tokens_per_s_mean": statistics.mean(tps) if tps else float("nan"),
+            "samples": replies,
+        },
         "tts": {"first_audio_p50": budget["tts"], "rtf_mean": statistics.mean(tts_rtf)},
-        "memory": {"models_mb": round(loaded_mb, 1), "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+        "memory": {
+            "models_mb": round(loaded_mb, 1),
+            "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        },
         "budget": budget,
     }
 
@@ -172,6 +209,8 @@ def print_stages(results: list[dict]) -> None:
         if "error" in r:
             print(f"{r['label']}: not run: {r['error']}")
             continue
-        print(f"{r['label']}: ASR {r['models']['asr']}, LLM {r['models']['llm']} ({r['models']['llm_mode']}), TTS {r['models']['tts']}; {r['runs']} runs")
+        print(
+            f"{r['label']}: ASR {r['models']['asr']}, LLM {r['models']['llm']} ({r['models']['llm_mode']}), TTS {r['models']['tts']}; {r['runs']} runs"
+        )
         for sample in r["asr"]["samples"]:
             print(f"  ASR said {sample['said']!r} heard {sample['heard']!r}")

@@ -69,7 +69,11 @@ def load_turn_sets(paths: list[str | Path] | None = None) -> list[TurnSet]:
     from ..evaluation.evalset import load_yaml_sets
 
     def check(item: TurnItem) -> str | None:
-        return "a paused turn needs pause_s and then" if item.kind == "paused" and (not item.then or item.pause_s <= 0) else None
+        return (
+            "a paused turn needs pause_s and then"
+            if item.kind == "paused" and (not item.then or item.pause_s <= 0)
+            else None
+        )
 
     return load_yaml_sets(paths or default_paths(), TurnSet, check=check)
 
@@ -106,7 +110,12 @@ async def run_item(engines, agent, item: TurnItem, speak, voice: str) -> dict:
 
     pcm, onset, speech_end = render(item, speak)
     clock = JumpClock()
-    conv = Conversation(engines, agent.model_copy(update={"greeting": "", "reprompt_after_s": 0, "max_call_seconds": 0}), RecordingLeg(f"turns-{item.id}"), clock=clock)
+    conv = Conversation(
+        engines,
+        agent.model_copy(update={"greeting": "", "reprompt_after_s": 0, "max_call_seconds": 0}),
+        RecordingLeg(f"turns-{item.id}"),
+        clock=clock,
+    )
     conv.start()
     silence = np.zeros(FRAME_SAMPLES, np.int16)
     frames = [pcm[i : i + FRAME_SAMPLES] for i in range(0, len(pcm) - FRAME_SAMPLES + 1, FRAME_SAMPLES)]
@@ -132,17 +141,31 @@ async def run_item(engines, agent, item: TurnItem, speak, voice: str) -> dict:
         await conv.close()
     turns = conv.turn_log
     replies = [t["agent"] for t in turns]
-    premature = (onset is not None and ((first_frame is not None and first_frame < onset) or started_before_onset > 0)) or conv.turns_started > 1
+    premature = (
+        onset is not None and ((first_frame is not None and first_frame < onset) or started_before_onset > 0)
+    ) or conv.turns_started > 1
     latency = None if first_frame is None else round(first_frame - speech_end, 3)
     return {
-        "id": item.id, "kind": item.kind, "voice": voice, "premature": bool(premature), "missed": first_frame is None,
-        "latency": latency, "heard": [t["caller"] for t in turns], "replies": replies, "rules": [t["endpoint_rule"] + (f" ({t['endpoint_reason']})" if t.get("endpoint_reason") else "") for t in turns],
+        "id": item.id,
+        "kind": item.kind,
+        "voice": voice,
+        "premature": bool(premature),
+        "missed": first_frame is None,
+        "latency": latency,
+        "heard": [t["caller"] for t in turns],
+        "replies": replies,
+        "rules": [
+            t["endpoint_rule"] + (f" ({t['endpoint_reason']})" if t.get("endpoint_reason") else "") for t in turns
+        ],
         "scores": [t.get("end_scores", {}) for t in turns],
-        "fallback": any(r.strip() == agent.fallback.strip() for r in replies if agent.fallback), "server": conv.latencies[0] if conv.latencies else {},
+        "fallback": any(r.strip() == agent.fallback.strip() for r in replies if agent.fallback),
+        "server": conv.latencies[0] if conv.latencies else {},
     }
 
 
-async def bench_turns(settings, engines, voices: list[str], splits: list[str] | None = None, late_after: float = 1.0, paths=None) -> dict:
+async def bench_turns(
+    settings, engines, voices: list[str], splits: list[str] | None = None, late_after: float = 1.0, paths=None
+) -> dict:
     """Every item of the turn sets (``splits``: only those) with every voice; the report."""
     from ..evaluation.voices import voice as make_voice
 
@@ -162,7 +185,12 @@ async def bench_turns(settings, engines, voices: list[str], splits: list[str] | 
     for key in ("split", "voice", "kind"):
         for value in sorted({r[key] for r in runs}):
             groups[f"{key}={value}"] = [r for r in runs if r[key] == value]
-    return {"late_after": late_after, "seconds": round(time.monotonic() - started, 1), "groups": {k: summarize(v) for k, v in groups.items()}, "runs": runs}
+    return {
+        "late_after": late_after,
+        "seconds": round(time.monotonic() - started, 1),
+        "groups": {k: summarize(v) for k, v in groups.items()},
+        "runs": runs,
+    }
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -170,17 +198,30 @@ def summarize(runs: list[dict]) -> dict:
     lat = [r["latency"] for r in runs if r["latency"] is not None and not r["premature"]]
     n = len(runs)
     return {
-        "turns": n, "premature": sum(r["premature"] for r in runs), "late": sum(r["late"] for r in runs), "missed": sum(r["missed"] for r in runs),
-        "fallback": sum(r["fallback"] for r in runs), "p50": percentile(lat, 0.5), "p95": percentile(lat, 0.95),
+        "turns": n,
+        "premature": sum(r["premature"] for r in runs),
+        "late": sum(r["late"] for r in runs),
+        "missed": sum(r["missed"] for r in runs),
+        "fallback": sum(r["fallback"] for r in runs),
+        "p50": percentile(lat, 0.5),
+        "p95": percentile(lat, 0.95),
         "premature_pct": round(100 * sum(r["premature"] for r in runs) / n, 1) if n else 0.0,
     }
 
 
 def print_turns(report: dict) -> None:
-    print(f"turns: {report['groups']['overall']['turns']} in {report['seconds']} s; late = first agent audio over {report['late_after']} s after the caller's speech")
-    print(f"{'group':22} {'turns':>5} {'premature':>10} {'late':>5} {'missed':>6} {'fallback':>8} {'v2v p50':>8} {'p95':>6}")
+    print(
+        f"turns: {report['groups']['overall']['turns']} in {report['seconds']} s; late = first agent audio over {report['late_after']} s after the caller's speech"
+    )
+    print(
+        f"{'group':22} {'turns':>5} {'premature':>10} {'late':>5} {'missed':>6} {'fallback':>8} {'v2v p50':>8} {'p95':>6}"
+    )
     for name, g in report["groups"].items():
-        print(f"{name:22} {g['turns']:>5} {g['premature']:>4} ({g['premature_pct']:4.1f}%) {g['late']:>5} {g['missed']:>6} {g['fallback']:>8} {g['p50']:>8.3f} {g['p95']:>6.3f}")
+        print(
+            f"{name:22} {g['turns']:>5} {g['premature']:>4} ({g['premature_pct']:4.1f}%) {g['late']:>5} {g['missed']:>6} {g['fallback']:>8} {g['p50']:>8.3f} {g['p95']:>6.3f}"
+        )
     bad = [r for r in report["runs"] if r["premature"] or r["missed"]]
     for r in bad[:20]:
-        print(f"  {'premature' if r['premature'] else 'missed':9} {r['id']} {r['voice']}: heard {r['heard']} rules {r['rules']}")
+        print(
+            f"  {'premature' if r['premature'] else 'missed':9} {r['id']} {r['voice']}: heard {r['heard']} rules {r['rules']}"
+        )

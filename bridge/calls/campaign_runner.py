@@ -32,8 +32,14 @@ class CampaignRunner:
     #: Seconds between looks at the queue when nothing can be dialed.
     TICK_S = 0.05
 
-    def __init__(self, server, store: CampaignStore, settings: CampaignSettings, dnc: set[str] | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        server,
+        store: CampaignStore,
+        settings: CampaignSettings,
+        dnc: set[str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.server = server
         self.store = store
         self.settings = settings
@@ -49,7 +55,11 @@ class CampaignRunner:
     def stop(self) -> None:
         """No new dials; :meth:`run` returns once the calls in progress ended."""
         if not self.stopping:
-            log.info("campaign %s: stopping: no new dials, %d call(s) in progress finish", self.store.name, len(self.in_flight))
+            log.info(
+                "campaign %s: stopping: no new dials, %d call(s) in progress finish",
+                self.store.name,
+                len(self.in_flight),
+            )
         self.stopping = True
 
     def _paced(self, cps: float) -> bool:
@@ -93,37 +103,64 @@ class CampaignRunner:
             if not window_open(zones, now, self.settings):
                 at = next_window(zones, now, self.settings)
                 await asyncio.to_thread(self.store.later, callee.id, at, "outside the calling window", now)
-                log.info("campaign %s: %s is outside its calling window until %s", self.store.name, callee.number, at.isoformat())
+                log.info(
+                    "campaign %s: %s is outside its calling window until %s",
+                    self.store.name,
+                    callee.number,
+                    at.isoformat(),
+                )
                 continue
             await self._dial(callee, now)
             return True
         return False
 
     async def _dial(self, callee: CampaignCallee, now: datetime) -> None:
-        attempt = await asyncio.to_thread(self.store.mark_dialing, callee.id, now)  # committed before the INVITE goes out
+        attempt = await asyncio.to_thread(
+            self.store.mark_dialing, callee.id, now
+        )  # committed before the INVITE goes out
         self.in_flight[callee.id] = callee.number
         self._last_dial = now
         self.dials += 1
-        options = DialOptions(amd=self.settings.amd, variables=dict(callee.variables or {}), campaign=self.store.name,
-                              on_outcome=lambda outcome, status, c=callee, a=attempt: self._outcome(c, a, outcome, status),
-                              ring_timeout_s=self.settings.ring_timeout_s)
+        options = DialOptions(
+            amd=self.settings.amd,
+            variables=dict(callee.variables or {}),
+            campaign=self.store.name,
+            on_outcome=lambda outcome, status, c=callee, a=attempt: self._outcome(c, a, outcome, status),
+            ring_timeout_s=self.settings.ring_timeout_s,
+        )
         try:
             call_id = await self.server.dial(callee.number, options=options)
         except (ValueError, OSError) as exc:
             log.warning("campaign %s: cannot dial %s: %s", self.store.name, callee.number, exc)
             self._outcome(callee, attempt, "failed", None, str(exc))
             return
-        log.info("campaign %s: dialing %s (row %d, attempt %d): call %s", self.store.name, callee.number, callee.row, attempt, call_id)
+        log.info(
+            "campaign %s: dialing %s (row %d, attempt %d): call %s",
+            self.store.name,
+            callee.number,
+            callee.row,
+            attempt,
+            call_id,
+        )
         self._write(self.store.sent, callee.id, call_id)
 
-    def _outcome(self, callee: CampaignCallee, attempt: int, outcome: str, status: int | None, detail: str = "") -> None:
+    def _outcome(
+        self, callee: CampaignCallee, attempt: int, outcome: str, status: int | None, detail: str = ""
+    ) -> None:
         """A call of the campaign ended (from the SIP side, on the loop)."""
         now = self.clock()
         result = f"{outcome} {status}" if status else (detail or outcome)
         if outcome in RETRY_OUTCOMES and attempt < self.settings.max_attempts:
             at = now + timedelta(seconds=self.settings.retry_delay_s * self.settings.retry_backoff ** (attempt - 1))
-            log.info("campaign %s: %s: %s (attempt %d of %d); again at %s", self.store.name, callee.number, result, attempt,
-                     self.settings.max_attempts, at.isoformat())
+            log.info(
+                "campaign %s: %s: %s (attempt %d of %d); again at %s",
+                self.store.name,
+                callee.number,
+                result,
+                attempt,
+                self.settings.max_attempts,
+                at.isoformat(),
+            )
             self._write(self.store.later, callee.id, at, result, now)
         else:
             log.info("campaign %s: %s: %s after %d attempt(s)", self.store.name, callee.number, outcome, attempt)

@@ -59,20 +59,50 @@ def agent_for_dial(settings, engines, leg, metrics, profile):
     agent = build_agent(settings, engines, leg, metrics, profile)
     detect = options.amd and isinstance(agent, Conversation)
     if options.amd and not detect:
-        log.warning("call %s: answering-machine detection needs the llm agent's models; the %s agent starts at once", leg.call_id, profile.agent.kind)
-    return AnsweringGate(agent, profile.engines or engines, out, leg, fill(out.voicemail_message, options.variables), metrics,
-                         options.on_outcome, detect=detect)
+        log.warning(
+            "call %s: answering-machine detection needs the llm agent's models; the %s agent starts at once",
+            leg.call_id,
+            profile.agent.kind,
+        )
+    return AnsweringGate(
+        agent,
+        profile.engines or engines,
+        out,
+        leg,
+        fill(out.voicemail_message, options.variables),
+        metrics,
+        options.on_outcome,
+        detect=detect,
+    )
 
 
-def report_unanswered(records, metrics, caller_id: str, called: str | None, transport: str, options: DialOptions | None,
-                      call_id: str, reason: str, status: int | None) -> str:
+def report_unanswered(
+    records,
+    metrics,
+    caller_id: str,
+    called: str | None,
+    transport: str,
+    options: DialOptions | None,
+    call_id: str,
+    reason: str,
+    status: int | None,
+) -> str:
     """A dial ended before an answer: its outcome (:func:`failure_outcome`) counted, written
     as a call record (``records``: :class:`bridge.records.calls.CallRecords`), and handed
     to the dial's ``on_outcome``. Returns the outcome."""
     outcome = failure_outcome(reason, status)
     metrics.outbound_outcomes.labels(outcome).inc()
-    records.started(call_id, "sip", caller=caller_id, called=called, transport=transport, outcome=outcome,
-                    end_reason=f"{reason} {status or ''}".strip()[:64], ended_at=utcnow(), campaign=options.campaign if options else None)
+    records.started(
+        call_id,
+        "sip",
+        caller=caller_id,
+        called=called,
+        transport=transport,
+        outcome=outcome,
+        end_reason=f"{reason} {status or ''}".strip()[:64],
+        ended_at=utcnow(),
+        campaign=options.campaign if options else None,
+    )
     if options is not None and options.on_outcome is not None:
         options.on_outcome(outcome, status)
     return outcome

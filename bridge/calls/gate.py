@@ -33,6 +33,7 @@ from ..outbound.amd import AnsweringMachineDetector, GiveUp, SpeakMessage, Trans
 
 log = logging.getLogger("bridge.outbound")
 
+
 def outcome_of(verdict: Verdict | None, message_how: str | None, message_played: bool, caller_turns: int) -> str:
     """The outcome of an answered call: ``voicemail_left`` (the message was played to the
     end after a beep), ``machine_no_beep`` (a machine, and no beep was heard, or the
@@ -61,8 +62,17 @@ class AnsweringGate:
             reports the outcome).
     """
 
-    def __init__(self, conversation, engines, outbound: OutboundSettings, leg, message: str, metrics=None,
-                 on_outcome: Callable[[str, int | None], None] | None = None, detect: bool = True) -> None:
+    def __init__(
+        self,
+        conversation,
+        engines,
+        outbound: OutboundSettings,
+        leg,
+        message: str,
+        metrics=None,
+        on_outcome: Callable[[str, int | None], None] | None = None,
+        detect: bool = True,
+    ) -> None:
         self.conversation = conversation
         self.engines = engines
         self.settings = outbound.amd
@@ -194,8 +204,17 @@ class AnsweringGate:
 
     def _on_verdict(self, verdict: Verdict) -> None:
         self.verdict = verdict
-        log.info("call %s: answered by %s (%s) after %.2f s: %r", self.leg.call_id, verdict.kind, verdict.reason, verdict.at, verdict.transcript)
-        self.leg.host.records.update(self.leg.call_id, amd_verdict=verdict.kind, amd_reason=verdict.reason[:64], amd_seconds=round(verdict.at, 3))
+        log.info(
+            "call %s: answered by %s (%s) after %.2f s: %r",
+            self.leg.call_id,
+            verdict.kind,
+            verdict.reason,
+            verdict.at,
+            verdict.transcript,
+        )
+        self.leg.host.records.update(
+            self.leg.call_id, amd_verdict=verdict.kind, amd_reason=verdict.reason[:64], amd_seconds=round(verdict.at, 3)
+        )
         if self.metrics is not None:
             self.metrics.amd_verdicts.labels(verdict.kind, verdict.reason.split(":")[0]).inc()
             self.metrics.amd_seconds.observe(verdict.at)
@@ -214,9 +233,19 @@ class AnsweringGate:
         self.message_how = action.how
         self.spoke_at = action.at
         if action.beep is not None:
-            log.info("call %s: beep %d Hz, %d ms, ended at %.2f s: leaving the message", self.leg.call_id, action.beep.hz, action.beep.ms, action.beep.end)
+            log.info(
+                "call %s: beep %d Hz, %d ms, ended at %.2f s: leaving the message",
+                self.leg.call_id,
+                action.beep.hz,
+                action.beep.ms,
+                action.beep.end,
+            )
         else:
-            log.info("call %s: no beep; %.1f s of silence after the greeting: leaving the message", self.leg.call_id, self.settings.no_beep_silence_s)
+            log.info(
+                "call %s: no beep; %.1f s of silence after the greeting: leaving the message",
+                self.leg.call_id,
+                self.settings.no_beep_silence_s,
+            )
         if self.metrics is not None:
             self.metrics.voicemail_messages.labels(action.how).inc()
 

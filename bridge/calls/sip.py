@@ -34,6 +34,7 @@ from .registry import CallRegistry
 
 log = logging.getLogger("bridge.calls")
 
+
 class Listener:
     """One SIP transport: its sans-IO core and the asyncio transport driving it.
 
@@ -69,8 +70,17 @@ class SipCallLeg:
 
     kind = "sip"
 
-    def __init__(self, host: CallHost, ports: PortAllocator, metrics: Metrics, call_id: str, listener: Listener, media_host: str,
-                 caller: str = "", meta: dict | None = None) -> None:
+    def __init__(
+        self,
+        host: CallHost,
+        ports: PortAllocator,
+        metrics: Metrics,
+        call_id: str,
+        listener: Listener,
+        media_host: str,
+        caller: str = "",
+        meta: dict | None = None,
+    ) -> None:
         self.host = host
         self.ports = ports
         self.metrics = metrics
@@ -134,7 +144,14 @@ class SipCallLeg:
     def answer_sdp(self, params: sdp.MediaParams) -> bytes:
         """Our SDP answer for ``params``, bumping the o= version each time (RFC 3264 section 8)."""
         self.sdp_version += 1
-        return sdp.build_answer(params, self.media_host, self.stream.local_port, self.session_id, self.local_crypto, self.session_id + self.sdp_version)
+        return sdp.build_answer(
+            params,
+            self.media_host,
+            self.stream.local_port,
+            self.session_id,
+            self.local_crypto,
+            self.session_id + self.sdp_version,
+        )
 
     async def close_media(self) -> None:
         """Close the RTP stream, give its port back, count what it dropped."""
@@ -143,8 +160,14 @@ class SipCallLeg:
             return
         await stream.close()
         self.ports.release(stream.local_port)
-        log.info("call %s: rtp port %s closed: %d packets received, %d sent (%d with agent audio)", self.call_id, stream.local_port,
-                 stream.receiver.valid_packets, stream.sent_packets, stream.sent_audio)
+        log.info(
+            "call %s: rtp port %s closed: %d packets received, %d sent (%d with agent audio)",
+            self.call_id,
+            stream.local_port,
+            stream.receiver.valid_packets,
+            stream.sent_packets,
+            stream.sent_audio,
+        )
         for name, count in stream.receiver.counters.items():
             if name not in ("audio", "dtmf", "stun_answered", "unsendable") and count:
                 self.metrics.rtp_dropped.labels(name).inc(count)
@@ -189,8 +212,18 @@ class SipCalls:
         ports: the RTP port pool; ``rtp_bind_host``: the address RTP sockets bind.
     """
 
-    def __init__(self, host: CallHost, settings: Settings, engines, metrics: Metrics, registry: CallRegistry, router: Router,
-                 policy: AdmissionPolicy, ports: PortAllocator, rtp_bind_host: str) -> None:
+    def __init__(
+        self,
+        host: CallHost,
+        settings: Settings,
+        engines,
+        metrics: Metrics,
+        registry: CallRegistry,
+        router: Router,
+        policy: AdmissionPolicy,
+        ports: PortAllocator,
+        rtp_bind_host: str,
+    ) -> None:
         self.host = host
         self.settings = settings
         self.engines = engines
@@ -234,13 +267,24 @@ class SipCalls:
             if pending is not None:
                 self._release_socket(pending[1])
                 leg = pending[0]
-                report_unanswered(self.host.records, self.metrics, self.settings.outbound.caller_id, number_of(leg.meta.get("to")),
-                                  leg.listener.name, leg.dial, event.call_id, event.reason, event.status)
+                report_unanswered(
+                    self.host.records,
+                    self.metrics,
+                    self.settings.outbound.caller_id,
+                    number_of(leg.meta.get("to")),
+                    leg.listener.name,
+                    leg.dial,
+                    event.call_id,
+                    event.reason,
+                    event.status,
+                )
                 self.dial_failures[event.call_id] = f"{event.reason} {event.status}" if event.status else event.reason
                 while len(self.dial_failures) > 1000:  # bounded: the oldest go first
                     del self.dial_failures[next(iter(self.dial_failures))]
                 log.info("call %s: outbound call failed (%s %s)", event.call_id, event.reason, event.status or "")
-            log.info("call %s: ended by SIP (%s%s)", event.call_id, event.reason, f" {event.status}" if event.status else "")
+            log.info(
+                "call %s: ended by SIP (%s%s)", event.call_id, event.reason, f" {event.status}" if event.status else ""
+            )
             self.host.end_call(event.call_id, event.reason)
 
     @staticmethod
@@ -281,7 +325,13 @@ class SipCalls:
         caller = self.caller_of(event)
         log.info(
             "call %s: INVITE over %s from %s:%s caller=%s %s -> %s %s",
-            event.call_id, listener.name, event.source[0], event.source[1], caller, event.from_uri, event.to_uri,
+            event.call_id,
+            listener.name,
+            event.source[0],
+            event.source[1],
+            caller,
+            event.from_uri,
+            event.to_uri,
             " ".join(f"{k}={v}" for k, v in event.headers.items()),
         )
         if not self._admission(listener, event, caller, now):
@@ -300,9 +350,17 @@ class SipCalls:
         try:
             sock = self.ports.bind(self.rtp_bind_host)
         except OSError:
-            self._reject(listener, event.call_id, 503, "no_rtp_port", [("Retry-After", str(self.settings.access.retry_after))])
+            self._reject(
+                listener, event.call_id, 503, "no_rtp_port", [("Retry-After", str(self.settings.access.retry_after))]
+            )
             return
-        leg = self._leg(event.call_id, listener, listener.advertiser.fallback(), caller, {"from": event.from_uri, "to": event.to_uri, **event.headers})
+        leg = self._leg(
+            event.call_id,
+            listener,
+            listener.advertiser.fallback(),
+            caller,
+            {"from": event.from_uri, "to": event.to_uri, **event.headers},
+        )
         try:
             leg.media_host = self._media_host(listener, params, event.source)
             self._setup_media(leg, sock, params, profile=profile)
@@ -311,9 +369,15 @@ class SipCalls:
             self._abort_setup(listener, leg, sock, exc)
             return
         self.registry.open(
-            leg, caller=caller, called=called, route=profile.name,
-            call_sid=header(event.headers, "X-Twilio-CallSid"), account_sid=header(event.headers, "X-Twilio-AccountSid"),
-            codec=params.codec, transport=listener.name, srtp=params.secure,
+            leg,
+            caller=caller,
+            called=called,
+            route=profile.name,
+            call_sid=header(event.headers, "X-Twilio-CallSid"),
+            account_sid=header(event.headers, "X-Twilio-AccountSid"),
+            codec=params.codec,
+            transport=listener.name,
+            srtp=params.secure,
         )
         delay = self.settings.sip.answer_delay
         if delay > 0:
@@ -365,8 +429,19 @@ class SipCalls:
         leg.params = params
         leg.local_crypto = local_crypto or sdp.answer_crypto(params)
         srtp = SrtpContext(leg.local_crypto, params.remote_crypto) if params.secure else None
-        leg.stream = RtpStream(sock, params, leg, leg.on_audio, leg.on_dtmf, leg.on_rtp_timeout, on_source_error=leg.on_source_error,
-                               rtp_timeout=media.rtp_timeout, latch=media.latch, send_silence=media.send_silence, srtp=srtp)
+        leg.stream = RtpStream(
+            sock,
+            params,
+            leg,
+            leg.on_audio,
+            leg.on_dtmf,
+            leg.on_rtp_timeout,
+            on_source_error=leg.on_source_error,
+            rtp_timeout=media.rtp_timeout,
+            latch=media.latch,
+            send_silence=media.send_silence,
+            srtp=srtp,
+        )
         leg.stream.on_hold = params.hold
         leg.profile = profile or self.router.default
         if leg.dial is not None:
@@ -385,8 +460,17 @@ class SipCalls:
         self.metrics.calls.labels("answered").inc()
         self.registry.answered(leg)
         p = leg.params
-        log.info("call %s: answered %s/8000 pt=%d dtmf_pt=%s %s rtp %s:%d <-> %s:%d", leg.call_id, p.codec, p.payload_type, p.dtmf_payload_type,
-                 "SRTP" if p.secure else "RTP", leg.media_host, leg.stream.local_port, *p.remote_addr)
+        log.info(
+            "call %s: answered %s/8000 pt=%d dtmf_pt=%s %s rtp %s:%d <-> %s:%d",
+            leg.call_id,
+            p.codec,
+            p.payload_type,
+            p.dtmf_payload_type,
+            "SRTP" if p.secure else "RTP",
+            leg.media_host,
+            leg.stream.local_port,
+            *p.remote_addr,
+        )
         self.host.spawn(self._start_media(leg))
 
     async def _start_media(self, leg: SipCallLeg) -> None:
@@ -416,7 +500,14 @@ class SipCalls:
         # RFC 3264 section 8: the new offer may change the codec, the SRTP keys or the
         # profile; the answer follows it (never a codec the offer lacks).
         if (params.codec, params.payload_type) != (leg.params.codec, leg.params.payload_type):
-            log.info("call %s: codec changed %s/%d -> %s/%d", event.call_id, leg.params.codec, leg.params.payload_type, params.codec, params.payload_type)
+            log.info(
+                "call %s: codec changed %s/%d -> %s/%d",
+                event.call_id,
+                leg.params.codec,
+                leg.params.payload_type,
+                params.codec,
+                params.payload_type,
+            )
         local_crypto = sdp.answer_crypto(params, leg.local_crypto)
         srtp = leg.stream.srtp
         if not params.secure:
@@ -437,7 +528,9 @@ class SipCalls:
         log.info("call %s: transfer progress %d%s", event.call_id, event.status, " (final)" if event.final else "")
         if not isinstance(leg, SipCallLeg) or not event.final:
             return
-        self.host.records.transfer(event.call_id, leg.transfer_target, "completed" if 200 <= event.status < 300 else f"failed {event.status}")
+        self.host.records.transfer(
+            event.call_id, leg.transfer_target, "completed" if 200 <= event.status < 300 else f"failed {event.status}"
+        )
         if 200 <= event.status < 300:
             self.metrics.calls.labels("transferred").inc()
             # The transferor hangs up once the target answered (RFC 5589 section 6.1;
@@ -448,7 +541,9 @@ class SipCalls:
 
     # ------------------------------------------------------------- outbound
 
-    def dial(self, listener: Listener, number: str, target: str, dest: tuple[str, int], media_host: str, options=None) -> str:
+    def dial(
+        self, listener: Listener, number: str, target: str, dest: tuple[str, int], media_host: str, options=None
+    ) -> str:
         """Send an INVITE for ``target`` to ``dest`` through ``outbound.*``'s identity and
         credentials; the call becomes live when answered. Returns the Call-ID.
 
@@ -463,8 +558,15 @@ class SipCalls:
         try:
             offer = sdp.build_offer(media_host, port, crypto=crypto)
             credentials = (out.username, out.password) if out.username else None
-            call_id = listener.core.invite(target, dest, offer, listener.io.now(), from_user=out.caller_id, credentials=credentials,
-                                           extra_headers=[("Supported", "timer")])
+            call_id = listener.core.invite(
+                target,
+                dest,
+                offer,
+                listener.io.now(),
+                from_user=out.caller_id,
+                credentials=credentials,
+                extra_headers=[("Supported", "timer")],
+            )
         except ValueError:
             self._release_socket(sock)
             raise
@@ -498,9 +600,21 @@ class SipCalls:
             return
         self._setup_media(leg, sock, params, leg.local_crypto)
         self.metrics.calls.labels("outbound_answered").inc()
-        self.registry.open(leg, caller=self.settings.outbound.caller_id, called=number_of(leg.meta.get("to")),
-                           codec=params.codec, transport=leg.listener.name, srtp=params.secure,
-                           campaign=leg.dial.campaign if leg.dial else None)
+        self.registry.open(
+            leg,
+            caller=self.settings.outbound.caller_id,
+            called=number_of(leg.meta.get("to")),
+            codec=params.codec,
+            transport=leg.listener.name,
+            srtp=params.secure,
+            campaign=leg.dial.campaign if leg.dial else None,
+        )
         self.registry.answered(leg)
-        log.info("call %s: outbound call answered, %s rtp %d <-> %s:%d", event.call_id, params.codec, leg.stream.local_port, *params.remote_addr)
+        log.info(
+            "call %s: outbound call answered, %s rtp %d <-> %s:%d",
+            event.call_id,
+            params.codec,
+            leg.stream.local_port,
+            *params.remote_addr,
+        )
         self.host.spawn(self._start_media(leg))

@@ -31,7 +31,12 @@ log = logging.getLogger("bridge.calls")
 CLOSE_TRY_AGAIN = 1013
 
 #: Close codes for the shared refusals.
-_CLOSE_FOR = {"draining": CLOSE_TRY_AGAIN, "at_capacity": CLOSE_TRY_AGAIN, "caller_at_capacity": CLOSE_TRY_AGAIN, "duplicate_call_id": p.CLOSE_POLICY}
+_CLOSE_FOR = {
+    "draining": CLOSE_TRY_AGAIN,
+    "at_capacity": CLOSE_TRY_AGAIN,
+    "caller_at_capacity": CLOSE_TRY_AGAIN,
+    "duplicate_call_id": p.CLOSE_POLICY,
+}
 
 
 class StreamCalls:
@@ -76,15 +81,29 @@ class StreamCalls:
             leg.refuse(code, reason)
             return None
         profile = leg.profile
-        agent = build_agent(self.settings, self.engines, leg, self.metrics, profile, played_by_leg=True)  # marks tell what Twilio played
+        agent = build_agent(
+            self.settings, self.engines, leg, self.metrics, profile, played_by_leg=True
+        )  # marks tell what Twilio played
         leg.conversation = agent
         meta = leg.meta
         self.registry.open(
-            leg, caller=leg.caller or None, called=meta.get("To") or None, call_sid=leg.call_id,
-            account_sid=meta.get("accountSid") or None, codec="PCMU", transport="websocket", srtp=False, route=profile.name,
+            leg,
+            caller=leg.caller or None,
+            called=meta.get("To") or None,
+            call_sid=leg.call_id,
+            account_sid=meta.get("accountSid") or None,
+            codec="PCMU",
+            transport="websocket",
+            srtp=False,
+            route=profile.name,
         )
         self.registry.answered(leg)
         self.metrics.calls.labels("media_stream").inc()
-        log.info("call %s: media stream %s %s", leg.call_id, meta.get("streamSid"), " ".join(f"{k}={v}" for k, v in meta.items() if k != "streamSid"))
+        log.info(
+            "call %s: media stream %s %s",
+            leg.call_id,
+            meta.get("streamSid"),
+            " ".join(f"{k}={v}" for k, v in meta.items() if k != "streamSid"),
+        )
         agent.start()
         return agent

@@ -49,8 +49,12 @@ def peer_configuration(console):
     public STUN server) when none is configured: host candidates only."""
     from aiortc import RTCConfiguration, RTCIceServer
 
-    return RTCConfiguration(iceServers=[RTCIceServer(urls=url, username=console.ice_username or None, credential=console.ice_credential or None)
-                                        for url in console.ice_servers])
+    return RTCConfiguration(
+        iceServers=[
+            RTCIceServer(urls=url, username=console.ice_username or None, credential=console.ice_credential or None)
+            for url in console.ice_servers
+        ]
+    )
 
 
 class WebRtcCalls:
@@ -63,7 +67,9 @@ class WebRtcCalls:
         router: route names -> agent profiles.
     """
 
-    def __init__(self, host, settings: Settings, engines, metrics: Metrics, registry: CallRegistry, router: Router) -> None:
+    def __init__(
+        self, host, settings: Settings, engines, metrics: Metrics, registry: CallRegistry, router: Router
+    ) -> None:
         self.host = host
         self.settings = settings
         self.engines = engines
@@ -86,7 +92,7 @@ class WebRtcCalls:
         if profile is None:
             raise Refused(404, f"no route {route!r}")
         if kind != "offer" or not isinstance(sdp, str) or not sdp.startswith("v=0"):
-            raise Refused(400, "the body must be {\"type\": \"offer\", \"sdp\": \"v=0...\"}")
+            raise Refused(400, 'the body must be {"type": "offer", "sdp": "v=0..."}')
         if "m=audio" not in sdp:
             raise Refused(400, "the offer has no audio (m=audio)")
         call_id = f"webrtc-{secrets.token_hex(8)}"
@@ -94,9 +100,14 @@ class WebRtcCalls:
         if shared is not None:
             self.metrics.calls.labels(f"rejected_{shared}").inc()
             log.info("call %s: browser call refused (%s)", call_id, shared)
-            raise Refused(503, {"draining": "the bridge is shutting down", "at_capacity": "the bridge is at its call limit (access.max_calls)",
-                                "caller_at_capacity": "you already have as many calls as one caller may (access.max_calls_per_caller)"}
-                          .get(shared, shared))
+            raise Refused(
+                503,
+                {
+                    "draining": "the bridge is shutting down",
+                    "at_capacity": "the bridge is at its call limit (access.max_calls)",
+                    "caller_at_capacity": "you already have as many calls as one caller may (access.max_calls_per_caller)",
+                }.get(shared, shared),
+            )
         pc = RTCPeerConnection(peer_configuration(self.settings.console))
         leg = WebRtcCallLeg(self.host, call_id, caller, pc)
         leg.profile = profile
@@ -132,7 +143,9 @@ class WebRtcCalls:
             log.info("call %s: browser offer refused: %s", call_id, reason)
             raise Refused(400, f"malformed offer: {reason}") from None
         leg.conversation = build_agent(self.settings, self.engines, leg, self.metrics, profile)
-        self.registry.open(leg, caller=caller, called=route, route=profile.name, codec="opus", transport="webrtc", srtp=True)
+        self.registry.open(
+            leg, caller=caller, called=route, route=profile.name, codec="opus", transport="webrtc", srtp=True
+        )
         self.metrics.calls.labels("webrtc").inc()
         log.info("call %s: browser call from console user %s to route %s", call_id, caller, route)
         leg.spawn(self._connect_timeout(leg))

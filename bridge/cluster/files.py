@@ -91,10 +91,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..config import parse_hostport
 
-    p = argparse.ArgumentParser(prog="python -m bridge.cluster lists", description="Write Kamailio's dispatcher.list and address.list.")
-    p.add_argument("--node", action="append", default=[], metavar="HOST:PORT[,WEIGHT]", help="a bridge node's SIP address (repeat)")
-    p.add_argument("--allow", action="append", default=[], metavar="CIDR", help="also accept INVITEs from here (repeat)")
-    p.add_argument("--no-twilio-ranges", action="store_true", help="leave Twilio's signalling ranges out of the allowlist")
+    p = argparse.ArgumentParser(
+        prog="python -m bridge.cluster lists", description="Write Kamailio's dispatcher.list and address.list."
+    )
+    p.add_argument(
+        "--node", action="append", default=[], metavar="HOST:PORT[,WEIGHT]", help="a bridge node's SIP address (repeat)"
+    )
+    p.add_argument(
+        "--allow", action="append", default=[], metavar="CIDR", help="also accept INVITEs from here (repeat)"
+    )
+    p.add_argument(
+        "--no-twilio-ranges", action="store_true", help="leave Twilio's signalling ranges out of the allowlist"
+    )
     p.add_argument("--out", required=True, help="directory for the two files")
     args = p.parse_args(argv)
     try:

@@ -88,8 +88,14 @@ class Node:
             out.flush()
             # Its own session: a Ctrl-C on the terminal reaches the runner only, which
             # then decides what each node gets.
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=_dies_with(os.getpid()))
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_dies_with(os.getpid()),
+            )
         self.restart_at = None
 
     def signal(self, sig: int) -> None:
@@ -120,8 +126,20 @@ def build_nodes(args, workdir: Path, kamailio_host: str) -> list[Node]:
         low = args.rtp_base + (i - 1) * args.rtp_ports_per_node
         rtp = f"{low}-{low + args.rtp_ports_per_node - 1}"
         metrics_port = args.metrics_base + i
-        argv = [sys.executable, "-m", "bridge", "serve", "--sip-listen", f"{args.node_host}:{sip_port}", "--rtp-ports", rtp,
-                "--metrics-listen", f"{args.node_host}:{metrics_port}", "--agent", args.agent]
+        argv = [
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--sip-listen",
+            f"{args.node_host}:{sip_port}",
+            "--rtp-ports",
+            rtp,
+            "--metrics-listen",
+            f"{args.node_host}:{metrics_port}",
+            "--agent",
+            args.agent,
+        ]
         if args.config:
             argv += ["--config", args.config]
         if args.preset:
@@ -153,26 +171,54 @@ def kamailio_argv(args, workdir: Path, sip_host: str, sip_port: int) -> list[str
     binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
     mhost, mport = parse_hostport(args.kamailio_metrics, 9190)
     return [
-        binary, "-f", str(args.kamailio_cfg), "-DD", "-E", "-m", "64", "-M", "8",
-        "-w", str(workdir), "-Y", str(workdir / "run"), "-P", str(workdir / "kamailio.pid"),
-        "-A", f"SIP_LISTEN=udp:{sip_host}:{sip_port}",
-        "-A", f'DS_LIST="{workdir / "dispatcher.list"}"',
-        "-A", f'ADDRESS_LIST="{workdir / "address.list"}"',
-        "-A", f"METRICS_LISTEN=tcp:{mhost}:{mport}",
-        "-A", f'CTL_SOCKET="unix:{workdir / "run" / "kamailio_ctl"}"',
-        "-A", f"DS_ALG={args.algorithm}",
-        "-A", f"DS_PING_INTERVAL={args.ping_interval}",
-        "-A", f"FR_TIMEOUT_MS={args.fr_timeout_ms}",
-        "-A", f"PIKE_DENSITY={args.pike_density}",
+        binary,
+        "-f",
+        str(args.kamailio_cfg),
+        "-DD",
+        "-E",
+        "-m",
+        "64",
+        "-M",
+        "8",
+        "-w",
+        str(workdir),
+        "-Y",
+        str(workdir / "run"),
+        "-P",
+        str(workdir / "kamailio.pid"),
+        "-A",
+        f"SIP_LISTEN=udp:{sip_host}:{sip_port}",
+        "-A",
+        f'DS_LIST="{workdir / "dispatcher.list"}"',
+        "-A",
+        f'ADDRESS_LIST="{workdir / "address.list"}"',
+        "-A",
+        f"METRICS_LISTEN=tcp:{mhost}:{mport}",
+        "-A",
+        f'CTL_SOCKET="unix:{workdir / "run" / "kamailio_ctl"}"',
+        "-A",
+        f"DS_ALG={args.algorithm}",
+        "-A",
+        f"DS_PING_INTERVAL={args.ping_interval}",
+        "-A",
+        f"FR_TIMEOUT_MS={args.fr_timeout_ms}",
+        "-A",
+        f"PIKE_DENSITY={args.pike_density}",
     ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="run_cluster.sh", description="Kamailio's dispatcher in front of N bridge nodes, in the foreground.")
+    p = argparse.ArgumentParser(
+        prog="run_cluster.sh", description="Kamailio's dispatcher in front of N bridge nodes, in the foreground."
+    )
     p.add_argument("--nodes", type=int, required=True, help="how many bridge serve nodes")
-    p.add_argument("--sip-listen", required=True, metavar="HOST:PORT", help="Kamailio's SIP UDP address (the origination URI's)")
+    p.add_argument(
+        "--sip-listen", required=True, metavar="HOST:PORT", help="Kamailio's SIP UDP address (the origination URI's)"
+    )
     p.add_argument("--agent", choices=["echo", "llm"], default="llm")
-    p.add_argument("--llm-server", metavar="URL", help="OpenAI-compatible server the nodes share, e.g. http://127.0.0.1:8080/v1")
+    p.add_argument(
+        "--llm-server", metavar="URL", help="OpenAI-compatible server the nodes share, e.g. http://127.0.0.1:8080/v1"
+    )
     p.add_argument("--config", help="YAML passed to every node (--config)")
     p.add_argument("--preset", help="model preset passed to every node")
     p.add_argument("--workdir", help="lists, logs and sockets (default: a new temporary directory)")
@@ -181,14 +227,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rtp-base", type=int, default=20000, help="first RTP port of node 1 (default 20000)")
     p.add_argument("--rtp-ports-per-node", type=int, default=2000)
     p.add_argument("--metrics-base", type=int, default=9100, help="node i's /metrics on BASE+i (default 9100)")
-    p.add_argument("--kamailio-metrics", default="127.0.0.1:9190", metavar="HOST:PORT", help="Kamailio's /metrics (xhttp_prom)")
-    p.add_argument("--allow", action="append", default=[], metavar="CIDR", help="also accept INVITEs from here (repeatable)")
+    p.add_argument(
+        "--kamailio-metrics", default="127.0.0.1:9190", metavar="HOST:PORT", help="Kamailio's /metrics (xhttp_prom)"
+    )
+    p.add_argument(
+        "--allow", action="append", default=[], metavar="CIDR", help="also accept INVITEs from here (repeatable)"
+    )
     p.add_argument("--no-twilio-ranges", action="store_true", help="do not allow Twilio's signalling ranges")
-    p.add_argument("--algorithm", type=int, choices=[9, 10], default=10, help="dispatcher algorithm: 10 call load (fewest calls in progress), 9 weight")
+    p.add_argument(
+        "--algorithm",
+        type=int,
+        choices=[9, 10],
+        default=10,
+        help="dispatcher algorithm: 10 call load (fewest calls in progress), 9 weight",
+    )
     p.add_argument("--weight", type=int, default=50, help="dispatcher weight of each node (1-100), for --algorithm 9")
     p.add_argument("--ping-interval", type=int, default=2, help="seconds between Kamailio's OPTIONS probes")
     p.add_argument("--fr-timeout-ms", type=int, default=1000, help="ms without a reply before a node counts as gone")
-    p.add_argument("--pike-density", type=int, default=60, help="requests per 2 s from one source before pike blocks it")
+    p.add_argument(
+        "--pike-density", type=int, default=60, help="requests per 2 s from one source before pike blocks it"
+    )
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds a draining node lets calls go on")
     p.add_argument("--restart-delay", type=float, default=5.0, help="seconds before a dead node is started again")
     p.add_argument("--start-timeout", type=float, default=180.0, help="seconds a node may take to answer OPTIONS")
@@ -212,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bridge-cluster-")).resolve()
     (workdir / "run").mkdir(parents=True, exist_ok=True)
     nodes = build_nodes(args, workdir, sip_host)
-    (workdir / "dispatcher.list").write_text(dispatcher_list([Destination(n.host, n.sip_port, args.weight, f"node{n.index}") for n in nodes]))
+    (workdir / "dispatcher.list").write_text(
+        dispatcher_list([Destination(n.host, n.sip_port, args.weight, f"node{n.index}") for n in nodes])
+    )
     (workdir / "address.list").write_text(address_list(args.allow, twilio=not args.no_twilio_ranges))
 
     state = {"stop": None}
@@ -227,13 +287,20 @@ def main(argv: list[str] | None = None) -> int:
         say(f"workdir {workdir}")
         for node in nodes:
             node.start()
-            say(f"node {node.index} starting: sip {node.host}:{node.sip_port}, rtp {node.rtp_ports}, metrics {node.host}:{node.metrics_port}, pid {node.proc.pid}")
+            say(
+                f"node {node.index} starting: sip {node.host}:{node.sip_port}, rtp {node.rtp_ports}, metrics {node.host}:{node.metrics_port}, pid {node.proc.pid}"
+            )
         for node in nodes:
             wait_ready(node, args.start_timeout)
             say(f"node {node.index} up")
         with open(workdir / "kamailio.log", "ab") as out:
-            kamailio = subprocess.Popen(kamailio_argv(args, workdir, sip_host, sip_port), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=_dies_with(os.getpid()))
+            kamailio = subprocess.Popen(
+                kamailio_argv(args, workdir, sip_host, sip_port),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_dies_with(os.getpid()),
+            )
         probe_host = "127.0.0.1" if sip_host in ("0.0.0.0", "") else sip_host
         deadline = time.monotonic() + 20
         while True:
@@ -245,9 +312,13 @@ def main(argv: list[str] | None = None) -> int:
             except (TimeoutError, OSError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"kamailio did not answer OPTIONS on {probe_host}:{sip_port} (see {workdir / 'kamailio.log'})")
+                raise RuntimeError(
+                    f"kamailio did not answer OPTIONS on {probe_host}:{sip_port} (see {workdir / 'kamailio.log'})"
+                )
             time.sleep(0.2)
-        say(f"ready: kamailio on udp:{sip_host}:{sip_port} (pid {kamailio.pid}, metrics {args.kamailio_metrics}), {len(nodes)} node(s)")
+        say(
+            f"ready: kamailio on udp:{sip_host}:{sip_port} (pid {kamailio.pid}, metrics {args.kamailio_metrics}), {len(nodes)} node(s)"
+        )
         while state["stop"] is None:
             time.sleep(0.2)
             if kamailio.poll() is not None:
@@ -281,7 +352,9 @@ def _supervise(node: Node, delay: float) -> None:
             say(f"node {node.index} exited 0 (drained): left down")
             node.stopped = True
             return
-        say(f"node {node.index} died ({'signal ' + str(-code) if code < 0 else 'exit ' + str(code)}): restarting in {delay:g} s")
+        say(
+            f"node {node.index} died ({'signal ' + str(-code) if code < 0 else 'exit ' + str(code)}): restarting in {delay:g} s"
+        )
         node.restart_at = now + delay
     elif now >= node.restart_at:
         node.start()

@@ -20,15 +20,28 @@ def add_parser(sub) -> argparse.ArgumentParser:
     """The ``campaign`` sub-command on the ``bridge`` parser."""
     from ..serving import server_options
 
-    campaign = sub.add_parser("campaign", help="outbound campaigns: 'run FILE.csv --name NAME' dials a CSV of callees (paced, windows, "
-                                               "retries, do-not-call); 'status NAME' shows progress and outcomes")
+    campaign = sub.add_parser(
+        "campaign",
+        help="outbound campaigns: 'run FILE.csv --name NAME' dials a CSV of callees (paced, windows, "
+        "retries, do-not-call); 'status NAME' shows progress and outcomes",
+    )
     campaign.add_argument("action", choices=["run", "status"])
-    campaign.add_argument("target", help="run: the CSV file (a 'number' column in E.164, other columns are variables); status: the campaign's name")
+    campaign.add_argument(
+        "target",
+        help="run: the CSV file (a 'number' column in E.164, other columns are variables); status: the campaign's name",
+    )
     campaign.add_argument("--name", help="run: the campaign's name (a run after a crash or a stop resumes it)")
     campaign.add_argument("--json", action="store_true", help="status: JSON")
     campaign.add_argument("--cps", type=float, help="run: calls per second (default outbound.campaign.cps)")
-    campaign.add_argument("--max-concurrent", type=int, help="run: calls at once (default outbound.campaign.max_concurrent)")
-    campaign.add_argument("--amd", action=argparse.BooleanOptionalAction, default=None, help="run: answering-machine detection (default outbound.campaign.amd)")
+    campaign.add_argument(
+        "--max-concurrent", type=int, help="run: calls at once (default outbound.campaign.max_concurrent)"
+    )
+    campaign.add_argument(
+        "--amd",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run: answering-machine detection (default outbound.campaign.amd)",
+    )
     campaign.add_argument("--dnc", metavar="FILE", help="run: a do-not-call file (default outbound.campaign.dnc_file)")
     campaign.add_argument("--termination-uri", metavar="URI", help="override outbound.termination_uri")
     server_options(campaign, serve=False)
@@ -51,7 +64,16 @@ def _campaign(args: argparse.Namespace) -> int:
     if not settings.outbound.termination_uri:
         print("bridge campaign run: outbound.termination_uri is not configured", file=sys.stderr)
         return 2
-    overrides = {k: v for k, v in (("cps", args.cps), ("max_concurrent", args.max_concurrent), ("amd", args.amd), ("dnc_file", args.dnc)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("cps", args.cps),
+            ("max_concurrent", args.max_concurrent),
+            ("amd", args.amd),
+            ("dnc_file", args.dnc),
+        )
+        if v is not None
+    }
     campaign = settings.outbound.campaign.model_validate({**settings.outbound.campaign.model_dump(), **overrides})
     return _run(settings, campaign, args.target, args.name)
 
@@ -74,8 +96,10 @@ def _status(settings, name: str, as_json: bool) -> int:
     if as_json:
         print(json.dumps({**status, "callees_detail": store.callees()}, indent=1))
         return 0
-    print(f"campaign {status['name']}: {status['state']}, {status['done']} of {status['callees']} callees done "
-          f"({status['pending']} pending, {status['dialing']} dialing), {status['attempts']} dial(s)")
+    print(
+        f"campaign {status['name']}: {status['state']}, {status['done']} of {status['callees']} callees done "
+        f"({status['pending']} pending, {status['dialing']} dialing), {status['attempts']} dial(s)"
+    )
     for outcome, count in status["outcomes"].items():
         print(f"  {outcome:16} {count}")
     return 0
@@ -101,8 +125,13 @@ def _run(settings, campaign, path: str, name: str) -> int:
     upgrade(engine)  # the database must answer: the state lives there
     store = CampaignStore(engine, name)
     loaded = store.load(str(path), callees, utcnow())
-    log.info("campaign %s: %s, %d callee(s) added, %d left mid-call by an earlier run closed", name,
-             "created" if loaded["created"] else "resumed", loaded["added"], loaded["interrupted"])
+    log.info(
+        "campaign %s: %s, %d callee(s) added, %d left mid-call by an earlier run closed",
+        name,
+        "created" if loaded["created"] else "resumed",
+        loaded["added"],
+        loaded["interrupted"],
+    )
     engines, metrics = prepare(settings)
     from ..server import BridgeServer
 
@@ -118,8 +147,11 @@ def _run(settings, campaign, path: str, name: str) -> int:
         await server.wait_idle()
         await server.stop()
         status = store.status()
-        print(f"campaign {name}: {state}; {status['done']} of {status['callees']} done; "
-              + ", ".join(f"{k} {v}" for k, v in status["outcomes"].items()), flush=True)
+        print(
+            f"campaign {name}: {state}; {status['done']} of {status['callees']} done; "
+            + ", ".join(f"{k} {v}" for k, v in status["outcomes"].items()),
+            flush=True,
+        )
         return 0
 
     return run(main())

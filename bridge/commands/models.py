@@ -27,24 +27,48 @@ def list_models(args: argparse.Namespace, settings) -> int:
     catalog = load_catalog()
     rows = []
     for item in catalog.values():
-        rows.append({
-            "name": item.name, "kind": item.kind, "repo": item.repo, "revision": item.revision, "files": list(item.files),
-            "size_mb": item.size_mb, "license": item.license, "hardware": item.hardware, "llm_mode": item.llm_mode,
-            "source": item.source or "hub", "here": _here(item, manifest),
-        })
+        rows.append(
+            {
+                "name": item.name,
+                "kind": item.kind,
+                "repo": item.repo,
+                "revision": item.revision,
+                "files": list(item.files),
+                "size_mb": item.size_mb,
+                "license": item.license,
+                "hardware": item.hardware,
+                "llm_mode": item.llm_mode,
+                "source": item.source or "hub",
+                "here": _here(item, manifest),
+            }
+        )
     for name, info in manifest.read().items():  # pulled with --repo: not in the catalog
         if name not in catalog:
             size = sum(f["size"] for f in info.get("files", {}).values()) / 1e6
-            rows.append({"name": name, "kind": "?", "repo": info.get("repo"), "revision": info.get("revision"),
-                         "files": sorted(info.get("files", {})), "size_mb": round(size), "license": "", "hardware": "",
-                         "llm_mode": None, "source": info.get("source"), "here": manifest.present(name)})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": "?",
+                    "repo": info.get("repo"),
+                    "revision": info.get("revision"),
+                    "files": sorted(info.get("files", {})),
+                    "size_mb": round(size),
+                    "license": "",
+                    "hardware": "",
+                    "llm_mode": None,
+                    "source": info.get("source"),
+                    "here": manifest.present(name),
+                }
+            )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{'name':24} {'kind':4} {'size':>8} {'mode':10} {'here':4}  {'hardware':40} license")
     for r in rows:
         mode = r["llm_mode"] or "-"
-        print(f"{r['name']:24} {r['kind']:4} {r['size_mb']:>5} MB {mode:10} {'yes' if r['here'] else 'no':4}  {r['hardware']:40} {r['license']}")
+        print(
+            f"{r['name']:24} {r['kind']:4} {r['size_mb']:>5} MB {mode:10} {'yes' if r['here'] else 'no':4}  {r['hardware']:40} {r['license']}"
+        )
         if args.verbose:
             origin = f"{r['repo']}@{r['revision']}" if r["repo"] else r["source"]
             print(f"{'':24} {origin}: {', '.join(r['files']) or '(package)'}")
@@ -81,7 +105,13 @@ def pull(args: argparse.Namespace, settings) -> int:
         if item.embedded:
             print(f"{item.name} is embedded ({item.source}): installed with bridge, nothing to pull")
             return 0
-        name, repo, revision, patterns, pinned = item.name, item.repo, args.revision or item.revision, list(item.files), item.sha256
+        name, repo, revision, patterns, pinned = (
+            item.name,
+            item.repo,
+            args.revision or item.revision,
+            list(item.files),
+            item.sha256,
+        )
         if Manifest(root).present(name) and not args.force and not args.revision:
             print(f"{name} is already here in {root / name} (--force pulls it again)")
             _print_snippet(item.settings_for(str(root / name)))
@@ -99,8 +129,12 @@ def pull(args: argparse.Namespace, settings) -> int:
         print(f"bridge models pull: {exc}", file=sys.stderr)
         return 1
     size = sum(f["size"] for f in placed.files.values()) / 1e6
-    how = {"hub": "checked against the hub's sha256", "pinned": "checked against the catalog's sha256",
-           "sums": "checked against the folder's SHA256SUMS", "none": "NOT checked: no sha256 to compare with"}[placed.checked]
+    how = {
+        "hub": "checked against the hub's sha256",
+        "pinned": "checked against the catalog's sha256",
+        "sums": "checked against the folder's SHA256SUMS",
+        "none": "NOT checked: no sha256 to compare with",
+    }[placed.checked]
     origin = f"{repo}@{placed.revision}" if not args.source else f"{args.source}"
     print(f"placed {name} in {placed.folder} from {origin}: {len(placed.files)} files, {size:.1f} MB, {how}")
     folder = str(root / name)
@@ -133,14 +167,36 @@ def run(args: argparse.Namespace, settings) -> int:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``models`` sub-command on the ``bridge`` parser."""
-    p = sub.add_parser("models", help="the model catalog: list, pull NAME | --repo OWNER/NAME [--from DIR], check (load every configured model)")
+    p = sub.add_parser(
+        "models",
+        help="the model catalog: list, pull NAME | --repo OWNER/NAME [--from DIR], check (load every configured model)",
+    )
     p.add_argument("action", choices=["list", "pull", "check"])
     p.add_argument("name", nargs="?", help="pull: a catalog name (bridge models list)")
     p.add_argument("--repo", metavar="OWNER/NAME", help="pull: any Hugging Face repository instead of a catalog name")
-    p.add_argument("--revision", metavar="REV", help="pull: commit, branch or tag (default: the catalog's pin, or the default branch)")
-    p.add_argument("--include", action="append", metavar="PATTERN", help="pull --repo: only files matching this glob (repeat; default all)")
-    p.add_argument("--as", dest="as_name", metavar="NAME", help="pull --repo: the folder name under models/ (default: the repository's name)")
-    p.add_argument("--from", dest="source", metavar="DIR", help="pull: place the files from this folder (copied over by hand), no network")
+    p.add_argument(
+        "--revision",
+        metavar="REV",
+        help="pull: commit, branch or tag (default: the catalog's pin, or the default branch)",
+    )
+    p.add_argument(
+        "--include",
+        action="append",
+        metavar="PATTERN",
+        help="pull --repo: only files matching this glob (repeat; default all)",
+    )
+    p.add_argument(
+        "--as",
+        dest="as_name",
+        metavar="NAME",
+        help="pull --repo: the folder name under models/ (default: the repository's name)",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        help="pull: place the files from this folder (copied over by hand), no network",
+    )
     p.add_argument("--force", action="store_true", help="pull: fetch again even if it is here")
     p.add_argument("--dir", metavar="DIR", help="the models folder (default: models.cache_dir, models/)")
     p.add_argument("--config", help="YAML merged over config/default.yaml (check: the models to load)")

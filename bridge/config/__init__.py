@@ -42,10 +42,33 @@ from .telephony import (
 )
 
 __all__ = [
-    "DEFAULT_CONFIG", "AccessSettings", "AgentSettings", "BaseModel", "ConfigError", "ConsoleSettings", "DigestSettings",
-    "AmdSettings", "CampaignSettings", "MediaSettings", "MediaStreamsSettings", "ModelSettings", "ObservabilitySettings", "OutboundSettings", "PrivacySettings",
-    "ProfileSettings", "RecordingSettings", "RecordsSettings", "RoutesSettings", "Settings", "SipSettings", "StorageSettings",
-    "TransferSettings", "load_settings", "parse_hostport", "parse_port_range", "profile_settings",
+    "DEFAULT_CONFIG",
+    "AccessSettings",
+    "AgentSettings",
+    "BaseModel",
+    "ConfigError",
+    "ConsoleSettings",
+    "DigestSettings",
+    "AmdSettings",
+    "CampaignSettings",
+    "MediaSettings",
+    "MediaStreamsSettings",
+    "ModelSettings",
+    "ObservabilitySettings",
+    "OutboundSettings",
+    "PrivacySettings",
+    "ProfileSettings",
+    "RecordingSettings",
+    "RecordsSettings",
+    "RoutesSettings",
+    "Settings",
+    "SipSettings",
+    "StorageSettings",
+    "TransferSettings",
+    "load_settings",
+    "parse_hostport",
+    "parse_port_range",
+    "profile_settings",
 ]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent.parent / "config" / "default.yaml"
@@ -162,11 +185,13 @@ def _read_yaml(file: Path) -> dict[str, Any]:
 def _env_models() -> dict[str, Any]:
     """``BRIDGE_MODELS__*`` variables as a ``{"models": {...}}`` mapping (they win over files)."""
     prefix = "BRIDGE_MODELS__"
-    found = {k[len(prefix):].lower(): v for k, v in os.environ.items() if k.startswith(prefix)}
+    found = {k[len(prefix) :].lower(): v for k, v in os.environ.items() if k.startswith(prefix)}
     return {"models": found} if found else {}
 
 
-def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, preset: str | None = None
+) -> Settings:
     """Load ``config/default.yaml``, then preset ``preset`` (``config/presets/``), then
     ``path`` over them, then the environment, then ``overrides``.
 
@@ -198,8 +223,13 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
 
         missing = missing_models(block, preset_data, _merge(data, _env_models()))
         if missing:
-            raise ConfigError(f"preset {preset}", "models not here: " + ", ".join(missing) + "; run "
-                              + " and ".join(f"`bridge models pull {name}`" for name in missing))
+            raise ConfigError(
+                f"preset {preset}",
+                "models not here: "
+                + ", ".join(missing)
+                + "; run "
+                + " and ".join(f"`bridge models pull {name}`" for name in missing),
+            )
     try:
         settings = Settings(**data)
     except ValidationError as exc:

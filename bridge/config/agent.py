@@ -207,5 +207,8 @@ class AgentSettings(BaseModel):
             import importlib.util
 
             if importlib.util.find_spec("pipecat") is None:
-                raise ConfigError("agent.turn_audio_threshold", "the Smart Turn model comes with pipecat-ai: pip install 'bridge[turn]'")
+                raise ConfigError(
+                    "agent.turn_audio_threshold",
+                    "the Smart Turn model comes with pipecat-ai: pip install 'bridge[turn]'",
+                )
         return self

@@ -31,7 +31,9 @@ class StorageSettings(BaseModel):
         try:
             url = make_url(value)
         except ArgumentError:
-            raise ValueError(f"not a database URL (sqlite:///data/bridge.db, postgresql://user@host/db): {value[:60]!r}") from None
+            raise ValueError(
+                f"not a database URL (sqlite:///data/bridge.db, postgresql://user@host/db): {value[:60]!r}"
+            ) from None
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError(f"database {url.get_backend_name()!r} is not supported: use sqlite or postgresql")
         return value

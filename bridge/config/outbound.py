@@ -134,6 +134,8 @@ class OutboundSettings(BaseModel):
     #: come from the callee's variables. Empty: ``agent.greeting``.
     greeting: str = ""
     #: The message left on a voicemail after its beep (same fields), then the agent hangs up.
-    voicemail_message: str = "Hello, this is a message from our office. Please call us back when it suits you. Thank you, goodbye."
+    voicemail_message: str = (
+        "Hello, this is a message from our office. Please call us back when it suits you. Thank you, goodbye."
+    )
     amd: AmdSettings = Field(default_factory=AmdSettings)
     campaign: CampaignSettings = Field(default_factory=CampaignSettings)

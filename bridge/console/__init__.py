@@ -31,8 +31,13 @@ log = logging.getLogger("bridge.console")
 
 COOKIE = "bridge_console"
 #: The latency stages drawn in the waterfall, in pipeline order, with their labels.
-STAGES = (("endpoint", "endpoint"), ("asr_final", "ASR"), ("llm_first_token", "LLM first token"),
-          ("tts_first_audio", "TTS first audio"), ("first_packet", "first packet"))
+STAGES = (
+    ("endpoint", "endpoint"),
+    ("asr_final", "ASR"),
+    ("llm_first_token", "LLM first token"),
+    ("tts_first_audio", "TTS first audio"),
+    ("first_packet", "first packet"),
+)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
@@ -45,7 +50,11 @@ def authorized(settings, request: Request) -> bool:
     token = settings.token
     if token:
         header = request.headers.get("authorization", "")
-        for candidate in (header[7:] if header.lower().startswith("bearer ") else "", request.query_params.get("token", ""), request.cookies.get(COOKIE, "")):
+        for candidate in (
+            header[7:] if header.lower().startswith("bearer ") else "",
+            request.query_params.get("token", ""),
+            request.cookies.get(COOKIE, ""),
+        ):
             if candidate and _same(candidate, token):
                 return True
     if settings.username and settings.password:
@@ -75,7 +84,15 @@ def waterfall(latencies: dict) -> list[dict]:
     bars, previous = [], 0.0
     for key, label, value in stages:
         start = min(previous, value)
-        bars.append({"key": key, "label": label, "seconds": value, "start": 100 * start / span, "width": max(0.5, 100 * (value - start) / span)})
+        bars.append(
+            {
+                "key": key,
+                "label": label,
+                "seconds": value,
+                "start": 100 * start / span,
+                "width": max(0.5, 100 * (value - start) / span),
+            }
+        )
         previous = max(previous, value)
     return bars
 
@@ -94,8 +111,14 @@ def mount_console(app: FastAPI, server) -> None:
         if not enabled:
             raise HTTPException(404)
         if not authorized(console, request):
-            log.info("console: unauthorized %s from %s", request.url.path, request.client.host if request.client else "?")
-            headers = {"WWW-Authenticate": 'Basic realm="bridge console"'} if console.username else {"WWW-Authenticate": "Bearer"}
+            log.info(
+                "console: unauthorized %s from %s", request.url.path, request.client.host if request.client else "?"
+            )
+            headers = (
+                {"WWW-Authenticate": 'Basic realm="bridge console"'}
+                if console.username
+                else {"WWW-Authenticate": "Bearer"}
+            )
             raise HTTPException(401, "credentials required", headers=headers)
 
     def keep_token(request: Request, response: Response) -> Response:
@@ -108,11 +131,15 @@ def mount_console(app: FastAPI, server) -> None:
     def calls_page(request: Request, number: str = "", since: str = "", until: str = "", limit: int = 100):
         guard(request)
         try:
-            calls = query_calls(server.store.engine, since or None, min(max(limit, 1), 1000), number or None, until or None)
+            calls = query_calls(
+                server.store.engine, since or None, min(max(limit, 1), 1000), number or None, until or None
+            )
             error = ""
         except ValueError as exc:
             calls, error = [], f"not a date: {exc}"
-        page = templates.TemplateResponse(request, "calls.html", {"calls": calls, "number": number, "since": since, "until": until, "error": error})
+        page = templates.TemplateResponse(
+            request, "calls.html", {"calls": calls, "number": number, "since": since, "until": until, "error": error}
+        )
         return keep_token(request, page)
 
     @app.get("/calls/{call_id}", response_class=HTMLResponse)
@@ -134,7 +161,9 @@ def mount_console(app: FastAPI, server) -> None:
         path = Path(call["recording_path"]) if call and call["recording_path"] else None
         if path is None or not path.is_file():
             raise HTTPException(404, "no recording")
-        return FileResponse(path, media_type="audio/flac" if path.suffix == ".flac" else "audio/wav", filename=path.name)
+        return FileResponse(
+            path, media_type="audio/flac" if path.suffix == ".flac" else "audio/wav", filename=path.name
+        )
 
     @app.get("/campaigns", response_class=HTMLResponse)
     def campaigns_page(request: Request):
@@ -143,7 +172,9 @@ def mount_console(app: FastAPI, server) -> None:
 
         names = all_campaigns(server.store.engine) if _has_campaigns(server.store.engine) else []
         rows = [CampaignStore(server.store.engine, name).status() for name in names]
-        page = templates.TemplateResponse(request, "campaigns.html", {"campaigns": [r for r in rows if r], "outcomes": OUTCOMES})
+        page = templates.TemplateResponse(
+            request, "campaigns.html", {"campaigns": [r for r in rows if r], "outcomes": OUTCOMES}
+        )
         return keep_token(request, page)
 
     @app.get("/campaigns/{name}", response_class=HTMLResponse)
@@ -155,7 +186,9 @@ def mount_console(app: FastAPI, server) -> None:
         status = store.status() if _has_campaigns(server.store.engine) else None
         if status is None:
             raise HTTPException(404, "no such campaign")
-        page = templates.TemplateResponse(request, "campaign.html", {"c": status, "callees": store.callees(), "outcomes": OUTCOMES})
+        page = templates.TemplateResponse(
+            request, "campaign.html", {"c": status, "callees": store.callees(), "outcomes": OUTCOMES}
+        )
         return keep_token(request, page)
 
     from .talk import mount_talk

@@ -1,4 +1,4 @@
-""""Talk to this agent": the console's browser calls (:mod:`bridge.calls.webrtc`).
+""" "Talk to this agent": the console's browser calls (:mod:`bridge.calls.webrtc`).
 
 ``GET /talk`` lists the routes (agent profiles); ``GET /talk/{route}`` is the page
 (start and stop, the microphone prompt, the live transcript of both sides, the
@@ -46,7 +46,9 @@ def mount_talk(app: FastAPI, server, templates, guard, keep_token, stages) -> No
         if route not in server.router.profiles:
             raise HTTPException(404, "no such route")
         ice = [{"urls": url} for url in server.settings.console.ice_servers]
-        page = templates.TemplateResponse(request, "talk.html", {"route": route, "ice": json.dumps(ice), "stages": json.dumps(stages)})
+        page = templates.TemplateResponse(
+            request, "talk.html", {"route": route, "ice": json.dumps(ice), "stages": json.dumps(stages)}
+        )
         return keep_token(request, page)
 
     @app.post("/talk/{route}/offer")
@@ -55,7 +57,7 @@ def mount_talk(app: FastAPI, server, templates, guard, keep_token, stages) -> No
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
-            return JSONResponse({"detail": "the body must be JSON: {\"type\": \"offer\", \"sdp\": ...}"}, status_code=400)
+            return JSONResponse({"detail": 'the body must be JSON: {"type": "offer", "sdp": ...}'}, status_code=400)
         if not isinstance(body, dict):
             return JSONResponse({"detail": "the body must be a JSON object"}, status_code=400)
         try:

@@ -140,7 +140,9 @@ class AgentTurns:
         self._closed = True
         self.digits.cancel()
 
-    def start_reply(self, pcm: np.ndarray | None, times: dict[str, float], rule: str = "unknown", text: str | None = None) -> None:
+    def start_reply(
+        self, pcm: np.ndarray | None, times: dict[str, float], rule: str = "unknown", text: str | None = None
+    ) -> None:
         """Answer a caller turn: ``text``, or the ASR of ``pcm`` (PCM16 8 kHz); ``times``:
         its latency readings; ``rule``: what ended it."""
         self.started += 1
@@ -176,7 +178,13 @@ class AgentTurns:
             self._metrics.engine_errors.labels(exc.stage).inc()
         if exc.stage not in self._failed_stages:
             self._failed_stages.add(exc.stage)
-            log.warning("engine failure call=%s stage=%s: %s (apologizing, then %s)", self._leg.call_id, exc.stage, exc, self._agent.on_engine_error)
+            log.warning(
+                "engine failure call=%s stage=%s: %s (apologizing, then %s)",
+                self._leg.call_id,
+                exc.stage,
+                exc,
+                self._agent.on_engine_error,
+            )
         if self._closed:
             return
         action = self._agent.on_engine_error
@@ -195,7 +203,13 @@ class AgentTurns:
     # ------------------------------------------------------------ a reply
 
     async def _reply(
-        self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, rule: str = "unknown", text: str | None = None, reply: Reply | None = None
+        self,
+        pcm: np.ndarray | None,
+        times: dict[str, float],
+        cancel: threading.Event,
+        rule: str = "unknown",
+        text: str | None = None,
+        reply: Reply | None = None,
     ) -> None:
         """One agent turn: the caller's words (``text``, or ASR of ``pcm``) -> reply -> playout.
         ``reply``: a prepared reply (heard once released), else one heard at once. An
@@ -212,7 +226,15 @@ class AgentTurns:
             if reply is not None:
                 resolve_probe(reply)
 
-    async def _turn(self, pcm: np.ndarray | None, times: dict[str, float], cancel: threading.Event, rule: str, text: str | None, reply: Reply | None) -> None:
+    async def _turn(
+        self,
+        pcm: np.ndarray | None,
+        times: dict[str, float],
+        cancel: threading.Event,
+        rule: str,
+        text: str | None,
+        reply: Reply | None,
+    ) -> None:
         if text is None:
             text = (await self._threads.call("asr", self._asr.transcribe, pcm)).strip()
             times["asr_final"] = self._clock()
@@ -315,15 +337,37 @@ class AgentTurns:
             self._playout.after_playout(then)
 
     def _log_turn(
-        self, caller: str, utt: AgentUtterance, rule: str, calls: list[ToolCall] | None = None, dropped: list[str] | None = None, reason: str = "", scores: dict | None = None
+        self,
+        caller: str,
+        utt: AgentUtterance,
+        rule: str,
+        calls: list[ToolCall] | None = None,
+        dropped: list[str] | None = None,
+        reason: str = "",
+        scores: dict | None = None,
     ) -> None:
         agent = " ".join(utt.sentences)
         tools = [c.name for c in calls or []]
         if self._records is not None:
             self._records.generated(utt, rule, tools)
         self.turn_log.append(
-            {"caller": caller, "agent": agent, "interrupted": utt.interrupted, "endpoint_rule": rule, "endpoint_reason": reason, "end_scores": dict(scores or {}),
-             "tools": tools, "dropped": list(dropped or [])}
+            {
+                "caller": caller,
+                "agent": agent,
+                "interrupted": utt.interrupted,
+                "endpoint_rule": rule,
+                "endpoint_reason": reason,
+                "end_scores": dict(scores or {}),
+                "tools": tools,
+                "dropped": list(dropped or []),
+            }
         )
-        log.info("turn call=%s caller=%r agent=%r endpoint_rule=%s%s%s", self._leg.call_id, caller, agent, rule, f" ({reason})" if reason else "",
-                 " (interrupted)" if utt.interrupted else "")
+        log.info(
+            "turn call=%s caller=%r agent=%r endpoint_rule=%s%s%s",
+            self._leg.call_id,
+            caller,
+            agent,
+            rule,
+            f" ({reason})" if reason else "",
+            " (interrupted)" if utt.interrupted else "",
+        )

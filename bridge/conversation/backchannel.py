@@ -50,7 +50,9 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(_NON_SPEECH.sub(" ", text.lower()))
 
 
-def is_backchannel(text: str, vocabulary: frozenset[str] = BACKCHANNEL_WORDS, prompt_words: frozenset[str] = frozenset()) -> bool:
+def is_backchannel(
+    text: str, vocabulary: frozenset[str] = BACKCHANNEL_WORDS, prompt_words: frozenset[str] = frozenset()
+) -> bool:
     """Whether a caller transcript heard over the agent is no interruption: no
     words at all (a cough, a noise), or at most :data:`MAX_WORDS` words that are
     all in ``vocabulary`` ("Mm-hmm.", "Okay, right.", "Uh-huh, yeah").
@@ -72,4 +74,6 @@ def is_backchannel(text: str, vocabulary: frozenset[str] = BACKCHANNEL_WORDS, pr
         return True
     if len(words) > MAX_WORDS:
         return False
-    return all(w in vocabulary or all(part in vocabulary or _HUM.fullmatch(part) for part in w.split("-")) for w in words)
+    return all(
+        w in vocabulary or all(part in vocabulary or _HUM.fullmatch(part) for part in w.split("-")) for w in words
+    )

@@ -81,7 +81,9 @@ class CallControl:
             return Decision("transfer", "transfer", phrase=self._announce, target=self._target)
         return None
 
-    def after_reply(self, calls: list[ToolCall], said: str, caller: str, before: list[tuple[str, str]]) -> Decision | None:
+    def after_reply(
+        self, calls: list[ToolCall], said: str, caller: str, before: list[tuple[str, str]]
+    ) -> Decision | None:
         """The effect of the model's tool calls (the first permitted one), or of an
         ``agent.end_call_pattern`` match in what it ``said`` when the ``caller`` took leave.
         A call of a tool not enabled, or not asked for by the caller, is logged (and the
@@ -97,7 +99,12 @@ class CallControl:
                 log.info("call=%s: tool %s not enabled, ignored", self._call_id, call.name)
                 continue
             if not permitted[call.name]():
-                log.info("call=%s: tool %s refused: the caller did not ask for it (%r)", self._call_id, call.name, caller[:80])
+                log.info(
+                    "call=%s: tool %s refused: the caller did not ask for it (%r)",
+                    self._call_id,
+                    call.name,
+                    caller[:80],
+                )
                 if self._metrics:
                     self._metrics.tools_refused.labels(call.name).inc()
                 continue

@@ -118,7 +118,9 @@ class Conversation:
         self.echo_frames = 0
         self.on_hold = False
         self.threads = WorkerThreads()  # engine calls in worker threads, waited for by close()
-        self.echo_guard = EchoGuard(agent.echo_max_delay_ms, threshold=agent.echo_threshold) if agent.echo_guard else None
+        self.echo_guard = (
+            EchoGuard(agent.echo_max_delay_ms, threshold=agent.echo_threshold) if agent.echo_guard else None
+        )
         self._records: TurnRecorder | None = None
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -139,11 +141,30 @@ class Conversation:
         control = CallControl(agent, transfer, leg.call_id, metrics, self._unavailable)
         writer = ReplyWriter(agent, source, voice, self.threads, clock, self._deliver, leg.call_id, metrics)
         self._answers = AgentTurns(
-            agent, leg, engines.asr, self.playout, writer, control, self.threads, clock, self._spawn, self.turns.agent_stopped, metrics, transfer
+            agent,
+            leg,
+            engines.asr,
+            self.playout,
+            writer,
+            control,
+            self.threads,
+            clock,
+            self._spawn,
+            self.turns.agent_stopped,
+            metrics,
+            transfer,
         )
         scores = EndOfTurnScores(agent, getattr(engines, "turn", None), source, self.threads)
         self._speculator = Speculator(
-            engines.asr, self.threads, clock, scores, self._spawn, self._answers.generate, self._speculated, self._answers.engine_failed, self.transcript,
+            engines.asr,
+            self.threads,
+            clock,
+            scores,
+            self._spawn,
+            self._answers.generate,
+            self._speculated,
+            self._answers.engine_failed,
+            self.transcript,
             leg.call_id,
         )
 
@@ -357,20 +378,30 @@ class Conversation:
                 if not action.agent_active:
                     self._ready_source()
             elif isinstance(action, tt.Speculate):
-                self._speculator.start(action, prepare=not self._answers.digits.waiting)  # spoken digits are no turn to answer
+                self._speculator.start(
+                    action, prepare=not self._answers.digits.waiting
+                )  # spoken digits are no turn to answer
             elif isinstance(action, tt.Discard):
                 self._speculator.drop(action.utterance)
             elif isinstance(action, tt.Transcribe):
                 self._transcribe(action)
             elif isinstance(action, tt.PauseAgent):
                 current = self.playout.current
-                log.info("barge-in call=%s pending: agent paused at %r", self.leg.call_id, current.played_text() if current else "")
+                log.info(
+                    "barge-in call=%s pending: agent paused at %r",
+                    self.leg.call_id,
+                    current.played_text() if current else "",
+                )
             elif isinstance(action, tt.ResumeAgent):
                 self.backchannels.append(action.heard)
                 del self.backchannels[:-20]
                 if self.metrics:
                     self.metrics.barge_ins_resumed.inc()
-                log.info("barge-in call=%s withdrawn: %r is a backchannel or no words; the agent resumes", self.leg.call_id, action.heard)
+                log.info(
+                    "barge-in call=%s withdrawn: %r is a backchannel or no words; the agent resumes",
+                    self.leg.call_id,
+                    action.heard,
+                )
             elif isinstance(action, tt.Interrupt):
                 if action.words:
                     log.info("barge-in call=%s confirmed by the words %r", self.leg.call_id, action.words)
@@ -382,7 +413,9 @@ class Conversation:
                 log.info("call=%s: silence for %.0f s, reprompt", self.leg.call_id, self.agent.reprompt_after_s)
                 self._answers.say(self.agent.reprompt, cancel=self._answers.speech())
             elif isinstance(action, tt.GiveUp):
-                log.info("call=%s: no answer to %d reprompts, ending the call", self.leg.call_id, self.agent.max_reprompts)
+                log.info(
+                    "call=%s: no answer to %d reprompts, ending the call", self.leg.call_id, self.agent.max_reprompts
+                )
                 self._answers.say(self.agent.goodbye, then=self._answers.hangup, cancel=self._answers.speech())
 
     def _ready_source(self) -> None:
@@ -391,7 +424,9 @@ class Conversation:
         work = self._source.ahead(self.transcript())
         if work is not None:
             future = self.threads.run(work)
-            future.add_done_callback(lambda f: f.cancelled() or f.exception() is None or log.debug("llm: priming failed: %s", f.exception()))
+            future.add_done_callback(
+                lambda f: f.cancelled() or f.exception() is None or log.debug("llm: priming failed: %s", f.exception())
+            )
 
     def _transcribe(self, action: tt.Transcribe) -> None:
         future = self.threads.run(self._asr.hear, action.pcm)
@@ -406,19 +441,40 @@ class Conversation:
                 del self.interims[:-20]
                 log.debug("interim call=%s %r", self.leg.call_id, text)
             logprob = heard.avg_logprob if heard is not None else None
-            self._apply(self.turns.heard(action.utterance, action.purpose, text, self.clock(), self.agent_active, logprob=logprob))
+            self._apply(
+                self.turns.heard(
+                    action.utterance, action.purpose, text, self.clock(), self.agent_active, logprob=logprob
+                )
+            )
 
         future.add_done_callback(done)
 
     def _speculated(self, s: Speculated) -> None:
         """A speculative pass is done: its transcript and scores to turn-taking."""
         r = s.reply
-        self._apply(self.turns.speculated(r.utterance, r.frames, s.text, s.p_text, s.p_audio, self.clock(), self.agent_active, heard_at=r.asr_done, logprob=s.logprob))
+        self._apply(
+            self.turns.speculated(
+                r.utterance,
+                r.frames,
+                s.text,
+                s.p_text,
+                s.p_audio,
+                self.clock(),
+                self.agent_active,
+                heard_at=r.asr_done,
+                logprob=s.logprob,
+            )
+        )
 
     def _end_of_turn(self, action: tt.EndOfTurn) -> None:
         """The caller's turn is over: release the prepared reply, or start one."""
         if action.reason:
-            log.info("turn call=%s: unfinished by its %s, answered after %.2f s of silence", self.leg.call_id, action.reason, action.times["endpoint"] - action.times["speech_end"])
+            log.info(
+                "turn call=%s: unfinished by its %s, answered after %.2f s of silence",
+                self.leg.call_id,
+                action.reason,
+                action.times["endpoint"] - action.times["speech_end"],
+            )
         if action.pcm is None:
             return
         reply = self._speculator.take(action)

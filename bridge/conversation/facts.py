@@ -81,7 +81,9 @@ class FactIndex:
 
 _NEGATION = re.compile(r"\b(not|no|never|closed|don't|doesn't|cannot|can't|won't|isn't|aren't)\b", re.I)
 _NUMBER = re.compile(r"\d+")
-_QUESTION = re.compile(r"\?|^\s*(what|when|where|who|which|why|how|can|could|do|does|did|are|is|will|would|should|may)\b", re.I)
+_QUESTION = re.compile(
+    r"\?|^\s*(what|when|where|who|which|why|how|can|could|do|does|did|are|is|will|would|should|may)\b", re.I
+)
 
 
 def _names(fact: str) -> set[str]:

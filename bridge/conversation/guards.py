@@ -23,7 +23,9 @@ from .sentences import first_sentence
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 #: The model started writing another speaker's line.
-_LABEL = re.compile(r"(?:^|\s|[.!?,;])(caller|user|customer|patient|assistant|agent|receptionist|system|note|facts?)\s*:", re.I)
+_LABEL = re.compile(
+    r"(?:^|\s|[.!?,;])(caller|user|customer|patient|assistant|agent|receptionist|system|note|facts?)\s*:", re.I
+)
 #: A stage direction such as the prompt's "(Sam looks it up: ...)".
 _ASIDE = re.compile(r"\(")
 _FAREWELL = re.compile(r"\b(good ?-?bye|bye|have a (?:nice|good|great|wonderful) (?:day|one|evening|weekend))\b", re.I)
@@ -45,7 +47,9 @@ def repeats(text: str) -> bool:
     return any(c >= 3 for c in grams2.values()) or any(c >= 2 for c in grams3.values())
 
 
-_FILLER = frozenset("yes yeah sure no of course we i you it a an the is are can do does we're i'm you're it's that this there to on in at for with and or".split())
+_FILLER = frozenset(
+    "yes yeah sure no of course we i you it a an the is are can do does we're i'm you're it's that this there to on in at for with and or".split()
+)
 
 
 def echoes(reply: str, caller: str) -> bool:
@@ -176,7 +180,7 @@ class ReplyGuard:
         if leaked:
             if not norm:
                 return self._drop(text, "leak", stop=True)
-            self.dropped.append(text[len(body):])
+            self.dropped.append(text[len(body) :])
             self.spoken.append(body.strip())
             return Verdict(body.strip(), stop=True, reason="leak")
         if norm:

@@ -26,7 +26,9 @@ _FAREWELL = re.compile(
     re.I,
 )
 _GOING_ON = re.compile(r"\b(wait|actually|one more|also|another|but)\b", re.I)
-_QUESTION_START = re.compile(r"^\s*(what|when|where|who|why|how|can|could|do|does|did|are|is|will|would|should|may)\b", re.I)
+_QUESTION_START = re.compile(
+    r"^\s*(what|when|where|who|why|how|can|could|do|does|did|are|is|will|would|should|may)\b", re.I
+)
 
 _PERSON = re.compile(
     r"\b(?:speak|talk|talking|speaking)\s+(?:to|with)\s+(?:a |an |the |some |your )?(?:real |actual |live )?"
@@ -46,7 +48,10 @@ _RECORD = re.compile(
 )
 
 
-_DECLINE = re.compile(r"^\W*(no|nope|nah|no thanks|no thank you|i'?m good|i am good|all good|i'?m fine|that'?s fine)\W*(thanks|thank you)?\W*$", re.I)
+_DECLINE = re.compile(
+    r"^\W*(no|nope|nah|no thanks|no thank you|i'?m good|i am good|all good|i'?m fine|that'?s fine)\W*(thanks|thank you)?\W*$",
+    re.I,
+)
 
 
 def wants_to_end(text: str, after_anything_else: bool = False) -> bool:
@@ -64,7 +69,7 @@ def wants_to_end(text: str, after_anything_else: bool = False) -> bool:
     if not farewells:
         return False
     m = farewells[-1]  # the last farewell: what follows it decides
-    after = text[m.end():]
+    after = text[m.end() :]
     if "?" in after or _GOING_ON.search(after):
         return False
     return not any(_QUESTION_START.match(part) for part in re.split(r"[.!,;]", after) if part.strip())

@@ -113,7 +113,9 @@ def build_chat_messages(agent, transcript: list[tuple[str, str]]) -> list[dict]:
     if facts:
         system += "\n\n" + "\n".join(facts)
     if agent.examples:
-        system += "\n\nExamples of good answers:\n" + "\n".join(f"Caller: {q}\n{agent.name}: {a}" for q, a in agent.examples)
+        system += "\n\nExamples of good answers:\n" + "\n".join(
+            f"Caller: {q}\n{agent.name}: {a}" for q, a in agent.examples
+        )
     system += f"\n\nAnswer in at most {agent.max_sentences} short spoken sentences."
     messages = [{"role": "system", "content": system}]
     for role, text in history_window(agent, transcript):

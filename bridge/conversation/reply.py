@@ -87,7 +87,15 @@ class ReplyWriter:
         self._call_id = call_id
         self._metrics = metrics
 
-    async def speak(self, text: str, utt: AgentUtterance, times: dict | None, cancel: threading.Event, reply: Reply | None = None, fixed: bool = False) -> None:
+    async def speak(
+        self,
+        text: str,
+        utt: AgentUtterance,
+        times: dict | None,
+        cancel: threading.Event,
+        reply: Reply | None = None,
+        fixed: bool = False,
+    ) -> None:
         """Speak ``text`` as the next sentence of ``utt`` (``fixed``: from the phrase cache).
 
         Raises:
@@ -97,7 +105,15 @@ class ReplyWriter:
         if frames:
             self._deliver(frames, reply)
 
-    async def write(self, caller: str, before: Transcript, utt: AgentUtterance, reply: Reply, cancel: threading.Event, written: Written) -> None:
+    async def write(
+        self,
+        caller: str,
+        before: Transcript,
+        utt: AgentUtterance,
+        reply: Reply,
+        cancel: threading.Event,
+        written: Written,
+    ) -> None:
         """Write and speak the reply to the ``caller``'s line after ``before`` into ``utt``,
         until the source ends, the guards stop it, or ``cancel`` is set (barge-in).
         ``cancel`` is set when this returns, and the source's thread has finished.
@@ -108,11 +124,26 @@ class ReplyWriter:
         """
         agent = self._agent
         fact, known_numbers = grounding_fact(agent, caller)
-        guard = ReplyGuard(agent.name, agent.max_sentences, fact=fact, known_numbers=known_numbers, caller=caller, previous=previous_reply(caller, before))
+        guard = ReplyGuard(
+            agent.name,
+            agent.max_sentences,
+            fact=fact,
+            known_numbers=known_numbers,
+            caller=caller,
+            previous=previous_reply(caller, before),
+        )
         stop = threading.Event()  # the guards stop generation; ``cancel`` is barge-in's
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
-        producer = self._threads.run(self._produce, loop, queue, EitherEvent(cancel, stop), reply.times, [*before, ("caller", caller)], reply.probed)
+        producer = self._threads.run(
+            self._produce,
+            loop,
+            queue,
+            EitherEvent(cancel, stop),
+            reply.times,
+            [*before, ("caller", caller)],
+            reply.probed,
+        )
         buffer = ""
         failure: EngineError | None = None
         clause = agent.first_clause_words
@@ -147,7 +178,13 @@ class ReplyWriter:
                     stop.set()
             if buffer.strip() and not cancel.is_set() and failure is None and not stop.is_set():
                 await self._sentence(buffer.strip(), utt, reply, cancel, written, guard, stop)
-            if failure is None and not cancel.is_set() and guard.finish() == "empty" and not written.calls and agent.fallback:
+            if (
+                failure is None
+                and not cancel.is_set()
+                and guard.finish() == "empty"
+                and not written.calls
+                and agent.fallback
+            ):
                 # Nothing speakable survived the guards: a short clarifying question instead.
                 self._guarded("empty", "")
                 await self.speak(agent.fallback, utt, reply.times, cancel, reply=reply, fixed=True)
@@ -158,7 +195,15 @@ class ReplyWriter:
         if failure is not None:
             raise failure
 
-    def _produce(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, cancel, times: dict, transcript: Transcript, probed: asyncio.Future | None) -> None:
+    def _produce(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue,
+        cancel,
+        times: dict,
+        transcript: Transcript,
+        probed: asyncio.Future | None,
+    ) -> None:
         """Worker thread: the source's pieces onto ``queue``, then ``None``; an exception
         is put on the queue (as :class:`EngineError`) before the ``None``. ``probed``:
         resolved with the end-of-line probability, when the source gives one."""
@@ -176,7 +221,15 @@ class ReplyWriter:
             loop.call_soon_threadsafe(queue.put_nowait, None)
 
     async def _sentence(
-        self, sentence: str, utt: AgentUtterance, reply: Reply, cancel: threading.Event, written: Written, guard: ReplyGuard, stop: threading.Event, clause: bool = False
+        self,
+        sentence: str,
+        utt: AgentUtterance,
+        reply: Reply,
+        cancel: threading.Event,
+        written: Written,
+        guard: ReplyGuard,
+        stop: threading.Event,
+        clause: bool = False,
     ) -> None:
         """One generated sentence (``clause``: the first clause of one): take out
         ``[command]`` markers, pass the rest through the guard, speak what it allows;

@@ -32,7 +32,7 @@ def first_sentence(buffer: str) -> tuple[str, str] | None:
             continue
         sentence = head.strip()
         if sentence:
-            return sentence, buffer[m.end():].lstrip()
+            return sentence, buffer[m.end() :].lstrip()
     return None
 
 
@@ -53,5 +53,5 @@ def first_clause(buffer: str, min_words: int) -> tuple[str, str] | None:
         if _NUMBER_COMMA.search(head):
             continue
         if len(head.split()) >= min_words:
-            return head.strip(), buffer[m.end():].lstrip()
+            return head.strip(), buffer[m.end() :].lstrip()
     return None

@@ -43,7 +43,9 @@ class ReplySource(Protocol):
     #: Whether :meth:`end_probability` and ``probe`` give the end-of-line probability.
     scores_end: bool
 
-    def stream(self, transcript: Transcript, cancel: threading.Event | EitherEvent, probe: bool = False) -> Iterator[ReplyPiece]:
+    def stream(
+        self, transcript: Transcript, cancel: threading.Event | EitherEvent, probe: bool = False
+    ) -> Iterator[ReplyPiece]:
         """Worker thread: the reply to ``transcript`` (its last line the caller's), piece by
         piece; stops early once ``cancel`` is set. ``probe``: yield a :class:`Probe` first.
 
@@ -83,13 +85,17 @@ class LlmReplySource:
         #: The prompt prefix last evaluated ahead of a turn.
         self._primed = ""
 
-    def stream(self, transcript: Transcript, cancel: threading.Event | EitherEvent, probe: bool = False) -> Iterator[ReplyPiece]:
+    def stream(
+        self, transcript: Transcript, cancel: threading.Event | EitherEvent, probe: bool = False
+    ) -> Iterator[ReplyPiece]:
         """See :meth:`ReplySource.stream`; ``probe`` only in completion mode on an engine
         that reads it (in-process llama.cpp)."""
         agent = self._agent
         if not self._completion:
             tools = [t for t in TOOL_SCHEMAS if t["function"]["name"] in agent.tools] or None
-            return self._llm.stream_chat(build_chat_messages(agent, transcript), agent.max_tokens, agent.temperature, cancel, tools=tools)
+            return self._llm.stream_chat(
+                build_chat_messages(agent, transcript), agent.max_tokens, agent.temperature, cancel, tools=tools
+            )
         prompt = build_completion_prompt(agent, transcript)
         extra = {}
         if probe:

@@ -167,7 +167,9 @@ class Speculator:
         if reply.task is not None and not reply.task.done():
             reply.task.cancel()
 
-    async def _pass(self, reply: Reply, pcm: np.ndarray, prepare: bool, heard: str = "", utterance_pcm: np.ndarray | None = None) -> None:
+    async def _pass(
+        self, reply: Reply, pcm: np.ndarray, prepare: bool, heard: str = "", utterance_pcm: np.ndarray | None = None
+    ) -> None:
         """Transcribe the utterance; then, at the same time, score the end of the turn
         (Smart Turn on the audio; the end-of-line probability, read from the very
         evaluation of the reply's prompt) and generate the reply into its stash; report

@@ -58,8 +58,16 @@ class TurnRecorder:
     def begin(self, caller_text: str | None, utt: AgentUtterance, times: dict | None) -> None:
         """The agent starts ``utt`` (in reply to ``caller_text``): the previous turn ends."""
         self.end()
-        self._open = {"utt": utt, "times": times, "caller_text": caller_text, "started_at": datetime.now(UTC),
-                      "complete": False, "rule": None, "tools": [], "dtmf": ""}
+        self._open = {
+            "utt": utt,
+            "times": times,
+            "caller_text": caller_text,
+            "started_at": datetime.now(UTC),
+            "complete": False,
+            "rule": None,
+            "tools": [],
+            "dtmf": "",
+        }
 
     def generated(self, utt: AgentUtterance, rule: str | None, tools: list[str]) -> None:
         """Everything ``utt`` will say is queued; the turn ends once it has played."""

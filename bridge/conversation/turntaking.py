@@ -226,7 +226,9 @@ class TurnTaking:
 
     # ----------------------------------------------------------- inputs
 
-    def frame(self, pcm: np.ndarray, voiced: bool, now: float, agent_active: bool, asr_pass_s: float = 0.0) -> list[Action]:
+    def frame(
+        self, pcm: np.ndarray, voiced: bool, now: float, agent_active: bool, asr_pass_s: float = 0.0
+    ) -> list[Action]:
         """One 20 ms caller frame (PCM16 8 kHz, 160 samples) and whether it is speech
         (the VAD's verdict, the agent's own echo already taken out). ``agent_active``:
         the agent is speaking or answering (a barge-in would interrupt it).
@@ -282,11 +284,28 @@ class TurnTaking:
             self._spec = _Speculation(self.utterance, len(self._frames), prepare=not over_agent and not agent_active)
             everything = np.concatenate(self._frames)
             done, heard = self._heard or (0, "")
-            out.append(Speculate(self.utterance, np.concatenate(self._frames[done:]), len(self._frames), self._spec.prepare, heard, everything))
+            out.append(
+                Speculate(
+                    self.utterance,
+                    np.concatenate(self._frames[done:]),
+                    len(self._frames),
+                    self._spec.prepare,
+                    heard,
+                    everything,
+                )
+            )
         return out + self._check_endpoint(now, agent_active)
 
     def speculated(
-        self, utterance: int, frames: int, text: str | None, p_text: float | None, p_audio: float | None, now: float, agent_active: bool, heard_at: float | None = None,
+        self,
+        utterance: int,
+        frames: int,
+        text: str | None,
+        p_text: float | None,
+        p_audio: float | None,
+        now: float,
+        agent_active: bool,
+        heard_at: float | None = None,
         logprob: float | None = None,
     ) -> list[Action]:
         """The result of :class:`Speculate` for ``utterance`` at ``frames``: its transcript
@@ -300,7 +319,9 @@ class TurnTaking:
         spec.logprob = logprob
         spec.failed = text is None
         spec.p_text, spec.p_audio, spec.done_at = p_text, p_audio, now if heard_at is None else heard_at
-        out = self._settled_by(utterance, spec.text, now, agent_active, logprob=logprob) if spec.text is not None else []
+        out = (
+            self._settled_by(utterance, spec.text, now, agent_active, logprob=logprob) if spec.text is not None else []
+        )
         if self.paused == utterance and spec.text is not None and self._backchannel(spec.text, logprob):
             # "Mm-hmm" over the agent: resume now, not at the end of the turn ("hmm" reads
             # as unfinished); words that follow may still interrupt.
@@ -310,7 +331,15 @@ class TurnTaking:
             out += self._check_endpoint(now, agent_active)
         return out
 
-    def heard(self, utterance: int, purpose: str, text: str | None, now: float, agent_active: bool, logprob: float | None = None) -> list[Action]:
+    def heard(
+        self,
+        utterance: int,
+        purpose: str,
+        text: str | None,
+        now: float,
+        agent_active: bool,
+        logprob: float | None = None,
+    ) -> list[Action]:
         """The result of a :class:`Transcribe` (``text`` ``None``: ASR failed; ``logprob``:
         the recognizer's average log probability for it, ``None`` when not known)."""
         if purpose == "interim":
@@ -318,7 +347,11 @@ class TurnTaking:
             if utterance != self.utterance or text is None:
                 return []
             self.interim_text = text.strip()
-            if utterance in (self.paused, self._withdrawn) and agent_active and not self._backchannel(self.interim_text, logprob):
+            if (
+                utterance in (self.paused, self._withdrawn)
+                and agent_active
+                and not self._backchannel(self.interim_text, logprob)
+            ):
                 return self._confirm(utterance, self.interim_text)
             return []
         if purpose == "judge":
@@ -327,7 +360,12 @@ class TurnTaking:
                 return []  # decided meanwhile (the utterance ended and was settled, or another paused)
             if text is None:
                 return self._confirm(utterance, "")  # ASR failed: the caller may have said something
-            if self._unsure(text, logprob) and not is_backchannel(text, self._backchannel_words, self._prompt_words) and self.in_speech and self.utterance == utterance:
+            if (
+                self._unsure(text, logprob)
+                and not is_backchannel(text, self._backchannel_words, self._prompt_words)
+                and self.in_speech
+                and self.utterance == utterance
+            ):
                 # Words Whisper was unsure of, and the caller is still speaking: the start
                 # of a real interruption often reads that way ("Arry to interrupt"). Stay
                 # paused; judge again on more speech, or on the whole utterance at its end.
@@ -337,7 +375,9 @@ class TurnTaking:
                 self._withdrawn = utterance  # its later words may still interrupt
                 return self._resume(utterance, text.strip())
             return self._confirm(utterance, text.strip())
-        return self._settled_by(utterance, text if text is not None else "", now, agent_active, failed=text is None, logprob=logprob)
+        return self._settled_by(
+            utterance, text if text is not None else "", now, agent_active, failed=text is None, logprob=logprob
+        )
 
     def tick(self, now: float, agent_active: bool, waiting: bool = False) -> list[Action]:
         """Time passes (call it a few times a second). ``waiting``: something else keeps
@@ -401,7 +441,11 @@ class TurnTaking:
         an interim pass in flight would only hold it back."""
         a = self.agent
         interval = a.interim_interval_ms // FRAME_MS
-        if not interval or self._interim_running or (self.utterance not in (self.paused, self._withdrawn) and not a.interim_always):
+        if (
+            not interval
+            or self._interim_running
+            or (self.utterance not in (self.paused, self._withdrawn) and not a.interim_always)
+        ):
             return []
         if len(self._frames) - self._interim_frames < interval or asr_pass_s > a.interim_interval_ms / 2000:
             return []
@@ -454,7 +498,9 @@ class TurnTaking:
             # The utterance that paused the agent is over: resume, or interrupt and answer it.
             self._settling = _Settling(utterance, pcm if enough else None, times, rule)
             if text is not None or not enough:
-                return self._settled_by(utterance, text or "", now, agent_active, logprob=spec.logprob if text is not None else None)
+                return self._settled_by(
+                    utterance, text or "", now, agent_active, logprob=spec.logprob if text is not None else None
+                )
             if spec is None or spec.failed:
                 return [Transcribe(utterance, "final", pcm)]
             return []  # its speculative pass is running: speculated() settles it
@@ -466,7 +512,15 @@ class TurnTaking:
         scores = {"p_text": spec.p_text, "p_audio": spec.p_audio} if spec is not None else {}
         return [EndOfTurn(utterance, pcm, text, prepared, times, rule, reason, scores)]
 
-    def _settled_by(self, utterance: int, text: str, now: float, agent_active: bool, failed: bool = False, logprob: float | None = None) -> list[Action]:
+    def _settled_by(
+        self,
+        utterance: int,
+        text: str,
+        now: float,
+        agent_active: bool,
+        failed: bool = False,
+        logprob: float | None = None,
+    ) -> list[Action]:
         """A transcript of a barge-in utterance that has ended: resume, or interrupt and answer."""
         s = self._settling
         if s is None or s.utterance != utterance:
@@ -505,7 +559,9 @@ class TurnTaking:
             return False
         words = len(text.split())
         voiced_s = max(self._voiced * FRAME_MS / 1000, FRAME_MS / 1000)
-        return words <= self.agent.barge_in_unsure_max_words or words > self.agent.barge_in_unsure_words_per_s * voiced_s
+        return (
+            words <= self.agent.barge_in_unsure_max_words or words > self.agent.barge_in_unsure_words_per_s * voiced_s
+        )
 
     def _confirm(self, utterance: int, words: str) -> list[Action]:
         self._confirmed = utterance

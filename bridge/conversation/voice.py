@@ -47,7 +47,12 @@ class Voice:
             await self._threads.call("tts", self._phrases.get, text, lambda t: self.synthesize(t, None))
 
     async def speak(
-        self, text: str, utt: AgentUtterance, times: dict[str, float] | None, cancel: threading.Event, fixed: bool = False
+        self,
+        text: str,
+        utt: AgentUtterance,
+        times: dict[str, float] | None,
+        cancel: threading.Event,
+        fixed: bool = False,
     ) -> list[AgentFrame]:
         """``text`` as frames of ``utt`` (``fixed``: from the phrase cache), the sentence
         recorded in ``utt``; none when ``cancel`` was set meanwhile. ``times``: the turn's
@@ -71,7 +76,10 @@ class Voice:
         utt.sentences.append(text)
         utt.samples.append(n)
         base = sum(utt.samples[:-1])
-        return [AgentFrame(pcm[i : i + FRAME_SAMPLES], utt, i + FRAME_SAMPLES >= n, base + i + FRAME_SAMPLES) for i in range(0, n, FRAME_SAMPLES)]
+        return [
+            AgentFrame(pcm[i : i + FRAME_SAMPLES], utt, i + FRAME_SAMPLES >= n, base + i + FRAME_SAMPLES)
+            for i in range(0, n, FRAME_SAMPLES)
+        ]
 
     def synthesize(self, text: str, times: dict[str, float] | None) -> np.ndarray:
         """Worker thread: ``text`` -> PCM16 mono 8000 Hz (Piper, then FFmpeg resampling).

@@ -100,10 +100,21 @@ def model_keys(m, device: str) -> dict[str, tuple]:
     from .asr import asr_batch, asr_model_path
 
     compute = m.asr_compute_type if device == "cpu" else "float16"
-    llm = ("llm", "openai", m.openai_base_url, m.openai_model) if m.llm_backend == "openai" else (
-        "llm", m.llm, m.cache_dir, m.llm_context, m.llm_threads, m.llm_gpu_layers, m.llm_parallel, device)
+    llm = (
+        ("llm", "openai", m.openai_base_url, m.openai_model)
+        if m.llm_backend == "openai"
+        else ("llm", m.llm, m.cache_dir, m.llm_context, m.llm_threads, m.llm_gpu_layers, m.llm_parallel, device)
+    )
     tts = ("tts", m.tts, m.cache_dir, device)
-    asr = ("asr", str(asr_model_path(m)), device, compute, asr_batch(m, device), tuple(m.asr_windows), m.asr_window_headroom)
+    asr = (
+        "asr",
+        str(asr_model_path(m)),
+        device,
+        compute,
+        asr_batch(m, device),
+        tuple(m.asr_windows),
+        m.asr_window_headroom,
+    )
     return {"asr": asr, "llm": llm, "tts": tts, "phrases": ("phrases", *tts[1:])}
 
 
@@ -139,7 +150,12 @@ def load_engines(settings, shared: dict | None = None) -> Engines:
     device = resolve_device(m.device)
     keys = model_keys(m, device)
     compute = keys["asr"][3]
-    whisper = once(keys["asr"], lambda: WhisperAsr(asr_model_path(m), device, compute, batch=keys["asr"][4], windows=keys["asr"][5], headroom=keys["asr"][6]))
+    whisper = once(
+        keys["asr"],
+        lambda: WhisperAsr(
+            asr_model_path(m), device, compute, batch=keys["asr"][4], windows=keys["asr"][5], headroom=keys["asr"][6]
+        ),
+    )
     asr = whisper.variant(beam_size=m.asr_beam_size, initial_prompt=initial_prompt(m, agent))
     if m.llm_backend == "openai":
         from .openai_llm import OpenAiLlm
@@ -154,7 +170,11 @@ def load_engines(settings, shared: dict | None = None) -> Engines:
         from .turn import SmartTurn
 
         turn = once(("turn",), SmartTurn)
-    vad = silero_vad_factory(agent.silero_threshold) if agent.vad == "silero" else webrtc_vad_factory(agent.vad_aggressiveness)
+    vad = (
+        silero_vad_factory(agent.silero_threshold)
+        if agent.vad == "silero"
+        else webrtc_vad_factory(agent.vad_aggressiveness)
+    )
     # Warming the models up the way a call uses them is the caller's step
     # (bridge.warmup.load_warm_engines): it needs the conversation's prompts.
     return Engines(vad, asr, llm, tts, device, phrases, turn)

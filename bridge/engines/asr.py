@@ -66,7 +66,9 @@ def embedded_base_asr_path(cache_dir: str | Path) -> Path:
                         digest.update(chunk)
                         out.write(chunk)
         if digest.hexdigest() != BASE_MODEL_SHA256:
-            raise ValueError(f"faster-whisper base: assembled model.bin has sha256 {digest.hexdigest()}, expected {BASE_MODEL_SHA256}")
+            raise ValueError(
+                f"faster-whisper base: assembled model.bin has sha256 {digest.hexdigest()}, expected {BASE_MODEL_SHA256}"
+            )
         for name in ("config.json", "tokenizer.json", "vocabulary.json"):
             shutil.copy(data2 / name, tmp / name)
         tmp.rename(target)
@@ -116,8 +118,16 @@ class WhisperAsr:
     """
 
     def __init__(
-        self, model_path: str | Path, device: str = "cpu", compute_type: str = "int8", beam_size: int = 1, language: str = "en",
-        initial_prompt: str | None = None, batch: int = 0, windows: tuple[int, ...] = WINDOWS, headroom: float = HEADROOM,
+        self,
+        model_path: str | Path,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        language: str = "en",
+        initial_prompt: str | None = None,
+        batch: int = 0,
+        windows: tuple[int, ...] = WINDOWS,
+        headroom: float = HEADROOM,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -135,7 +145,13 @@ class WhisperAsr:
         #: The conversation skips interim passes when this is long.
         self.pass_seconds = 0.0
         self._lock = FifoLock()  # unbatched passes one at a time, in arrival order
-        log.info("asr: faster-whisper %s on %s (%s)%s", path.name, device, compute_type, f", batches of up to {batch}" if batch > 0 else "")
+        log.info(
+            "asr: faster-whisper %s on %s (%s)%s",
+            path.name,
+            device,
+            compute_type,
+            f", batches of up to {batch}" if batch > 0 else "",
+        )
 
     @classmethod
     def from_settings(cls, m, device: str, agent=None) -> WhisperAsr:
@@ -143,8 +159,16 @@ class WhisperAsr:
 
         path = asr_model_path(m)
         compute = m.asr_compute_type if device == "cpu" else "float16"
-        return cls(path, device, compute, m.asr_beam_size, initial_prompt=initial_prompt(m, agent) if agent is not None else None,
-                   batch=asr_batch(m, device), windows=tuple(m.asr_windows), headroom=m.asr_window_headroom)
+        return cls(
+            path,
+            device,
+            compute,
+            m.asr_beam_size,
+            initial_prompt=initial_prompt(m, agent) if agent is not None else None,
+            batch=asr_batch(m, device),
+            windows=tuple(m.asr_windows),
+            headroom=m.asr_window_headroom,
+        )
 
     def variant(self, beam_size: int, initial_prompt: str | None) -> WhisperAsr:
         """The same loaded model (and its lock) with another beam size and prompt: one

@@ -119,7 +119,15 @@ class WhisperBatcher:
         batches: batches run so far; ``largest``: the most requests in one of them.
     """
 
-    def __init__(self, model, language: str = "en", max_batch: int = 8, window_s: float = 0.005, windows: tuple[int, ...] = WINDOWS, headroom: float = HEADROOM) -> None:
+    def __init__(
+        self,
+        model,
+        language: str = "en",
+        max_batch: int = 8,
+        window_s: float = 0.005,
+        windows: tuple[int, ...] = WINDOWS,
+        headroom: float = HEADROOM,
+    ) -> None:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
 
@@ -130,7 +138,9 @@ class WhisperBatcher:
         self.headroom = headroom
         #: Passes run per encoder window (seconds -> count), for inspection.
         self.by_window: dict[int, int] = {}
-        self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
+        self.tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
+        )
         self.suppress = list(get_suppressed_tokens(self.tokenizer, [-1]))
         self.batches = 0
         self.largest = 0
@@ -211,10 +221,15 @@ class WhisperBatcher:
         encoded = self.model.encode(features)
         prompts = [self._prompt(r.initial_prompt) for r in batch]
         results = self.model.model.generate(
-            encoded, prompts, beam_size=batch[0].beam_size,
+            encoded,
+            prompts,
+            beam_size=batch[0].beam_size,
             # max_length counts the prompt too
-            max_length=min(self.model.max_length, max(map(len, prompts)) + token_budget(longest)), suppress_blank=True, suppress_tokens=self.suppress,
-            return_scores=True, return_no_speech_prob=True,
+            max_length=min(self.model.max_length, max(map(len, prompts)) + token_budget(longest)),
+            suppress_blank=True,
+            suppress_tokens=self.suppress,
+            return_scores=True,
+            return_no_speech_prob=True,
         )
         self.batches += 1
         self.largest = max(self.largest, len(batch))
@@ -227,7 +242,9 @@ class WhisperBatcher:
         average log probability of what it wrote under ``LOW_LOGPROB`` (faster-whisper's
         defaults for the same test; a cough otherwise comes out as words of the initial prompt)."""
         tokens = result.sequences_ids[0]
-        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)  # length_penalty 1, as faster-whisper recovers it
+        avg_logprob = (
+            result.scores[0] * len(tokens) / (len(tokens) + 1)
+        )  # length_penalty 1, as faster-whisper recovers it
         if result.no_speech_prob > NO_SPEECH and avg_logprob < LOW_LOGPROB:
             return Transcript("", avg_logprob)
         return Transcript(drop_repeats(self.tokenizer.decode(tokens).strip()), avg_logprob)

@@ -17,7 +17,9 @@ _COMMON = frozenset(
     "Yes No Sure Of And But Or If In On At To From By With Sorry Hello Hi Thanks Thank".split()
 )
 #: Service words worth priming in any domain, when the facts use them.
-_TERMS = re.compile(r"\b(check-up|checkup|cleaning|filling|whitening|x-ray|appointment|insurance|emergency|toothache)s?\b", re.I)
+_TERMS = re.compile(
+    r"\b(check-up|checkup|cleaning|filling|whitening|x-ray|appointment|insurance|emergency|toothache)s?\b", re.I
+)
 
 
 def vocabulary(agent) -> list[str]:

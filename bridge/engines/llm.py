@@ -232,7 +232,15 @@ class LlamaCppLlm:
         RuntimeError: llama.cpp could not load the model or make the context.
     """
 
-    def __init__(self, model_path: str | Path, n_ctx: int = 2048, n_threads: int = 2, n_gpu_layers: int = 0, parallel: int = 4, n_batch: int = 512) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_gpu_layers: int = 0,
+        parallel: int = 4,
+        n_batch: int = 512,
+    ) -> None:
         import llama_cpp
 
         path = Path(model_path)
@@ -282,12 +290,20 @@ class LlamaCppLlm:
         self._thread = threading.Thread(target=self._run, name="llm-batch", daemon=True)
         self._thread.start()
         _LIVE.add(self)
-        log.info("llm: llama.cpp %s (ctx %d x %d sequences, gpu layers %d)", path.name, n_ctx, self.parallel, n_gpu_layers)
+        log.info(
+            "llm: llama.cpp %s (ctx %d x %d sequences, gpu layers %d)", path.name, n_ctx, self.parallel, n_gpu_layers
+        )
 
     @classmethod
     def from_settings(cls, m, device: str) -> LlamaCppLlm:
         path = embedded_llm_path(m.cache_dir) if m.llm == "embedded" else Path(m.llm)
-        return cls(path, m.llm_context, m.llm_threads, m.llm_gpu_layers if device == "cuda" else 0, parallel=llm_parallel(m, device))
+        return cls(
+            path,
+            m.llm_context,
+            m.llm_threads,
+            m.llm_gpu_layers if device == "cuda" else 0,
+            parallel=llm_parallel(m, device),
+        )
 
     # ------------------------------------------------------------------ API
 
@@ -374,7 +390,14 @@ class LlamaCppLlm:
         return float(result)
 
     def stream(
-        self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: threading.Event, repeat_penalty: float = 1.0, presence_penalty: float = 0.0,
+        self,
+        prompt: str,
+        stop: list[str],
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
         probe: str | None = None,
     ) -> Iterator[str | Probe]:
         """Yield the completion of ``prompt`` piece by piece (text mode, no chat template).
@@ -397,9 +420,18 @@ class LlamaCppLlm:
         tokens, probe_index = self.tokenize(prompt), -1
         if probe and prompt.startswith(probe) and len(probe) < len(prompt):
             head = self.tokenize(probe)
-            tokens, probe_index = head + self.tokenize(prompt[len(probe):], special=False), len(head) - 1
-        request = _Request("generate", tokens, stop=tuple(stop), max_tokens=max_tokens, temperature=temperature,
-                           repeat_penalty=repeat_penalty, presence_penalty=presence_penalty, cancel=cancel, probe_index=probe_index)
+            tokens, probe_index = head + self.tokenize(prompt[len(probe) :], special=False), len(head) - 1
+        request = _Request(
+            "generate",
+            tokens,
+            stop=tuple(stop),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            repeat_penalty=repeat_penalty,
+            presence_penalty=presence_penalty,
+            cancel=cancel,
+            probe_index=probe_index,
+        )
         self._submit(request)
         try:
             while True:
@@ -412,7 +444,14 @@ class LlamaCppLlm:
         finally:
             self._abandon(request)
 
-    def stream_chat(self, messages: list[dict], max_tokens: int, temperature: float, cancel: threading.Event, tools: list[dict] | None = None) -> Iterator[str]:
+    def stream_chat(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event,
+        tools: list[dict] | None = None,
+    ) -> Iterator[str]:
         """Chat mode through the GGUF's own chat template (rendered by llama-cpp-python's
         Jinja2 formatter), then :meth:`stream`. Tools are not passed (templates differ per
         model); chat mode on llama.cpp uses the bracket convention of
@@ -426,11 +465,14 @@ class LlamaCppLlm:
         template = self._ll.llama_model_chat_template(self._model, None)
         if not template:
             raise ValueError("this GGUF has no chat template: use agent.llm_mode: completion")
-        bos, eos = self._piece(self._ll.llama_vocab_bos(self._vocab), True), self._piece(self._ll.llama_vocab_eos(self._vocab), True)
+        bos, eos = (
+            self._piece(self._ll.llama_vocab_bos(self._vocab), True),
+            self._piece(self._ll.llama_vocab_eos(self._vocab), True),
+        )
         formatted = Jinja2ChatFormatter(template.decode("utf-8"), eos_token=eos, bos_token=bos)(messages=messages)
         prompt = formatted.prompt
         if bos and prompt.startswith(bos):
-            prompt = prompt[len(bos):]  # tokenize() adds it
+            prompt = prompt[len(bos) :]  # tokenize() adds it
         stop = formatted.stop if isinstance(formatted.stop, list) else ([formatted.stop] if formatted.stop else [])
         yield from self.stream(prompt, stop, max_tokens, temperature, cancel)
 
@@ -523,7 +565,9 @@ class LlamaCppLlm:
     def _sampler(self, r: _Request):
         ll = self._ll
         chain = ll.llama_sampler_chain_init(ll.llama_sampler_chain_default_params())
-        ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_penalties(self.n_vocab, 64, r.repeat_penalty, 0.0, r.presence_penalty))
+        ll.llama_sampler_chain_add(
+            chain, ll.llama_sampler_init_penalties(self.n_vocab, 64, r.repeat_penalty, 0.0, r.presence_penalty)
+        )
         if r.temperature <= 0:
             ll.llama_sampler_chain_add(chain, ll.llama_sampler_init_greedy())
         else:
@@ -646,8 +690,12 @@ class LlamaCppLlm:
     def _ending_mass(self, index: int, endings: tuple[str, ...]) -> float:
         ids = self._ending_ids.get(endings)
         if ids is None:
-            ids = self._ending_ids[endings] = sorted({t[0] for t in (self.tokenize(e, special=False) for e in endings) if len(t) == 1})
-        logits = np.ctypeslib.as_array(self._ll.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)).astype(np.float64)
+            ids = self._ending_ids[endings] = sorted(
+                {t[0] for t in (self.tokenize(e, special=False) for e in endings) if len(t) == 1}
+            )
+        logits = np.ctypeslib.as_array(self._ll.llama_get_logits_ith(self._ctx, index), shape=(self.n_vocab,)).astype(
+            np.float64
+        )
         p = np.exp(logits - logits.max())
         return float(p[ids].sum() / p.sum())
 

@@ -103,13 +103,29 @@ class OpenAiLlm:
         except LlmError as exc:
             log.warning("llm: could not warm the server's prompt cache: %s", exc)
 
-    def stream(self, prompt: str, stop: list[str], max_tokens: int, temperature: float, cancel: threading.Event, repeat_penalty: float = 1.0, presence_penalty: float = 0.0) -> Iterator[str]:
+    def stream(
+        self,
+        prompt: str,
+        stop: list[str],
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event,
+        repeat_penalty: float = 1.0,
+        presence_penalty: float = 0.0,
+    ) -> Iterator[str]:
         """Completion mode: yield text pieces of the completion of ``prompt``.
 
         Raises:
             LlmError: HTTP error, connection failure, or a malformed event.
         """
-        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature, "stop": stop[:4], "stream": True}
+        body = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stop": stop[:4],
+            "stream": True,
+        }
         if presence_penalty:
             body["presence_penalty"] = presence_penalty  # OpenAI's name; repeat_penalty is llama.cpp's own and not sent
 
@@ -119,7 +135,14 @@ class OpenAiLlm:
                 if text:
                     yield text
 
-    def stream_chat(self, messages: list[dict], max_tokens: int, temperature: float, cancel: threading.Event, tools: list[dict] | None = None) -> Iterator[str | ToolCall]:
+    def stream_chat(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float,
+        cancel: threading.Event,
+        tools: list[dict] | None = None,
+    ) -> Iterator[str | ToolCall]:
         """Chat mode: yield content pieces, and a :class:`ToolCall` for each tool call.
 
         Tool calls arrive in fragments (``delta.tool_calls[i].function.arguments``);
@@ -128,7 +151,13 @@ class OpenAiLlm:
         Raises:
             LlmError: as :meth:`stream`.
         """
-        body = {"model": self.model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature, "stream": True}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": True,
+        }
         if tools:
             body["tools"] = tools
         calls: dict[int, dict] = {}

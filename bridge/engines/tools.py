@@ -22,21 +22,54 @@ MODEL_TOOLS = ("collect_digits",)
 
 #: OpenAI-style tool definitions for chat mode.
 TOOL_SCHEMAS = [
-    {"type": "function", "function": {"name": "end_call", "description": "Hang up after saying goodbye.", "parameters": {"type": "object", "properties": {}}}},
-    {"type": "function", "function": {"name": "transfer", "description": "Transfer the caller to a human colleague.", "parameters": {"type": "object", "properties": {}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "end_call",
+            "description": "Hang up after saying goodbye.",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "transfer",
+            "description": "Transfer the caller to a human colleague.",
+            "parameters": {"type": "object", "properties": {}},
+        },
+    },
     {
         "type": "function",
         "function": {
             "name": "collect_digits",
             "description": "Collect digits from the caller (keypad or spoken), e.g. an account number.",
-            "parameters": {"type": "object", "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 20}}, "required": ["count"]},
+            "parameters": {
+                "type": "object",
+                "properties": {"count": {"type": "integer", "minimum": 1, "maximum": 20}},
+                "required": ["count"],
+            },
         },
     },
 ]
 
 _COMMAND = re.compile(r"\[\s*(end_call|transfer|collect_digits)(?:\s+(\d{1,2}))?\s*\]", re.I)
-_SPOKEN_DIGITS = {"zero": "0", "oh": "0", "o": "0", "one": "1", "two": "2", "to": "2", "too": "2", "three": "3", "four": "4", "for": "4",
-                  "five": "5", "six": "6", "seven": "7", "eight": "8", "nine": "9"}
+_SPOKEN_DIGITS = {
+    "zero": "0",
+    "oh": "0",
+    "o": "0",
+    "one": "1",
+    "two": "2",
+    "to": "2",
+    "too": "2",
+    "three": "3",
+    "four": "4",
+    "for": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+}
 
 
 @dataclass(frozen=True)

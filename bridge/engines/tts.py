@@ -36,7 +36,9 @@ def _session(model_path: Path, use_cuda: bool):
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = False
     options.enable_mem_pattern = False
-    providers = [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda else ["CPUExecutionProvider"]
+    providers = (
+        [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"})] if use_cuda else ["CPUExecutionProvider"]
+    )
     return onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers)
 
 
@@ -57,7 +59,13 @@ class PiperTts:
         FileNotFoundError: the voice does not exist.
     """
 
-    def __init__(self, model_path: str | Path, config_path: str | Path | None = None, use_cuda: bool = False, concurrent: bool | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path,
+        config_path: str | Path | None = None,
+        use_cuda: bool = False,
+        concurrent: bool | None = None,
+    ) -> None:
         from piper import PiperVoice
         from piper.config import PiperConfig
 
@@ -102,7 +110,9 @@ class PiperTts:
         for phonemes in sentences:
             if not phonemes:
                 continue
-            audio = np.asarray(self.voice.phoneme_ids_to_audio(self.voice.phonemes_to_ids(phonemes), config), dtype=np.float32).reshape(-1)
+            audio = np.asarray(
+                self.voice.phoneme_ids_to_audio(self.voice.phonemes_to_ids(phonemes), config), dtype=np.float32
+            ).reshape(-1)
             peak = float(np.max(np.abs(audio))) if audio.size else 0.0
             audio = audio / peak if peak > 1e-8 else np.zeros_like(audio)
             yield (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)

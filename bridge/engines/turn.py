@@ -75,7 +75,9 @@ class SmartTurn:
         options.intra_op_num_threads = threads
         options.enable_cpu_mem_arena = False  # the input is fixed-size, but keep RSS flat as for Piper
         options.log_severity_level = 3
-        self._session = onnxruntime.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
+        self._session = onnxruntime.InferenceSession(
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         log.info("turn: Smart Turn v3 %s", model.name)
 
     def probability(self, pcm: np.ndarray) -> float:

@@ -8,7 +8,19 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-CATEGORIES = ("hours", "prices", "address", "booking", "insurance", "services", "smalltalk", "offtopic", "person", "goodbye", "digits")
+CATEGORIES = (
+    "hours",
+    "prices",
+    "address",
+    "booking",
+    "insurance",
+    "services",
+    "smalltalk",
+    "offtopic",
+    "person",
+    "goodbye",
+    "digits",
+)
 TOOLS = ("end_call", "transfer", "collect_digits")
 
 

@@ -107,7 +107,9 @@ async def _speak(conv: Conversation, clock: JumpClock, pcm: np.ndarray) -> None:
         await asyncio.sleep(max(0.0, delay))
 
 
-async def run_conversation(engines, settings, conversation: EvalConversation, speak: Callable[[str], np.ndarray] | None, metrics=None) -> list[TurnScore]:
+async def run_conversation(
+    engines, settings, conversation: EvalConversation, speak: Callable[[str], np.ndarray] | None, metrics=None
+) -> list[TurnScore]:
     """Hold ``conversation`` with the agent of ``settings`` and score every turn.
 
     Args:
@@ -144,10 +146,24 @@ async def run_conversation(engines, settings, conversation: EvalConversation, sp
                 tools.append("collect_digits")
             turn = conv.turn_log[logged] if len(conv.turn_log) > logged else None
             latency = conv.latencies[latencies] if len(conv.latencies) > latencies else {}
-            score = score_turn(item, turn["caller"] if turn else None, turn["agent"] if turn else "", tools, latency, asr=speak is not None)
+            score = score_turn(
+                item,
+                turn["caller"] if turn else None,
+                turn["agent"] if turn else "",
+                tools,
+                latency,
+                asr=speak is not None,
+            )
             score.fallback = bool(agent.fallback and turn and agent.fallback.strip() in turn["agent"])
             scores.append(score)
-            log.info("eval %s heard=%r reply=%r tools=%s %s", item.id, score.heard, score.reply, tools, "ok" if score.correct else "WRONG")
+            log.info(
+                "eval %s heard=%r reply=%r tools=%s %s",
+                item.id,
+                score.heard,
+                score.reply,
+                tools,
+                "ok" if score.correct else "WRONG",
+            )
     finally:
         await conv.close()
     return scores

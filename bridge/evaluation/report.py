@@ -40,7 +40,13 @@ def summarize(scores: list[TurnScore]) -> dict:
     }
     wers = [s.wer for s in scores if s.wer is not None]
     out["wer"] = statistics.mean(wers) if wers else None
-    out["latency"] = {st: {"p50": _pct([s.latency[st] for s in scores if st in s.latency], 0.5), "p95": _pct([s.latency[st] for s in scores if st in s.latency], 0.95)} for st in STAGES}
+    out["latency"] = {
+        st: {
+            "p50": _pct([s.latency[st] for s in scores if st in s.latency], 0.5),
+            "p95": _pct([s.latency[st] for s in scores if st in s.latency], 0.95),
+        }
+        for st in STAGES
+    }
     return out
 
 
@@ -82,9 +88,11 @@ def print_report(report: dict, header: str = "") -> None:
 
     def row(name: str, s: dict) -> str:
         lat = s["latency"]["first_packet"]
-        return (f"{name:14} {s['turns']:>5} {_fmt(s['accuracy'], True):>9} {_fmt(s['wer'], True) if s['wer'] is not None else '-':>6} {s['degenerate']:>5} "
-                f"{s['unrequested_hangups']:>7} {s['unrequested_transfers']:>5} {s['unrequested_digits']:>7} {s['missed_tools']:>6} {s['no_reply']:>7} {s['after_end']:>4} {s.get('fallback', 0):>6} "
-                f"{_fmt(lat['p50']):>7} {_fmt(lat['p95']):>7}")
+        return (
+            f"{name:14} {s['turns']:>5} {_fmt(s['accuracy'], True):>9} {_fmt(s['wer'], True) if s['wer'] is not None else '-':>6} {s['degenerate']:>5} "
+            f"{s['unrequested_hangups']:>7} {s['unrequested_transfers']:>5} {s['unrequested_digits']:>7} {s['missed_tools']:>6} {s['no_reply']:>7} {s['after_end']:>4} {s.get('fallback', 0):>6} "
+            f"{_fmt(lat['p50']):>7} {_fmt(lat['p95']):>7}"
+        )
 
     print(cols)
     print(row("all", report["overall"]))
@@ -98,8 +106,10 @@ def print_report(report: dict, header: str = "") -> None:
     if kinds:
         print("degenerate kinds: " + ", ".join(f"{k} {v}" for k, v in kinds.items()))
     lat = report["overall"]["latency"]
-    print("latency from the end of the caller's speech, p50 (p95), seconds: " + ", ".join(
-        f"{st} {_fmt(lat[st]['p50'])} ({_fmt(lat[st]['p95'])})" for st in STAGES))
+    print(
+        "latency from the end of the caller's speech, p50 (p95), seconds: "
+        + ", ".join(f"{st} {_fmt(lat[st]['p50'])} ({_fmt(lat[st]['p95'])})" for st in STAGES)
+    )
     wrong = [t for t in report["turns"] if not t["correct"]]
     if wrong:
         print(f"wrong turns ({len(wrong)}):")
@@ -111,5 +121,9 @@ def print_report(report: dict, header: str = "") -> None:
                 why.append("lost: the call had ended")
             why += [f"degenerate:{k}" for k in t["degenerate"]]
             why += [f"missing:{'/'.join(g)}" for g in t["missing"]] + [f"forbidden:{p}" for p in t["forbidden"]]
-            why += [f"unrequested:{u}" for u in t["unrequested"]] + (["missed:" + t["expected_tool"]] if t["missed_tool"] else [])
-            print(f"  [{t['voice']}] {t['id']} heard={t['heard']!r} reply={t['reply']!r} tools={t['tools']} -> {', '.join(why)}")
+            why += [f"unrequested:{u}" for u in t["unrequested"]] + (
+                ["missed:" + t["expected_tool"]] if t["missed_tool"] else []
+            )
+            print(
+                f"  [{t['voice']}] {t['id']} heard={t['heard']!r} reply={t['reply']!r} tools={t['tools']} -> {', '.join(why)}"
+            )

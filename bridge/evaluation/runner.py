@@ -13,7 +13,9 @@ from .voices import voice
 log = logging.getLogger("bridge.evaluation")
 
 
-async def bench_answers(settings, engines, voices: list[str], paths: list[str] | None = None, splits: list[str] | None = None) -> dict:
+async def bench_answers(
+    settings, engines, voices: list[str], paths: list[str] | None = None, splits: list[str] | None = None
+) -> dict:
     """Run the evaluation set and return the report (:func:`.report.build_report`).
 
     Args:
@@ -42,6 +44,11 @@ async def bench_answers(settings, engines, voices: list[str], paths: list[str] |
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["voices"] = list(voices)
     report["files"] = [s.path for s in sets]
-    report["models"] = {"asr": settings.models.asr, "llm": settings.models.llm, "tts": settings.models.tts, "device": engines.device,
-                        "asr_beam_size": settings.models.asr_beam_size}
+    report["models"] = {
+        "asr": settings.models.asr,
+        "llm": settings.models.llm,
+        "tts": settings.models.tts,
+        "device": engines.device,
+        "asr_beam_size": settings.models.asr_beam_size,
+    }
     return report

@@ -15,7 +15,9 @@ import jiwer
 from .evalset import EvalItem
 
 #: A speaker label or prompt text in the reply: the model wrote the transcript on.
-_LEAK = re.compile(r"(\b(caller|sam|agent|user|assistant|receptionist|system)\s*:)|following is a phone call|\bfacts?\s*:", re.I)
+_LEAK = re.compile(
+    r"(\b(caller|sam|agent|user|assistant|receptionist|system)\s*:)|following is a phone call|\bfacts?\s*:", re.I
+)
 #: A sentence end: . ! ? and space or the end, not after a title or an initial ("Dr. Patel").
 _SENTENCE_END = re.compile(r"(?<!\bDr)(?<!\bMr)(?<!\bMs)(?<!\bMrs)(?<!\bSt)(?<!\b[A-Z])[.!?]+(\s+|$)")
 
@@ -86,10 +88,24 @@ class TurnScore:
 
     def to_json(self) -> dict:
         return {
-            "id": self.item.id, "category": self.item.category, "said": self.item.say, "heard": self.heard, "reply": self.reply,
-            "tools": self.tools, "expected_tool": self.item.tool, "correct": self.correct, "degenerate": self.degenerate,
-            "missing": self.missing, "forbidden": self.forbidden, "unrequested": self.unrequested, "missed_tool": self.missed_tool,
-            "no_reply": self.no_reply, "after_end": self.after_end, "fallback": self.fallback, "wer": self.wer, "latency": self.latency,
+            "id": self.item.id,
+            "category": self.item.category,
+            "said": self.item.say,
+            "heard": self.heard,
+            "reply": self.reply,
+            "tools": self.tools,
+            "expected_tool": self.item.tool,
+            "correct": self.correct,
+            "degenerate": self.degenerate,
+            "missing": self.missing,
+            "forbidden": self.forbidden,
+            "unrequested": self.unrequested,
+            "missed_tool": self.missed_tool,
+            "no_reply": self.no_reply,
+            "after_end": self.after_end,
+            "fallback": self.fallback,
+            "wer": self.wer,
+            "latency": self.latency,
         }
 
 
@@ -102,7 +118,15 @@ def word_error_rate(said: str, heard: str) -> float:
     return float(jiwer.wer(ref, hyp))
 
 
-def score_turn(item: EvalItem, heard: str | None, reply: str, tools: list[str], latency: dict | None = None, asr: bool = True, after_end: bool = False) -> TurnScore:
+def score_turn(
+    item: EvalItem,
+    heard: str | None,
+    reply: str,
+    tools: list[str],
+    latency: dict | None = None,
+    asr: bool = True,
+    after_end: bool = False,
+) -> TurnScore:
     """Score one turn.
 
     Args:

@@ -44,7 +44,10 @@ def _piper(tts, length_scale: float, deterministic: bool = False) -> Callable[[s
         # The bench's own use of the loaded voice, outside any call: the adapter's
         # lock keeps it off a synthesis in flight.
         with tts._lock:  # noqa: SLF001 - same process, same voice object
-            chunks = [np.asarray(c.audio_int16_array, dtype=np.int16).reshape(-1) for c in tts.voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale, **noise))]
+            chunks = [
+                np.asarray(c.audio_int16_array, dtype=np.int16).reshape(-1)
+                for c in tts.voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale, **noise))
+            ]
         return telephone(np.concatenate(chunks), tts.sample_rate)
 
     return speak
@@ -56,7 +59,9 @@ def _espeak(wpm: float) -> Callable[[str], np.ndarray]:
         raise RuntimeError("the espeak voices need espeak-ng (Debian package espeak-ng; scripts/setup.sh installs it)")
 
     def speak(text: str) -> np.ndarray:
-        out = subprocess.run([exe, "-v", "en-us", "-s", str(int(wpm)), "--stdout", text], check=True, capture_output=True).stdout
+        out = subprocess.run(
+            [exe, "-v", "en-us", "-s", str(int(wpm)), "--stdout", text], check=True, capture_output=True
+        ).stdout
         with wave.open(io.BytesIO(out), "rb") as w:
             rate = w.getframerate()
             pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)

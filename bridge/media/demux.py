@@ -44,6 +44,8 @@ def binding_response(data: bytes, addr: tuple[str, int]) -> bytes | None:
         return None
     if "USERNAME" in message.attributes or "MESSAGE-INTEGRITY" in message.attributes:
         return None
-    response = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE, transaction_id=message.transaction_id)
+    response = stun.Message(
+        message_method=stun.Method.BINDING, message_class=stun.Class.RESPONSE, transaction_id=message.transaction_id
+    )
     response.attributes["XOR-MAPPED-ADDRESS"] = (addr[0], addr[1])
     return bytes(response)

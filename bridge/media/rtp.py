@@ -69,8 +69,9 @@ class RtpSender:
         self._last_slot = slot
         return packet.serialize()
 
-
-    def dtmf_packet(self, start_slot: int, event: int, *, end: bool, duration: int, first: bool, payload_type: int) -> bytes:
+    def dtmf_packet(
+        self, start_slot: int, event: int, *, end: bool, duration: int, first: bool, payload_type: int
+    ) -> bytes:
         """Serialize an RFC 4733 telephone-event packet, sent in place of an audio packet.
 
         Every packet of one event carries the timestamp of the event's first

@@ -70,7 +70,11 @@ class SdpError(Exception):
         """The ``Warning`` header for this refusal, or ``None`` (400)."""
         if self.warning is None:
             return None
-        text = {301: "Incompatible network address formats", 304: "Media type not available", 305: "Incompatible media format"}[self.warning]
+        text = {
+            301: "Incompatible network address formats",
+            304: "Media type not available",
+            305: "Incompatible media format",
+        }[self.warning]
         return ("Warning", f'{self.warning} {agent} "{text}"')
 
 
@@ -139,7 +143,7 @@ def _essentials(group: list[str], session_direction: str | None = None) -> list[
     m = _M_LINE.match(group[0])
     if m is None:
         raise SdpError(f"bad media line {group[0][:60]!r}", 400)
-    mapped = {line[len("a=rtpmap:"):].split(" ", 1)[0].strip() for line in group if line.startswith("a=rtpmap:")}
+    mapped = {line[len("a=rtpmap:") :].split(" ", 1)[0].strip() for line in group if line.startswith("a=rtpmap:")}
     out = [f"m={m.group(1)} {m.group(2)} {m.group(3)} {' '.join(m.group(4).split())}"]
     for line in group[1:]:
         if line.startswith("c="):
@@ -173,11 +177,22 @@ def _parse(body: bytes) -> tuple[SessionDescription, list[tuple[str, str, str]],
         offered = [_m_line(group[0]) for group in groups]
         audio = [i for i, (kind, _, _) in enumerate(offered) if kind == "audio"]
         direction = next((line[2:] for line in session_lines if line[2:] in _DIRECTIONS), None)
-        kept = [line for line in session_lines if line.startswith(_SESSION_LINES)] + [line for i in audio for line in _essentials(groups[i], direction)]
+        kept = [line for line in session_lines if line.startswith(_SESSION_LINES)] + [
+            line for i in audio for line in _essentials(groups[i], direction)
+        ]
         return SessionDescription.parse("\r\n".join(kept) + "\r\n"), offered, audio
     except SdpError:
         raise
-    except (ValueError, AssertionError, KeyError, IndexError, StopIteration, UnicodeDecodeError, TypeError, AttributeError) as exc:
+    except (
+        ValueError,
+        AssertionError,
+        KeyError,
+        IndexError,
+        StopIteration,
+        UnicodeDecodeError,
+        TypeError,
+        AttributeError,
+    ) as exc:
         raise SdpError(f"unparseable SDP: {exc!r}", 400) from exc
 
 
@@ -201,7 +216,7 @@ _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly":
 
 def _crypto_lines(media: MediaDescription, offer: bytes, index: int) -> list[str]:
     _, groups = grouplines(offer.decode("utf-8", "replace"))
-    return [line[len("a=crypto:"):].strip() for line in groups[index] if line.startswith("a=crypto:")]
+    return [line[len("a=crypto:") :].strip() for line in groups[index] if line.startswith("a=crypto:")]
 
 
 def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
@@ -232,7 +247,9 @@ def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
         crypto = None
         if media.profile == "RTP/SAVP":
             try:
-                crypto = next((c for c in (parse_crypto(v) for v in _crypto_lines(media, offer, index)) if c is not None), None)
+                crypto = next(
+                    (c for c in (parse_crypto(v) for v in _crypto_lines(media, offer, index)) if c is not None), None
+                )
             except (ValueError, TypeError) as exc:
                 raise SdpError(f"bad a=crypto: {exc}", 400) from exc
             if crypto is None:
@@ -258,8 +275,12 @@ def negotiate(offer: bytes, srtp: str = "optional") -> MediaParams:
         their_direction = media.direction or "sendrecv"
         direction = _ANSWER_DIRECTION.get(their_direction, "sendrecv")
         hold = their_direction in ("sendonly", "inactive") or host in ("0.0.0.0", "::")
-        return MediaParams(chosen[0], chosen[1], dtmf, (host, media.port), PTIME_MS, direction, crypto, hold, index, tuple(offered))
-    raise SdpError(f"no acceptable audio stream (we accept PCMU/PCMA at 8000 Hz over {' or '.join(profiles)})", 488, 305)
+        return MediaParams(
+            chosen[0], chosen[1], dtmf, (host, media.port), PTIME_MS, direction, crypto, hold, index, tuple(offered)
+        )
+    raise SdpError(
+        f"no acceptable audio stream (we accept PCMU/PCMA at 8000 Hz over {' or '.join(profiles)})", 488, 305
+    )
 
 
 def _session(host: str, session_id: int, version: int | None = None) -> SessionDescription:
@@ -271,16 +292,26 @@ def _session(host: str, session_id: int, version: int | None = None) -> SessionD
     return session
 
 
-def _audio(port: int, codecs: list[tuple[int, str]], dtmf_pt: int | None, direction: str, secure: bool = False) -> MediaDescription:
+def _audio(
+    port: int, codecs: list[tuple[int, str]], dtmf_pt: int | None, direction: str, secure: bool = False
+) -> MediaDescription:
     fmt = [pt for pt, _ in codecs] + ([dtmf_pt] if dtmf_pt is not None else [])
     media = MediaDescription(kind="audio", port=port, profile="RTP/SAVP" if secure else "RTP/AVP", fmt=fmt)
     media.direction = direction
     media.ice = RTCIceParameters()
     for pt, name in codecs:
-        media.rtp.codecs.append(RTCRtpCodecParameters(mimeType=f"audio/{name}", clockRate=8000, channels=1, payloadType=pt))
+        media.rtp.codecs.append(
+            RTCRtpCodecParameters(mimeType=f"audio/{name}", clockRate=8000, channels=1, payloadType=pt)
+        )
     if dtmf_pt is not None:
         media.rtp.codecs.append(
-            RTCRtpCodecParameters(mimeType="audio/telephone-event", clockRate=8000, channels=1, payloadType=dtmf_pt, parameters={"0-16": None})
+            RTCRtpCodecParameters(
+                mimeType="audio/telephone-event",
+                clockRate=8000,
+                channels=1,
+                payloadType=dtmf_pt,
+                parameters={"0-16": None},
+            )
         )
     return media
 
@@ -308,7 +339,12 @@ def _check_host(host: str) -> None:
 
 
 def build_answer(
-    params: MediaParams, local_host: str, local_port: int, session_id: int | None = None, local_crypto: Crypto | None = None, version: int | None = None
+    params: MediaParams,
+    local_host: str,
+    local_port: int,
+    session_id: int | None = None,
+    local_crypto: Crypto | None = None,
+    version: int | None = None,
 ) -> bytes:
     """Serialize our answer (RFC 3264 section 6.1) for ``params``.
 
@@ -327,7 +363,11 @@ def build_answer(
     if params.secure and local_crypto is None:
         raise ValueError("an RTP/SAVP answer needs our crypto key")
     session = _session(local_host, session_id or int(time.time()), version)
-    session.media.append(_audio(local_port, [(params.payload_type, params.codec)], params.dtmf_payload_type, params.direction, params.secure))
+    session.media.append(
+        _audio(
+            local_port, [(params.payload_type, params.codec)], params.dtmf_payload_type, params.direction, params.secure
+        )
+    )
     return _serialize(session, local_crypto if params.secure else None, params)
 
 
@@ -343,7 +383,9 @@ def answer_crypto(params: MediaParams, current: Crypto | None = None) -> Crypto 
     return new_crypto(params.remote_crypto.tag, params.remote_crypto.suite)
 
 
-def build_offer(local_host: str, local_port: int, dtmf_pt: int = 101, session_id: int | None = None, crypto: Crypto | None = None) -> bytes:
+def build_offer(
+    local_host: str, local_port: int, dtmf_pt: int = 101, session_id: int | None = None, crypto: Crypto | None = None
+) -> bytes:
     """Serialize an offer (RFC 3264 section 5): PCMU, PCMA, telephone-event, ptime 20;
     ``RTP/SAVP`` with ``crypto`` when given.
 

@@ -49,7 +49,7 @@ def parse_crypto(value: str) -> Crypto | None:
     key_param = parts[2].split(";")[0]
     if not key_param.startswith("inline:"):
         return None
-    fields = key_param[len("inline:"):].split("|")
+    fields = key_param[len("inline:") :].split("|")
     if len(fields) > 2:  # an MKI: not supported (Twilio sends none)
         return None
     key = base64.b64decode(fields[0] + "=" * (-len(fields[0]) % 4), validate=True)
@@ -74,8 +74,16 @@ class SrtpContext:
     def __init__(self, local: Crypto, remote: Crypto) -> None:
         self.local = local
         self.remote = remote
-        self._tx = pylibsrtp.Session(pylibsrtp.Policy(key=local.key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=SUITES[local.suite]))
-        self._rx = pylibsrtp.Session(pylibsrtp.Policy(key=remote.key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=SUITES[remote.suite]))
+        self._tx = pylibsrtp.Session(
+            pylibsrtp.Policy(
+                key=local.key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=SUITES[local.suite]
+            )
+        )
+        self._rx = pylibsrtp.Session(
+            pylibsrtp.Policy(
+                key=remote.key, ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND, srtp_profile=SUITES[remote.suite]
+            )
+        )
 
     def protect(self, rtp: bytes) -> bytes:
         """RTP packet bytes -> SRTP packet bytes."""

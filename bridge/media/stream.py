@@ -234,7 +234,9 @@ class RtpStream:
             try:
                 data = self.srtp.unprotect(data)
             except pylibsrtp.Error:
-                self.receiver.counters["srtp_unprotect_failed"] = self.receiver.counters.get("srtp_unprotect_failed", 0) + 1
+                self.receiver.counters["srtp_unprotect_failed"] = (
+                    self.receiver.counters.get("srtp_unprotect_failed", 0) + 1
+                )
                 self._log_drop("srtp_unprotect_failed", addr)
                 return
         valid_before = self.receiver.valid_packets
@@ -280,7 +282,9 @@ class RtpStream:
                 event = self.dtmf.next(slot) if self.dtmf.active else None
                 if event is not None:
                     start, code, end, duration, first = event
-                    data = self.sender.dtmf_packet(start, code, end=end, duration=duration, first=first, payload_type=self.params.dtmf_payload_type)
+                    data = self.sender.dtmf_packet(
+                        start, code, end=end, duration=duration, first=first, payload_type=self.params.dtmf_payload_type
+                    )
                     self._send(data)
                     continue
                 frame = self.source.pull_frame(now)
@@ -322,8 +326,13 @@ class RtpStream:
         """Log the first drop of each reason on this stream (the rest are only counted)."""
         if reason not in self._logged_drops:
             self._logged_drops.add(reason)
-            log.info("rtp: port %s dropping packets from %s:%s: %s (logged once per reason; counted in bridge_rtp_dropped_total)",
-                     self.local_port, addr[0], addr[1], reason)
+            log.info(
+                "rtp: port %s dropping packets from %s:%s: %s (logged once per reason; counted in bridge_rtp_dropped_total)",
+                self.local_port,
+                addr[0],
+                addr[1],
+                reason,
+            )
 
     def _send(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
@@ -340,7 +349,12 @@ class RtpStream:
                 self.receiver.counters["unsendable"] = self.receiver.counters.get("unsendable", 0) + 1
                 if "unsendable" not in self._logged_drops:
                     self._logged_drops.add("unsendable")
-                    log.info("rtp: port %s cannot send to %s:%s (%s); sending once the peer's own RTP shows where it is", self.local_port, *self.remote[:2], exc)
+                    log.info(
+                        "rtp: port %s cannot send to %s:%s (%s); sending once the peer's own RTP shows where it is",
+                        self.local_port,
+                        *self.remote[:2],
+                        exc,
+                    )
 
     async def close(self) -> None:
         """Stop sending and close the socket (idempotent)."""

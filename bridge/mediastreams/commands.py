@@ -11,7 +11,9 @@ from ..runtime import setup_logging
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``twilio`` sub-command on the ``bridge`` parser."""
-    twilio = sub.add_parser("twilio", help="Twilio REST actions: 'call NUMBER' places a call that streams to this bridge")
+    twilio = sub.add_parser(
+        "twilio", help="Twilio REST actions: 'call NUMBER' places a call that streams to this bridge"
+    )
     twilio.add_argument("action", choices=["call"])
     twilio.add_argument("number", help="E.164 number to call")
     twilio.add_argument("--from", dest="from_number", help="caller ID (a Twilio number)")
@@ -28,18 +30,32 @@ def _twilio(args: argparse.Namespace) -> int:
 
     from .leg import TwilioCallControl
 
-    overrides = {"mediastreams": {k: v for k, v in (("public_url", args.public_url), ("api_base_url", args.api_base_url), ("from_number", args.from_number)) if v}}
+    overrides = {
+        "mediastreams": {
+            k: v
+            for k, v in (
+                ("public_url", args.public_url),
+                ("api_base_url", args.api_base_url),
+                ("from_number", args.from_number),
+            )
+            if v
+        }
+    }
     settings = load_settings(args.config, overrides)
     setup_logging("WARNING")
     ms = settings.mediastreams
     if not (ms.account_sid and ms.auth_token and ms.public_url and ms.from_number):
-        print("bridge twilio call needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, --public-url and --from", file=sys.stderr)
+        print(
+            "bridge twilio call needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, --public-url and --from", file=sys.stderr
+        )
         return 2
     from .http import ws_base
 
     response = VoiceResponse()
     base = ms.public_url.rstrip("/")
     response.connect().stream(url=ws_base(base) + "/media-stream")
-    sid = TwilioCallControl(ms.account_sid, ms.auth_token, ms.api_base_url).create(args.number, ms.from_number, str(response))
+    sid = TwilioCallControl(ms.account_sid, ms.auth_token, ms.api_base_url).create(
+        args.number, ms.from_number, str(response)
+    )
     print(f"call {sid} to {args.number} created; its audio will stream to {base}/media-stream")
     return 0

@@ -63,7 +63,11 @@ def build_app(server) -> FastAPI:
         url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if not signature_ok(url, params, request.headers.get("x-twilio-signature")):
             server.metrics.calls.labels("rejected_bad_signature").inc()
-            log.warning("twiml: bad or missing X-Twilio-Signature for %s from %s", url, request.client.host if request.client else "?")
+            log.warning(
+                "twiml: bad or missing X-Twilio-Signature for %s from %s",
+                url,
+                request.client.host if request.client else "?",
+            )
             return PlainTextResponse("invalid signature", status_code=403)
         response = VoiceResponse()
         if server.router.route(params.get("To")) is None:
@@ -77,7 +81,9 @@ def build_app(server) -> FastAPI:
         for name in ("CallSid", "From", "To", "AccountSid"):
             if params.get(name):
                 stream.parameter(name=name, value=params[name])
-        log.info("twiml: call %s from %s to %s -> media stream", params.get("CallSid"), params.get("From"), params.get("To"))
+        log.info(
+            "twiml: call %s from %s to %s -> media stream", params.get("CallSid"), params.get("From"), params.get("To")
+        )
         return Response(str(response), media_type="application/xml")
 
     @app.websocket("/media-stream")
@@ -98,7 +104,9 @@ def build_app(server) -> FastAPI:
             except RuntimeError:
                 pass  # already closed
 
-        leg = MediaStreamLeg(server, server.streams.start, websocket.send_text, close, server.twilio_control, settings.max_message_bytes)
+        leg = MediaStreamLeg(
+            server, server.streams.start, websocket.send_text, close, server.twilio_control, settings.max_message_bytes
+        )
         try:
             while True:
                 # Twilio sends connected then start at once: a silent socket is not a call.
@@ -107,7 +115,11 @@ def build_app(server) -> FastAPI:
                     message = await asyncio.wait_for(websocket.receive(), settings.start_timeout if waiting else None)
                 except TimeoutError:
                     server.metrics.calls.labels("rejected_no_start").inc()
-                    log.warning("media-stream: no start message within %.0f s, closing %d", settings.start_timeout, p.CLOSE_POLICY)
+                    log.warning(
+                        "media-stream: no start message within %.0f s, closing %d",
+                        settings.start_timeout,
+                        p.CLOSE_POLICY,
+                    )
                     leg.refused = (p.CLOSE_POLICY, "no start message")
                     break
                 if message["type"] == "websocket.disconnect":

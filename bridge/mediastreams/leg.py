@@ -89,7 +89,9 @@ class MediaStreamLeg:
 
     kind = "mediastreams"
 
-    def __init__(self, host, admit, send, close, control: TwilioCallControl | None, max_message_bytes: int = 65536) -> None:
+    def __init__(
+        self, host, admit, send, close, control: TwilioCallControl | None, max_message_bytes: int = 65536
+    ) -> None:
         self.host = host
         self._admit = admit
         self._send_text = send

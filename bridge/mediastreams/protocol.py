@@ -154,7 +154,11 @@ class StreamSession:
             raise StreamProtocolError(CLOSE_POLICY, "start twice")
         start = message["start"]
         fmt = start.get("mediaFormat") or {}
-        if fmt.get("encoding") != "audio/x-mulaw" or int(fmt.get("sampleRate", 0)) != 8000 or int(fmt.get("channels", 1)) != 1:
+        if (
+            fmt.get("encoding") != "audio/x-mulaw"
+            or int(fmt.get("sampleRate", 0)) != 8000
+            or int(fmt.get("channels", 1)) != 1
+        ):
             raise StreamProtocolError(CLOSE_UNSUPPORTED, f"media format {fmt!r}: only audio/x-mulaw 8000 Hz mono")
         stream_sid = str(message.get("streamSid") or start["streamSid"])
         params = start.get("customParameters") or {}
@@ -163,7 +167,13 @@ class StreamSession:
         self.state = "started"
         self.stream_sid = stream_sid
         self.call_sid = str(start["callSid"])
-        return Start(stream_sid, self.call_sid, str(start.get("accountSid", "")), list(start.get("tracks") or []), {str(k): str(v) for k, v in params.items()})
+        return Start(
+            stream_sid,
+            self.call_sid,
+            str(start.get("accountSid", "")),
+            list(start.get("tracks") or []),
+            {str(k): str(v) for k, v in params.items()},
+        )
 
     def _on_media(self, message: dict) -> Media:
         self._need_started("media", message)
@@ -175,7 +185,9 @@ class StreamSession:
             payload = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise StreamProtocolError(CLOSE_POLICY, "media payload is not base64") from exc
-        return Media(payload, int(media.get("timestamp", 0)), int(media.get("chunk", 0)), str(media.get("track", "inbound")))
+        return Media(
+            payload, int(media.get("timestamp", 0)), int(media.get("chunk", 0)), str(media.get("track", "inbound"))
+        )
 
     def _on_dtmf(self, message: dict) -> Dtmf:
         self._need_started("dtmf", message)
@@ -197,7 +209,9 @@ class StreamSession:
 
     def media(self, mulaw: bytes) -> str:
         """A ``media`` message carrying raw mu-law 8 kHz bytes (no header)."""
-        return json.dumps({"event": "media", "streamSid": self.stream_sid, "media": {"payload": base64.b64encode(mulaw).decode()}})
+        return json.dumps(
+            {"event": "media", "streamSid": self.stream_sid, "media": {"payload": base64.b64encode(mulaw).decode()}}
+        )
 
     def mark(self, name: str) -> str:
         """A ``mark`` message: Twilio echoes it when the audio before it has played."""

@@ -81,16 +81,29 @@ def _place(root: Path, name: str, staging: Path, placed: Placed, source: str) ->
     os.replace(staging, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    Manifest(root).record(name, {
-        "repo": placed.repo, "revision": placed.revision, "source": source, "checked": placed.checked,
-        "placed_at": datetime.now(UTC).isoformat(timespec="seconds"), "files": placed.files,
-    })
+    Manifest(root).record(
+        name,
+        {
+            "repo": placed.repo,
+            "revision": placed.revision,
+            "source": source,
+            "checked": placed.checked,
+            "placed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "files": placed.files,
+        },
+    )
     placed.folder = final
     return placed
 
 
-def pull_hub(root: str | Path, name: str, repo: str, revision: str | None, patterns: list[str],
-             pinned: dict[str, str] | None = None) -> Placed:
+def pull_hub(
+    root: str | Path,
+    name: str,
+    repo: str,
+    revision: str | None,
+    patterns: list[str],
+    pinned: dict[str, str] | None = None,
+) -> Placed:
     """Download the files of ``repo`` at ``revision`` that match ``patterns`` into ``root/name``.
 
     Args:
@@ -151,25 +164,38 @@ def pull_hub(root: str | Path, name: str, repo: str, revision: str | None, patte
             try:
                 path = Path(hf_hub_download(repo_id=repo, filename=rel, revision=commit, local_dir=staging))
             except Exception as exc:  # noqa: BLE001 - huggingface_hub has retried and resumed already
-                raise PullError(f"{repo}@{commit}: download of {rel} failed: {_first_line(exc)}; nothing was placed") from None
+                raise PullError(
+                    f"{repo}@{commit}: download of {rel} failed: {_first_line(exc)}; nothing was placed"
+                ) from None
             digest = sha256_file(path)
             expected = sibling.lfs.sha256 if sibling.lfs else None
             if pinned and rel in pinned:
                 if expected and expected != pinned[rel]:
-                    raise PullError(f"{rel}: the hub lists sha256 {expected}, the catalog pins {pinned[rel]}; nothing was placed")
+                    raise PullError(
+                        f"{rel}: the hub lists sha256 {expected}, the catalog pins {pinned[rel]}; nothing was placed"
+                    )
                 expected = pinned[rel]
             if expected and digest != expected:
                 raise PullError(f"{rel}: sha256 mismatch: got {digest}, expected {expected}; nothing was placed")
             if not sibling.lfs and sibling.blob_id and git_blob_sha1(path) != sibling.blob_id:
-                raise PullError(f"{rel}: content does not match the hub's blob id {sibling.blob_id}; nothing was placed")
+                raise PullError(
+                    f"{rel}: content does not match the hub's blob id {sibling.blob_id}; nothing was placed"
+                )
             placed.files[rel] = {"size": path.stat().st_size, "sha256": digest}
         return _place(root, name, staging, placed, "hub")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def pull_dir(root: str | Path, name: str, source: str | Path, patterns: list[str], pinned: dict[str, str] | None = None,
-             repo: str | None = None, revision: str | None = None) -> Placed:
+def pull_dir(
+    root: str | Path,
+    name: str,
+    source: str | Path,
+    patterns: list[str],
+    pinned: dict[str, str] | None = None,
+    repo: str | None = None,
+    revision: str | None = None,
+) -> Placed:
     """Copy the files matching ``patterns`` from ``source`` (a folder copied over by hand)
     into ``root/name``, without any network.
 
@@ -190,7 +216,11 @@ def pull_dir(root: str | Path, name: str, source: str | Path, patterns: list[str
     files = sorted(p for p in source.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
     chosen: list[tuple[str, Path]] = []
     for pattern in patterns:
-        matched = [(p.relative_to(source).as_posix(), p) for p in files if fnmatch.fnmatch(p.relative_to(source).as_posix(), pattern)]
+        matched = [
+            (p.relative_to(source).as_posix(), p)
+            for p in files
+            if fnmatch.fnmatch(p.relative_to(source).as_posix(), pattern)
+        ]
         if not matched:  # a flat copy: match the file name; a literal pattern keeps its repository path
             literal = not any(c in pattern for c in "*?[")
             base = pattern.rsplit("/", 1)[-1]
@@ -216,7 +246,9 @@ def pull_dir(root: str | Path, name: str, source: str | Path, patterns: list[str
             if expected is None:
                 how = "none"
             elif digest != expected:
-                raise PullError(f"--from {source}: {src_rel}: sha256 mismatch: got {digest}, expected {expected}; nothing was placed")
+                raise PullError(
+                    f"--from {source}: {src_rel}: sha256 mismatch: got {digest}, expected {expected}; nothing was placed"
+                )
             checked.add(how)
             placed.files[rel] = {"size": target.stat().st_size, "sha256": digest}
         placed.checked = "none" if "none" in checked else ("pinned" if checked == {"pinned"} else "sums")

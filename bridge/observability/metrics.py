@@ -20,12 +20,43 @@ STAGES = ("endpoint", "asr_final", "llm_first_token", "first_sentence", "tts_fir
 
 #: Label values exported at 0 from the start, so that a dashboard's rate() has a series
 #: before the first event (Prometheus's advice for counters with known label values).
-RTP_DROP_REASONS = ("foreign_source", "malformed", "rtcp", "unknown_payload_type", "unknown_event", "duplicate_or_late",
-                    "sequence_jump", "srtp_unprotect_failed", "stun", "dtls")
+RTP_DROP_REASONS = (
+    "foreign_source",
+    "malformed",
+    "rtcp",
+    "unknown_payload_type",
+    "unknown_event",
+    "duplicate_or_late",
+    "sequence_jump",
+    "srtp_unprotect_failed",
+    "stun",
+    "dtls",
+)
 CALL_OUTCOMES = ("answered",)
 RECORD_RESULTS = ("written", "spooled", "replayed", "failed", "lost")
 
-_LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0)
+_LATENCY_BUCKETS = (
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    1.0,
+    1.25,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+)
 
 
 class Metrics:
@@ -52,27 +83,67 @@ class Metrics:
         self.turns = Counter("bridge_turns_total", "Caller turns answered.", registry=r)
         self.barge_ins = Counter("bridge_barge_ins_total", "Agent speech interrupted by the caller.", registry=r)
         self.barge_ins_resumed = Counter(
-            "bridge_barge_ins_resumed_total", "Agent speech paused by caller sound that was a backchannel or no words, then resumed.", registry=r
+            "bridge_barge_ins_resumed_total",
+            "Agent speech paused by caller sound that was a backchannel or no words, then resumed.",
+            registry=r,
         )
-        self.echo_frames = Counter("bridge_echo_frames_total", "Inbound frames the VAD called speech that were the agent's own echo.", registry=r)
+        self.echo_frames = Counter(
+            "bridge_echo_frames_total",
+            "Inbound frames the VAD called speech that were the agent's own echo.",
+            registry=r,
+        )
         self.calls = Counter("bridge_calls_total", "Calls by outcome.", ["outcome"], registry=r)
         self.active_calls = Gauge("bridge_active_calls", "Calls in progress.", registry=r)
-        self.rtp_dropped = Counter("bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r)
+        self.rtp_dropped = Counter(
+            "bridge_rtp_dropped_total", "RTP packets dropped, by reason.", ["reason"], registry=r
+        )
         for reason in RTP_DROP_REASONS:
             self.rtp_dropped.labels(reason)
         for outcome in CALL_OUTCOMES:
             self.calls.labels(outcome)
         self.dtmf = Counter("bridge_dtmf_digits_total", "RFC 4733 digits received.", registry=r)
-        self.guarded = Counter("bridge_reply_guard_total", "LLM output not spoken, by reason (repetition, leak, too_long, farewell, empty: the fallback was said).", ["reason"], registry=r)
-        self.tools_refused = Counter("bridge_tool_calls_refused_total", "Tool calls from the model refused because the caller did not ask for them, by tool.", ["tool"], registry=r)
-        self.engine_errors = Counter("bridge_engine_errors_total", "ASR, LLM or TTS failures during a turn, by stage.", ["stage"], registry=r)
+        self.guarded = Counter(
+            "bridge_reply_guard_total",
+            "LLM output not spoken, by reason (repetition, leak, too_long, farewell, empty: the fallback was said).",
+            ["reason"],
+            registry=r,
+        )
+        self.tools_refused = Counter(
+            "bridge_tool_calls_refused_total",
+            "Tool calls from the model refused because the caller did not ask for them, by tool.",
+            ["tool"],
+            registry=r,
+        )
+        self.engine_errors = Counter(
+            "bridge_engine_errors_total", "ASR, LLM or TTS failures during a turn, by stage.", ["stage"], registry=r
+        )
         for stage in ("asr", "llm", "tts"):
             self.engine_errors.labels(stage)  # exported at 0 from the start
         # Outbound calls (bridge/outbound): who answered, and how the call ended.
-        self.amd_verdicts = Counter("bridge_amd_verdicts_total", "Answering-machine detection verdicts, by verdict and reason (beep, words, short greeting, question, long greeting, silence, noise).", ["verdict", "reason"], registry=r)
-        self.amd_seconds = Histogram("bridge_amd_verdict_seconds", "Seconds from the answer to the answering-machine verdict.", buckets=(0.5, 1, 1.5, 2, 3, 4, 6, 8, 10, 15), registry=r)
-        self.voicemail_messages = Counter("bridge_voicemail_messages_total", "Voicemail messages spoken, by cue (beep, or silence without a beep).", ["how"], registry=r)
-        self.outbound_outcomes = Counter("bridge_outbound_outcomes_total", "Outbound calls by outcome (human, voicemail_left, machine_no_beep, no_answer, busy, failed, dnc).", ["outcome"], registry=r)
+        self.amd_verdicts = Counter(
+            "bridge_amd_verdicts_total",
+            "Answering-machine detection verdicts, by verdict and reason (beep, words, short greeting, question, long greeting, silence, noise).",
+            ["verdict", "reason"],
+            registry=r,
+        )
+        self.amd_seconds = Histogram(
+            "bridge_amd_verdict_seconds",
+            "Seconds from the answer to the answering-machine verdict.",
+            buckets=(0.5, 1, 1.5, 2, 3, 4, 6, 8, 10, 15),
+            registry=r,
+        )
+        self.voicemail_messages = Counter(
+            "bridge_voicemail_messages_total",
+            "Voicemail messages spoken, by cue (beep, or silence without a beep).",
+            ["how"],
+            registry=r,
+        )
+        self.outbound_outcomes = Counter(
+            "bridge_outbound_outcomes_total",
+            "Outbound calls by outcome (human, voicemail_left, machine_no_beep, no_answer, busy, failed, dnc).",
+            ["outcome"],
+            registry=r,
+        )
         for verdict in ("human", "machine", "unknown"):
             self.amd_verdicts.labels(verdict, "beep" if verdict == "machine" else "silence")
         self._sip_counters: list = []
@@ -81,11 +152,14 @@ class Metrics:
         self.records = Counter(
             "bridge_records_writes_total",
             "Call-record events by outcome: written, spooled (database unavailable), replayed (from the spool), failed (refused), lost, error_* (attempts that failed).",
-            ["result"], registry=r,
+            ["result"],
+            registry=r,
         )
         for result in RECORD_RESULTS:
             self.records.labels(result)
-        self.records_spooled = Gauge("bridge_records_spooled", "Call-record events waiting in the on-disk spool for the database.", registry=r)
+        self.records_spooled = Gauge(
+            "bridge_records_spooled", "Call-record events waiting in the on-disk spool for the database.", registry=r
+        )
         self.resources = Gauge("bridge_resources", "Live resources, for leak checks.", ["kind"], registry=r)
 
     def watch_resource(self, kind: str, read) -> None:
@@ -126,7 +200,9 @@ class Metrics:
         Raises:
             OSError: the address cannot be bound.
         """
-        server = make_server(host, port, make_wsgi_app(self.registry), server_class=_NoLookupServer, handler_class=_QuietHandler)
+        server = make_server(
+            host, port, make_wsgi_app(self.registry), server_class=_NoLookupServer, handler_class=_QuietHandler
+        )
         threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
         return server
 
@@ -160,9 +236,17 @@ class _SipCollector:
         self.sources = sources
 
     def collect(self):
-        dropped = CounterMetricFamily("bridge_sip_dropped", "SIP messages dropped, by reason.", labels=["transport", "reason"])
-        other = CounterMetricFamily("bridge_sip_events", "SIP core counters (requests, responses, retransmissions, timeouts).", labels=["transport", "event"])
-        responses = CounterMetricFamily("bridge_sip_responses", "SIP responses sent, by status code.", labels=["transport", "code"])
+        dropped = CounterMetricFamily(
+            "bridge_sip_dropped", "SIP messages dropped, by reason.", labels=["transport", "reason"]
+        )
+        other = CounterMetricFamily(
+            "bridge_sip_events",
+            "SIP core counters (requests, responses, retransmissions, timeouts).",
+            labels=["transport", "event"],
+        )
+        responses = CounterMetricFamily(
+            "bridge_sip_responses", "SIP responses sent, by status code.", labels=["transport", "code"]
+        )
         for transport, counters in self.sources:
             for key, value in sorted(counters.items()):
                 if key.startswith("dropped_"):

@@ -43,17 +43,70 @@ FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
 #: Phrases that only a machine says when it answers a call: voicemail greetings, carrier
 #: intercepts, call screening and IVRs (lower case, after :func:`normalize`).
 MACHINE_PHRASES = (
-    "leave a message", "leave your message", "leave me a message", "leave us a message", "leave a voicemail", "leave your name",
-    "leave a brief message", "leave a detailed message", "leave your number", "voicemail", "voice mail", "mailbox", "voice messaging",
-    "after the tone", "after the beep", "at the tone", "at the beep", "record your message", "recording your message",
-    "not available", "unavailable", "can't take your call", "cannot take your call", "can't take the call", "can't come to the phone",
-    "cannot come to the phone", "can't get to the phone", "unable to take your call", "unable to answer", "you have reached",
-    "you've reached", "get back to you", "return your call", "i'll call you back", "we'll call you back",
-    "not in service", "no longer in service", "been disconnected", "the number you have dialed", "the number you dialed",
-    "the person you are calling", "the person you're calling", "the party you are calling", "the subscriber", "wireless customer",
-    "not reachable", "try your call again", "please try again later", "screening service", "call screening", "say your name",
-    "state your name", "record your name", "reason for your call", "reason for calling", "why you're calling", "what you're calling about",
-    "stay on the line", "press one", "press 1", "press two", "press 2", "press pound", "for english",
+    "leave a message",
+    "leave your message",
+    "leave me a message",
+    "leave us a message",
+    "leave a voicemail",
+    "leave your name",
+    "leave a brief message",
+    "leave a detailed message",
+    "leave your number",
+    "voicemail",
+    "voice mail",
+    "mailbox",
+    "voice messaging",
+    "after the tone",
+    "after the beep",
+    "at the tone",
+    "at the beep",
+    "record your message",
+    "recording your message",
+    "not available",
+    "unavailable",
+    "can't take your call",
+    "cannot take your call",
+    "can't take the call",
+    "can't come to the phone",
+    "cannot come to the phone",
+    "can't get to the phone",
+    "unable to take your call",
+    "unable to answer",
+    "you have reached",
+    "you've reached",
+    "get back to you",
+    "return your call",
+    "i'll call you back",
+    "we'll call you back",
+    "not in service",
+    "no longer in service",
+    "been disconnected",
+    "the number you have dialed",
+    "the number you dialed",
+    "the person you are calling",
+    "the person you're calling",
+    "the party you are calling",
+    "the subscriber",
+    "wireless customer",
+    "not reachable",
+    "try your call again",
+    "please try again later",
+    "screening service",
+    "call screening",
+    "say your name",
+    "state your name",
+    "record your name",
+    "reason for your call",
+    "reason for calling",
+    "why you're calling",
+    "what you're calling about",
+    "stay on the line",
+    "press one",
+    "press 1",
+    "press two",
+    "press 2",
+    "press pound",
+    "for english",
 )
 
 #: What Whisper writes for noise or a breath: no words at all.
@@ -147,7 +200,9 @@ class AnsweringMachineDetector:
     def __init__(self, settings: AmdSettings) -> None:
         self.s = settings
         self.phrases = tuple(p.lower() for p in settings.machine_phrases) or MACHINE_PHRASES
-        self.tone = ToneDetector(settings.beep_min_hz, settings.beep_max_hz, settings.beep_min_ms, settings.beep_max_ms, settings.beep_purity)
+        self.tone = ToneDetector(
+            settings.beep_min_hz, settings.beep_max_hz, settings.beep_min_ms, settings.beep_max_ms, settings.beep_purity
+        )
         self.t = 0.0
         self.verdict: Verdict | None = None
         self.beeps: list[Beep] = []
@@ -242,7 +297,9 @@ class AnsweringMachineDetector:
             if self._speech_s - self._asked_at_speech >= s.interim_every_s:
                 actions += self._ask()
         else:
-            covered = self._text_upto >= self._last_voiced_end or (self._pending is not None and self._pending_upto >= self._last_voiced_end)
+            covered = self._text_upto >= self._last_voiced_end or (
+                self._pending is not None and self._pending_upto >= self._last_voiced_end
+            )
             if self._silence() >= s.transcribe_after_s and not covered and self._pending is None:
                 actions += self._ask()
             if self._greeting_over() and self._text_upto >= self._last_voiced_end:

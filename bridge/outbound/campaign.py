@@ -90,11 +90,22 @@ class CampaignStore:
             added = 0
             for c in callees:
                 if c.number not in known:
-                    session.add(CampaignCallee(campaign=self.name, row=c.row, number=c.number, variables=c.variables, status="pending",
-                                               attempts=0, updated_at=now))
+                    session.add(
+                        CampaignCallee(
+                            campaign=self.name,
+                            row=c.row,
+                            number=c.number,
+                            variables=c.variables,
+                            status="pending",
+                            attempts=0,
+                            updated_at=now,
+                        )
+                    )
                     added += 1
             interrupted = 0
-            for callee in session.scalars(select(CampaignCallee).where(CampaignCallee.campaign == self.name, CampaignCallee.status == "dialing")):
+            for callee in session.scalars(
+                select(CampaignCallee).where(CampaignCallee.campaign == self.name, CampaignCallee.status == "dialing")
+            ):
                 call = session.get(Call, callee.last_call_id) if callee.last_call_id else None
                 callee.status, callee.updated_at = "done", now
                 callee.outcome = call.outcome if call is not None and call.outcome else "failed"
@@ -106,9 +117,14 @@ class CampaignStore:
         """Pending callees whose time has come, in file order (detached copies)."""
         with Session(self.engine, expire_on_commit=False) as session:
             rows = session.scalars(
-                select(CampaignCallee).where(CampaignCallee.campaign == self.name, CampaignCallee.status == "pending",
-                                             (CampaignCallee.next_at.is_(None)) | (CampaignCallee.next_at <= now))
-                .order_by(CampaignCallee.next_at.is_not(None), CampaignCallee.next_at, CampaignCallee.row).limit(limit)
+                select(CampaignCallee)
+                .where(
+                    CampaignCallee.campaign == self.name,
+                    CampaignCallee.status == "pending",
+                    (CampaignCallee.next_at.is_(None)) | (CampaignCallee.next_at <= now),
+                )
+                .order_by(CampaignCallee.next_at.is_not(None), CampaignCallee.next_at, CampaignCallee.row)
+                .limit(limit)
             ).all()
             session.expunge_all()
             return list(rows)
@@ -116,8 +132,14 @@ class CampaignStore:
     def remaining(self) -> int:
         """Callees not done yet (pending or dialing)."""
         with Session(self.engine) as session:
-            return session.scalar(select(func.count()).select_from(CampaignCallee).where(
-                CampaignCallee.campaign == self.name, CampaignCallee.status != "done")) or 0
+            return (
+                session.scalar(
+                    select(func.count())
+                    .select_from(CampaignCallee)
+                    .where(CampaignCallee.campaign == self.name, CampaignCallee.status != "done")
+                )
+                or 0
+            )
 
     def is_dnc(self, number: str) -> bool:
         """Whether the ``dnc`` table holds ``number``."""
@@ -128,7 +150,12 @@ class CampaignStore:
         """Mark a callee ``dialing`` before its INVITE goes out; returns its attempt number."""
         with Session(self.engine) as session, session.begin():
             callee = session.get(CampaignCallee, callee_id)
-            callee.status, callee.attempts, callee.updated_at, callee.last_call_id = "dialing", callee.attempts + 1, now, None
+            callee.status, callee.attempts, callee.updated_at, callee.last_call_id = (
+                "dialing",
+                callee.attempts + 1,
+                now,
+                None,
+            )
             return callee.attempts
 
     def sent(self, callee_id: int, call_id: str) -> None:
@@ -161,26 +188,57 @@ class CampaignStore:
             campaign = session.get(Campaign, self.name)
             if campaign is None:
                 return None
-            by_status = dict(session.execute(select(CampaignCallee.status, func.count()).where(CampaignCallee.campaign == self.name)
-                                             .group_by(CampaignCallee.status)).all())
-            by_outcome = dict(session.execute(select(CampaignCallee.outcome, func.count()).where(
-                CampaignCallee.campaign == self.name, CampaignCallee.outcome.is_not(None)).group_by(CampaignCallee.outcome)).all())
-            attempts = session.scalar(select(func.coalesce(func.sum(CampaignCallee.attempts), 0)).where(CampaignCallee.campaign == self.name))
+            by_status = dict(
+                session.execute(
+                    select(CampaignCallee.status, func.count())
+                    .where(CampaignCallee.campaign == self.name)
+                    .group_by(CampaignCallee.status)
+                ).all()
+            )
+            by_outcome = dict(
+                session.execute(
+                    select(CampaignCallee.outcome, func.count())
+                    .where(CampaignCallee.campaign == self.name, CampaignCallee.outcome.is_not(None))
+                    .group_by(CampaignCallee.outcome)
+                ).all()
+            )
+            attempts = session.scalar(
+                select(func.coalesce(func.sum(CampaignCallee.attempts), 0)).where(CampaignCallee.campaign == self.name)
+            )
             total = sum(by_status.values())
             return {
-                "name": campaign.name, "state": campaign.state, "source": campaign.source, "callees": total,
-                "done": by_status.get("done", 0), "pending": by_status.get("pending", 0), "dialing": by_status.get("dialing", 0),
-                "attempts": int(attempts or 0), "outcomes": {o: by_outcome.get(o, 0) for o in OUTCOMES if by_outcome.get(o)},
-                "created_at": _iso(campaign.created_at), "updated_at": _iso(campaign.updated_at),
+                "name": campaign.name,
+                "state": campaign.state,
+                "source": campaign.source,
+                "callees": total,
+                "done": by_status.get("done", 0),
+                "pending": by_status.get("pending", 0),
+                "dialing": by_status.get("dialing", 0),
+                "attempts": int(attempts or 0),
+                "outcomes": {o: by_outcome.get(o, 0) for o in OUTCOMES if by_outcome.get(o)},
+                "created_at": _iso(campaign.created_at),
+                "updated_at": _iso(campaign.updated_at),
             }
 
     def callees(self) -> list[dict]:
         """Every callee of the campaign, in file order."""
         with Session(self.engine) as session:
-            rows = session.scalars(select(CampaignCallee).where(CampaignCallee.campaign == self.name).order_by(CampaignCallee.row)).all()
-            return [{"row": c.row, "number": c.number, "status": c.status, "outcome": c.outcome, "attempts": c.attempts,
-                     "last_result": c.last_result, "call_id": c.last_call_id, "next_at": _iso(c.next_at)}
-                    for c in rows]
+            rows = session.scalars(
+                select(CampaignCallee).where(CampaignCallee.campaign == self.name).order_by(CampaignCallee.row)
+            ).all()
+            return [
+                {
+                    "row": c.row,
+                    "number": c.number,
+                    "status": c.status,
+                    "outcome": c.outcome,
+                    "attempts": c.attempts,
+                    "last_result": c.last_result,
+                    "call_id": c.last_call_id,
+                    "next_at": _iso(c.next_at),
+                }
+                for c in rows
+            ]
 
 
 def all_campaigns(engine) -> list[str]:

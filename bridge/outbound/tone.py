@@ -66,8 +66,15 @@ class ToneDetector:
         min_rms: the quietest frame that can be tonal (PCM16 RMS).
     """
 
-    def __init__(self, min_hz: float = 300.0, max_hz: float = 2500.0, min_ms: int = 100, max_ms: int = 1500,
-                 purity: float = 0.7, min_rms: float = 300.0) -> None:
+    def __init__(
+        self,
+        min_hz: float = 300.0,
+        max_hz: float = 2500.0,
+        min_ms: int = 100,
+        max_ms: int = 1500,
+        purity: float = 0.7,
+        min_rms: float = 300.0,
+    ) -> None:
         self.min_hz, self.max_hz = min_hz, max_hz
         self.min_ms, self.max_ms = min_ms, max_ms
         self.purity, self.min_rms = purity, min_rms

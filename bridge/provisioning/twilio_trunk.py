@@ -118,7 +118,9 @@ class TrunkSpec:
                 raise SpecError("--termination-user needs TWILIO_TERMINATION_PASSWORD in the environment")
             p = self.termination_password
             if len(p) < 12 or not re.search(r"\d", p) or not re.search(r"[a-z]", p) or not re.search(r"[A-Z]", p):
-                raise SpecError("TWILIO_TERMINATION_PASSWORD: Twilio wants 12+ characters with a digit, a lower and an upper case letter")
+                raise SpecError(
+                    "TWILIO_TERMINATION_PASSWORD: Twilio wants 12+ characters with a digit, a lower and an upper case letter"
+                )
         if self.transfer_mode not in TRANSFER_MODES:
             raise SpecError(f"transfer mode {self.transfer_mode!r}: one of {', '.join(TRANSFER_MODES)}")
         if self.transfer_caller_id not in TRANSFER_CALLER_IDS:
@@ -170,7 +172,11 @@ class Provisioner:
         steps: list[Step] = []
         numbers = self._number_sids(spec.numbers)
         trunk = _find(self.client.trunking.v1.trunks.list(), friendly_name=spec.name)
-        wanted = {"secure": spec.secure, "transfer_mode": spec.transfer_mode, "transfer_caller_id": spec.transfer_caller_id}
+        wanted = {
+            "secure": spec.secure,
+            "transfer_mode": spec.transfer_mode,
+            "transfer_caller_id": spec.transfer_caller_id,
+        }
         if spec.domain:
             wanted["domain_name"] = spec.domain
         if trunk is None:
@@ -181,7 +187,9 @@ class Provisioner:
             diff = {k: v for k, v in wanted.items() if getattr(trunk, k) != v}
             if diff:
                 text = ", ".join(f"{k} {getattr(trunk, k)!r} -> {v!r}" for k, v in diff.items())
-                steps.append(Step("~", f"trunk {spec.name!r} {trunk.sid}: {text}", lambda: self._trunk().update(**diff)))
+                steps.append(
+                    Step("~", f"trunk {spec.name!r} {trunk.sid}: {text}", lambda: self._trunk().update(**diff))
+                )
             else:
                 steps.append(Step("=", f"trunk {spec.name!r} {trunk.sid}"))
         steps += self._plan_origination(spec, trunk)
@@ -212,26 +220,49 @@ class Provisioner:
         for want in spec.origination:
             have = _find(existing, sip_url=want.sip_url)
             if have is None:
-                steps.append(Step("+", f"origination {want.sip_url} priority={want.priority} weight={want.weight}",
-                                  lambda w=want: self._trunk().origination_urls.create(
-                                      weight=w.weight, priority=w.priority, enabled=w.enabled,
-                                      friendly_name=f"{OURS} {w.sip_url}"[:64], sip_url=w.sip_url)))
+                steps.append(
+                    Step(
+                        "+",
+                        f"origination {want.sip_url} priority={want.priority} weight={want.weight}",
+                        lambda w=want: self._trunk().origination_urls.create(
+                            weight=w.weight,
+                            priority=w.priority,
+                            enabled=w.enabled,
+                            friendly_name=f"{OURS} {w.sip_url}"[:64],
+                            sip_url=w.sip_url,
+                        ),
+                    )
+                )
                 continue
-            diff = {k: getattr(want, k) for k in ("priority", "weight", "enabled") if getattr(have, k) != getattr(want, k)}
+            diff = {
+                k: getattr(want, k) for k in ("priority", "weight", "enabled") if getattr(have, k) != getattr(want, k)
+            }
             if diff:
                 text = ", ".join(f"{k} {getattr(have, k)} -> {v}" for k, v in diff.items())
-                steps.append(Step("~", f"origination {want.sip_url}: {text}",
-                                  lambda sid=have.sid, d=diff: self._trunk().origination_urls(sid).update(**d)))
+                steps.append(
+                    Step(
+                        "~",
+                        f"origination {want.sip_url}: {text}",
+                        lambda sid=have.sid, d=diff: self._trunk().origination_urls(sid).update(**d),
+                    )
+                )
             else:
                 steps.append(Step("=", f"origination {want.sip_url} priority={want.priority} weight={want.weight}"))
         for have in existing:
             if any(w.sip_url == have.sip_url for w in spec.origination):
                 continue
             if (have.friendly_name or "").startswith(OURS):
-                steps.append(Step("-", f"origination {have.sip_url} (no longer asked for)",
-                                  lambda sid=have.sid: self._trunk().origination_urls(sid).delete()))
+                steps.append(
+                    Step(
+                        "-",
+                        f"origination {have.sip_url} (no longer asked for)",
+                        lambda sid=have.sid: self._trunk().origination_urls(sid).delete(),
+                    )
+                )
             else:
-                steps.append(Step("=", f"origination {have.sip_url} left alone (not made by this tool: {have.friendly_name!r})"))
+                steps.append(
+                    Step("=", f"origination {have.sip_url} left alone (not made by this tool: {have.friendly_name!r})")
+                )
         return steps
 
     def _associated(self, trunk, kind: str) -> list:
@@ -245,25 +276,62 @@ class Provisioner:
         acl = _find(acls.list(), friendly_name=spec.acl_name)
         existing = []
         if acl is None:
-            steps.append(Step("+", f"IP access control list {spec.acl_name!r}", lambda: setattr(self, "acl_sid", acls.create(friendly_name=spec.acl_name).sid)))
+            steps.append(
+                Step(
+                    "+",
+                    f"IP access control list {spec.acl_name!r}",
+                    lambda: setattr(self, "acl_sid", acls.create(friendly_name=spec.acl_name).sid),
+                )
+            )
         else:
             self.acl_sid = acl.sid
             existing = list(acls(acl.sid).ip_addresses.list())
             steps.append(Step("=", f"IP access control list {spec.acl_name!r} {acl.sid}"))
         wanted = [ipaddress.ip_network(c, strict=False) for c in spec.termination_ips]
         for net in wanted:
-            have = next((a for a in existing if a.ip_address == str(net.network_address) and int(a.cidr_prefix_length) == net.prefixlen), None)
+            have = next(
+                (
+                    a
+                    for a in existing
+                    if a.ip_address == str(net.network_address) and int(a.cidr_prefix_length) == net.prefixlen
+                ),
+                None,
+            )
             if have is None:
-                steps.append(Step("+", f"  address {net}", lambda n=net: acls(self.acl_sid).ip_addresses.create(
-                    friendly_name=f"{OURS} {n}", ip_address=str(n.network_address), cidr_prefix_length=n.prefixlen)))
+                steps.append(
+                    Step(
+                        "+",
+                        f"  address {net}",
+                        lambda n=net: acls(self.acl_sid).ip_addresses.create(
+                            friendly_name=f"{OURS} {n}",
+                            ip_address=str(n.network_address),
+                            cidr_prefix_length=n.prefixlen,
+                        ),
+                    )
+                )
             else:
                 steps.append(Step("=", f"  address {net}"))
         for have in existing:
-            if not any(have.ip_address == str(n.network_address) and int(have.cidr_prefix_length) == n.prefixlen for n in wanted):
-                steps.append(Step("-", f"  address {have.ip_address}/{have.cidr_prefix_length} (no longer asked for)",
-                                  lambda sid=have.sid: acls(self.acl_sid).ip_addresses(sid).delete()))
-        steps.append(self._link_step(trunk, acl, spec.acl_name, "ip_access_control_lists",
-                                     lambda: self._trunk().ip_access_control_lists.create(ip_access_control_list_sid=self.acl_sid)))
+            if not any(
+                have.ip_address == str(n.network_address) and int(have.cidr_prefix_length) == n.prefixlen
+                for n in wanted
+            ):
+                steps.append(
+                    Step(
+                        "-",
+                        f"  address {have.ip_address}/{have.cidr_prefix_length} (no longer asked for)",
+                        lambda sid=have.sid: acls(self.acl_sid).ip_addresses(sid).delete(),
+                    )
+                )
+        steps.append(
+            self._link_step(
+                trunk,
+                acl,
+                spec.acl_name,
+                "ip_access_control_lists",
+                lambda: self._trunk().ip_access_control_lists.create(ip_access_control_list_sid=self.acl_sid),
+            )
+        )
         return steps
 
     def _link_step(self, trunk, found, name: str, kind: str, create: Callable[[], object]) -> Step:
@@ -281,7 +349,13 @@ class Provisioner:
         cl = _find(lists.list(), friendly_name=spec.credentials_name)
         user = None
         if cl is None:
-            steps.append(Step("+", f"credential list {spec.credentials_name!r}", lambda: setattr(self, "cl_sid", lists.create(friendly_name=spec.credentials_name).sid)))
+            steps.append(
+                Step(
+                    "+",
+                    f"credential list {spec.credentials_name!r}",
+                    lambda: setattr(self, "cl_sid", lists.create(friendly_name=spec.credentials_name).sid),
+                )
+            )
         else:
             self.cl_sid = cl.sid
             steps.append(Step("=", f"credential list {spec.credentials_name!r} {cl.sid}"))
@@ -289,17 +363,47 @@ class Provisioner:
             user = _find(creds, username=spec.termination_user)
             for other in creds:
                 if other.username != spec.termination_user:
-                    steps.append(Step("-", f"  user {other.username!r} (no longer asked for)", lambda sid=other.sid: lists(self.cl_sid).credentials(sid).delete()))
+                    steps.append(
+                        Step(
+                            "-",
+                            f"  user {other.username!r} (no longer asked for)",
+                            lambda sid=other.sid: lists(self.cl_sid).credentials(sid).delete(),
+                        )
+                    )
         if user is None:
-            steps.append(Step("+", f"  user {spec.termination_user!r}", lambda: lists(self.cl_sid).credentials.create(
-                username=spec.termination_user, password=spec.termination_password)))
+            steps.append(
+                Step(
+                    "+",
+                    f"  user {spec.termination_user!r}",
+                    lambda: lists(self.cl_sid).credentials.create(
+                        username=spec.termination_user, password=spec.termination_password
+                    ),
+                )
+            )
         elif spec.rotate_password:
-            steps.append(Step("~", f"  user {spec.termination_user!r}: new password", lambda sid=user.sid: lists(self.cl_sid).credentials(sid).update(
-                password=spec.termination_password)))
+            steps.append(
+                Step(
+                    "~",
+                    f"  user {spec.termination_user!r}: new password",
+                    lambda sid=user.sid: lists(self.cl_sid).credentials(sid).update(password=spec.termination_password),
+                )
+            )
         else:
-            steps.append(Step("=", f"  user {spec.termination_user!r} (its password cannot be read back; --rotate-password sets it)"))
-        steps.append(self._link_step(trunk, cl, spec.credentials_name, "credentials_lists",
-                                     lambda: self._trunk().credentials_lists.create(credential_list_sid=self.cl_sid)))
+            steps.append(
+                Step(
+                    "=",
+                    f"  user {spec.termination_user!r} (its password cannot be read back; --rotate-password sets it)",
+                )
+            )
+        steps.append(
+            self._link_step(
+                trunk,
+                cl,
+                spec.credentials_name,
+                "credentials_lists",
+                lambda: self._trunk().credentials_lists.create(credential_list_sid=self.cl_sid),
+            )
+        )
         return steps
 
     def _plan_numbers(self, spec: TrunkSpec, trunk, sids: dict[str, str]) -> list[Step]:
@@ -309,10 +413,21 @@ class Provisioner:
             if _find(existing, sid=sid) is not None:
                 steps.append(Step("=", f"number {number}"))
             else:
-                steps.append(Step("+", f"number {number} ({sid})", lambda s=sid: self._trunk().phone_numbers.create(phone_number_sid=s)))
+                steps.append(
+                    Step(
+                        "+",
+                        f"number {number} ({sid})",
+                        lambda s=sid: self._trunk().phone_numbers.create(phone_number_sid=s),
+                    )
+                )
         for have in existing:
             if have.sid not in sids.values():
-                steps.append(Step("=", f"number {have.phone_number} left on the trunk (not asked for; remove it in the console if it should go)"))
+                steps.append(
+                    Step(
+                        "=",
+                        f"number {have.phone_number} left on the trunk (not asked for; remove it in the console if it should go)",
+                    )
+                )
         return steps
 
     # ---------------------------------------------------------------- remove
@@ -324,14 +439,31 @@ class Provisioner:
         if trunk is not None:
             numbers = [n.phone_number for n in self.client.trunking.v1.trunks(trunk.sid).phone_numbers.list()]
             extra = f", releasing {', '.join(numbers)}" if numbers else ""
-            steps.append(Step("-", f"trunk {spec.name!r} {trunk.sid} with its origination URLs{extra}",
-                              lambda: self.client.trunking.v1.trunks(trunk.sid).delete()))
+            steps.append(
+                Step(
+                    "-",
+                    f"trunk {spec.name!r} {trunk.sid} with its origination URLs{extra}",
+                    lambda: self.client.trunking.v1.trunks(trunk.sid).delete(),
+                )
+            )
         acl = _find(self.client.api.sip.ip_access_control_lists.list(), friendly_name=spec.acl_name)
         if acl is not None:
-            steps.append(Step("-", f"IP access control list {spec.acl_name!r} {acl.sid}", lambda: self.client.api.sip.ip_access_control_lists(acl.sid).delete()))
+            steps.append(
+                Step(
+                    "-",
+                    f"IP access control list {spec.acl_name!r} {acl.sid}",
+                    lambda: self.client.api.sip.ip_access_control_lists(acl.sid).delete(),
+                )
+            )
         cl = _find(self.client.api.sip.credential_lists.list(), friendly_name=spec.credentials_name)
         if cl is not None:
-            steps.append(Step("-", f"credential list {spec.credentials_name!r} {cl.sid}", lambda: self.client.api.sip.credential_lists(cl.sid).delete()))
+            steps.append(
+                Step(
+                    "-",
+                    f"credential list {spec.credentials_name!r} {cl.sid}",
+                    lambda: self.client.api.sip.credential_lists(cl.sid).delete(),
+                )
+            )
         return steps
 
 
@@ -349,18 +481,39 @@ def build_client(account_sid: str, auth_token: str, api_base: str | None = None)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="provision_twilio.py", description="Create or update the Twilio Elastic SIP Trunk that points at bridge.")
+    p = argparse.ArgumentParser(
+        prog="provision_twilio.py", description="Create or update the Twilio Elastic SIP Trunk that points at bridge."
+    )
     p.add_argument("--name", required=True, help="the trunk's friendly name (how it is found again)")
     p.add_argument("--domain", help="termination domain, NAME.pstn.twilio.com (for bridge dial)")
-    p.add_argument("--origination", action="append", default=[], metavar="'URI [priority=N] [weight=N]'",
-                   help="an origination URL per node or Kamailio address, e.g. 'sip:edge1.example.com:5060 priority=10 weight=50'")
+    p.add_argument(
+        "--origination",
+        action="append",
+        default=[],
+        metavar="'URI [priority=N] [weight=N]'",
+        help="an origination URL per node or Kamailio address, e.g. 'sip:edge1.example.com:5060 priority=10 weight=50'",
+    )
     p.add_argument("--priority", type=int, default=10, help="default origination priority (lowest first)")
     p.add_argument("--weight", type=int, default=10, help="default origination weight")
-    p.add_argument("--number", action="append", default=[], metavar="E164", help="a phone number of the account to route to the trunk")
-    p.add_argument("--termination-ip", action="append", default=[], metavar="CIDR", help="addresses allowed to place calls (bridge dial)")
+    p.add_argument(
+        "--number",
+        action="append",
+        default=[],
+        metavar="E164",
+        help="a phone number of the account to route to the trunk",
+    )
+    p.add_argument(
+        "--termination-ip",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="addresses allowed to place calls (bridge dial)",
+    )
     p.add_argument("--termination-user", help="SIP user for termination; password from TWILIO_TERMINATION_PASSWORD")
     p.add_argument("--rotate-password", action="store_true", help="set the termination user's password again")
-    p.add_argument("--secure", action=argparse.BooleanOptionalAction, default=False, help="secure trunking: TLS and SRTP only")
+    p.add_argument(
+        "--secure", action=argparse.BooleanOptionalAction, default=False, help="secure trunking: TLS and SRTP only"
+    )
     p.add_argument("--transfer", default="enable-all", choices=TRANSFER_MODES, help="call transfer with SIP REFER")
     p.add_argument("--transfer-caller-id", default="from-transferee", choices=TRANSFER_CALLER_IDS)
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
@@ -379,11 +532,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         spec = TrunkSpec(
-            name=args.name, domain=args.domain,
+            name=args.name,
+            domain=args.domain,
             origination=[Origination.parse(o, args.priority, args.weight) for o in args.origination],
-            numbers=args.number, termination_ips=args.termination_ip, termination_user=args.termination_user,
-            termination_password=os.environ.get("TWILIO_TERMINATION_PASSWORD"), rotate_password=args.rotate_password,
-            secure=args.secure, transfer_mode=args.transfer, transfer_caller_id=args.transfer_caller_id,
+            numbers=args.number,
+            termination_ips=args.termination_ip,
+            termination_user=args.termination_user,
+            termination_password=os.environ.get("TWILIO_TERMINATION_PASSWORD"),
+            rotate_password=args.rotate_password,
+            secure=args.secure,
+            transfer_mode=args.transfer,
+            transfer_caller_id=args.transfer_caller_id,
         )
         if not args.remove:
             spec.check()
@@ -404,13 +563,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for step in changes:
             step.run()
-        print(f"applied {len(changes)} change(s)" + (f"; trunk {provisioner.trunk_sid}" if provisioner.trunk_sid and not args.remove else ""))
+        print(
+            f"applied {len(changes)} change(s)"
+            + (f"; trunk {provisioner.trunk_sid}" if provisioner.trunk_sid and not args.remove else "")
+        )
         return 0
     except SpecError as exc:  # found while reading the account: a number it does not own
         print(f"provision_twilio: {exc}", file=sys.stderr)
         return 1
     except TwilioRestException as exc:
-        print(f"provision_twilio: Twilio API answered {exc.status} (error {exc.code}) to {exc.method} {exc.uri}: {exc.msg}", file=sys.stderr)
+        print(
+            f"provision_twilio: Twilio API answered {exc.status} (error {exc.code}) to {exc.method} {exc.uri}: {exc.msg}",
+            file=sys.stderr,
+        )
         return 1
     except TwilioException as exc:
         print(f"provision_twilio: Twilio API: {exc}", file=sys.stderr)

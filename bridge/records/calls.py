@@ -79,7 +79,9 @@ class CallRecords:
         redact: text -> text for transcripts (``privacy.redact``), or ``None``.
     """
 
-    def __init__(self, store: RecordStore | None, node: str, redact: Callable[[str], str] | None = None, recording=None) -> None:
+    def __init__(
+        self, store: RecordStore | None, node: str, redact: Callable[[str], str] | None = None, recording=None
+    ) -> None:
         self.store = store
         self.node = node
         self.redact = redact
@@ -112,7 +114,14 @@ class CallRecords:
         ``route``...).
         """
         if self.store is not None:
-            self.store.submit("call", call_id, leg=kind, node=self.node, invited_at=fields.pop("invited_at", None) or utcnow(), **fields)
+            self.store.submit(
+                "call",
+                call_id,
+                leg=kind,
+                node=self.node,
+                invited_at=fields.pop("invited_at", None) or utcnow(),
+                **fields,
+            )
 
     def update(self, call_id: str, **fields) -> None:
         """Set fields of an open record (``answered_at``, ``transfer_target``...)."""

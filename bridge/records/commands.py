@@ -22,8 +22,33 @@ from .retention import purge
 from .schema import Call
 from .store import create_db_engine
 
-CSV_FIELDS = ["call_id", "leg", "node", "call_sid", "account_sid", "caller", "called", "route", "codec", "transport", "srtp",
-              "invited_at", "answered_at", "ended_at", "end_reason", "transfer_target", "transfer_outcome", "dtmf", "recording_path", "amd_verdict", "amd_reason", "amd_seconds", "outcome", "campaign", "turns"]
+CSV_FIELDS = [
+    "call_id",
+    "leg",
+    "node",
+    "call_sid",
+    "account_sid",
+    "caller",
+    "called",
+    "route",
+    "codec",
+    "transport",
+    "srtp",
+    "invited_at",
+    "answered_at",
+    "ended_at",
+    "end_reason",
+    "transfer_target",
+    "transfer_outcome",
+    "dtmf",
+    "recording_path",
+    "amd_verdict",
+    "amd_reason",
+    "amd_seconds",
+    "outcome",
+    "campaign",
+    "turns",
+]
 
 
 class NoRecords(Exception):
@@ -45,8 +70,18 @@ def call_dict(call: Call, with_turns: bool = False) -> dict:
         out[key] = _iso(out[key])
     if with_turns:
         out["turns"] = [
-            {"seq": t.seq, "started_at": _iso(t.started_at), "ended_at": _iso(t.ended_at), "caller": t.caller_text, "agent": t.agent_text,
-             "barged_in": t.barged_in, "endpoint_rule": t.endpoint_rule, "latencies": t.latencies, "dtmf": t.dtmf, "tools": t.tools}
+            {
+                "seq": t.seq,
+                "started_at": _iso(t.started_at),
+                "ended_at": _iso(t.ended_at),
+                "caller": t.caller_text,
+                "agent": t.agent_text,
+                "barged_in": t.barged_in,
+                "endpoint_rule": t.endpoint_rule,
+                "latencies": t.latencies,
+                "dtmf": t.dtmf,
+                "tools": t.tools,
+            }
             for t in call.turns
         ]
     return out
@@ -57,7 +92,9 @@ def _engine(settings):
         raise NoRecords("call records are off (storage.url is empty)")
     engine = create_db_engine(settings.storage.url)
     if "calls" not in inspect(engine).get_table_names():
-        raise NoRecords(f"no call records in {engine.url.render_as_string(hide_password=True)} (has bridge serve run with this configuration?)")
+        raise NoRecords(
+            f"no call records in {engine.url.render_as_string(hide_password=True)} (has bridge serve run with this configuration?)"
+        )
     return engine
 
 
@@ -78,7 +115,9 @@ def _since(text: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def query_calls(engine, since: str | None = None, limit: int = 50, number: str | None = None, until: str | None = None) -> list[dict]:
+def query_calls(
+    engine, since: str | None = None, limit: int = 50, number: str | None = None, until: str | None = None
+) -> list[dict]:
     """The newest calls first, without turns (:func:`call_dict`), from ``engine``.
 
     Args:
@@ -103,7 +142,9 @@ def load_call(engine, call_id: str) -> dict | None:
         return call_dict(call, with_turns=True) if call is not None else None
 
 
-def list_calls(settings, since: str | None = None, limit: int = 50, number: str | None = None, until: str | None = None) -> list[dict]:
+def list_calls(
+    settings, since: str | None = None, limit: int = 50, number: str | None = None, until: str | None = None
+) -> list[dict]:
     """:func:`query_calls` on the configured database. Raises :class:`NoRecords`, ``ValueError``."""
     engine = _engine(settings)
     try:
@@ -130,20 +171,36 @@ def _duration(call: dict) -> str:
 def _print_list(calls: list[dict]) -> None:
     print(f"{'invited (UTC)':24} {'call id':36} {'leg':12} {'from':16} {'to':16} {'length':>6}  {'outcome':15} end")
     for c in calls:
-        print(f"{(c['invited_at'] or '')[:23]:24} {c['call_id'][:36]:36} {c['leg']:12} {(c['caller'] or '-')[:16]:16} {(c['called'] or '-')[:16]:16} "
-              f"{_duration(c):>6}  {(c.get('outcome') or '-'):15} {c['end_reason'] or 'in progress'}")
+        print(
+            f"{(c['invited_at'] or '')[:23]:24} {c['call_id'][:36]:36} {c['leg']:12} {(c['caller'] or '-')[:16]:16} {(c['called'] or '-')[:16]:16} "
+            f"{_duration(c):>6}  {(c.get('outcome') or '-'):15} {c['end_reason'] or 'in progress'}"
+        )
 
 
 def _print_call(call: dict) -> None:
-    print(f"call {call['call_id']} ({call['leg']}, {call['transport'] or '-'}, {call['codec'] or '-'}{', SRTP' if call['srtp'] else ''})")
-    print(f"  from {call['caller'] or '-'} to {call['called'] or '-'}" + (f", CallSid {call['call_sid']}" if call["call_sid"] else ""))
-    print(f"  invited {call['invited_at']}, answered {call['answered_at'] or '-'}, ended {call['ended_at'] or '-'} ({call['end_reason'] or 'in progress'})")
+    print(
+        f"call {call['call_id']} ({call['leg']}, {call['transport'] or '-'}, {call['codec'] or '-'}{', SRTP' if call['srtp'] else ''})"
+    )
+    print(
+        f"  from {call['caller'] or '-'} to {call['called'] or '-'}"
+        + (f", CallSid {call['call_sid']}" if call["call_sid"] else "")
+    )
+    print(
+        f"  invited {call['invited_at']}, answered {call['answered_at'] or '-'}, ended {call['ended_at'] or '-'} ({call['end_reason'] or 'in progress'})"
+    )
     if call["transfer_target"]:
         print(f"  transfer to {call['transfer_target']}: {call['transfer_outcome']}")
     print(f"  recording: {call['recording_path'] or '-'}")
     if call.get("amd_verdict") or call.get("outcome"):
-        amd = f"{call['amd_verdict']} ({call['amd_reason']}) after {call['amd_seconds']} s" if call.get("amd_verdict") else "not detected"
-        print(f"  outbound: answered by {amd}; outcome {call.get('outcome') or '-'}" + (f"; campaign {call['campaign']}" if call.get("campaign") else ""))
+        amd = (
+            f"{call['amd_verdict']} ({call['amd_reason']}) after {call['amd_seconds']} s"
+            if call.get("amd_verdict")
+            else "not detected"
+        )
+        print(
+            f"  outbound: answered by {amd}; outcome {call.get('outcome') or '-'}"
+            + (f"; campaign {call['campaign']}" if call.get("campaign") else "")
+        )
     for t in call["turns"]:
         lat = t["latencies"] or {}
         timing = f"  [voice-to-voice {lat['first_packet']:.2f} s]" if "first_packet" in lat else ""
@@ -151,7 +208,9 @@ def _print_call(call: dict) -> None:
             print(f"  {t['started_at'][11:23]} caller: {t['caller']}")
         print(f"  {t['started_at'][11:23]} agent:  {t['agent']}{' (interrupted)' if t['barged_in'] else ''}{timing}")
         if t["dtmf"] or t["tools"]:
-            print(f"               {'dtmf ' + t['dtmf'] if t['dtmf'] else ''}{' tools ' + ','.join(t['tools']) if t['tools'] else ''}")
+            print(
+                f"               {'dtmf ' + t['dtmf'] if t['dtmf'] else ''}{' tools ' + ','.join(t['tools']) if t['tools'] else ''}"
+            )
 
 
 def run(settings, args) -> int:
@@ -176,7 +235,12 @@ def run(settings, args) -> int:
         elif args.action == "export":
             export(settings, args.format, args.since, args.until)
         elif args.action == "purge":
-            report = purge(_engine(settings), settings.records.retention_days, settings.recording.retention_days, dry_run=args.dry_run)
+            report = purge(
+                _engine(settings),
+                settings.records.retention_days,
+                settings.recording.retention_days,
+                dry_run=args.dry_run,
+            )
             print(report.summary())
             for call_id in report.records:
                 print(f"  record {call_id}")
@@ -213,11 +277,15 @@ def export(settings, fmt: str, since: str | None = None, until: str | None = Non
 
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``calls`` sub-command on the ``bridge`` parser."""
-    calls = sub.add_parser("calls", help="call records: list, show CALL_ID, export, purge (same config and database as serve)")
+    calls = sub.add_parser(
+        "calls", help="call records: list, show CALL_ID, export, purge (same config and database as serve)"
+    )
     calls.add_argument("action", choices=["list", "show", "export", "purge"])
     calls.add_argument("call_id", nargs="?", help="show: the call id (SIP Call-ID or Twilio CallSid)")
     calls.add_argument("--config", help="YAML merged over config/default.yaml")
-    calls.add_argument("--since", metavar="ISO", help="list/export: calls invited at or after this time (UTC unless a zone is given)")
+    calls.add_argument(
+        "--since", metavar="ISO", help="list/export: calls invited at or after this time (UTC unless a zone is given)"
+    )
     calls.add_argument("--until", metavar="ISO", help="list/export: calls invited before this time")
     calls.add_argument("--number", help="list: calls from or to this number")
     calls.add_argument("--limit", type=int, default=50, help="list: at most N calls, newest first (default 50)")

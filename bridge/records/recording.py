@@ -148,7 +148,12 @@ class CallRecording:
         self._flush()
         self._closed = True
         if self.dropped:
-            log.info("recording %s: %d caller frames dropped (they arrived in a burst, more than %d ahead)", self.path, self.dropped, MAX_CALLER_BACKLOG)
+            log.info(
+                "recording %s: %d caller frames dropped (they arrived in a burst, more than %d ahead)",
+                self.path,
+                self.dropped,
+                MAX_CALLER_BACKLOG,
+            )
         self._last = _writer.submit(self._finish)
         await asyncio.wrap_future(self._last)
 

@@ -40,7 +40,9 @@ class PurgeReport:
         )
 
 
-def purge(engine: Engine, records_days: float, recording_days: float, now: datetime | None = None, dry_run: bool = False) -> PurgeReport:
+def purge(
+    engine: Engine, records_days: float, recording_days: float, now: datetime | None = None, dry_run: bool = False
+) -> PurgeReport:
     """Delete what is older than its retention (see the module doc).
 
     Args:
@@ -61,7 +63,9 @@ def purge(engine: Engine, records_days: float, recording_days: float, now: datet
     with Session(engine) as session, session.begin():
         if records_days > 0:
             cutoff = now - timedelta(days=records_days)
-            old = session.execute(select(Call.call_id, Call.recording_path).where(Call.ended_at.is_not(None), age < cutoff)).all()
+            old = session.execute(
+                select(Call.call_id, Call.recording_path).where(Call.ended_at.is_not(None), age < cutoff)
+            ).all()
             report.records = [call_id for call_id, _ in old]
             files += [path for _, path in old if path]
             if old and not dry_run:

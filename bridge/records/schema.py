@@ -61,7 +61,9 @@ class Call(Base):
     outcome: Mapped[str | None] = mapped_column(String(32), index=True)
     #: The campaign that placed the call, if any.
     campaign: Mapped[str | None] = mapped_column(String(255), index=True)
-    turns: Mapped[list[Turn]] = relationship(back_populates="call", order_by="Turn.seq", cascade="all, delete-orphan", passive_deletes=True)
+    turns: Mapped[list[Turn]] = relationship(
+        back_populates="call", order_by="Turn.seq", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Turn(Base):

@@ -163,7 +163,12 @@ def apply_event(session: Session, ev: dict) -> None:
             raise ValueError(f"unknown turn fields {sorted(unknown)}")
         exists = session.scalar(select(Turn.id).where(Turn.call_id == call_id, Turn.seq == fields["seq"]))
         if exists is None:
-            session.add(Turn(call_id=call_id, **{"agent_text": "", "barged_in": False, "latencies": {}, "dtmf": "", "tools": [], **fields}))
+            session.add(
+                Turn(
+                    call_id=call_id,
+                    **{"agent_text": "", "barged_in": False, "latencies": {}, "dtmf": "", "tools": [], **fields},
+                )
+            )
     else:
         raise ValueError(f"unknown record event {op!r}")
 
@@ -174,7 +179,9 @@ def close_crashed(engine: Engine, node: str, before: datetime) -> list[str]:
     at the INVITE): the database may answer only after this process has taken calls,
     and those are alive. Returns the closed call ids."""
     with Session(engine) as session, session.begin():
-        calls = session.scalars(select(Call).where(Call.node == node, Call.ended_at.is_(None), Call.invited_at < before)).all()
+        calls = session.scalars(
+            select(Call).where(Call.node == node, Call.ended_at.is_(None), Call.invited_at < before)
+        ).all()
         for call in calls:
             last = session.scalar(select(func.max(Turn.ended_at)).where(Turn.call_id == call.call_id))
             call.ended_at = last or call.invited_at
@@ -235,7 +242,9 @@ class RecordStore:
             self._queue.put_nowait({"op": op, "call_id": call_id, "fields": _encode(fields)})
         except queue.Full:
             if not self._overflowed:
-                log.error("records: the writer is %d events behind; records are being lost (call %s)", QUEUE_MAX, call_id)
+                log.error(
+                    "records: the writer is %d events behind; records are being lost (call %s)", QUEUE_MAX, call_id
+                )
                 self._overflowed = True
             self._count("lost")
 
@@ -261,7 +270,11 @@ class RecordStore:
             self._failed("connect", exc)
             return False
         if self.crashed:
-            log.warning("records: %d call(s) left open by a crash closed as crashed: %s", len(self.crashed), ", ".join(self.crashed[:10]))
+            log.warning(
+                "records: %d call(s) left open by a crash closed as crashed: %s",
+                len(self.crashed),
+                ", ".join(self.crashed[:10]),
+            )
         if not self._ready:
             log.info("records: %s ready (node %s)", self.engine.url.render_as_string(hide_password=True), self.node)
         self._ready = True
@@ -317,7 +330,12 @@ class RecordStore:
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as exc:
-            log.error("records: event for call %s lost: database unavailable and spool %s not writable: %s", ev.get("call_id"), self.spool_path, exc)
+            log.error(
+                "records: event for call %s lost: database unavailable and spool %s not writable: %s",
+                ev.get("call_id"),
+                self.spool_path,
+                exc,
+            )
             self._count("lost")
             return
         self._spooled += 1
@@ -352,7 +370,11 @@ class RecordStore:
                 except (ValueError, DBAPIError) as exc:
                     if _away(exc):
                         raise  # away again: keep the spool, retry later
-                    log.error("records: spooled event for call %s refused: %s", ev.get("call_id"), str(exc).splitlines()[0][:200])
+                    log.error(
+                        "records: spooled event for call %s refused: %s",
+                        ev.get("call_id"),
+                        str(exc).splitlines()[0][:200],
+                    )
                     self._count("failed")
         self.spool_path.unlink()
         self._spooled = 0
@@ -370,7 +392,9 @@ class RecordStore:
     def _failed(self, what: str, exc: Exception) -> None:
         message = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         if message != self._last_error:  # once per distinct failure, not per event
-            log.warning("records: %s failed, events go to %s until the database answers: %s", what, self.spool_path, message)
+            log.warning(
+                "records: %s failed, events go to %s until the database answers: %s", what, self.spool_path, message
+            )
             self._last_error = message
         self._count(f"error_{what}")
 
@@ -379,4 +403,3 @@ class RecordStore:
         if self.metrics is not None:
             self.metrics.records.labels(result).inc(n)
             self.metrics.records_spooled.set(self._spooled)
-

@@ -111,7 +111,15 @@ class ClientTransactionMixin:
             return fallback
         return (uri.host.strip("[]"), uri.port or 5060)
 
-    def _build_in_dialog(self, call: CallState, method: str, *, cseq: int | None = None, extra: list[tuple[str, str]] | None = None, body: bytes = b"") -> Request:
+    def _build_in_dialog(
+        self,
+        call: CallState,
+        method: str,
+        *,
+        cseq: int | None = None,
+        extra: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> Request:
         if cseq is None:
             call.local_seq += 1
             cseq = call.local_seq

@@ -52,6 +52,7 @@ log = logging.getLogger("bridge.sip")
 
 __all__ = ["ALLOWED_METHODS", "SipCore", "SipUsageError", "Timers"]
 
+
 class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransactionMixin):
     """A SIP user agent (UAS and UAC) over UDP, sans-IO. See the module docstring.
 
@@ -216,7 +217,11 @@ class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransac
 
     def _answer_invite(self, call: CallState, tx: ServerTransaction, sdp: bytes, now: float) -> None:
         """200 OK to an INVITE or re-INVITE; the UA core retransmits it until ACK (13.3.1.4)."""
-        extra = [("Contact", str(self._contact(call.peer))), ("Allow", ", ".join(ALLOWED_METHODS)), ("Supported", "timer")]
+        extra = [
+            ("Contact", str(self._contact(call.peer))),
+            ("Allow", ", ".join(ALLOWED_METHODS)),
+            ("Supported", "timer"),
+        ]
         extra += self._session_timer_headers(call, now)
         data = self._response(tx, 200, call, body=sdp, extra=extra)
         self._send_server_response(tx, data, now)
@@ -299,11 +304,17 @@ class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransac
         call = self._calls.get(call_id)
         if call is None or call.state not in ("confirmed", "answered"):
             raise SipUsageError(f"no established call {call_id!r}")
-        extra = [("Refer-To", f"<{target}>"), ("Referred-By", str(Address(uri=call.local_uri.uri))), ("Contact", str(self._contact(call.peer)))]
+        extra = [
+            ("Refer-To", f"<{target}>"),
+            ("Referred-By", str(Address(uri=call.local_uri.uri))),
+            ("Contact", str(self._contact(call.peer))),
+        ]
         request = self._build_in_dialog(call, "REFER", extra=extra)
         self._start_client_tx(request, self._dialog_dest(call), call.call_id, now)
 
-    def reject(self, call_id: str, status: int, now: float, *, extra_headers: list[tuple[str, str]] | None = None) -> None:
+    def reject(
+        self, call_id: str, status: int, now: float, *, extra_headers: list[tuple[str, str]] | None = None
+    ) -> None:
         """Answer an incoming call with a final non-2xx ``status`` (e.g. 486, 488, 503).
 
         The call ends at once (:class:`CallEnded` with reason ``rejected``); the
@@ -356,7 +367,13 @@ class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransac
         self.counters[f"dropped_{reason}"] += 1
         if reason not in self._logged_reasons:
             self._logged_reasons.add(reason)
-            log.warning("sip: dropped datagram from %s:%s: %s %s (logged once per reason; see counters)", addr[0], addr[1], reason, detail)
+            log.warning(
+                "sip: dropped datagram from %s:%s: %s %s (logged once per reason; see counters)",
+                addr[0],
+                addr[1],
+                reason,
+                detail,
+            )
         else:
             log.debug("sip: dropped datagram from %s:%s: %s", addr[0], addr[1], reason)
 
@@ -420,7 +437,13 @@ class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransac
             if tx.last_response is not None and tx.state not in ("confirmed", "accepted"):
                 self._out.append((tx.last_response, tx.response_dest))
             return
-        tx = ServerTransaction(key=key, request=request, parsed=parsed, source=source, state="proceeding" if method == "INVITE" else "trying")
+        tx = ServerTransaction(
+            key=key,
+            request=request,
+            parsed=parsed,
+            source=source,
+            state="proceeding" if method == "INVITE" else "trying",
+        )
         self._server_tx[key] = tx
         try:
             self._dispatch_request(parsed, tx, source, now)
@@ -512,7 +535,11 @@ class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransac
     def _on_cancel(self, parsed: ParsedMessage, tx: ServerTransaction, now: float) -> None:
         invite_tx = self._server_tx.get(self._server_key(parsed, "INVITE"))
         call = self._calls.get(parsed.call_id)
-        if invite_tx is None or invite_tx.parsed.call_id != parsed.call_id or (call is not None and call.invite_tx != invite_tx.key):
+        if (
+            invite_tx is None
+            or invite_tx.parsed.call_id != parsed.call_id
+            or (call is not None and call.invite_tx != invite_tx.key)
+        ):
             # 9.2: no INVITE transaction matches (the branch may match another call's).
             self._send_server_response(tx, self._response(tx, 481, None), now)
             return
@@ -541,7 +568,9 @@ class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransac
             return
         self._drop("stray_ack", (parsed.via[0].host, parsed.via[0].port or 5060))
 
-    def _on_in_dialog_request(self, parsed: ParsedMessage, tx: ServerTransaction, call: CallState | None, now: float) -> None:
+    def _on_in_dialog_request(
+        self, parsed: ParsedMessage, tx: ServerTransaction, call: CallState | None, now: float
+    ) -> None:
         request: Request = parsed.message  # type: ignore[assignment]
         method = request.method
         if call is None or parsed.to_tag != call.local_tag or (call.remote_tag and parsed.from_tag != call.remote_tag):
@@ -556,7 +585,12 @@ class SipCore(UacMixin, SessionTimerMixin, ServerTransactionMixin, ClientTransac
         if method == "BYE":
             self._send_server_response(tx, self._response(tx, 200, call), now)
             invite_tx = self._server_tx.get(call.invite_tx) if call.invite_tx else None
-            if call.role == "uas" and call.state == "incoming" and invite_tx is not None and invite_tx.state == "proceeding":
+            if (
+                call.role == "uas"
+                and call.state == "incoming"
+                and invite_tx is not None
+                and invite_tx.state == "proceeding"
+            ):
                 # 15.1.2: BYE on an early dialog: the INVITE gets 487 (its transaction then ends by Timer H/I).
                 self._send_server_response(invite_tx, self._response(invite_tx, 487, call), now)
             self._end_call(call, "remote_bye")

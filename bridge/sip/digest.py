@@ -27,7 +27,16 @@ def _h(algorithm: str, text: str) -> str:
 
 
 def digest_response(
-    algorithm: str, username: str, realm: str, password: str, method: str, uri: str, nonce: str, qop: str | None = None, nc: str = "", cnonce: str = ""
+    algorithm: str,
+    username: str,
+    realm: str,
+    password: str,
+    method: str,
+    uri: str,
+    nonce: str,
+    qop: str | None = None,
+    nc: str = "",
+    cnonce: str = "",
 ) -> str:
     """The ``response`` value of RFC 2617 section 3.2.2.1 (RFC 8760 for SHA-256).
 
@@ -79,7 +88,14 @@ class DigestAuthenticator:
             them their requests are refused as replays).
     """
 
-    def __init__(self, users: dict[str, str], realm: str, algorithms: list[str], nonce_ttl: float = 300.0, max_nonces: int = 100000) -> None:
+    def __init__(
+        self,
+        users: dict[str, str],
+        realm: str,
+        algorithms: list[str],
+        nonce_ttl: float = 300.0,
+        max_nonces: int = 100000,
+    ) -> None:
         self.users = users
         self.realm = realm
         self.algorithms = [a for a in algorithms if a in ALGORITHMS] or ["MD5"]
@@ -119,7 +135,11 @@ class DigestAuthenticator:
         self._seen[nonce] = [now, 0]
         extra = {"stale": "true"} if stale else {}
         return [
-            str(AuthChallenge("Digest", AuthParameters(realm=self.realm, nonce=nonce, algorithm=alg, qop="auth", **extra))).replace('stale="true"', "stale=true")
+            str(
+                AuthChallenge(
+                    "Digest", AuthParameters(realm=self.realm, nonce=nonce, algorithm=alg, qop="auth", **extra)
+                )
+            ).replace('stale="true"', "stale=true")
             for alg in self.algorithms
         ]
 
@@ -162,7 +182,9 @@ class DigestAuthenticator:
         if qop not in (None, "auth"):
             return Verdict(None, reason="malformed")
         nc_text = p.get("nc", "")
-        expected = digest_response(algorithm, username, realm, password, method, uri, nonce, qop, nc_text, p.get("cnonce", ""))
+        expected = digest_response(
+            algorithm, username, realm, password, method, uri, nonce, qop, nc_text, p.get("cnonce", "")
+        )
         if not hmac.compare_digest(expected, response.lower()):
             return Verdict(None, reason="bad_response")
         if now - issued > self.nonce_ttl:
@@ -224,7 +246,9 @@ def authorization_for(challenge_value: str, username: str, password: str, method
     if "auth" in qops:
         nc, cnonce = "00000001", secrets.token_hex(8)
         params.update(qop="auth", nc=nc, cnonce=cnonce)
-        params["response"] = digest_response(algorithm, username, p["realm"], password, method, uri, p["nonce"], "auth", nc, cnonce)
+        params["response"] = digest_response(
+            algorithm, username, p["realm"], password, method, uri, p["nonce"], "auth", nc, cnonce
+        )
     else:
         params["response"] = digest_response(algorithm, username, p["realm"], password, method, uri, p["nonce"])
     if "opaque" in p:

@@ -85,7 +85,11 @@ class AdmissionPolicy:
         self.access = access
         self.allow = load_networks(access.allowlist, base)
         self.digest_exempt = load_networks(access.digest.exempt, base)
-        self.digest = DigestAuthenticator(access.digest.users, access.digest.realm, access.digest.algorithms) if access.digest.users else None
+        self.digest = (
+            DigestAuthenticator(access.digest.users, access.digest.realm, access.digest.algorithms)
+            if access.digest.users
+            else None
+        )
         self._buckets: dict[str, _Bucket] = {}
 
     def _retry(self) -> list[tuple[str, str]]:
@@ -106,7 +110,12 @@ class AdmissionPolicy:
         return True
 
     def check(
-        self, source: tuple[str, int], headers: dict[str, str], authorization: str | None, now: float, request_uri: str = "",
+        self,
+        source: tuple[str, int],
+        headers: dict[str, str],
+        authorization: str | None,
+        now: float,
+        request_uri: str = "",
         shared: str | None = None,
     ) -> Decision | None:
         """``None`` to accept the call, or the :class:`Decision` to refuse it.
@@ -136,7 +145,9 @@ class AdmissionPolicy:
             verdict = self.digest.check(authorization, "INVITE", request_uri, now)
             if verdict.user is None:
                 reason = "unauthenticated" if verdict.reason == "missing" else f"unauthenticated_{verdict.reason}"
-                return Decision(401, reason, [("WWW-Authenticate", c) for c in self.digest.challenges(now, stale=verdict.stale)])
+                return Decision(
+                    401, reason, [("WWW-Authenticate", c) for c in self.digest.challenges(now, stale=verdict.stale)]
+                )
         if shared == "duplicate_call_id":
             return Decision(482, shared)  # RFC 3261 section 8.2.2.2
         if shared is not None:

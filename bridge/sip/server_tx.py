@@ -33,7 +33,9 @@ class ServerTransactionMixin:
         if "rport" in top.parameters:
             changes["rport"] = str(source[1])
             changes["received"] = source[0]
-        vias = [str(Via(top.transport, top.host, top.port, top.parameters.replace(**changes)))] if changes else [str(top)]
+        vias = (
+            [str(Via(top.transport, top.host, top.port, top.parameters.replace(**changes)))] if changes else [str(top)]
+        )
         return vias + [str(v) for v in parsed.via[1:]]
 
     def _response(

@@ -216,7 +216,10 @@ class SipStreamTransport(_Driver):
     async def _connect(self, addr: tuple[str, int]) -> None:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(addr[0], addr[1], ssl=self.client_ssl, server_hostname=addr[0] if self.client_ssl else None), 10
+                asyncio.open_connection(
+                    addr[0], addr[1], ssl=self.client_ssl, server_hostname=addr[0] if self.client_ssl else None
+                ),
+                10,
             )
         except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.warning("sip: cannot connect to %s:%s over %s: %r", addr[0], addr[1], self.core.transport, exc)

@@ -47,7 +47,9 @@ class UacMixin:
         host = self.local_host(dest)
         call_id = new_call_id(host)
         local_tag = new_tag()
-        local = Address(uri=URI(scheme="sip", user=from_user, host=f"[{host}]" if ":" in host else host, port=self.public_port))
+        local = Address(
+            uri=URI(scheme="sip", user=from_user, host=f"[{host}]" if ":" in host else host, port=self.public_port)
+        )
         remote = Address(uri=uri)
         call = CallState(
             call_id=call_id,
@@ -70,7 +72,8 @@ class UacMixin:
             call_id=call_id,
             cseq=call.local_seq,
             contact=self._contact(dest),
-            extra_headers=[("Allow", ", ".join(ALLOWED_METHODS)), ("User-Agent", self.user_agent)] + (extra_headers or []),
+            extra_headers=[("Allow", ", ".join(ALLOWED_METHODS)), ("User-Agent", self.user_agent)]
+            + (extra_headers or []),
             body=sdp,
         )
         call.invite_request = request
@@ -79,7 +82,9 @@ class UacMixin:
         call.invite_tx = ctx.key
         return call_id
 
-    def _on_invite_response(self, ctx: ClientTransaction, parsed: ParsedMessage, call: CallState | None, source: Addr, now: float) -> None:
+    def _on_invite_response(
+        self, ctx: ClientTransaction, parsed: ParsedMessage, call: CallState | None, source: Addr, now: float
+    ) -> None:
         response: Response = parsed.message  # type: ignore[assignment]
         status = response.code
         if call is not None and ctx.key == call.reinvite_tx:
@@ -124,7 +129,13 @@ class UacMixin:
             return
         # 3xx-6xx: ACK in the transaction (17.1.1.3), Timer D.
         self._ack_non_2xx(ctx, response, now)
-        if call is not None and status in (401, 407) and call.credentials and not call.auth_tried and call.state != "cancelling":
+        if (
+            call is not None
+            and status in (401, 407)
+            and call.credentials
+            and not call.auth_tried
+            and call.state != "cancelling"
+        ):
             self._retry_with_credentials(call, ctx, response, now)
             return
         if call is not None:
@@ -153,7 +164,9 @@ class UacMixin:
         reply = "Authorization" if response.code == 401 else "Proxy-Authorization"
         old = ctx.request
         try:
-            value = authorization_for(response.headers[header], call.credentials[0], call.credentials[1], "INVITE", str(old.uri))
+            value = authorization_for(
+                response.headers[header], call.credentials[0], call.credentials[1], "INVITE", str(old.uri)
+            )
         except (KeyError, ValueError) as exc:
             log.warning("sip: call %s: cannot answer the %d challenge: %r", call.call_id, response.code, exc)
             self._end_call(call, "rejected", response.code)

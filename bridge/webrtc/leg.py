@@ -72,7 +72,9 @@ class AgentTrack(MediaStreamTrack):
         pcm = self.leg.pull_frame()
         if pcm is None:
             pcm = np.zeros(FRAME_SAMPLES, np.int16)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
         frame.sample_rate = SAMPLE_RATE
         frame.time_base = Fraction(1, SAMPLE_RATE)
         frame.pts = self._count * FRAME_SAMPLES
@@ -211,7 +213,10 @@ class WebRtcCallLeg:
             reason = "bad_event"
             self.dropped[reason] = self.dropped.get(reason, 0) + 1
             if self.dropped[reason] == 1:
-                log.warning("call %s: dropped a data-channel message that is not a dtmf or hangup event (logged once per call)", self.call_id)
+                log.warning(
+                    "call %s: dropped a data-channel message that is not a dtmf or hangup event (logged once per call)",
+                    self.call_id,
+                )
 
     def send_transcript(self) -> None:
         """Send the transcript as heard, and the latencies, if they changed."""
