@@ -43,8 +43,13 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 
 #: RTP ranges come from 20000-32767, below Linux's ephemeral ports (32768-60999, where
 #: free_port() and every client socket live), handed out once each: no two ranges overlap.
-_RTP_LOW, _RTP_HIGH = 20000, 32766
-_rtp_next = [_RTP_LOW + (os.getpid() % 40) * 300]
+#: Each pytest-xdist worker has a slice of its own (PYTEST_XDIST_WORKER is gw0, gw1, ...).
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
+_WORKERS = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+_RTP_SLICE = (32766 - 20000 + 1) // _WORKERS // 2 * 2
+_RTP_LOW = 20000 + _WORKER * _RTP_SLICE
+_RTP_HIGH = _RTP_LOW + _RTP_SLICE - 1
+_rtp_next = [_RTP_LOW + (os.getpid() % 40) * (_RTP_SLICE // 40) // 2 * 2]
 _rtp_lock = threading.Lock()
 
 
