@@ -348,7 +348,7 @@ class BridgeServer:
         calls in progress go on for up to ``deadline`` seconds, then end the rest with BYE."""
         self.registry.draining = True
         for listener in self.listeners:
-            listener.core.unavailable = self.settings.access.retry_after
+            listener.core.set_unavailable(self.settings.access.retry_after)
         log.info("draining: %d call(s) in progress, new INVITEs get 503, deadline %.0f s", len(self.registry), deadline)
         if not await self.registry.wait_all_ended(deadline):
             log.info("drain deadline reached: ending %d call(s)", len(self.registry))

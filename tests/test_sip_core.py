@@ -493,12 +493,12 @@ def test_options_while_unavailable_gets_503_with_retry_after():
     """RFC 3261 11.2: OPTIONS is answered as an INVITE would be; a draining node says 503,
     which takes it out of a load balancer's rotation (Kamailio's dispatcher probes)."""
     core = make_core()
-    core.unavailable = 10
+    core.set_unavailable(10)
     core.receive_datagram(vector("options.bin"), ("127.0.0.1", 5070), 0.0)
     ((resp, _),) = sent(core)
     assert resp.code == 503 and resp.headers["Retry-After"] == "10"
     assert "OPTIONS" in resp.headers["Allow"]
-    core.unavailable = None
+    core.set_unavailable(None)
     core.receive_datagram(vector("options.bin").replace(b"z9hG4bKopt1", b"z9hG4bKopt2"), ("127.0.0.1", 5070), 0.0)
     ((resp, _),) = sent(core)
     assert resp.code == 200

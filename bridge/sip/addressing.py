@@ -17,16 +17,17 @@ gets the fallback address.
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import logging
 import socket
-import struct
+from collections.abc import Callable
+
+import ifaddr
+from sipmessage import URI, Address, Parameters, Via
 
 log = logging.getLogger("bridge.sip")
 
 WILDCARDS = ("0.0.0.0", "::", "")
-_SIOCGIFADDR = 0x8915
 
 
 def is_ip(host: str) -> bool:
@@ -52,20 +53,24 @@ def route_source(peer: str) -> str:
     family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.connect((host, 9))
-        return sock.getsockname()[0]
+        return str(sock.getsockname()[0])
 
 
 def interface_addresses() -> list[tuple[str, str]]:
-    """``(interface, IPv4 address)`` for every interface that has one (``SIOCGIFADDR``)."""
-    out = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _, name in socket.if_nameindex():
-            try:
-                data = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
-            except OSError:
-                continue  # no IPv4 address on it
-            out.append((name, socket.inet_ntoa(data[20:24])))
-    return out
+    """``(interface, address)`` for every address of every interface, IPv4 first, then
+    IPv6 (``ifaddr``; IPv6 without its scope)."""
+    out: list[tuple[int, str, str]] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            address = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            out.append((4 if isinstance(ip.ip, str) else 6, adapter.nice_name, address))
+    return [(name, address) for _, name, address in sorted(out, key=lambda t: t[0])]
+
+
+def _external(address: str) -> bool:
+    """Whether ``address`` can be reached from off this host (not loopback, not link-local)."""
+    ip = ipaddress.ip_address(address)
+    return not (ip.is_loopback or ip.is_link_local)
 
 
 class Advertiser:
@@ -87,7 +92,7 @@ class Advertiser:
         if not self.per_peer:
             return self.public_host or self.bind_host
         for _name, address in interface_addresses():
-            if not address.startswith("127."):
+            if _external(address):
                 return address
         return "127.0.0.1"
 
@@ -108,7 +113,62 @@ class Advertiser:
         if not self.per_peer:
             return f"{self.public_host or self.bind_host} (configured)", False
         addresses = interface_addresses()
-        external = [f"{a} ({n})" for n, a in addresses if not a.startswith("127.")]
+        external = [f"{a} ({n})" for n, a in addresses if _external(a)]
         if not external:
             return "127.0.0.1 only (no other interface address)", True
         return "per peer, the source address of the route to it: " + ", ".join(external), False
+
+
+class LocalAddress:
+    """Our address in the SIP messages of one listener: Via ``sent-by`` (RFC 3261 section
+    18.1.1, with RFC 3581 ``rport``), Contact (section 8.1.1.8) and the UAC's From.
+
+    Args:
+        public_host: the address to advertise when ``host_for`` gives none.
+        port: the listener's port (:meth:`bound` once a port 0 bind is known).
+        transport: ``UDP``, ``TCP`` or ``TLS``; Contact carries ``transport=`` on the reliable ones.
+        host_for: ``peer (host, port) -> address`` to advertise to that peer
+            (:meth:`Advertiser.for_peer` on a wildcard bind), or ``None``.
+    """
+
+    def __init__(
+        self, public_host: str, port: int, transport: str, host_for: Callable[[tuple[str, int]], str] | None = None
+    ) -> None:
+        self.public_host = public_host
+        self.port = port
+        self.transport = transport.upper()
+        self._host_for = host_for
+
+    def bound(self, port: int) -> None:
+        """The listener's socket is bound to ``port`` (it asked for port 0)."""
+        self.port = port
+
+    def host(self, peer: tuple[str, int]) -> str:
+        """The address we advertise to ``peer``: ``host_for(peer)``, or ``public_host``
+        when there is none or it finds no route."""
+        if self._host_for is None:
+            return self.public_host
+        try:
+            return self._host_for(peer)
+        except (OSError, ValueError) as exc:
+            log.debug("sip: no route to %s (%r): advertising %s", peer[0], exc, self.public_host)
+            return self.public_host
+
+    def _bracketed(self, peer: tuple[str, int]) -> str:
+        host = self.host(peer)
+        return f"[{host}]" if ":" in host else host
+
+    def via(self, branch: str, peer: tuple[str, int]) -> Via:
+        """Our Via for a request to ``peer`` with ``branch``, asking for ``rport``."""
+        return Via.parse(f"SIP/2.0/{self.transport} {self._bracketed(peer)}:{self.port};branch={branch};rport")
+
+    def contact(self, peer: tuple[str, int]) -> Address:
+        """Our Contact for ``peer``: ``sip:bridge@HOST:PORT`` (``;transport=`` on TCP and TLS)."""
+        params = Parameters(transport=self.transport.lower()) if self.transport != "UDP" else Parameters()
+        return Address(
+            uri=URI(scheme="sip", user="bridge", host=self._bracketed(peer), port=self.port, parameters=params)
+        )
+
+    def uri(self, user: str, peer: tuple[str, int]) -> Address:
+        """``sip:USER@HOST:PORT`` as advertised to ``peer`` (the From of our INVITEs)."""
+        return Address(uri=URI(scheme="sip", user=user, host=self._bracketed(peer), port=self.port))

@@ -210,7 +210,7 @@ class DigestAuthenticator:
         ``request_uri`` the header's own ``uri`` is taken (tests of the hash only)."""
         if request_uri is None:
             try:
-                request_uri = AuthCredentials.parse(header or "").parameters["uri"]
+                request_uri = AuthCredentials.parse(header or "").parameters["uri"]  # type: ignore[index]  # None raises TypeError, caught
             except (ValueError, KeyError, TypeError):
                 return None
         return self.check(header, method, request_uri, now).user

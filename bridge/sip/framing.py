@@ -39,14 +39,14 @@ class StreamFramer:
         self.max_size = max_size
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list:
+    def feed(self, data: bytes) -> list[bytes | object]:
         """Add ``data``; return the complete items: message ``bytes`` or :data:`PING`.
 
         Raises:
             FramingError: the stream is not SIP or breaks the limits.
         """
         self._buffer += data
-        out: list = []
+        out: list[bytes | object] = []
         while True:
             # Keepalives and stray CRLFs between messages.
             while self._buffer.startswith(b"\r\n"):

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import yaml
 
+from ..config import AccessSettings
 from .digest import DigestAuthenticator
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def load_networks(entries: list[str], base: Path | None = None) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -48,7 +51,7 @@ def load_networks(entries: list[str], base: Path | None = None) -> list[ipaddres
     return out
 
 
-def _in(networks, host: str) -> bool:
+def _in(networks: list[IPNetwork], host: str) -> bool:
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -81,7 +84,7 @@ class AdmissionPolicy:
         base: directory for relative ``@file`` entries.
     """
 
-    def __init__(self, access, base: Path | None = None) -> None:
+    def __init__(self, access: AccessSettings, base: Path | None = None) -> None:
         self.access = access
         self.allow = load_networks(access.allowlist, base)
         self.digest_exempt = load_networks(access.digest.exempt, base)

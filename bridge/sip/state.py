@@ -1,8 +1,9 @@
-"""The records the SIP core keeps, sans-IO: transactions (RFC 3261 section 17) and calls
-(their dialog, section 12, and the UA-core state), plus the timer base values.
+"""The records the SIP core keeps, sans-IO: calls (their dialog, RFC 3261 section 12, and
+the UA-core state) and the timer base values. Transactions own their state
+(:mod:`.transaction`).
 
 Plain dataclasses; only :class:`bridge.sip.core.SipCore` and its parts
-(:mod:`.uac`, :mod:`.session_timer`) change them.
+(:mod:`.dialog`, :mod:`.uac`) change them.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from dataclasses import dataclass, field
 
 from sipmessage import URI, Address, Request
 
-from .message import ParsedMessage
-
 #: Methods this UA implements (sent in ``Allow``, RFC 3261 section 20.5).
 ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "REFER", "NOTIFY")
 
 Addr = tuple[str, int]
+#: A transaction's key: ``(branch, sent-by, method)`` for a server transaction (RFC 3261
+#: section 17.2.3), ``(branch, method)`` for a client one (17.1.3).
+TxKey = tuple[str, ...]
 
 
 class SipUsageError(Exception):
@@ -30,56 +32,6 @@ class Timers:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
-
-
-# ---------------------------------------------------------------------------
-# Transactions (RFC 3261 section 17)
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class ServerTransaction:
-    """An INVITE (IST, 17.2.1) or non-INVITE (NIST, 17.2.2) server transaction.
-
-    States: ``proceeding``/``trying`` -> ``completed`` -> (IST) ``confirmed``
-    -> ``terminated``. ``timers`` maps a timer letter to its deadline.
-    """
-
-    key: tuple[str, str, str]
-    request: Request
-    parsed: ParsedMessage
-    source: Addr
-    state: str
-    last_response: bytes | None = None
-    response_dest: Addr | None = None
-    timers: dict[str, float] = field(default_factory=dict)
-    g_interval: float = 0.0
-
-    @property
-    def is_invite(self) -> bool:
-        return self.request.method == "INVITE"
-
-
-@dataclass
-class ClientTransaction:
-    """An INVITE (ICT, 17.1.1) or non-INVITE (NICT, 17.1.2) client transaction."""
-
-    key: tuple[str, str]
-    request: Request
-    data: bytes
-    dest: Addr
-    call_id: str
-    state: str  # calling/trying, proceeding, completed, terminated
-    timers: dict[str, float] = field(default_factory=dict)
-    interval: float = 0.0
-    ack: bytes | None = None
-    #: Our tag in the call this transaction belongs to: a later call that reuses the
-    #: Call-ID (a peer's bug, or hostile) is not this one.
-    local_tag: str = ""
-
-    @property
-    def is_invite(self) -> bool:
-        return self.request.method == "INVITE"
 
 
 @dataclass
@@ -103,7 +55,7 @@ class CallState:
     local_seq: int = 1
     remote_seq: int | None = None
     route_set: list[Address] = field(default_factory=list)
-    invite_tx: tuple | None = None
+    invite_tx: TxKey | None = None
     # UAS 2xx retransmission (13.3.1.4)
     ok_data: bytes | None = None
     ok_dest: Addr | None = None
@@ -113,9 +65,9 @@ class CallState:
     last_answer_sdp: bytes = b""
     ok_cseq: int = 0
     # re-INVITE/UPDATE from the peer waiting for answer_update()
-    update_tx: tuple | None = None
+    update_tx: TxKey | None = None
     # our re-INVITE in progress
-    reinvite_tx: tuple | None = None
+    reinvite_tx: TxKey | None = None
     # RFC 4028 session timer: interval (s), who refreshes ("uac"/"uas" as in the
     # dialog-creating INVITE), the next deadline and what to do then.
     se_interval: int = 0

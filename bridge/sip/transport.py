@@ -12,10 +12,11 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Any
 
 from . import events as ev
 from .core import SipCore
-from .framing import PING, FramingError, StreamFramer
+from .framing import FramingError, StreamFramer
 
 log = logging.getLogger("bridge.sip")
 
@@ -98,11 +99,10 @@ class SipUdpTransport(_Driver, asyncio.DatagramProtocol):
         self._transport, _ = await self._loop.create_datagram_endpoint(lambda: self, local_addr=self.core.local_addr)
         host, port = self._transport.get_extra_info("sockname")[:2]
         if self.core.local_addr[1] == 0:
-            self.core.local_addr = (host, port)
-            self.core.public_port = port
+            self.core.bound((host, port))
         return host, port
 
-    def datagram_received(self, data: bytes, addr) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         self._feed(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -156,7 +156,7 @@ class SipStreamTransport(_Driver):
         self._server: asyncio.base_events.Server | None = None
         self._conns: dict[tuple[str, int], asyncio.StreamWriter] = {}
         self._pending: dict[tuple[str, int], list[bytes]] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def connections(self) -> int:
@@ -168,10 +168,10 @@ class SipStreamTransport(_Driver):
         self._loop = asyncio.get_running_loop()
         host, port = self.core.local_addr
         self._server = await asyncio.start_server(self._accept, host, port, ssl=self.server_ssl)
-        bound = self._server.sockets[0].getsockname()[:2]
+        name = self._server.sockets[0].getsockname()
+        bound = (str(name[0]), int(name[1]))
         if port == 0:
-            self.core.local_addr = bound
-            self.core.public_port = bound[1]
+            self.core.bound(bound)
         return bound
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -187,10 +187,10 @@ class SipStreamTransport(_Driver):
                 if not data:
                     break
                 for item in framer.feed(data):
-                    if item is PING:
-                        writer.write(b"\r\n")  # RFC 5626 pong
-                    else:
+                    if isinstance(item, bytes):
                         self._feed(item, addr)
+                    else:  # framing.PING: a keepalive
+                        writer.write(b"\r\n")  # RFC 5626 pong
         except FramingError as exc:
             self.core.counters[f"dropped_stream_{exc.reason}"] += 1
             log.warning("sip: closing %s connection from %s:%s: %s", self.core.transport, addr[0], addr[1], exc.reason)
