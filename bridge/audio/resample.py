@@ -29,7 +29,7 @@ class Resampler:
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=dst_rate)
         self._pts = 0
 
-    def _collect(self, frames) -> np.ndarray:
+    def _collect(self, frames: list[av.AudioFrame]) -> np.ndarray:
         parts = [f.to_ndarray().reshape(-1) for f in frames]
         return np.concatenate(parts).astype(np.int16) if parts else np.zeros(0, dtype=np.int16)
 

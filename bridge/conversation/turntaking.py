@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..audio.wire import FRAME_MS
+from ..config import AgentSettings
 from .backchannel import BACKCHANNEL_WORDS, is_backchannel, words_of
 from .turns import sentence_state
 
@@ -83,11 +84,11 @@ class Speculate(Action):
     (:func:`.turns.joined`; Whisper, given a long pause inside the audio, tends to drop
     what follows it). ``utterance_pcm`` is all of it (for the end-of-turn model)."""
 
-    pcm: np.ndarray = field(repr=False, default=None)
+    pcm: np.ndarray | None = field(repr=False, default=None)
     frames: int = 0
     prepare: bool = True
     heard: str = ""
-    utterance_pcm: np.ndarray = field(repr=False, default=None)
+    utterance_pcm: np.ndarray | None = field(repr=False, default=None)
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ class Transcribe(Action):
     ``barge_in_confirm_ms``) or ``final`` (a barge-in utterance ended unheard)."""
 
     purpose: str = "interim"
-    pcm: np.ndarray = field(repr=False, default=None)
+    pcm: np.ndarray | None = field(repr=False, default=None)
 
 
 @dataclass(frozen=True)
@@ -135,14 +136,14 @@ class EndOfTurn(Action):
     ``asr_final``; ``rule``: ``finished``, ``unfinished`` or ``unknown`` (which threshold
     ended it); ``reason``: the signal that called it unfinished, if any."""
 
-    pcm: np.ndarray = field(repr=False, default=None)
+    pcm: np.ndarray | None = field(repr=False, default=None)
     text: str | None = None
     prepared: bool = False
-    times: dict = field(default_factory=dict)
+    times: dict[str, float] = field(default_factory=dict)
     rule: str = "unknown"
     reason: str = ""
     #: The end-of-turn scores it was judged on (``p_text``, ``p_audio``; for the logs).
-    scores: dict = field(default_factory=dict)
+    scores: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ class _Settling:
 
     utterance: int
     pcm: np.ndarray | None
-    times: dict
+    times: dict[str, float]
     rule: str
 
 
@@ -196,7 +197,7 @@ class TurnTaking:
             over the agent, is Whisper's noise, no interruption (:func:`.backchannel.is_backchannel`).
     """
 
-    def __init__(self, agent, now: float, asr_prompt: str | None = None) -> None:
+    def __init__(self, agent: AgentSettings, now: float, asr_prompt: str | None = None) -> None:
         self.agent = agent
         self._preroll: collections.deque[np.ndarray] = collections.deque(maxlen=max(1, agent.preroll_ms // FRAME_MS))
         self._backchannel_words = frozenset(w.lower() for w in agent.backchannel_words) or BACKCHANNEL_WORDS
@@ -491,16 +492,15 @@ class TurnTaking:
         utterance = self.utterance
         times = {"speech_end": self._last_voiced_at, "endpoint": now}
         covered = spec is not None and spec.frames <= len(pcm) // 160 and spec.text is not None
-        text = spec.text if covered else None
-        if text is not None:
-            times["asr_final"] = spec.done_at
+        text = spec.text if covered and spec is not None else None
+        logprob = spec.logprob if text is not None and spec is not None else None
+        if text is not None and spec is not None:
+            times["asr_final"] = spec.done_at if spec.done_at is not None else now
         if utterance in (self.paused, self._withdrawn):
             # The utterance that paused the agent is over: resume, or interrupt and answer it.
             self._settling = _Settling(utterance, pcm if enough else None, times, rule)
             if text is not None or not enough:
-                return self._settled_by(
-                    utterance, text or "", now, agent_active, logprob=spec.logprob if text is not None else None
-                )
+                return self._settled_by(utterance, text or "", now, agent_active, logprob=logprob)
             if spec is None or spec.failed:
                 return [Transcribe(utterance, "final", pcm)]
             return []  # its speculative pass is running: speculated() settles it
@@ -527,8 +527,12 @@ class TurnTaking:
             return []
         self._settling = None
         if failed:
-            out = self._confirm(utterance, "") if self.paused == utterance else []
-            return out + [EndOfTurn(utterance, s.pcm, None, False, s.times, s.rule)] if s.pcm is not None else out
+            confirmed = self._confirm(utterance, "") if self.paused == utterance else []
+            return (
+                confirmed + [EndOfTurn(utterance, s.pcm, None, False, s.times, s.rule)]
+                if s.pcm is not None
+                else confirmed
+            )
         s.times.setdefault("asr_final", now)
         if utterance == self._confirmed:
             # Its words interrupted the agent while it was being settled: answer it.

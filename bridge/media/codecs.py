@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import functools
 from fractions import Fraction
+from typing import cast
 
 import av
 import numpy as np
+from av.audio.codeccontext import AudioCodecContext
 
 from ..audio.wire import SAMPLE_RATE
 
@@ -27,7 +29,7 @@ FFMPEG_CODEC = {"PCMU": "pcm_mulaw", "PCMA": "pcm_alaw"}
 
 
 def _ffmpeg_encode(codec: str, pcm: np.ndarray) -> bytes:
-    ctx = av.CodecContext.create(FFMPEG_CODEC[codec], "w")
+    ctx = cast(AudioCodecContext, av.CodecContext.create(FFMPEG_CODEC[codec], "w"))
     ctx.sample_rate = SAMPLE_RATE
     ctx.layout = "mono"
     ctx.format = "s16"
@@ -39,7 +41,7 @@ def _ffmpeg_encode(codec: str, pcm: np.ndarray) -> bytes:
 
 
 def _ffmpeg_decode(codec: str, data: bytes) -> np.ndarray:
-    ctx = av.CodecContext.create(FFMPEG_CODEC[codec], "r")
+    ctx = cast(AudioCodecContext, av.CodecContext.create(FFMPEG_CODEC[codec], "r"))
     ctx.sample_rate = SAMPLE_RATE
     ctx.layout = "mono"
     packet = av.Packet(data)

@@ -251,10 +251,12 @@ class RtpReceiver:
         try:
             packet = RtpPacket.parse(data)
         except ValueError:
-            return self._drop("malformed")
+            self._drop("malformed")
+            return None
         self.valid_packets += 1
         if 72 <= packet.payload_type <= 76:
-            return self._drop("rtcp")  # RTCP on the RTP port (RFC 5761 ranges): ignore
+            self._drop("rtcp")  # RTCP on the RTP port (RFC 5761 ranges): ignore
+            return None
         if self.ssrc is not None and packet.ssrc != self.ssrc:
             # A new SSRC (the peer restarted its stream): follow it.
             self._count("ssrc_change")
@@ -271,14 +273,16 @@ class RtpReceiver:
                 self._max_seq = seq
             elif delta == 0 or delta >= 0x10000 - MAX_MISORDER:
                 if packet.payload_type != self.dtmf_pt:
-                    return self._drop("duplicate_or_late")
+                    self._drop("duplicate_or_late")
+                    return None
                 self._count("duplicate_or_late")
             elif seq == self._bad_seq:
                 self._count("resync")
                 self._max_seq = seq
             else:
                 self._bad_seq = (seq + 1) & 0xFFFF
-                return self._drop("sequence_jump")
+                self._drop("sequence_jump")
+                return None
         if packet.payload_type == self.audio_pt:
             self._count("audio")
             return ("audio", packet)
@@ -286,9 +290,11 @@ class RtpReceiver:
             try:
                 event, end, _volume, duration = parse_telephone_event(packet.payload)
             except ValueError:
-                return self._drop("malformed")
+                self._drop("malformed")
+                return None
             if event >= len(DTMF_EVENTS):
-                return self._drop("unknown_event")
+                self._drop("unknown_event")
+                return None
             if packet.timestamp in self._dtmf_seen:
                 return None
             self._dtmf_seen.add(packet.timestamp)
@@ -296,4 +302,5 @@ class RtpReceiver:
                 self._dtmf_seen = {packet.timestamp}
             self._count("dtmf")
             return ("dtmf", DtmfEvent(DTMF_EVENTS[event], packet.timestamp, end, duration))
-        return self._drop("unknown_payload_type")
+        self._drop("unknown_payload_type")
+        return None

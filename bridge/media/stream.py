@@ -90,14 +90,14 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, stream: RtpStream) -> None:
         self.stream = stream
 
-    def datagram_received(self, data: bytes, addr) -> None:  # noqa: D401
-        self.stream._on_datagram(data, addr)
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.stream.receive_datagram(data, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("rtp socket error: %r", exc)
 
 
-def _ignore(*_args) -> None:
+def _ignore(*_args: object) -> None:
     """A closed stream's callbacks."""
 
 
@@ -147,7 +147,7 @@ class RtpStream:
         self.codec = G711(params.codec)
         self.sender = RtpSender(params.payload_type)
         self.receiver = RtpReceiver(params.payload_type, params.dtmf_payload_type)
-        self.source = source
+        self.source: FrameSource | None = source
         self.on_audio = on_audio
         self._framer = Framer()  # a peer's 10/30/60 ms packets -> 20 ms frames
         self.on_dtmf = on_dtmf
@@ -216,7 +216,9 @@ class RtpStream:
             self._latched = False
         self.params = params
 
-    def _on_datagram(self, data: bytes, addr) -> None:
+    def receive_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        """One datagram on the RTP port from ``addr`` (see the module docstring: demux,
+        SRTP, latching, payload type, decode)."""
         if self.closed:
             return
         addr = (addr[0], addr[1])
@@ -280,14 +282,15 @@ class RtpStream:
                 return pacer.deadline()
             for slot in pacer.due_slots(now):
                 event = self.dtmf.next(slot) if self.dtmf.active else None
-                if event is not None:
+                dtmf_pt = self.params.dtmf_payload_type
+                if event is not None and dtmf_pt is not None:
                     start, code, end, duration, first = event
                     data = self.sender.dtmf_packet(
-                        start, code, end=end, duration=duration, first=first, payload_type=self.params.dtmf_payload_type
+                        start, code, end=end, duration=duration, first=first, payload_type=dtmf_pt
                     )
                     self._send(data)
                     continue
-                frame = self.source.pull_frame(now)
+                frame = self.source.pull_frame(now) if self.source is not None else None
                 talking = frame is not None
                 if frame is None:
                     if not self.send_silence:
@@ -311,7 +314,7 @@ class RtpStream:
             return None
         return None if self.closed else pacer.deadline()
 
-    def _not_media(self, kind: str, data: bytes, addr) -> None:
+    def _not_media(self, kind: str, data: bytes, addr: tuple[str, int]) -> None:
         """STUN or DTLS on the RTP port (RFC 7983): counted by kind, never as malformed
         RTP; a Binding request from the peer gets its answer (:mod:`bridge.media.demux`)."""
         self.receiver.counters[kind] = self.receiver.counters.get(kind, 0) + 1
@@ -322,7 +325,7 @@ class RtpStream:
                 self._transport.sendto(reply, addr)
                 self.receiver.counters["stun_answered"] = self.receiver.counters.get("stun_answered", 0) + 1
 
-    def _log_drop(self, reason: str, addr) -> None:
+    def _log_drop(self, reason: str, addr: tuple[str, int]) -> None:
         """Log the first drop of each reason on this stream (the rest are only counted)."""
         if reason not in self._logged_drops:
             self._logged_drops.add(reason)
