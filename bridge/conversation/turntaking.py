@@ -44,119 +44,29 @@ transcript) :class:`Interrupt` it for good, and a backchannel or no words
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..audio.wire import FRAME_MS
 from ..config import AgentSettings
+
+# The actions are re-exported: callers read them as turntaking.EndOfTurn and so on.
+from .actions import (  # noqa: F401
+    Action,
+    Discard,
+    EndOfTurn,
+    GiveUp,
+    Interrupt,
+    PauseAgent,
+    Reprompt,
+    ResumeAgent,
+    Speculate,
+    Transcribe,
+    UtteranceStarted,
+)
 from .backchannel import BACKCHANNEL_WORDS, is_backchannel, words_of
-from .turns import sentence_state
-
-# ------------------------------------------------------------------ actions
-
-
-@dataclass(frozen=True)
-class Action:
-    """Something the owner must do. Every action names the utterance it is about
-    (``utterance``: a counter, 1 for the first utterance of the call; 0: none)."""
-
-    utterance: int
-
-
-@dataclass(frozen=True)
-class UtteranceStarted(Action):
-    """The caller started speaking (``agent_active``: over the agent). The owner may
-    evaluate the LLM prompt up to the caller's coming line meanwhile."""
-
-    agent_active: bool = False
-
-
-@dataclass(frozen=True)
-class Speculate(Action):
-    """Transcribe the utterance so far, score whether it is a finished turn, and report
-    with :meth:`TurnTaking.speculated`. ``prepare``: also prepare the reply to it,
-    unheard until :class:`EndOfTurn`.
-
-    ``pcm`` (PCM16 8 kHz) is the audio to transcribe: all of the utterance, or, when
-    the caller went on after a pause whose transcript is known (``heard``), only what
-    came after that pause; the transcript is then ``heard`` joined with that of ``pcm``
-    (:func:`.turns.joined`; Whisper, given a long pause inside the audio, tends to drop
-    what follows it). ``utterance_pcm`` is all of it (for the end-of-turn model)."""
-
-    pcm: np.ndarray | None = field(repr=False, default=None)
-    frames: int = 0
-    prepare: bool = True
-    heard: str = ""
-    utterance_pcm: np.ndarray | None = field(repr=False, default=None)
-
-
-@dataclass(frozen=True)
-class Discard(Action):
-    """The caller went on: what was prepared for the utterance so far is stale."""
-
-
-@dataclass(frozen=True)
-class Transcribe(Action):
-    """Transcribe ``pcm`` and report with :meth:`TurnTaking.heard`. ``purpose``:
-    ``interim`` (the caller is speaking over the agent), ``judge`` (a pause reached
-    ``barge_in_confirm_ms``) or ``final`` (a barge-in utterance ended unheard)."""
-
-    purpose: str = "interim"
-    pcm: np.ndarray | None = field(repr=False, default=None)
-
-
-@dataclass(frozen=True)
-class PauseAgent(Action):
-    """Caller speech over the agent: stop playout at the next packet, drop nothing."""
-
-
-@dataclass(frozen=True)
-class ResumeAgent(Action):
-    """The utterance that paused the agent was a backchannel or no words: play on."""
-
-    heard: str = ""
-
-
-@dataclass(frozen=True)
-class Interrupt(Action):
-    """A barge-in for good: drop what is queued, cancel the reply, keep what was played."""
-
-    words: str = ""
-
-
-@dataclass(frozen=True)
-class EndOfTurn(Action):
-    """The caller's turn is over: answer it.
-
-    ``pcm``: the utterance (PCM16 8 kHz); ``text``: its transcript when known (the
-    speculative pass covered all of it), else ``None``; ``prepared``: a reply to exactly
-    this audio was asked for (:class:`Speculate` with ``prepare``); ``times``: monotonic
-    seconds of ``speech_end`` (last voiced frame), ``endpoint`` and, with a text,
-    ``asr_final``; ``rule``: ``finished``, ``unfinished`` or ``unknown`` (which threshold
-    ended it); ``reason``: the signal that called it unfinished, if any."""
-
-    pcm: np.ndarray | None = field(repr=False, default=None)
-    text: str | None = None
-    prepared: bool = False
-    times: dict[str, float] = field(default_factory=dict)
-    rule: str = "unknown"
-    reason: str = ""
-    #: The end-of-turn scores it was judged on (``p_text``, ``p_audio``; for the logs).
-    scores: dict[str, float | None] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Reprompt(Action):
-    """Silence on both sides for ``reprompt_after_s``: ask whether the caller is there."""
-
-
-@dataclass(frozen=True)
-class GiveUp(Action):
-    """No answer to ``max_reprompts`` reprompts: say goodbye and hang up."""
-
-
-# ------------------------------------------------------------------ state
+from .endpointing import SilenceWatch, endpoint_threshold, unsure
 
 
 @dataclass
@@ -222,8 +132,7 @@ class TurnTaking:
         self._judge_at_ms = 0
         self._confirmed: int | None = None
         self._settling: _Settling | None = None
-        self._last_activity = now
-        self._reprompts = 0
+        self._silence_watch = SilenceWatch(agent, now)
 
     # ----------------------------------------------------------- inputs
 
@@ -238,8 +147,7 @@ class TurnTaking:
         out: list[Action] = []
         a = self.agent
         if voiced:
-            self._last_activity = now
-            self._reprompts = 0
+            self._silence_watch.caller_spoke(now)
             if not self.in_speech:
                 self.in_speech = True
                 self.utterance += 1
@@ -362,7 +270,7 @@ class TurnTaking:
             if text is None:
                 return self._confirm(utterance, "")  # ASR failed: the caller may have said something
             if (
-                self._unsure(text, logprob)
+                unsure(self.agent, text, logprob, self._voiced * FRAME_MS / 1000)
                 and not is_backchannel(text, self._backchannel_words, self._prompt_words)
                 and self.in_speech
                 and self.utterance == utterance
@@ -383,23 +291,11 @@ class TurnTaking:
     def tick(self, now: float, agent_active: bool, waiting: bool = False) -> list[Action]:
         """Time passes (call it a few times a second). ``waiting``: something else keeps
         the line busy (hold, a digit collection): silence does not count then."""
-        a = self.agent
-        if waiting or agent_active or self.in_speech:
-            self._last_activity = now  # the clock runs only while both sides are quiet
-            return []
-        if a.reprompt_after_s <= 0:
-            return []
-        if now - self._last_activity < a.reprompt_after_s:
-            return []
-        self._last_activity = now
-        if self._reprompts >= a.max_reprompts:
-            return [GiveUp(self.utterance)]
-        self._reprompts += 1
-        return [Reprompt(self.utterance)]
+        return self._silence_watch.tick(now, waiting or agent_active or self.in_speech, self.utterance)
 
     def agent_quiet(self, now: float) -> None:
         """The agent stopped speaking: the silence clock starts now."""
-        self._last_activity = now
+        self._silence_watch.agent_quiet(now)
 
     def reset(self) -> None:
         """Forget the utterance in progress (the call went on hold)."""
@@ -454,32 +350,13 @@ class TurnTaking:
         self._interim_running = True
         return [Transcribe(self.utterance, "interim", self._window())]
 
-    def _threshold(self) -> tuple[int, str, str]:
-        """``(silence ms, rule, reason)`` that ends the current utterance now."""
-        a = self.agent
-        spec = self._spec
-        if spec is not None and spec.text is not None:
-            if sentence_state(spec.text) == "unfinished":
-                return a.endpoint_slow_ms, "unfinished", "words"
-            if spec.p_text is not None and spec.p_text < a.turn_text_threshold:
-                return a.endpoint_slow_ms, "unfinished", "language"
-            if spec.p_audio is not None and spec.p_audio < a.turn_audio_threshold:
-                return a.endpoint_slow_ms, "unfinished", "audio"
-            if spec.p_text is not None and spec.p_text < a.turn_text_sure:
-                if len(words_of(spec.text)) <= a.turn_short_words:
-                    return a.endpoint_fast_ms, "finished", "short answer"
-                return a.endpoint_slow_ms, "finished", "language (unsure)"
-            if spec.text:
-                return a.endpoint_fast_ms, "finished", ""
-        if self.interim_text and sentence_state(self.interim_text) == "unfinished":
-            return a.endpoint_slow_ms, "unfinished", "words"
-        return a.endpoint_silence_ms, "unknown", ""
-
     def _check_endpoint(self, now: float, agent_active: bool) -> list[Action]:
         if not self.in_speech:
             return []
         silence_ms = self._silence * FRAME_MS
-        threshold, rule, reason = self._threshold()
+        spec = self._spec
+        signals = (spec.text, spec.p_text, spec.p_audio) if spec is not None else (None, None, None)
+        threshold, rule, reason = endpoint_threshold(self.agent, *signals, self.interim_text)
         if silence_ms < threshold:
             return []
         self.in_speech = False
@@ -551,20 +428,8 @@ class TurnTaking:
         """Whether ``text``, heard over the agent, is no interruption: a backchannel, no
         words, or words Whisper was unsure of (its average log probability under
         ``barge_in_min_logprob``: a hum heard as "Amanda.", a cough as "Pup.")."""
-        return self._unsure(text, logprob) or is_backchannel(text, self._backchannel_words, self._prompt_words)
-
-    def _unsure(self, text: str, logprob: float | None) -> bool:
-        """Whether ``text`` is a guess: the recognizer's average log probability
-        ``logprob`` under ``barge_in_min_logprob``, and either no more than
-        ``barge_in_unsure_max_words`` words or more words than the utterance's voiced
-        speech could carry (``barge_in_unsure_words_per_s``). ``False`` when ``logprob``
-        is not known."""
-        if logprob is None or logprob >= self.agent.barge_in_min_logprob:
-            return False
-        words = len(text.split())
-        voiced_s = max(self._voiced * FRAME_MS / 1000, FRAME_MS / 1000)
-        return (
-            words <= self.agent.barge_in_unsure_max_words or words > self.agent.barge_in_unsure_words_per_s * voiced_s
+        return unsure(self.agent, text, logprob, self._voiced * FRAME_MS / 1000) or is_backchannel(
+            text, self._backchannel_words, self._prompt_words
         )
 
     def _confirm(self, utterance: int, words: str) -> list[Action]:
