@@ -13,7 +13,8 @@ from typing import Protocol
 import numpy as np
 
 from .conversation.echo import EchoAgent
-from .conversation.engine import AgentFrame, Conversation
+from .conversation.engine import Conversation
+from .conversation.turns import AgentFrame
 
 
 class Agent(Protocol):

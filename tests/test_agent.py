@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bridge.client import place_call
-from bridge.conversation.engine import sentence_state
+from bridge.conversation.turns import sentence_state
 from bridge.engines import Engines
 from bridge.engines.openai_llm import LlmError, OpenAiLlm
 from bridge.engines.tools import ToolCall, digits_in, split_commands

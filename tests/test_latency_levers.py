@@ -67,23 +67,45 @@ def test_leading_silence_is_cut_to_the_margin():
     assert trim_leading_silence(silent) is silent
 
 
+class _PrimeLog:
+    """The real LLM engine, with a record of the prefixes it was asked to prime."""
+
+    def __init__(self, llm) -> None:
+        self._llm = llm
+        self.primed: list[str] = []
+
+    def prime(self, prefix: str) -> bool:
+        self.primed.append(prefix)
+        return self._llm.prime(prefix)
+
+    def __getattr__(self, name: str):
+        return getattr(self._llm, name)
+
+
 async def test_a_conversation_primes_when_the_caller_starts_speaking(engines):
     import asyncio
 
     from bridge.conversation.engine import Conversation
+    from bridge.engines import Engines
     from bridge.evaluation.harness import RecordingLeg
     from bridge.evaluation.voices import voice
 
     agent = load_settings(None).agent.model_copy(update={"greeting": "", "reprompt_after_s": 0})
-    conv = Conversation(engines, agent, RecordingLeg("prime"))
+    llm = _PrimeLog(engines.llm)
+    spied = Engines(engines.vad_factory, engines.asr, llm, engines.tts, engines.device, engines.phrases, engines.turn)
+    conv = Conversation(spied, agent, RecordingLeg("prime"))
     conv.start()
     pcm = voice("espeak", engines.tts)("Hello there.")
     try:
         for i in range(0, len(pcm) - 160, 160):
             conv.feed_audio(pcm[i : i + 160])
-            if conv._primed:
+            await asyncio.sleep(0)
+            if llm.primed:
                 break
-        assert conv._primed == completion_prompt_prefix(agent, conv.transcript())
-        await asyncio.sleep(0.5)  # the priming pass in its worker thread
+        for _ in range(100):  # the priming pass runs in a worker thread
+            if llm.primed:
+                break
+            await asyncio.sleep(0.01)
+        assert llm.primed == [completion_prompt_prefix(agent, conv.transcript())]
     finally:
         await conv.close()

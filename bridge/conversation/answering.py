@@ -46,6 +46,8 @@ class AgentTurns:
         stopped: called when the agent is stopped (turn-taking's ``agent_stopped``).
         metrics: a :class:`bridge.observability.metrics.Metrics` or ``None``.
         transfer: :class:`bridge.config.TransferSettings` or ``None`` (no transfer).
+        transfer_unavailable: what the agent says on a leg that cannot transfer (a
+            browser call), or empty.
     """
 
     def __init__(
@@ -62,6 +64,7 @@ class AgentTurns:
         stopped: Callable[[], None],
         metrics=None,
         transfer=None,
+        transfer_unavailable: str = "",
     ) -> None:
         self._agent = agent
         self._leg = leg
@@ -74,7 +77,9 @@ class AgentTurns:
         self._spawn = spawn
         self._stopped = stopped
         self._metrics = metrics
+        self._transfer = transfer
         self._transfer_target = transfer.target if transfer is not None else ""
+        self._unavailable = transfer_unavailable
         self._records: TurnRecorder | None = None
         self.digits = DigitCollector(leg.call_id, agent.digits_timeout_s, self._digits_done)
         self.history: list[tuple[str, object]] = []  # ("caller", str) | ("agent", AgentUtterance)
@@ -170,6 +175,28 @@ class AgentTurns:
             log.info("turn call=%s: no words recognized in %.2f s of audio", self._leg.call_id, len(pcm) / 8000)
         else:
             self._release(reply)
+
+    def transfer(self) -> None:
+        """Stop, say the transfer announcement, then ask the leg to transfer; on a leg that
+        cannot transfer, say so instead."""
+        t = self._transfer
+        if t is None or not t.target:
+            return
+        self.stop(interrupted=True)
+        cancel = self.speech()
+        if self._unavailable:
+            log.info("transfer call=%s: not available on this leg", self._leg.call_id)
+            self.say(self._unavailable, cancel=cancel)
+            return
+        log.info("transfer call=%s to %s", self._leg.call_id, t.target)
+        self.say(t.announce, then=lambda: self._leg.transfer(t.target), cancel=cancel)
+
+    def transfer_failed(self) -> None:
+        """The leg could not transfer: tell the caller (``transfer.failed``) and carry on."""
+        self.stop(interrupted=False)
+        cancel = self.speech()
+        if self._transfer is not None and self._transfer.failed:
+            self.say(self._transfer.failed, cancel=cancel)
 
     def engine_failed(self, exc: EngineError) -> None:
         """Count and log the failure (once per call and stage), apologize, then

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from ..audio.wire import FRAME_SAMPLES
-from .engine import AgentFrame, AgentUtterance
+from .turns import AgentFrame, AgentUtterance
 
 log = logging.getLogger("bridge.conversation")
 

@@ -14,19 +14,10 @@ queued below it. This package never imports ``sip``, ``media`` or ``mediastreams
 (docs/architecture.md, Layers).
 
 Who speaks when is decided by :class:`~.turntaking.TurnTaking`, a sans-IO state machine.
-The conversation owns the history and composes small objects, each with its own state:
-
-- :class:`~.playout.Playout`: the frames queued for the leg, what was played, actions
-  that wait until the last words were heard;
-- :class:`~.voice.Voice`: text -> frames (TTS in a worker thread);
-- :class:`~.reply.ReplyWriter`: a turn's reply from the :class:`~.sources.ReplySource`
-  through the guards to the voice;
-- :class:`~.speculation.Speculator`: the speculative pass at the caller's first silence
-  and the reply prepared unheard;
-- :class:`~.control.CallControl`: what the caller's words and the tool calls make the call do;
-- :class:`~.digits.DigitCollector`: the ``collect_digits`` tool.
-
-Inference runs in worker threads (:class:`~.work.WorkerThreads`), never on the event loop.
+The conversation owns no logic of its own beyond routing its actions: it composes
+objects that own their state (playout, the voice, the reply writer and its source, the
+speculator, the agent's turns, call control, the digit collector, the hearing; the map
+is in docs/architecture.md). Inference runs in worker threads, never on the event loop.
 
 Barge-in (RFC-free, but exact): caller speech over the agent pauses it at the next
 packet; words that are not a backchannel stop it for good, cancel LLM and TTS, and keep
@@ -42,31 +33,20 @@ from collections.abc import Callable, Coroutine
 
 import numpy as np
 
-from ..audio.wire import FRAME_MS, FRAME_SAMPLES
+from ..audio.wire import FRAME_SAMPLES
 from . import turntaking as tt
 from .answering import AgentTurns
 from .control import CallControl
 from .echo_guard import EchoGuard
-from .playout import HEARD_TIMEOUT_S, Playout
+from .hearing import Hearing
+from .playout import Playout
 from .reply import ReplyWriter
 from .sources import LlmReplySource
 from .speculation import EndOfTurnScores, Speculated, Speculator
 from .turn_records import TurnRecorder
-from .turns import UNFINISHED_WORDS, AgentFrame, AgentUtterance, CallLeg, Reply, sentence_state
+from .turns import AgentFrame, AgentUtterance, CallLeg, Reply
 from .voice import Voice
-from .work import WorkerThreads
-
-__all__ = [
-    "FRAME_MS",
-    "FRAME_SAMPLES",
-    "HEARD_TIMEOUT_S",
-    "UNFINISHED_WORDS",
-    "AgentFrame",
-    "AgentUtterance",
-    "CallLeg",
-    "Conversation",
-    "sentence_state",
-]
+from .work import Tasks, WorkerThreads
 
 log = logging.getLogger("bridge.conversation")
 
@@ -107,22 +87,20 @@ class Conversation:
         self.vad = engines.vad_factory()
         self._asr = engines.asr
         self._transfer = transfer
-        self._unavailable: str = getattr(leg, "transfer_unavailable", "")
         self.turns = tt.TurnTaking(agent, clock(), getattr(engines.asr, "initial_prompt", None))
         self.dtmf_digits: list[str] = []
         #: Utterances heard over the agent that did not interrupt it (bounded), for inspection.
         self.backchannels: list[str] = []
         #: The last interim transcripts (bounded), for inspection.
         self.interims: list[str] = []
-        #: Frames the VAD called speech that were the agent's own echo.
-        self.echo_frames = 0
         self.on_hold = False
         self.threads = WorkerThreads()  # engine calls in worker threads, waited for by close()
         self.echo_guard = (
             EchoGuard(agent.echo_max_delay_ms, threshold=agent.echo_threshold) if agent.echo_guard else None
         )
+        self._hearing = Hearing(self.vad, self.echo_guard, metrics)
         self._records: TurnRecorder | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = Tasks(f"conversation task failed call={leg.call_id}")
         self._closed = False
         source = LlmReplySource(agent, engines.llm)
         self._source = source
@@ -138,7 +116,8 @@ class Conversation:
         )
         voice = Voice(engines, self.threads, clock)
         self._voice = voice
-        control = CallControl(agent, transfer, leg.call_id, metrics, self._unavailable)
+        unavailable: str = getattr(leg, "transfer_unavailable", "")  # a browser call cannot be transferred
+        control = CallControl(agent, transfer, leg.call_id, metrics, unavailable)
         writer = ReplyWriter(agent, source, voice, self.threads, clock, self._deliver, leg.call_id, metrics)
         self._answers = AgentTurns(
             agent,
@@ -153,8 +132,18 @@ class Conversation:
             self.turns.agent_stopped,
             metrics,
             transfer,
+            unavailable,
         )
         scores = EndOfTurnScores(agent, getattr(engines, "turn", None), source, self.threads)
+        #: ``("caller", str)`` and ``("agent", AgentUtterance)`` entries, in order.
+        self.history = self._answers.history
+        #: One entry per answered turn: the caller's words, the agent's, how the turn
+        #: ended, the tools and what the guards dropped.
+        self.turn_log = self._answers.turn_log
+        #: Each turn's latencies relative to the end of the caller's speech, seconds.
+        self.latencies = self.playout.latencies
+        #: Digit strings gathered by ``collect_digits`` (DTMF or spoken), in order.
+        self.collected_digits = self._answers.digits.collected
         self._speculator = Speculator(
             engines.asr,
             self.threads,
@@ -210,15 +199,7 @@ class Conversation:
         if self._closed or self.on_hold or len(frame) != FRAME_SAMPLES:
             return
         now = self.clock() if now is None else now
-        voiced = self.vad.is_speech(frame)
-        guard = self.echo_guard
-        if guard is not None:
-            guard.note_received(frame)
-            if voiced and guard.active and guard.is_echo():
-                voiced = False  # our own voice coming back, not the caller
-                self.echo_frames += 1
-                if self.metrics:
-                    self.metrics.echo_frames.inc()
+        voiced = self._hearing.voiced(frame)
         asr_pass_s = getattr(self._asr, "pass_seconds", 0.0)
         self._apply(self.turns.frame(frame, voiced, now, self.agent_active, asr_pass_s=asr_pass_s))
 
@@ -253,27 +234,13 @@ class Conversation:
         self.playout.mark_played(owner, offset)
 
     def request_transfer(self) -> None:
-        """Stop, say the transfer announcement, then ask the leg to transfer; on a leg whose
-        ``transfer_unavailable`` sentence is set, say that instead."""
-        t = self._transfer
-        if t is None or not t.target:
-            return
-        self._answers.stop(interrupted=True)
-        cancel = self._answers.speech()
-        if self._unavailable:  # a leg that cannot transfer (a browser call) says so instead
-            log.info("transfer call=%s: not available on this leg", self.leg.call_id)
-            self._answers.say(self._unavailable, cancel=cancel)
-            return
-        log.info("transfer call=%s to %s", self.leg.call_id, t.target)
-        self._answers.say(t.announce, then=lambda: self.leg.transfer(t.target), cancel=cancel)
+        """Say the transfer announcement, then ask the leg to transfer
+        (:meth:`.answering.AgentTurns.transfer`)."""
+        self._answers.transfer()
 
     def transfer_failed(self) -> None:
         """The leg could not transfer: tell the caller and carry on."""
-        t = self._transfer
-        self._answers.stop(interrupted=False)
-        cancel = self._answers.speech()
-        if t is not None and t.failed:
-            self._answers.say(t.failed, cancel=cancel)
+        self._answers.transfer_failed()
 
     def set_hold(self, held: bool) -> None:
         """The peer put the call on hold (``True``) or took it off (``False``).
@@ -313,30 +280,14 @@ class Conversation:
         return self._answers.digits.waiting
 
     @property
-    def collected_digits(self) -> list[str]:
-        """Digit strings gathered by ``collect_digits`` (DTMF or spoken), in order."""
-        return self._answers.digits.collected
-
-    @property
-    def history(self) -> list[tuple[str, object]]:
-        """``("caller", str)`` and ``("agent", AgentUtterance)`` entries, in order."""
-        return self._answers.history
-
-    @property
-    def turn_log(self) -> list[dict]:
-        """One entry per answered turn: the caller's words, the agent's, how the turn
-        ended, the tools and what the guards dropped."""
-        return self._answers.turn_log
+    def echo_frames(self) -> int:
+        """Frames the VAD called speech that were the agent's own echo."""
+        return self._hearing.echo_frames
 
     @property
     def turns_started(self) -> int:
         """Caller turns handed to the agent so far (endpoint, text or digits)."""
         return self._answers.started
-
-    @property
-    def latencies(self) -> list[dict[str, float]]:
-        """Each turn's latencies relative to the end of the caller's speech, seconds."""
-        return self.playout.latencies
 
     def barge_in(self) -> None:
         """Stop the agent now: drop queued audio, cancel LLM/TTS, truncate history."""
@@ -354,10 +305,7 @@ class Conversation:
         self._answers.close()
         self._speculator.drop()
         self._answers.stop(interrupted=False)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.cancel()
         await self.threads.settle(CLOSE_WAIT_S)
         # Keep the record (history, turns, latencies), drop the audio: a finished
         # call must not pin tens of KB of frames (a soak run's RSS grew with them).
@@ -441,30 +389,16 @@ class Conversation:
                 del self.interims[:-20]
                 log.debug("interim call=%s %r", self.leg.call_id, text)
             logprob = heard.avg_logprob if heard is not None else None
-            self._apply(
-                self.turns.heard(
-                    action.utterance, action.purpose, text, self.clock(), self.agent_active, logprob=logprob
-                )
-            )
+            args = (action.utterance, action.purpose, text, self.clock(), self.agent_active)
+            self._apply(self.turns.heard(*args, logprob=logprob))
 
         future.add_done_callback(done)
 
     def _speculated(self, s: Speculated) -> None:
         """A speculative pass is done: its transcript and scores to turn-taking."""
         r = s.reply
-        self._apply(
-            self.turns.speculated(
-                r.utterance,
-                r.frames,
-                s.text,
-                s.p_text,
-                s.p_audio,
-                self.clock(),
-                self.agent_active,
-                heard_at=r.asr_done,
-                logprob=s.logprob,
-            )
-        )
+        args = (r.utterance, r.frames, s.text, s.p_text, s.p_audio, self.clock(), self.agent_active)
+        self._apply(self.turns.speculated(*args, heard_at=r.asr_done, logprob=s.logprob))
 
     def _end_of_turn(self, action: tt.EndOfTurn) -> None:
         """The caller's turn is over: release the prepared reply, or start one."""
@@ -496,15 +430,7 @@ class Conversation:
         self._answers.deliver(frames, reply)
 
     def _spawn(self, coro: Coroutine) -> asyncio.Task:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("conversation task failed call=%s", self.leg.call_id, exc_info=task.exception())
+        return self._tasks.spawn(coro)
 
     async def _watch_silence(self) -> None:
         """Reprompts: :meth:`~.turntaking.TurnTaking.tick` four times a second."""

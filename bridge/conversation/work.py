@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .failures import awaited
@@ -82,3 +82,36 @@ class WorkerThreads:
         if left:
             log.warning("conversation: %d engine call(s) still running %.1f s after the end of the call", left, timeout)
         return left
+
+
+class Tasks:
+    """The asyncio tasks one conversation started: each is kept until it ends, a failure
+    is logged (ERROR, with ``what`` and the traceback) instead of lost, and
+    :meth:`cancel` stops them all at the end of the call.
+
+    Args:
+        what: the log line for a task that failed (the call named in it).
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+        """Run ``coro`` as a task on the running loop."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    async def cancel(self) -> None:
+        """Cancel every task still running and wait until they have ended."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(self._what, exc_info=task.exception())
