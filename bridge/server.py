@@ -23,7 +23,8 @@ from sipmessage import URI
 
 from . import memory
 from .calls.registry import CallRegistry
-from .calls.sip import Listener, SipCallLeg, SipCalls
+from .calls.sip import SipCalls
+from .calls.sip_leg import Listener, SipCallLeg
 from .calls.streams import StreamCalls
 from .calls.webrtc import WebRtcCalls
 from .config import DEFAULT_CONFIG, ConfigError, Settings, parse_hostport, parse_port_range

@@ -15,6 +15,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.provisioning.twilio_trunk import main  # noqa: E402
+from bridge.provisioning.cli import main  # noqa: E402
 
 sys.exit(main())
