@@ -40,7 +40,7 @@ ARG PIP_INDEX_URL
 RUN python3 -m venv /opt/bridge/.venv \
  && /opt/bridge/.venv/bin/pip install --no-cache-dir --upgrade pip \
  && CMAKE_ARGS="$CMAKE_ARGS" /opt/bridge/.venv/bin/pip install --no-cache-dir -e ".[llm-server]" \
- && /opt/bridge/.venv/bin/python -c "from bridge.engines.llm import embedded_llm_path, smoke; smoke(embedded_llm_path('/tmp/models'))" \
+ && /opt/bridge/.venv/bin/python -c "from bridge.engines.llm_setup import embedded_llm_path, smoke; smoke(embedded_llm_path('/tmp/models'))" \
  && rm -rf /tmp/models
 
 FROM ${BASE}

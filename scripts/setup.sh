@@ -49,13 +49,13 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DCMAKE_C_FLAGS='-mno-amx-tile -mno-amx-int8 -m
 .venv/bin/python -m pip install -q -e ".$extras"
 # pip's wheel cache keys a built llama-cpp-python on its source, not on CMAKE_ARGS: a
 # wheel cached by an earlier build with AMX is reused as is. Rebuild such a one.
-if .venv/bin/python -c "import sys; from bridge.engines.llm import amx_kernels_built; sys.exit(0 if amx_kernels_built() else 1)"; then
+if .venv/bin/python -c "import sys; from bridge.engines.llm_setup import amx_kernels_built; sys.exit(0 if amx_kernels_built() else 1)"; then
   version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
   echo "setup: the installed llama-cpp-python $version has the AMX kernels: rebuilding it without them (several minutes)"
   .venv/bin/python -m pip install -q --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python "llama-cpp-python==$version"
 fi
 .venv/bin/python -c "from bridge.engines.asr import embedded_base_asr_path; print('setup: ASR at', embedded_base_asr_path('models'))"
 # One token from the embedded LLM: a llama.cpp build that cannot run here fails setup, not the first call.
-.venv/bin/python -c "from bridge.engines.llm import embedded_llm_path, smoke; p = embedded_llm_path('models'); smoke(p); print('setup: LLM at', p, 'generates')" \
+.venv/bin/python -c "from bridge.engines.llm_setup import embedded_llm_path, smoke; p = embedded_llm_path('models'); smoke(p); print('setup: LLM at', p, 'generates')" \
   || { echo "setup: llama.cpp cannot run the embedded GGUF on this CPU (see CMAKE_ARGS above; rebuild with pip install --force-reinstall --no-cache-dir llama-cpp-python)" >&2; exit 1; }
 echo "setup: done"
