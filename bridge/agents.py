@@ -1,9 +1,9 @@
-"""The agent a call leg talks to, behind one interface for both legs and both kinds.
+"""The agent a call leg talks to, behind one interface for every leg and both kinds.
 
 Both :class:`bridge.conversation.engine.Conversation` (``agent.kind: llm``) and
 :class:`bridge.conversation.echo.EchoAgent` (``agent.kind: echo``) implement
-:class:`Agent`; the SIP+RTP leg and the Media Streams leg use only these
-methods, so either agent runs on either leg.
+:class:`Agent`; the SIP+RTP, Media Streams and browser (WebRTC) legs use only these
+methods, so either agent runs on any leg.
 """
 
 from __future__ import annotations

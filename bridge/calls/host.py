@@ -1,7 +1,7 @@
 """What a call leg and the server promise each other, as typed protocols.
 
-A leg (:class:`bridge.calls.sip.SipCallLeg`, :class:`bridge.mediastreams.leg.MediaStreamLeg`)
-reaches the server only through a :class:`CallHost`: it ends its call, runs a task,
+A leg (:class:`bridge.calls.sip_leg.SipCallLeg`, :class:`bridge.mediastreams.leg.MediaStreamLeg`,
+:class:`bridge.webrtc.leg.WebRtcCallLeg`) reaches the server only through a :class:`CallHost`: it ends its call, runs a task,
 and reports to the call records. The registry (:class:`bridge.calls.registry.CallRegistry`)
 sees a leg only as a :class:`Leg`.
 """

@@ -10,8 +10,8 @@ A call on either leg (SIP+RTP, :mod:`bridge.calls.sip`; Twilio Media Streams,
 2. :meth:`CallRegistry.open`: the call is live, counted, and its call record opened.
 3. :meth:`CallRegistry.answered`: the record gets its answer time, the recording starts.
 4. :meth:`CallRegistry.end`: idempotent; the call leaves the live set at once, and
-   :meth:`CallRegistry._teardown` closes the agent, the leg's media, the record and
-   the recording, in that order, in a task.
+   :meth:`CallRegistry._teardown` closes the agent, ends the record, closes the leg's
+   media and stops the recording, in that order, in a task.
 
 The end reasons a leg gives are listed in :data:`bridge.records.calls.END_REASONS`;
 ``agent_error`` is the agent failing (its frame source raised), kept apart from the

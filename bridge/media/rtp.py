@@ -44,7 +44,6 @@ class RtpSender:
         self.timestamp0 = secrets.randbits(32)
         self.packets_sent = 0
         self.octets_sent = 0
-        self._last_slot: int | None = None
 
     def packet(self, slot: int, payload: bytes, *, talkspurt_start: bool) -> bytes:
         """Serialize one audio packet for pacing slot ``slot`` (0-based).
@@ -66,7 +65,6 @@ class RtpSender:
         self.sequence = (self.sequence + 1) & 0xFFFF
         self.packets_sent += 1
         self.octets_sent += len(payload)
-        self._last_slot = slot
         return packet.serialize()
 
     def dtmf_packet(

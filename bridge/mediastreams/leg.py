@@ -18,8 +18,6 @@ import asyncio
 import logging
 import time
 
-import numpy as np
-
 from ..audio.wire import FRAME_SAMPLES, PTIME
 from ..media.codecs import G711
 from ..media.rtp import Pacer
@@ -278,10 +276,3 @@ class MediaStreamLeg:
         except Exception:  # noqa: BLE001 - a dead socket ends this call only
             log.exception("call %s: media sender failed", self.call_id)
             self._end("send_error")
-
-
-def mulaw_frames(pcm: np.ndarray) -> list[bytes]:
-    """PCM16 8 kHz -> 160-byte mu-law chunks (20 ms), the shape Twilio sends."""
-    codec = G711("PCMU")
-    data = codec.encode(pcm)
-    return [data[i : i + FRAME_SAMPLES] for i in range(0, len(data), FRAME_SAMPLES)]
