@@ -1,13 +1,13 @@
-"""The curated model catalog (``config/models.yaml``)."""
+"""The curated model catalog (``config/models.yaml``), each entry checked by a pydantic model."""
 
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent.parent / "config" / "models.yaml"
 
@@ -26,9 +26,8 @@ class CatalogError(ValueError):
     """The catalog file is malformed, or a name is not in it."""
 
 
-@dataclass(frozen=True)
-class CatalogEntry:
-    """One model the project knows how to fetch and configure.
+class CatalogEntry(BaseModel):
+    """One model the project knows how to fetch and configure, checked as it is read.
 
     Attributes:
         name: the catalog name (``whisper-small.en``), also the folder under ``models/``.
@@ -43,20 +42,32 @@ class CatalogEntry:
         llm_mode: ``completion`` or ``chat`` for an LLM (``agent.llm_mode``), else ``None``.
         settings: the config keys that use it; ``{dir}`` stands for its folder.
         source: where an embedded entry comes from (a PyPI package).
+
+    Raises:
+        pydantic.ValidationError: an unknown field, a wrong type, a ``repo`` without
+            ``revision`` and ``files``.
     """
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     name: str
-    kind: str
+    kind: Literal["asr", "llm", "tts"]
     repo: str | None = None
     revision: str | None = None
     files: tuple[str, ...] = ()
-    sha256: dict[str, str] = field(default_factory=dict)
-    size_mb: int = 0
+    sha256: dict[str, str] = Field(default_factory=dict)
+    size_mb: int = Field(default=0, ge=0)
     license: str = ""
     hardware: str = ""
-    llm_mode: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
+    llm_mode: Literal["completion", "chat"] | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
     source: str | None = None
+
+    @model_validator(mode="after")
+    def _pinned(self) -> CatalogEntry:
+        if self.repo and not (self.revision and self.files):
+            raise ValueError("needs revision and files beside repo")
+        return self
 
     @property
     def embedded(self) -> bool:
@@ -97,14 +108,13 @@ def load_catalog(path: str | Path = DEFAULT_CATALOG) -> dict[str, CatalogEntry]:
         for name, raw in (data.get(kind) or {}).items():
             if name in out:
                 raise CatalogError(f"{path}: {name} appears twice")
-            raw = dict(raw)
-            if raw.get("repo") and not (raw.get("revision") and raw.get("files")):
-                raise CatalogError(f"{path}: {name} needs revision and files beside repo")
-            raw["files"] = tuple(raw.get("files") or ())
+            if not isinstance(raw, dict):
+                raise CatalogError(f"{path}: {name}: an entry is a mapping of its fields")
             try:
-                out[name] = CatalogEntry(name=name, kind=kind, **raw)
-            except TypeError as exc:
-                raise CatalogError(f"{path}: {name}: {exc}") from None
+                out[name] = CatalogEntry(name=name, kind=kind, **{**raw, "files": tuple(raw.get("files") or ())})
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
+                raise CatalogError(f"{path}: {name}: {problems}") from None
     return out
 
 
