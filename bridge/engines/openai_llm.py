@@ -1,24 +1,30 @@
-"""An OpenAI-compatible HTTP LLM backend (llama.cpp's server, vLLM, ...), streamed.
+"""An OpenAI-compatible HTTP LLM backend (llama.cpp's server, vLLM, Ollama, ...), streamed.
 
-``/v1/completions`` for ``completion`` mode and ``/v1/chat/completions`` for
-``chat`` mode, both with ``"stream": true`` (server-sent events, one
-``data: {json}`` line per chunk, ``data: [DONE]`` at the end). Standard
-library HTTP only: the request runs in the conversation's worker thread.
+``/v1/completions`` for ``completion`` mode and ``/v1/chat/completions`` for ``chat``
+mode, both with ``"stream": true``, through the ``openai`` package's client and its
+server-sent-events parser. The request runs in the conversation's worker thread; it
+goes to the configured ``base_url`` only, is never retried (a turn that waits for a
+retry is a turn the caller hears as silence; the conversation apologizes instead), and
+stops reading as soon as the turn is cancelled.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import openai
 
 from .tools import ToolCall
 
 log = logging.getLogger("bridge.engines.llm")
+
+#: Sent as the bearer token to a server configured without a key (the client needs one;
+#: llama.cpp's server, vLLM and Ollama without ``--api-key`` ignore it).
+NO_KEY = "unused"
 
 
 class LlmError(Exception):
@@ -31,59 +37,50 @@ class OpenAiLlm:
     Args:
         base_url: e.g. ``http://127.0.0.1:8080/v1``.
         model: the ``model`` field to send.
-        api_key: sent as ``Authorization: Bearer`` when set.
+        api_key: sent as ``Authorization: Bearer`` (empty: :data:`NO_KEY`).
         timeout: seconds to wait for the connection and between chunks.
     """
 
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = model
-        self.api_key = api_key
         self.timeout = timeout
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=api_key or NO_KEY, timeout=timeout, max_retries=0)
         log.info("llm: OpenAI-compatible server %s model %s", self.base_url, model)
 
     @classmethod
     def from_settings(cls, m, device: str) -> OpenAiLlm:
         return cls(m.openai_base_url, m.openai_model, m.openai_api_key, m.openai_timeout)
 
-    def _events(self, path: str, body: dict, cancel: threading.Event, timeout: float | None = None) -> Iterator[dict]:
-        """The server-sent events of a streamed request, as JSON objects.
+    def _open(self, path: str, create: Any, **body: Any) -> Any:
+        """Start a streamed request (``create``: the client's method for ``path``).
 
         Raises:
-            LlmError: HTTP error, connection failure, a read timeout or a cut stream
-                (also in the middle of the stream), or a malformed event.
+            LlmError: HTTP error, connection failure or timeout.
         """
-        data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.base_url + path, data=data, headers=headers, method="POST")
         try:
-            response = urllib.request.urlopen(request, timeout=timeout or self.timeout)
-        except urllib.error.HTTPError as exc:
-            raise LlmError(f"{path}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
-        except (urllib.error.URLError, OSError) as exc:
+            return create(model=self.model, stream=True, **body)
+        except openai.APIStatusError as exc:
+            raise LlmError(f"{path}: HTTP {exc.status_code}: {exc.response.text[:300]!r}") from exc
+        except openai.APIError as exc:
             raise LlmError(f"{path}: {exc}") from exc
-        with response:
-            while True:
-                try:
-                    raw = response.readline()
-                except (OSError, http.client.HTTPException) as exc:  # read timeout, reset, cut chunk
-                    raise LlmError(f"{path}: stream broke: {exc!r}") from exc
-                if not raw:
-                    return
+
+    @staticmethod
+    def _chunks(path: str, stream: Any, cancel: threading.Event) -> Iterator[Any]:
+        """The stream's chunks until it ends or ``cancel`` is set (then it is closed).
+
+        Raises:
+            LlmError: the stream broke (a read timeout, a reset, a cut chunk, a bad event).
+        """
+        try:
+            for chunk in stream:
                 if cancel.is_set():
                     return
-                line = raw.decode("utf-8", "replace").strip()
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    return
-                try:
-                    yield json.loads(payload)
-                except json.JSONDecodeError as exc:
-                    raise LlmError(f"{path}: bad event {payload[:200]!r}") from exc
+                yield chunk
+        except Exception as exc:  # noqa: BLE001 - whatever the transport raised mid-stream is the turn's LLM failure
+            raise LlmError(f"{path}: stream broke: {exc!r}") from exc
+        finally:
+            stream.close()
 
     def warm(self, prompt: str) -> None:
         """Have the server evaluate ``prompt`` once (one token generated), so that its KV
@@ -94,11 +91,12 @@ class OpenAiLlm:
         prefix takes 4.4 s; without the warm-up the first turns paid it (voice-to-voice
         p95 7.75 s), with it p95 2.61 s. A server that cannot be reached
         is logged, not raised: the node still starts, and the first turn pays."""
-        body = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0, "stream": True}
+        # Several nodes starting together queue behind each other on a one-sequence
+        # server: the warm-up may wait longer than a turn would.
+        client = self._client.with_options(timeout=max(self.timeout, 120.0))
         try:
-            # Several nodes starting together queue behind each other on a one-sequence
-            # server: the warm-up may wait longer than a turn would.
-            for _ in self._events("/completions", body, threading.Event(), timeout=max(self.timeout, 120.0)):
+            stream = self._open("/completions", client.completions.create, prompt=prompt, max_tokens=1, temperature=0.0)
+            for _ in self._chunks("/completions", stream, threading.Event()):
                 pass
         except LlmError as exc:
             log.warning("llm: could not warm the server's prompt cache: %s", exc)
@@ -115,33 +113,34 @@ class OpenAiLlm:
     ) -> Iterator[str]:
         """Completion mode: yield text pieces of the completion of ``prompt``.
 
-        Raises:
-            LlmError: HTTP error, connection failure, or a malformed event.
-        """
-        body = {
-            "model": self.model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "stop": stop[:4],
-            "stream": True,
-        }
-        if presence_penalty:
-            body["presence_penalty"] = presence_penalty  # OpenAI's name; repeat_penalty is llama.cpp's own and not sent
+        ``repeat_penalty`` is llama.cpp's own and not sent; ``presence_penalty`` is
+        OpenAI's, sent when set.
 
-        for event in self._events("/completions", body, cancel):
-            for choice in event.get("choices", []):
-                text = choice.get("text")
-                if text:
-                    yield text
+        Raises:
+            LlmError: HTTP error, connection failure, or a broken stream.
+        """
+        extra: dict[str, Any] = {"presence_penalty": presence_penalty} if presence_penalty else {}
+        stream = self._open(
+            "/completions",
+            self._client.completions.create,
+            prompt=prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=stop[:4],
+            **extra,
+        )
+        for chunk in self._chunks("/completions", stream, cancel):
+            for choice in chunk.choices or []:
+                if choice.text:
+                    yield choice.text
 
     def stream_chat(
         self,
-        messages: list[dict],
+        messages: Iterable[Any],
         max_tokens: int,
         temperature: float,
         cancel: threading.Event,
-        tools: list[dict] | None = None,
+        tools: list[Any] | None = None,
     ) -> Iterator[str | ToolCall]:
         """Chat mode: yield content pieces, and a :class:`ToolCall` for each tool call.
 
@@ -151,26 +150,28 @@ class OpenAiLlm:
         Raises:
             LlmError: as :meth:`stream`.
         """
-        body = {
-            "model": self.model,
-            "messages": messages,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "stream": True,
-        }
-        if tools:
-            body["tools"] = tools
-        calls: dict[int, dict] = {}
-        for event in self._events("/chat/completions", body, cancel):
-            for choice in event.get("choices", []):
-                delta = choice.get("delta") or {}
-                if delta.get("content"):
-                    yield delta["content"]
-                for part in delta.get("tool_calls") or []:
-                    slot = calls.setdefault(part.get("index", 0), {"name": "", "arguments": ""})
-                    function = part.get("function") or {}
-                    slot["name"] += function.get("name") or ""
-                    slot["arguments"] += function.get("arguments") or ""
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
+        stream = self._open(
+            "/chat/completions",
+            self._client.chat.completions.create,
+            messages=list(messages),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            **extra,
+        )
+        calls: dict[int, dict[str, str]] = {}
+        for chunk in self._chunks("/chat/completions", stream, cancel):
+            for choice in chunk.choices or []:
+                delta = choice.delta
+                if delta is None:
+                    continue
+                if delta.content:
+                    yield delta.content
+                for part in delta.tool_calls or []:
+                    slot = calls.setdefault(part.index or 0, {"name": "", "arguments": ""})
+                    if part.function is not None:
+                        slot["name"] += part.function.name or ""
+                        slot["arguments"] += part.function.arguments or ""
         for slot in calls.values():
             try:
                 arguments = json.loads(slot["arguments"]) if slot["arguments"] else {}
