@@ -290,7 +290,7 @@ class SipCalls:
         core = leg.listener.core
         if leg.ended or not core.has_call(leg.call_id):
             return  # cancelled while ringing
-        core.answer(leg.call_id, answer, leg._now())
+        core.answer(leg.call_id, answer, leg.now())
         leg.listener.io.flush()
         self.metrics.calls.labels("answered").inc()
         self.registry.answered(leg)
@@ -407,7 +407,7 @@ class SipCalls:
         except sdp.SdpError as exc:
             log.warning("call %s: unusable SDP answer: %s", event.call_id, exc)
             self._release_socket(sock)
-            leg.listener.core.hangup(event.call_id, leg._now())
+            leg.listener.core.hangup(event.call_id, leg.now())
             return
         self._setup_media(leg, sock, params, leg.local_crypto)
         self.metrics.calls.labels("outbound_answered").inc()

@@ -89,7 +89,8 @@ class SipCallLeg:
         #: An outbound call's :class:`bridge.calls.dialing.DialOptions` (``None``: inbound).
         self.dial = None
 
-    def _now(self) -> float:
+    def now(self) -> float:
+        """The listener's clock, monotonic seconds (what the SIP core is fed)."""
         return self.listener.io.now()
 
     def hangup(self, reason: str) -> None:
@@ -101,7 +102,7 @@ class SipCallLeg:
         core = self.listener.core
         if core.has_call(self.call_id):
             try:
-                core.hangup(self.call_id, self._now())
+                core.hangup(self.call_id, self.now())
             except SipUsageError:
                 pass
             self.listener.io.flush()
@@ -115,7 +116,7 @@ class SipCallLeg:
         self.transfer_target = target
         self.host.records.transfer(self.call_id, target, "requested")
         try:
-            self.listener.core.refer(self.call_id, target, self._now())
+            self.listener.core.refer(self.call_id, target, self.now())
         except (SipUsageError, ValueError) as exc:
             log.warning("call %s: cannot transfer: %s", self.call_id, exc)
             if self.conversation is not None:

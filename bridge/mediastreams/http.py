@@ -120,7 +120,7 @@ def build_app(server) -> FastAPI:
                         settings.start_timeout,
                         p.CLOSE_POLICY,
                     )
-                    leg.refused = (p.CLOSE_POLICY, "no start message")
+                    leg.refuse(p.CLOSE_POLICY, "no start message")
                     break
                 if message["type"] == "websocket.disconnect":
                     break
@@ -134,7 +134,7 @@ def build_app(server) -> FastAPI:
         except WebSocketDisconnect:
             pass
         finally:
-            leg._end("disconnected")
+            leg.disconnected()
         await close(*(leg.refused or (p.CLOSE_NORMAL, "stream ended")))
 
     return app

@@ -192,6 +192,10 @@ class MediaStreamLeg:
             log.warning("call %s: Twilio API %s failed: %s", self.call_id, fn.__name__, exc)
             return False
 
+    def disconnected(self) -> None:
+        """The WebSocket is gone (closed by Twilio, or the session ended): end the call."""
+        self._end("disconnected")
+
     def _end(self, reason: str) -> None:
         if self.ended:
             return
