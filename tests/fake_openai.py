@@ -72,3 +72,18 @@ class FakeOpenAI:
         self.hung.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def scripted(engines, fake: FakeOpenAI, timeout: float = 30.0):
+    """The real VAD, ASR and TTS of ``engines``, with the LLM behind the OpenAI-compatible
+    backend talking to ``fake``."""
+    from bridge.engines import Engines
+    from bridge.engines.openai_llm import OpenAiLlm
+
+    return Engines(
+        engines.vad_factory,
+        engines.asr,
+        OpenAiLlm(fake.base_url, "scripted", timeout=timeout),
+        engines.tts,
+        engines.device,
+    )

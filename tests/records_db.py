@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
@@ -22,14 +20,3 @@ def load(url: str) -> tuple[dict[str, Call], dict[str, list[Turn]]]:
         session.expunge_all()
     engine.dispose()
     return calls, turns
-
-
-def wait_for(predicate, timeout: float):
-    """Poll ``predicate`` every 0.3 s until it returns something true, at most ``timeout`` s; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    return predicate()

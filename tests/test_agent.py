@@ -18,7 +18,7 @@ from bridge.engines import Engines
 from bridge.engines.openai_llm import LlmError, OpenAiLlm
 from bridge.engines.tools import ToolCall, digits_in, split_commands
 
-from .fake_openai import FakeOpenAI
+from .fake_openai import FakeOpenAI, scripted
 from .test_conversation_sip import start_server
 
 pytestmark = pytest.mark.e2e
@@ -75,11 +75,6 @@ def test_tool_convention_and_digits():
     assert sentence_state("So I was thinking, um.") == "unfinished"
     assert sentence_state("I was wondering...") == "unfinished"
     assert sentence_state("maybe tomorrow") == "unknown"
-
-
-def scripted(engines, fake: FakeOpenAI) -> Engines:
-    """The real ASR, TTS and VAD, with the LLM behind the OpenAI-compatible backend."""
-    return Engines(engines.vad_factory, engines.asr, OpenAiLlm(fake.base_url, "scripted"), engines.tts, engines.device)
 
 
 async def wait_finished(server, n: int = 1):

@@ -18,6 +18,7 @@ import time
 import pytest
 
 from .cluster import ROOT, Cluster, sipp_calls
+from .waiting import eventually
 
 pytestmark = pytest.mark.slow  # Kamailio and node processes
 
@@ -31,17 +32,6 @@ def _rtp_closed(log: str) -> list[tuple[int, int]]:
         (int(r), int(s))
         for r, s in re.findall(r"rtp port \d+ closed: (\d+) packets received, \d+ sent \((\d+) with agent audio\)", log)
     ]
-
-
-def wait_for(check, timeout: float):
-    """``check()``'s first result that is not ``None``, polled until ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result is not None:
-            return result
-        time.sleep(0.1)
-    return None
 
 
 def _answered_by_both(cluster) -> bool | None:
@@ -115,7 +105,7 @@ def test_calls_spread_over_both_nodes_media_direct(cluster, tmp_path):
     # g711a.pcap is ~250 packets), and none timed out.
     for i in (1, 2):
         port = cluster.node_port(i)
-        closed = wait_for(
+        closed = eventually(
             lambda i=i, port=port: (
                 _rtp_closed(cluster.node_log(i)) if len(_rtp_closed(cluster.node_log(i))) >= per_port[port] else None
             ),
@@ -137,7 +127,7 @@ def test_sigterm_drains_a_node_without_failed_calls(cluster, tmp_path):
     )
     t.start()
     # Once both nodes have taken calls, drain node 1 (drain deadline 3 s, calls last 6 s).
-    assert wait_for(lambda: _answered_by_both(cluster), 30), cluster.output()
+    assert eventually(lambda: _answered_by_both(cluster), 30), cluster.output()
     stop_at = time.monotonic()
     os.kill(cluster.node_pid(1), signal.SIGTERM)
     t.join(120)
@@ -179,7 +169,7 @@ def test_kill9_marks_node_down_then_up_again(cluster, tmp_path):
         target=lambda: box.setdefault("run", sipp_calls(cluster, tmp_path / "during", calls=16, rate=2, limit=16))
     )
     t.start()
-    assert wait_for(lambda: _answered_by_both(cluster), 30), cluster.output()
+    assert eventually(lambda: _answered_by_both(cluster), 30), cluster.output()
     os.kill(cluster.node_pid(1), signal.SIGKILL)
     killed = time.monotonic()
     down = cluster.wait_kamailio(f"node down: sip:127.0.0.1:{cluster.node_port(1)}", 15)
@@ -269,7 +259,7 @@ async def test_the_call_scenario_ignores_a_180_after_the_200(tmp_path):
         run = await asyncio.to_thread(
             sipp_calls, SimpleNamespace(sip_port=port), tmp_path / "sipp", calls=1, timeout=30
         )
-        await asyncio.wait_for(uas.done.wait(), 10)
+        await asyncio.eventually(uas.done.wait(), 10)
     finally:
         uas.close()
     assert run.returncode == 0 and run.failed == 0 and run.successful == 1, run.errors
@@ -297,7 +287,7 @@ def test_kill9_of_the_runner_takes_kamailio_and_the_nodes_with_it(tmp_path):
     assert not any(_port_free(p) for p in ports), ports
     c.proc.kill()
     c.proc.wait(10)
-    freed = wait_for(lambda: True if all(_port_free(p) for p in ports) else None, 20)
+    freed = eventually(lambda: True if all(_port_free(p) for p in ports) else None, 20)
     alive = [
         pid
         for pid in pids

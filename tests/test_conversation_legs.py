@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 
 from bridge.client import place_call, read_wav_8k, write_wav_8k
-from bridge.engines import Engines
-from bridge.engines.openai_llm import OpenAiLlm
 
-from .fake_openai import FakeOpenAI
+from .fake_openai import FakeOpenAI, scripted
 from .fake_twilio_api import FakeTwilioApi
 from .test_mediastreams import ACCOUNT, TOKEN, ms_server, stream
 from .twilio_ms import CALL_SID
@@ -77,16 +75,6 @@ async def run_call(
             return server.finished[-1]
         await asyncio.sleep(0.1)
     raise AssertionError("the call did not end")
-
-
-def scripted(engines, fake: FakeOpenAI, timeout: float = 30.0) -> Engines:
-    return Engines(
-        engines.vad_factory,
-        engines.asr,
-        OpenAiLlm(fake.base_url, "scripted", timeout=timeout),
-        engines.tts,
-        engines.device,
-    )
 
 
 @pytest.fixture(params=LEGS)

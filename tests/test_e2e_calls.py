@@ -18,7 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.client import read_wav_8k
 
 from .conftest import ROOT, BridgeProcess, free_port, need, rtp_pair
-from .records_db import load, wait_for
+from .records_db import load
+from .waiting import eventually, words
 
 pytestmark = pytest.mark.e2e
 SIPP_DIR = ROOT / "tests" / "sipp"
@@ -56,10 +57,6 @@ def run_sipp(
         *scenario,
     ]
     return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout + 30)
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 def test_sipp_basic_call(bridge, tmp_path):
@@ -381,7 +378,7 @@ def test_transfer_with_refer(bridge, tmp_path):
     assert f"call {call_id}: transfer progress 200 (final)" in log
     assert f"call {call_id}: hanging up (transferred)" in log
     # The call record has the transfer, its outcome and the end reason.
-    record = wait_for(
+    record = eventually(
         lambda: (lambda c: c if c is not None and c.ended_at else None)(
             load(os.environ["BRIDGE_STORAGE__URL"])[0].get(call_id)
         ),

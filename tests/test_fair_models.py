@@ -4,21 +4,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from bridge.engines.fifo import FifoLock
 
 from .conftest import ROOT
-
-
-def _wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.001)
+from .waiting import eventually
 
 
 def test_waiters_get_the_lock_in_the_order_they_asked():
@@ -30,7 +22,9 @@ def test_waiters_get_the_lock_in_the_order_they_asked():
         t = threading.Thread(target=lambda n=name: (lock.acquire(), order.append(n), lock.release()))
         t.start()
         threads.append(t)
-        _wait_for(lambda k=len(threads): lock.waiting == k)  # each one queued before the next asks
+        assert eventually(
+            lambda k=len(threads): lock.waiting == k, interval=0.001
+        )  # each one queued before the next asks
     assert lock.acquire(blocking=False) is False  # held
     lock.release()
     for t in threads:
@@ -59,7 +53,7 @@ def test_the_llm_serves_waiting_turns_in_arrival_order():
             )
             t.start()
             threads.append(t)
-            _wait_for(lambda k=len(threads): llm.waiting == k)
+            assert eventually(lambda k=len(threads): llm.waiting == k, interval=0.001)
         list(a)
         for t in threads:
             t.join(60)

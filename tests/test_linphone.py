@@ -14,12 +14,9 @@ from bridge.client import read_wav_8k
 
 from .conftest import free_port, need, rtp_pair
 from .linphone import Linphone
+from .waiting import words
 
 pytestmark = pytest.mark.e2e
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z]+", text.lower()))
 
 
 def _question(tmp_path, speech):

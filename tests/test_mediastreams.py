@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 import sys
 import urllib.error
@@ -24,6 +23,7 @@ from bridge.server import BridgeServer
 from .conftest import ROOT, free_port, rtp_range
 from .fake_twilio_api import FakeTwilioApi
 from .twilio_ms import TwilioStream
+from .waiting import words
 
 TOKEN = "12345"
 ACCOUNT = "AC" + "3" * 32
@@ -251,10 +251,6 @@ async def finished(server):
             return server.finished[-1]
         await asyncio.sleep(0.1)
     raise AssertionError("the stream did not end")
-
-
-def words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
 
 
 async def test_whole_call_greeting_reply_dtmf(engines, speech, asr):

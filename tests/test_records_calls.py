@@ -22,8 +22,9 @@ from bridge.client import place_call, read_wav_8k
 
 from .conftest import TEST_CONFIG, BridgeProcess, free_port
 from .postgres import PostgresServer, new_database
-from .records_db import load, wait_for
+from .records_db import load
 from .twilio_ms import TwilioStream
+from .waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +95,7 @@ def test_calls_on_both_legs_leave_records_with_their_turns(tmp_path, speech, sto
             )
         )
         assert twilio.close_code == 1000
-        calls = wait_for(
+        calls = eventually(
             lambda: (lambda c: c if len(c) == 2 and all(x.ended_at for x in c.values()) else None)(
                 load(storage["url"])[0]
             ),
@@ -161,7 +162,7 @@ def test_a_killed_server_leaves_the_call_crashed_with_its_finished_turns(tmp_pat
                 calls, turns = load(storage["url"])
                 return next((cid for cid, ts in turns.items() if any(t.caller_text for t in ts)), None)
 
-            found = await asyncio.to_thread(wait_for, answered_turn, 60)
+            found = await asyncio.to_thread(eventually, answered_turn, 60)
             os.kill(server.proc.pid, signal.SIGKILL)
             server.proc.wait(10)
             task.cancel()
@@ -200,7 +201,7 @@ def test_a_spoken_card_number_is_masked_in_the_record_and_the_log(tmp_path, engi
     try:
         report = asyncio.run(place_call(f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [clip], None, reply_timeout=20))
         assert report.answered
-        turns = wait_for(lambda: [t for ts in load(storage["url"])[1].values() for t in ts if t.caller_text], 20)
+        turns = eventually(lambda: [t for ts in load(storage["url"])[1].values() for t in ts if t.caller_text], 20)
     finally:
         assert server.stop() == 0
     said = " ".join(t.caller_text for t in turns)
@@ -233,10 +234,10 @@ def test_calls_go_on_while_the_database_is_down_and_their_records_arrive_later(t
             place_call(f"sip:{CALLED}@127.0.0.1:{server.sip_port}", [speech["saturday"]], None, reply_timeout=20)
         )
         assert report.answered and report.latencies, "the call suffered from the database outage"
-        assert wait_for(lambda: metric(server, "bridge_records_spooled") >= 4, 15), "the records were not spooled"
+        assert eventually(lambda: metric(server, "bridge_records_spooled") >= 4, 15), "the records were not spooled"
         assert metric(server, "bridge_records_writes_total", '{result="spooled"}') >= 4
         pg.start()
-        assert wait_for(lambda: metric(server, "bridge_records_spooled") == 0, 30), "the spool was not replayed"
+        assert eventually(lambda: metric(server, "bridge_records_spooled") == 0, 30), "the spool was not replayed"
         calls, turns = load(pg.url)
     finally:
         assert server.stop() == 0
@@ -266,7 +267,7 @@ def test_a_drained_call_is_recorded_to_its_end(tmp_path, speech):
             )
         )
         await asyncio.to_thread(
-            wait_for, lambda: any(t.caller_text for ts in load(storage["url"])[1].values() for t in ts), 40
+            eventually, lambda: any(t.caller_text for ts in load(storage["url"])[1].values() for t in ts), 40
         )
         server.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(task, 30)

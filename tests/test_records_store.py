@@ -13,7 +13,8 @@ from bridge.records.calls import CallRecords, end_reason, number_of
 from bridge.records.store import RecordStore, database_url, utcnow
 
 from .postgres import new_database
-from .records_db import load, wait_for
+from .records_db import load
+from .waiting import eventually
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -124,7 +125,7 @@ def test_a_database_outage_spools_to_disk_and_nothing_is_lost(postgres, tmp_path
     finally:
         postgres.start()
     assert store.flush()
-    assert wait_for(lambda: store.spooled == 0, 30), "the spool was not replayed"
+    assert eventually(lambda: store.spooled == 0, 30), "the spool was not replayed"
     store.close()
     calls, turns = load(url)
     assert calls["outage"].end_reason == "caller_hangup"
