@@ -185,6 +185,9 @@ class Speculator:
         except EngineError as exc:
             reply.failure = exc
         reply.asr_done = self._clock()
+        # The turn's ASR time, also when its end came first (turn-taking's EndOfTurn then
+        # carried none: the transcript was still running).
+        reply.times.setdefault("asr_final", reply.asr_done)
         reply.text = text
         pcm = pcm if utterance_pcm is None else utterance_pcm
         if reply.failure is not None and reply.release_asked:
