@@ -259,7 +259,7 @@ async def test_the_call_scenario_ignores_a_180_after_the_200(tmp_path):
         run = await asyncio.to_thread(
             sipp_calls, SimpleNamespace(sip_port=port), tmp_path / "sipp", calls=1, timeout=30
         )
-        await asyncio.eventually(uas.done.wait(), 10)
+        await asyncio.wait_for(uas.done.wait(), 10)
     finally:
         uas.close()
     assert run.returncode == 0 and run.failed == 0 and run.successful == 1, run.errors
@@ -287,10 +287,15 @@ def test_kill9_of_the_runner_takes_kamailio_and_the_nodes_with_it(tmp_path):
     assert not any(_port_free(p) for p in ports), ports
     c.proc.kill()
     c.proc.wait(10)
-    freed = eventually(lambda: True if all(_port_free(p) for p in ports) else None, 20)
-    alive = [
-        pid
-        for pid in pids
-        if os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()
-    ]
-    assert freed and not alive, (ports, [p for p in ports if not _port_free(p)], alive, c.logs()[-2000:])
+
+    def alive() -> list[int]:
+        return [
+            pid
+            for pid in pids
+            if os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read().lower()
+        ]
+
+    # A node gives its port back as it shuts down and exits a moment later: wait for both.
+    gone = eventually(lambda: all(_port_free(p) for p in ports) and not alive(), 20)
+    freed = all(_port_free(p) for p in ports)
+    assert gone and freed, (ports, [p for p in ports if not _port_free(p)], alive(), c.logs()[-2000:])
