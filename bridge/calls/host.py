@@ -52,6 +52,12 @@ class Leg(Protocol):
     def hangup(self, reason: str) -> None:
         """End the call from our side, in the leg's protocol (BYE; REST and close)."""
 
+    def mark_ended(self) -> None:
+        """The call layer ended this call; :attr:`ended` is true from now on."""
+
+    def release_agent(self) -> None:
+        """Let go of the agent once the teardown is done (:attr:`conversation` is ``None``)."""
+
     async def close_media(self) -> None:
         """Release what carries the call's media (RTP socket and port); called once, by
         the teardown, after the conversation is closed."""

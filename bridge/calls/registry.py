@@ -115,7 +115,7 @@ class CallRegistry:
         leg = self.live.pop(call_id, None)
         if leg is None:
             return False
-        leg.ended = True
+        leg.mark_ended()
         self.end_reasons.append((call_id, reason))
         self.metrics.active_calls.dec()
         if not self.live:
@@ -146,10 +146,7 @@ class CallRegistry:
                 log.exception("call %s: closing its media failed", leg.call_id)
             await self.records.stop_recording(leg)
         finally:
-            # The agent keeps its leg (for inspection in finished); the leg lets go of the
-            # agent, so no reference cycle keeps the call's memory (codecs, VAD, buffers)
-            # until the next cyclic GC pass.
-            leg.conversation = None
+            leg.release_agent()  # no reference cycle keeps the call's memory until a GC pass
             await memory.release_after_call(len(self.live))
             # Logged last: the call's resources are all released when this line appears.
             log.info("call %s: ended (%s) after %.1f s", leg.call_id, reason, duration)

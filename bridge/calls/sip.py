@@ -244,8 +244,7 @@ class SipCalls:
         else:
             log.info("call %s: setup failed: %s", leg.call_id, reason)
         self._release_socket(sock)
-        leg.stream = None
-        leg.conversation = None
+        leg.setup_failed()
         try:
             self._reject(listener, leg.call_id, 500, "setup_error")
         except SipUsageError:

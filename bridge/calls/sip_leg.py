@@ -168,6 +168,21 @@ class SipCallLeg:
             self.conversation.set_hold(params.hold)
         return self.answer_sdp(params)
 
+    def mark_ended(self) -> None:
+        """The call layer ended this call (it left the live set); its teardown follows."""
+        self.ended = True
+
+    def release_agent(self) -> None:
+        """The teardown is done: let go of the agent (it keeps its leg for inspection), so
+        no reference cycle holds the call's memory until the next cyclic GC pass."""
+        self.conversation = None
+
+    def setup_failed(self) -> None:
+        """The call's setup failed after its RTP socket was bound (the caller released it):
+        no stream, no agent."""
+        self.stream = None
+        self.conversation = None
+
     async def close_media(self) -> None:
         """Close the RTP stream, give its port back, count what it dropped."""
         stream, self.stream = self.stream, None

@@ -171,6 +171,15 @@ class MediaStreamLeg:
     def _spawn(self, coro) -> None:
         self.host.spawn(coro)
 
+    def mark_ended(self) -> None:
+        """The call layer ended this call (it left the live set); its teardown follows."""
+        self.ended = True
+
+    def release_agent(self) -> None:
+        """The teardown is done: let go of the agent (it keeps its leg for inspection), so
+        no reference cycle holds the call's memory until the next cyclic GC pass."""
+        self.conversation = None
+
     async def close_media(self) -> None:
         """Nothing to release: the WebSocket is closed by whoever ended the session."""
 

@@ -142,6 +142,15 @@ class WebRtcCallLeg:
         if self.conversation is not None:
             self.conversation.say_then(self.transfer_unavailable, lambda: None)
 
+    def mark_ended(self) -> None:
+        """The call layer ended this call (it left the live set); its teardown follows."""
+        self.ended = True
+
+    def release_agent(self) -> None:
+        """The teardown is done: let go of the agent (it keeps its leg for inspection), so
+        no reference cycle holds the call's memory until the next cyclic GC pass."""
+        self.conversation = None
+
     async def close_media(self) -> None:
         """Stop the tasks and close the peer connection (ICE, DTLS, SCTP)."""
         for task in list(self._tasks):
