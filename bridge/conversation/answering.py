@@ -78,7 +78,6 @@ class AgentTurns:
         self._stopped = stopped
         self._metrics = metrics
         self._transfer = transfer
-        self._transfer_target = transfer.target if transfer is not None else ""
         self._unavailable = transfer_unavailable
         self._records: TurnRecorder | None = None
         self.digits = DigitCollector(leg.call_id, agent.digits_timeout_s, self._digits_done)
@@ -215,7 +214,7 @@ class AgentTurns:
         if self._closed:
             return
         action = self._agent.on_engine_error
-        target = self._transfer_target
+        target = self._transfer.target if self._transfer is not None else ""
         then = None
         if action == "end_call":
             then = self.hangup

@@ -59,8 +59,11 @@ class EndOfTurnScores:
         self._turn_model = turn_model if agent.turn_audio_threshold > 0 else None
         self._source = source
         self._threads = threads
-        #: Whether the source is asked how likely the caller's line ends where it stops.
-        self.wants_text = source.scores_end
+
+    @property
+    def wants_text(self) -> bool:
+        """Whether the source is asked how likely the caller's line ends where it stops."""
+        return self._source.scores_end
 
     def audio(self, pcm: np.ndarray) -> asyncio.Future | None:
         """Smart Turn's end-of-turn probability of ``pcm`` (PCM16 8 kHz), in a worker thread (``None``: off)."""
